@@ -1,0 +1,79 @@
+# kvslim build. `make` builds the library and CLI, `make test` runs the suite,
+# `make SAN=1 test` builds everything with ASan+UBSan into build-san/.
+# Sources are discovered by wildcard: add a .c under src/<module>/ and it builds.
+# Files named *_avx2.c / *_avx512.c are compiled with those ISA flags and must
+# only be entered after a runtime CPU check (src/core/cpu.c).
+
+CC      ?= cc
+SAN     ?= 0
+WERROR  ?= 0
+OPT     ?= -O2
+BUILD   ?= build
+
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
+              -Wstrict-prototypes -Wmissing-prototypes -Iinclude -Isrc -pthread -g
+ifeq ($(WERROR),1)
+CFLAGS_BASE += -Werror
+endif
+ifeq ($(SAN),1)
+BUILD   = build-san
+OPT     = -O1
+CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS_SAN  = -fsanitize=address,undefined
+endif
+CFLAGS  = $(CFLAGS_BASE) $(OPT) $(EXTRA_CFLAGS)
+LDLIBS  = -lm -pthread $(LDFLAGS_SAN)
+
+AVX2_FLAGS   = -mavx2 -mfma -mf16c
+AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
+
+LIB_SRC  = $(wildcard src/*/*.c)
+CLI_SRC  = $(wildcard tools/*.c)
+CLI_OBJ  = $(patsubst %.c,$(BUILD)/%.o,$(CLI_SRC))
+LIB_OBJ  = $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
+TEST_SRC = $(wildcard tests/test_*.c)
+TEST_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+BENCH_SRC = $(wildcard bench/*.c)
+BENCH_BIN = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+.PHONY: all test clean demo models fuzz
+all: $(BUILD)/kvslim $(TEST_BIN) $(BENCH_BIN)
+
+$(BUILD)/libkvslim.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	ar rcs $@ $^
+
+$(BUILD)/%_avx2.o: %_avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(AVX2_FLAGS) -MMD -c $< -o $@
+
+$(BUILD)/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(AVX512_FLAGS) -MMD -c $< -o $@
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -c $< -o $@
+
+$(BUILD)/kvslim: $(CLI_OBJ) $(BUILD)/libkvslim.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libkvslim.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libkvslim.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+test: all
+	@BUILD=$(BUILD) bash tests/run.sh
+
+models:
+	bash scripts/fetch_models.sh
+
+demo: all models
+	bash scripts/demo.sh
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,141 @@
+/* kvslim public API.
+ *
+ * Two handles: an immutable, mmapped kvs_model and a kvs_session that owns a
+ * KV cache and scratch buffers. Options structs come with *_default(). Every
+ * call that can fail returns a kvs_status; the message for the most recent
+ * failure on the calling thread is kvs_last_error(). Library code never prints
+ * and never exits. *_free(NULL) is a no-op. No tensor internals are exposed.
+ */
+#ifndef KVSLIM_H
+#define KVSLIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One status enum across the library. Explicit values, append only. */
+typedef enum kvs_status {
+    KVS_OK              = 0,
+    KVS_ERR_INVALID_ARG = 1, /* caller passed something unusable            */
+    KVS_ERR_IO          = 2, /* open/read/mmap failed                       */
+    KVS_ERR_FORMAT      = 3, /* malformed or hostile file                   */
+    KVS_ERR_UNSUPPORTED = 4, /* valid but not implemented (arch, type, ...) */
+    KVS_ERR_NOMEM       = 5, /* allocation failed                           */
+    KVS_ERR_CONTEXT     = 6, /* sequence would exceed the session context   */
+    KVS_ERR_BUDGET      = 7, /* KV byte budget exhausted                    */
+    KVS_ERR_INTERNAL    = 8, /* a bug: please report                        */
+} kvs_status;
+
+const char *kvs_status_name(kvs_status st);
+/* Human-readable message for the last failure on this thread ("" if none). */
+const char *kvs_last_error(void);
+
+typedef int32_t kvs_token;
+typedef struct kvs_model kvs_model;
+typedef struct kvs_session kvs_session;
+
+/* ---- model ------------------------------------------------------------- */
+
+typedef struct kvs_model_params {
+    bool use_mmap;     /* map the file instead of reading it (default true) */
+} kvs_model_params;
+kvs_model_params kvs_model_params_default(void);
+
+kvs_status kvs_model_load(const char *path, const kvs_model_params *params, kvs_model **out);
+void kvs_model_free(kvs_model *model);
+
+typedef struct kvs_model_info {
+    const char *arch;        /* general.architecture, e.g. "llama"        */
+    const char *name;        /* general.name or ""                         */
+    int32_t n_vocab;
+    int32_t n_ctx_train;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim;
+    int32_t n_ff;
+    float   rope_freq_base;
+    uint64_t n_params;       /* total elements in all tensors              */
+    uint64_t weight_bytes;   /* bytes of all tensor data                   */
+    kvs_token bos, eos;      /* -1 if absent                               */
+} kvs_model_info;
+void kvs_model_get_info(const kvs_model *model, kvs_model_info *out);
+
+/* ---- tokenizer --------------------------------------------------------- */
+
+/* Tokenize UTF-8 text. add_bos follows the model's metadata when add_bos < 0.
+ * parse_special: recognise special/control token text such as "<|im_start|>".
+ * Writes at most cap tokens; *n_out gets the full count (call again with a
+ * larger buffer if it exceeds cap). */
+kvs_status kvs_tokenize(const kvs_model *model, const char *text, size_t len, int add_bos,
+                        bool parse_special, kvs_token *out, size_t cap, size_t *n_out);
+/* Bytes for one token (raw, may be a partial UTF-8 sequence). Returns the
+ * length written (<= cap) or a negative value if the token id is invalid. */
+int kvs_token_to_piece(const kvs_model *model, kvs_token tok, char *buf, size_t cap);
+bool kvs_token_is_eog(const kvs_model *model, kvs_token tok);
+/* Apply the model's chat convention to a single user message; returns a
+ * malloc'd string (caller frees) or NULL when the model has no template. */
+char *kvs_chat_format_user(const kvs_model *model, const char *user_msg);
+
+/* ---- session ----------------------------------------------------------- */
+
+typedef enum kvs_kv_type {
+    KVS_KV_F32 = 0,
+    KVS_KV_F16 = 1,
+} kvs_kv_type;
+
+typedef struct kvs_session_params {
+    uint32_t n_ctx;        /* 0 = the model's training context            */
+    uint32_t n_batch;      /* max tokens per forward call chunk (512)     */
+    int32_t  n_threads;    /* 0 = all online CPUs                         */
+    kvs_kv_type kv_type;   /* element format of the KV cache (F16)        */
+} kvs_session_params;
+kvs_session_params kvs_session_params_default(void);
+
+kvs_status kvs_session_new(const kvs_model *model, const kvs_session_params *params,
+                           kvs_session **out);
+void kvs_session_free(kvs_session *s);
+/* Forget all cached tokens. */
+void kvs_session_reset(kvs_session *s);
+uint32_t kvs_session_n_past(const kvs_session *s);
+uint32_t kvs_session_n_ctx(const kvs_session *s);
+/* Bytes the KV cache holds allocated, and bytes per cached token. */
+uint64_t kvs_session_kv_bytes(const kvs_session *s);
+uint64_t kvs_session_kv_bytes_per_token(const kvs_session *s);
+
+/* Run the model on n tokens appended after the cached ones.
+ * logits: NULL, or room for n_vocab floats (all_logits=false: last token
+ * only) or n*n_vocab floats (all_logits=true: one row per token). */
+kvs_status kvs_decode(kvs_session *s, const kvs_token *tokens, size_t n,
+                      bool all_logits, float *logits);
+
+/* ---- sampling ---------------------------------------------------------- */
+
+typedef struct kvs_sampler_params {
+    float    temperature;   /* <= 0: greedy (default 0.8)                   */
+    int32_t  top_k;         /* <= 0: off (default 40)                       */
+    float    top_p;         /* >= 1: off (default 0.95)                     */
+    float    min_p;         /* <= 0: off (default 0.05)                     */
+    float    repeat_penalty;/* 1: off (default 1.0)                         */
+    int32_t  repeat_last_n; /* window for the penalty (default 64)          */
+    uint64_t seed;          /* default 0x5eed                               */
+} kvs_sampler_params;
+kvs_sampler_params kvs_sampler_params_default(void);
+
+typedef struct kvs_sampler kvs_sampler;
+kvs_status kvs_sampler_new(const kvs_sampler_params *params, int32_t n_vocab, kvs_sampler **out);
+void kvs_sampler_free(kvs_sampler *smp);
+/* Choose a token from logits (modified in place). */
+kvs_token kvs_sampler_sample(kvs_sampler *smp, float *logits);
+/* Record a token as part of the history (prompt tokens and sampled ones). */
+void kvs_sampler_accept(kvs_sampler *smp, kvs_token tok);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KVSLIM_H */

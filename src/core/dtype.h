@@ -1,0 +1,68 @@
+/* Element and block formats (GGML numbering, so GGUF type ids map 1:1) and
+ * their trait table: block geometry, dequantizers, quantizers and dot
+ * products. Every fast function has a scalar reference twin (*_ref) that the
+ * tests compare against; kvs_type_traits_of() returns the best path the CPU
+ * supports (chosen once at first use; see core/cpu.h).
+ *
+ * Dot-product contract: vec_dot(n, &s, w, x) computes s = sum_i w[i]*x[i] for
+ * n elements (n a multiple of block_size), where `w` is a row in this type and
+ * `x` is the activation row already converted with
+ * kvs_type_traits_of(vec_dot_type)->from_float. */
+#ifndef KVS_CORE_DTYPE_H
+#define KVS_CORE_DTYPE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum kvs_dtype {
+    KVS_TYPE_F32  = 0,
+    KVS_TYPE_F16  = 1,
+    KVS_TYPE_Q4_0 = 2,
+    KVS_TYPE_Q4_1 = 3,
+    KVS_TYPE_Q5_0 = 6,
+    KVS_TYPE_Q5_1 = 7,
+    KVS_TYPE_Q8_0 = 8,
+    KVS_TYPE_Q8_1 = 9,
+    KVS_TYPE_Q2_K = 10,
+    KVS_TYPE_Q3_K = 11,
+    KVS_TYPE_Q4_K = 12,
+    KVS_TYPE_Q5_K = 13,
+    KVS_TYPE_Q6_K = 14,
+    KVS_TYPE_Q8_K = 15,
+    KVS_TYPE_BF16 = 30,
+    KVS_TYPE_COUNT = 40, /* upper bound for table sizes; GGUF ids >= this are unknown */
+} kvs_dtype;
+
+typedef void (*kvs_to_float_fn)(const void *x, float *y, int64_t n);
+typedef void (*kvs_from_float_fn)(const float *x, void *y, int64_t n);
+typedef void (*kvs_vec_dot_fn)(int64_t n, float *s, const void *w, const void *x);
+/* s[j] = dot(w, x + j*x_stride_bytes) for j = 0..3: one weight row against
+ * four activation rows, decoding the weight block once (prefill GEMM). */
+typedef void (*kvs_vec_dot_x4_fn)(int64_t n, float *s, const void *w, const void *x,
+                                  size_t x_stride_bytes);
+
+typedef struct kvs_type_traits {
+    const char *name;          /* "q4_K", "f16", ... as ggml spells them    */
+    int32_t block_size;        /* elements per block (1 for float types)    */
+    size_t type_size;          /* bytes per block                           */
+    bool is_quantized;
+    kvs_dtype vec_dot_type;    /* format vec_dot expects for activations    */
+    kvs_to_float_fn to_float;  kvs_to_float_fn to_float_ref;
+    kvs_from_float_fn from_float; kvs_from_float_fn from_float_ref; /* NULL if none */
+    kvs_vec_dot_fn vec_dot;    kvs_vec_dot_fn vec_dot_ref;            /* NULL if none */
+    kvs_vec_dot_x4_fn vec_dot_x4; /* optional fast path, may be NULL          */
+} kvs_type_traits;
+
+/* Traits with the fastest supported functions, or NULL if `t` is unknown or
+ * not implemented. Thread-safe after the first call (call kvs_dtype_init()
+ * early to make that trivially true). */
+const kvs_type_traits *kvs_type_traits_of(uint32_t t);
+/* Same table but with every function pointer set to the scalar reference. */
+const kvs_type_traits *kvs_type_traits_ref(uint32_t t);
+void kvs_dtype_init(void);
+const char *kvs_dtype_name(uint32_t t); /* "unknown(N)"-safe: never NULL */
+/* Bytes for n elements of type t; 0 if t unknown or n not a block multiple. */
+size_t kvs_row_bytes(uint32_t t, int64_t n);
+
+#endif

@@ -1,0 +1,18 @@
+/* Status/error plumbing shared by every module: kvs_fail() records a
+ * formatted message in a thread-local buffer (read back with kvs_last_error)
+ * and returns the status, so failures read as `return kvs_fail(...)`. */
+#ifndef KVS_CORE_ERROR_H
+#define KVS_CORE_ERROR_H
+
+#include "kvslim.h"
+
+#if defined(__GNUC__)
+#define KVS_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define KVS_PRINTF(a, b)
+#endif
+
+kvs_status kvs_fail(kvs_status st, const char *fmt, ...) KVS_PRINTF(2, 3);
+void kvs_clear_error(void);
+
+#endif

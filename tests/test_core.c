@@ -1,0 +1,58 @@
+/* Core utilities: f16/bf16 conversions (exhaustive round trip), thread pool
+ * coverage, allocation hook. */
+#include <stdatomic.h>
+
+#include "core/alloc.h"
+#include "core/f16.h"
+#include "core/threads.h"
+#include "test_util.h"
+
+typedef struct { _Atomic int64_t sum; int64_t n; } sum_ctx;
+static void sum_task(void *vctx, int ith, int nth) {
+    sum_ctx *c = vctx;
+    int64_t lo, hi, s = 0;
+    kvs_split(c->n, ith, nth, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) s += i;
+    atomic_fetch_add(&c->sum, s);
+}
+
+int main(void) {
+    /* every finite half round-trips exactly through f32 */
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        uint16_t x = (uint16_t)h;
+        float f = kvs_f16_to_f32(x);
+        uint16_t y = kvs_f32_to_f16(f);
+        if (((x >> 10) & 0x1f) == 31 && (x & 0x3ff)) { if (!isnan(f)) bad++; continue; }
+        if (x != y) bad++;
+    }
+    CHECKF(bad == 0, "%d halves did not round-trip", bad);
+    CHECK(kvs_f32_to_f16(65520.0f) == 0x7c00);     /* rounds to inf */
+    CHECK(kvs_f32_to_f16(65504.0f) == 0x7bff);
+    CHECK(kvs_f32_to_f16(1.0f + 1.0f / 2048) == 0x3c00); /* tie -> even */
+    CHECK(kvs_f32_to_f16(5.9604645e-08f) == 0x0001);     /* smallest subnormal */
+    CHECK(kvs_f32_to_f16(-INFINITY) == 0xfc00);
+    CHECK(kvs_bf16_to_f32(kvs_f32_to_bf16(1.5f)) == 1.5f);
+    CHECK(kvs_f32_to_bf16(1.00390625f) == 0x3f80);        /* tie -> even */
+    CHECK(isnan(kvs_bf16_to_f32(kvs_f32_to_bf16(NAN))));
+
+    for (int nt = 1; nt <= 4; nt++) {
+        kvs_pool *p = NULL;
+        CHECK(kvs_pool_new(nt, &p) == KVS_OK);
+        for (int rep = 0; rep < 100; rep++) {
+            sum_ctx c = {.n = 1000 + rep};
+            kvs_pool_run(p, sum_task, &c);
+            CHECK(atomic_load(&c.sum) == (c.n * (c.n - 1)) / 2);
+        }
+        kvs_pool_free(p);
+    }
+    kvs_pool_free(NULL);
+
+    kvs_alloc_fail_after(1);
+    void *a = kvs_malloc(16), *b = kvs_malloc(16);
+    kvs_alloc_fail_after(-1);
+    CHECK(a != NULL && b == NULL);
+    kvs_free(a);
+    CHECK(kvs_calloc(SIZE_MAX / 2, 4) == NULL);
+    return test_finish("core");
+}
