@@ -1,0 +1,123 @@
+/* The dtype trait table: block geometry plus the kernels for each format.
+ * Two tables: g_ref (scalar references only) and g_fast (AVX2 where the CPU
+ * has it, else identical to g_ref), filled once by kvs_dtype_init(). */
+#include "core/dtype.h"
+
+#include <pthread.h>
+#include <stdio.h>
+
+#include "core/cpu.h"
+#include "core/quant_internal.h"
+
+static kvs_type_traits g_ref[KVS_TYPE_COUNT];
+static kvs_type_traits g_fast[KVS_TYPE_COUNT];
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+#define REF_ENTRY(T, id, nm, bs, sz, q, vdt, has_from)                             \
+    g_ref[id] = (kvs_type_traits){                                                 \
+        .name = nm, .block_size = bs, .type_size = sz, .is_quantized = q,          \
+        .vec_dot_type = vdt,                                                       \
+        .to_float = kvs_##T##_to_float_ref, .to_float_ref = kvs_##T##_to_float_ref, \
+        .from_float = (has_from) ? kvs_##T##_from_float_ref : NULL,                \
+        .from_float_ref = (has_from) ? kvs_##T##_from_float_ref : NULL,            \
+        .vec_dot = kvs_##T##_vec_dot_ref, .vec_dot_ref = kvs_##T##_vec_dot_ref,    \
+        .vec_dot_x4 = NULL,                                                        \
+    }
+
+static void dtype_init_once(void) {
+    REF_ENTRY(f32, KVS_TYPE_F32, "f32", 1, 4, false, KVS_TYPE_F32, 1);
+    REF_ENTRY(f16, KVS_TYPE_F16, "f16", 1, 2, false, KVS_TYPE_F32, 1);
+    REF_ENTRY(bf16, KVS_TYPE_BF16, "bf16", 1, 2, false, KVS_TYPE_F32, 1);
+    REF_ENTRY(q4_0, KVS_TYPE_Q4_0, "q4_0", KVS_QK, sizeof(kvs_block_q4_0), true, KVS_TYPE_Q8_0, 1);
+    REF_ENTRY(q4_1, KVS_TYPE_Q4_1, "q4_1", KVS_QK, sizeof(kvs_block_q4_1), true, KVS_TYPE_Q8_1, 1);
+    REF_ENTRY(q5_0, KVS_TYPE_Q5_0, "q5_0", KVS_QK, sizeof(kvs_block_q5_0), true, KVS_TYPE_Q8_0, 1);
+    REF_ENTRY(q5_1, KVS_TYPE_Q5_1, "q5_1", KVS_QK, sizeof(kvs_block_q5_1), true, KVS_TYPE_Q8_1, 1);
+    REF_ENTRY(q8_0, KVS_TYPE_Q8_0, "q8_0", KVS_QK, sizeof(kvs_block_q8_0), true, KVS_TYPE_Q8_0, 1);
+    REF_ENTRY(q2_K, KVS_TYPE_Q2_K, "q2_K", KVS_QK_K, sizeof(kvs_block_q2_K), true, KVS_TYPE_Q8_K, 0);
+    REF_ENTRY(q3_K, KVS_TYPE_Q3_K, "q3_K", KVS_QK_K, sizeof(kvs_block_q3_K), true, KVS_TYPE_Q8_K, 0);
+    REF_ENTRY(q4_K, KVS_TYPE_Q4_K, "q4_K", KVS_QK_K, sizeof(kvs_block_q4_K), true, KVS_TYPE_Q8_K, 1);
+    REF_ENTRY(q5_K, KVS_TYPE_Q5_K, "q5_K", KVS_QK_K, sizeof(kvs_block_q5_K), true, KVS_TYPE_Q8_K, 1);
+    REF_ENTRY(q6_K, KVS_TYPE_Q6_K, "q6_K", KVS_QK_K, sizeof(kvs_block_q6_K), true, KVS_TYPE_Q8_K, 1);
+    /* activation-only formats: no dot product of their own */
+    g_ref[KVS_TYPE_Q8_1] = (kvs_type_traits){
+        .name = "q8_1", .block_size = KVS_QK, .type_size = sizeof(kvs_block_q8_1), .is_quantized = true,
+        .vec_dot_type = KVS_TYPE_Q8_1,
+        .to_float = kvs_q8_1_to_float_ref, .to_float_ref = kvs_q8_1_to_float_ref,
+        .from_float = kvs_q8_1_from_float_ref, .from_float_ref = kvs_q8_1_from_float_ref,
+    };
+    g_ref[KVS_TYPE_Q8_K] = (kvs_type_traits){
+        .name = "q8_K", .block_size = KVS_QK_K, .type_size = sizeof(kvs_block_q8_K), .is_quantized = true,
+        .vec_dot_type = KVS_TYPE_Q8_K,
+        .to_float = kvs_q8_K_to_float_ref, .to_float_ref = kvs_q8_K_to_float_ref,
+        .from_float = kvs_q8_K_from_float_ref, .from_float_ref = kvs_q8_K_from_float_ref,
+    };
+
+    for (int t = 0; t < KVS_TYPE_COUNT; t++) g_fast[t] = g_ref[t];
+
+#if defined(__x86_64__) || defined(__i386__)
+    if (kvs_cpu()->avx2) {
+        kvs_type_traits *f = g_fast;
+        f[KVS_TYPE_F32].vec_dot = kvs_f32_vec_dot_avx2;
+        f[KVS_TYPE_F32].vec_dot_x4 = kvs_f32_vec_dot_x4_avx2;
+        f[KVS_TYPE_F16].vec_dot = kvs_f16_vec_dot_avx2;
+        f[KVS_TYPE_F16].vec_dot_x4 = kvs_f16_vec_dot_x4_avx2;
+        f[KVS_TYPE_F16].to_float = kvs_f16_to_float_avx2;
+        f[KVS_TYPE_F16].from_float = kvs_f16_from_float_avx2;
+        f[KVS_TYPE_BF16].vec_dot = kvs_bf16_vec_dot_avx2;
+        f[KVS_TYPE_BF16].to_float = kvs_bf16_to_float_avx2;
+        f[KVS_TYPE_BF16].from_float = kvs_bf16_from_float_avx2;
+
+        f[KVS_TYPE_Q4_0].vec_dot = kvs_q4_0_vec_dot_avx2;
+        f[KVS_TYPE_Q4_0].vec_dot_x4 = kvs_q4_0_vec_dot_x4_avx2;
+        f[KVS_TYPE_Q4_0].to_float = kvs_q4_0_to_float_avx2;
+        f[KVS_TYPE_Q4_1].vec_dot = kvs_q4_1_vec_dot_avx2;
+        f[KVS_TYPE_Q4_1].vec_dot_x4 = kvs_q4_1_vec_dot_x4_avx2;
+        f[KVS_TYPE_Q4_1].to_float = kvs_q4_1_to_float_avx2;
+        f[KVS_TYPE_Q5_0].vec_dot = kvs_q5_0_vec_dot_avx2;
+        f[KVS_TYPE_Q5_1].vec_dot = kvs_q5_1_vec_dot_avx2;
+        f[KVS_TYPE_Q8_0].vec_dot = kvs_q8_0_vec_dot_avx2;
+        f[KVS_TYPE_Q8_0].vec_dot_x4 = kvs_q8_0_vec_dot_x4_avx2;
+        f[KVS_TYPE_Q8_0].to_float = kvs_q8_0_to_float_avx2;
+        f[KVS_TYPE_Q8_0].from_float = kvs_q8_0_from_float_avx2;
+        f[KVS_TYPE_Q8_1].from_float = kvs_q8_1_from_float_avx2;
+        f[KVS_TYPE_Q8_K].from_float = kvs_q8_K_from_float_avx2;
+
+        f[KVS_TYPE_Q4_K].vec_dot = kvs_q4_K_vec_dot_avx2;
+        f[KVS_TYPE_Q4_K].vec_dot_x4 = kvs_q4_K_vec_dot_x4_avx2;
+        f[KVS_TYPE_Q4_K].to_float = kvs_q4_K_to_float_avx2;
+        f[KVS_TYPE_Q5_K].vec_dot = kvs_q5_K_vec_dot_avx2;
+        f[KVS_TYPE_Q5_K].vec_dot_x4 = kvs_q5_K_vec_dot_x4_avx2;
+        f[KVS_TYPE_Q6_K].vec_dot = kvs_q6_K_vec_dot_avx2;
+        f[KVS_TYPE_Q6_K].vec_dot_x4 = kvs_q6_K_vec_dot_x4_avx2;
+        f[KVS_TYPE_Q6_K].to_float = kvs_q6_K_to_float_avx2;
+    }
+#endif
+}
+
+void kvs_dtype_init(void) { pthread_once(&g_once, dtype_init_once); }
+
+const kvs_type_traits *kvs_type_traits_of(uint32_t t) {
+    kvs_dtype_init();
+    if (t >= KVS_TYPE_COUNT || !g_fast[t].name) return NULL;
+    return &g_fast[t];
+}
+
+const kvs_type_traits *kvs_type_traits_ref(uint32_t t) {
+    kvs_dtype_init();
+    if (t >= KVS_TYPE_COUNT || !g_ref[t].name) return NULL;
+    return &g_ref[t];
+}
+
+const char *kvs_dtype_name(uint32_t t) {
+    const kvs_type_traits *tr = kvs_type_traits_ref(t);
+    if (tr) return tr->name;
+    static _Thread_local char buf[32];
+    snprintf(buf, sizeof buf, "unknown(%u)", t);
+    return buf;
+}
+
+size_t kvs_row_bytes(uint32_t t, int64_t n) {
+    const kvs_type_traits *tr = kvs_type_traits_ref(t);
+    if (!tr || n < 0 || n % tr->block_size) return 0;
+    return (size_t)(n / tr->block_size) * tr->type_size;
+}

@@ -1,0 +1,315 @@
+/* Element/block formats: fast kernels vs scalar references on fresh random
+ * rows (several seeds, 1 / 3 / 7 / 100+ blocks, all-zero blocks, tiny and
+ * large-magnitude blocks), references vs float64, quantization error bounds,
+ * the 4-row dot, f16/bf16 special values, and the table helpers.
+ *
+ * Tolerances (S = sum_i |w_i| |x_i| over dequantized values, float64):
+ *   to_float / from_float fast vs ref ....... bit-exact
+ *   vec_dot fast vs ref ..................... |d| <= 1e-5 * S + 1e-30
+ *   vec_dot_ref vs float64 dot .............. |d| <= 1e-5 * S + 1e-30
+ *     (for q8_1 activations the float64 reference uses the stored s = d*sum(q)
+ *      per block, exactly the quantity the format defines)
+ *   vec_dot_x4 vs 4 x vec_dot ............... |d| <= 1e-5 * S + 1e-30
+ *   quantize -> dequantize NMSE (N(0,1) data): see nmse_bound[]. */
+#include <string.h>
+
+#include "core/cpu.h"
+#include "core/dtype.h"
+#include "core/f16.h"
+#include "core/quant_internal.h"
+#include "test_util.h"
+
+static const uint32_t k_types[] = {
+    KVS_TYPE_F32,  KVS_TYPE_F16,  KVS_TYPE_BF16, KVS_TYPE_Q4_0, KVS_TYPE_Q4_1,
+    KVS_TYPE_Q5_0, KVS_TYPE_Q5_1, KVS_TYPE_Q8_0, KVS_TYPE_Q8_1, KVS_TYPE_Q2_K,
+    KVS_TYPE_Q3_K, KVS_TYPE_Q4_K, KVS_TYPE_Q5_K, KVS_TYPE_Q6_K, KVS_TYPE_Q8_K,
+};
+#define N_TYPES (int)(sizeof k_types / sizeof k_types[0])
+
+static double nmse_bound(uint32_t t) {
+    switch (t) {
+    case KVS_TYPE_F32: return 1e-30;
+    case KVS_TYPE_F16: return 1e-6;
+    case KVS_TYPE_BF16: return 2e-5;
+    case KVS_TYPE_Q8_0: case KVS_TYPE_Q8_1: case KVS_TYPE_Q8_K: return 1e-4;
+    case KVS_TYPE_Q6_K: return 1e-3;
+    case KVS_TYPE_Q5_0: case KVS_TYPE_Q5_1: case KVS_TYPE_Q5_K: return 4e-3;
+    case KVS_TYPE_Q4_0: case KVS_TYPE_Q4_1: case KVS_TYPE_Q4_K: return 1.5e-2;
+    default: return 0;
+    }
+}
+
+/* A row of mixed blocks: mostly N(0,1), some all-zero, tiny, large (x1e3)
+ * blocks and single outliers. Block granularity `bs` (32 for float types). */
+static void gen_row(float *x, int64_t n, int bs, uint64_t *rng) {
+    if (bs < 32) bs = 32;
+    for (int64_t b = 0; b < n; b += bs) {
+        const int64_t e = b + bs < n ? b + bs : n;
+        const uint64_t kind = test_rng_next(rng) % 10;
+        const float scale = kind == 0 ? 0.0f : kind == 1 ? 1e-3f : kind == 2 ? 1e3f : 1.0f;
+        for (int64_t i = b; i < e; i++) x[i] = scale * test_rng_normal(rng);
+        if (kind == 3) x[b + (int64_t)(test_rng_next(rng) % (uint64_t)(e - b))] *= 20.0f;
+        if (kind == 4) /* all-positive block (asymmetric formats) */
+            for (int64_t i = b; i < e; i++) x[i] = fabsf(x[i]) + 0.5f;
+    }
+}
+
+/* Byte offsets of the f16 scale fields of a block (-1 terminated). */
+static const int *half_fields(uint32_t t) {
+    static const int d0[] = {0, -1}, dm[] = {0, 2, -1}, q2k[] = {80, 82, -1}, q3k[] = {108, -1},
+                     q6k[] = {208, -1};
+    switch (t) {
+    case KVS_TYPE_Q4_0: case KVS_TYPE_Q5_0: case KVS_TYPE_Q8_0: return d0;
+    case KVS_TYPE_Q4_1: case KVS_TYPE_Q5_1: case KVS_TYPE_Q4_K: case KVS_TYPE_Q5_K: return dm;
+    case KVS_TYPE_Q2_K: return q2k;
+    case KVS_TYPE_Q3_K: return q3k;
+    case KVS_TYPE_Q6_K: return q6k;
+    default: return NULL;
+    }
+}
+
+/* Weights in type t: quantized from x (when a quantizer exists and !raw),
+ * else random bytes with sane (finite, signed) f16 scale fields, so every
+ * bit pattern of the quants and packed scales gets exercised. */
+static void make_weights(uint32_t t, const float *x, void *buf, int64_t n, uint64_t *rng, int raw) {
+    const kvs_type_traits *R = kvs_type_traits_ref(t);
+    const int *hf = half_fields(t);
+    if (R->from_float_ref && (!raw || !hf)) { R->from_float_ref(x, buf, n); return; }
+    const size_t bytes = kvs_row_bytes(t, n);
+    uint8_t *p = buf;
+    for (size_t i = 0; i < bytes; i++) p[i] = (uint8_t)test_rng_next(rng);
+    for (int64_t b = 0; b < n / R->block_size; b++)
+        for (const int *o = hf; *o >= 0; o++) {
+            const uint16_t h = kvs_f32_to_f16(0.1f * test_rng_uniform(rng));
+            memcpy(p + (size_t)b * R->type_size + *o, &h, 2);
+        }
+}
+
+static double abs_dot(const float *a, const float *b, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += fabs((double)a[i] * b[i]);
+    return s;
+}
+
+static void test_type(uint32_t t, uint64_t seed) {
+    const kvs_type_traits *F = kvs_type_traits_of(t), *R = kvs_type_traits_ref(t);
+    CHECK(F && R);
+    if (!F || !R) return;
+    const int bs = R->block_size;
+    const int64_t lens_q[] = {1, 3, 7, 129, 4096 / 32 + 3};
+    const int64_t lens_f[] = {1, 7, 31, 4101, 33};
+    for (int li = 0; li < 5; li++) {
+        const int64_t n = bs == 1 ? lens_f[li] : (bs == KVS_QK_K ? (li == 3 ? 17 : li == 4 ? 16 : lens_q[li]) * bs
+                                                                  : lens_q[li] * bs);
+        uint64_t rng = seed * 7919 + (uint64_t)t * 131 + (uint64_t)li + 1;
+        const size_t wb = kvs_row_bytes(t, n);
+        CHECK(wb > 0);
+        float *x = malloc((size_t)n * 4), *y_ref = malloc((size_t)n * 4), *y_fast = malloc((size_t)n * 4);
+        uint8_t *w = malloc(wb), *w2 = malloc(wb);
+        gen_row(x, n, bs, &rng);
+        make_weights(t, x, w, n, &rng, 1);
+
+        /* (1) dequantizers bit-exact */
+        R->to_float_ref(w, y_ref, n);
+        F->to_float(w, y_fast, n);
+        CHECKF(memcmp(y_ref, y_fast, (size_t)n * 4) == 0, "%s to_float n=%lld", R->name, (long long)n);
+        /* quantizers bit-exact */
+        if (F->from_float && R->from_float_ref) {
+            R->from_float_ref(x, w, n);
+            F->from_float(x, w2, n);
+            CHECKF(memcmp(w, w2, wb) == 0, "%s from_float n=%lld", R->name, (long long)n);
+        }
+        /* weights for the dots: the (ref) quantized row on odd seeds, raw
+         * random blocks on even ones */
+        make_weights(t, x, w, n, &rng, (int)(seed % 2 == 0));
+        R->to_float_ref(w, y_ref, n);
+
+        if (R->vec_dot_ref) {
+            const uint32_t vt = R->vec_dot_type;
+            const kvs_type_traits *VF = kvs_type_traits_of(vt), *VR = kvs_type_traits_ref(vt);
+            const size_t xb = kvs_row_bytes(vt, n);
+            const size_t stride = xb + 64;
+            uint8_t *xq = malloc(stride * 4);
+            float *xs = malloc((size_t)n * 4 * 4), *xd = malloc((size_t)n * 4);
+            float s4[4], s1[4];
+            for (int r = 0; r < 4; r++) {
+                gen_row(xs + (size_t)r * n, n, bs, &rng);
+                VF->from_float(xs + (size_t)r * n, xq + stride * r, n);
+            }
+            for (int r = 0; r < 4; r++) {
+                const uint8_t *xr = xq + stride * r;
+                VR->to_float_ref(xr, xd, n);
+                const double S = abs_dot(y_ref, xd, n);
+                double exact = 0;
+                for (int64_t i = 0; i < n; i++) exact += (double)y_ref[i] * xd[i];
+                if (vt == KVS_TYPE_Q8_1) { /* use the stored block sums s */
+                    for (int64_t b = 0; b < n / KVS_QK; b++) {
+                        uint16_t mh, sh;
+                        memcpy(&mh, w + (size_t)b * R->type_size + 2, 2);
+                        memcpy(&sh, xr + (size_t)b * sizeof(kvs_block_q8_1) + 2, 2);
+                        double sx = 0;
+                        for (int i = 0; i < KVS_QK; i++) sx += xd[b * KVS_QK + i];
+                        exact += (double)kvs_f16_to_f32(mh) * ((double)kvs_f16_to_f32(sh) - sx);
+                    }
+                }
+                float sr = 0, sf = 0;
+                R->vec_dot_ref(n, &sr, w, xr);
+                F->vec_dot(n, &sf, w, xr);
+                s1[r] = sf;
+                const double tol = 1e-5 * S + 1e-30;
+                CHECKF(fabs((double)sr - exact) <= tol, "%s vec_dot_ref vs f64 n=%lld: %.9g vs %.9g (S=%g)",
+                       R->name, (long long)n, sr, exact, S);
+                CHECKF(fabs((double)sf - sr) <= tol, "%s vec_dot fast vs ref n=%lld: %.9g vs %.9g (S=%g)",
+                       R->name, (long long)n, sf, sr, S);
+                if (r == 0 && li == 3 && seed == 1)
+                    printf("  %-5s n=%-5lld dot fast-ref %.2e, ref-f64 %.2e (rel. to S)\n", R->name, (long long)n,
+                           fabs((double)sf - sr) / (S + 1e-300), fabs((double)sr - exact) / (S + 1e-300));
+            }
+            if (F->vec_dot_x4) {
+                F->vec_dot_x4(n, s4, w, xq, stride);
+                for (int r = 0; r < 4; r++) {
+                    VR->to_float_ref(xq + stride * r, xd, n);
+                    const double tol = 1e-5 * abs_dot(y_ref, xd, n) + 1e-30;
+                    CHECKF(fabs((double)s4[r] - s1[r]) <= tol, "%s vec_dot_x4 row %d n=%lld: %.9g vs %.9g",
+                           R->name, r, (long long)n, s4[r], s1[r]);
+                }
+            }
+            free(xq); free(xs); free(xd);
+        }
+        free(x); free(y_ref); free(y_fast); free(w); free(w2);
+    }
+}
+
+/* (4) quantize -> dequantize error on N(0,1) data */
+static void test_nmse(uint32_t t) {
+    const kvs_type_traits *F = kvs_type_traits_of(t), *R = kvs_type_traits_ref(t);
+    if (!R->from_float_ref) return;
+    const int64_t n = 256 * 64;
+    float *x = malloc(n * 4), *y = malloc(n * 4);
+    void *q = malloc(kvs_row_bytes(t, n));
+    uint64_t rng = 12345 + t;
+    for (int64_t i = 0; i < n; i++) x[i] = test_rng_normal(&rng);
+    R->from_float_ref(x, q, n);
+    F->to_float(q, y, n);
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) { num += ((double)x[i] - y[i]) * ((double)x[i] - y[i]); den += (double)x[i] * x[i]; }
+    const double nmse = num / den;
+    printf("  %-5s nmse %.3e (bound %.1e)\n", R->name, nmse, nmse_bound(t));
+    CHECKF(nmse <= nmse_bound(t), "%s nmse %.3e > %.1e", R->name, nmse, nmse_bound(t));
+    /* all-zero input quantizes to exact zeros */
+    memset(x, 0, n * 4);
+    F->from_float(x, q, n);
+    F->to_float(q, y, n);
+    int nz = 0;
+    for (int64_t i = 0; i < n; i++) nz += y[i] != 0.0f;
+    CHECKF(nz == 0, "%s: zero row dequantizes to %d non-zeros", R->name, nz);
+    free(x); free(y); free(q);
+}
+
+static int same_bits_or_both_nan(float a, float b) {
+    if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
+    return kvs_f32_bits(a) == kvs_f32_bits(b);
+}
+
+/* (6) f16 / bf16 conversions, including inf, nan, subnormals, overflow. */
+static void test_half(void) {
+    const kvs_type_traits *F16 = kvs_type_traits_of(KVS_TYPE_F16), *R16 = kvs_type_traits_ref(KVS_TYPE_F16);
+    const kvs_type_traits *FB = kvs_type_traits_of(KVS_TYPE_BF16), *RB = kvs_type_traits_ref(KVS_TYPE_BF16);
+    /* every half / bf16 bit pattern decodes identically in both paths */
+    static uint16_t all[65536];
+    static float fa[65536], fb[65536];
+    for (int i = 0; i < 65536; i++) all[i] = (uint16_t)i;
+    int bad = 0;
+    F16->to_float(all, fa, 65536);
+    R16->to_float_ref(all, fb, 65536);
+    for (int i = 0; i < 65536; i++) bad += !same_bits_or_both_nan(fa[i], fb[i]);
+    CHECKF(bad == 0, "f16 to_float: %d mismatches", bad);
+    bad = 0;
+    FB->to_float(all, fa, 65536);
+    RB->to_float_ref(all, fb, 65536);
+    for (int i = 0; i < 65536; i++) bad += kvs_f32_bits(fa[i]) != kvs_f32_bits(fb[i]);
+    CHECKF(bad == 0, "bf16 to_float: %d mismatches", bad);
+
+    /* specials encode as expected through both paths */
+    const float sp[16] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, 65504.0f, 65520.0f,
+                          1e10f, -1e10f, 5.9604645e-08f, 2.9e-08f, 1e-40f, 1.0f + 1.0f / 2048, 3.0f, -2.5f};
+    uint16_t hf[16], hr[16], bfv[16], br[16];
+    F16->from_float(sp, hf, 16);
+    R16->from_float_ref(sp, hr, 16);
+    FB->from_float(sp, bfv, 16);
+    RB->from_float_ref(sp, br, 16);
+    CHECK(memcmp(hf, hr, sizeof hf) == 0);
+    CHECK(memcmp(bfv, br, sizeof bfv) == 0);
+    CHECK(hr[0] == 0x0000 && hr[1] == 0x8000 && hr[2] == 0x7c00 && hr[3] == 0xfc00);
+    CHECK((hr[4] & 0x7c00) == 0x7c00 && (hr[4] & 0x3ff) != 0 && (hr[5] & 0x8000));
+    CHECK(hr[6] == 0x7bff && hr[7] == 0x7c00 && hr[8] == 0x7c00 && hr[9] == 0xfc00);
+    CHECK(hr[10] == 0x0001 && hr[11] == 0x0000 && hr[12] == 0x0000 && hr[13] == 0x3c00);
+    CHECK(br[2] == 0x7f80 && br[3] == 0xff80 && isnan(kvs_bf16_to_f32(br[4])) && br[15] == 0xc020);
+
+    /* random f32 bit patterns (all classes): fast == ref bit-exact */
+    const int64_t n = 1 << 18;
+    float *x = malloc(n * 4);
+    uint16_t *a = malloc(n * 2), *b = malloc(n * 2);
+    uint64_t rng = 99;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)test_rng_next(&rng);
+        if (i & 1) u = (u & 0x8fffffffu) | 0x30000000u; /* bias toward the half range */
+        memcpy(&x[i], &u, 4);
+    }
+    F16->from_float(x, a, n);
+    R16->from_float_ref(x, b, n);
+    CHECK(memcmp(a, b, n * 2) == 0);
+    FB->from_float(x, a, n);
+    RB->from_float_ref(x, b, n);
+    CHECK(memcmp(a, b, n * 2) == 0);
+    free(x); free(a); free(b);
+}
+
+static void test_table(void) {
+    CHECK(kvs_type_traits_of(4) == NULL && kvs_type_traits_of(5) == NULL);
+    CHECK(kvs_type_traits_of(KVS_TYPE_COUNT) == NULL && kvs_type_traits_of(1000000) == NULL);
+    CHECK(strcmp(kvs_dtype_name(KVS_TYPE_Q4_K), "q4_K") == 0);
+    CHECK(strcmp(kvs_dtype_name(77), "unknown(77)") == 0);
+    CHECK(kvs_row_bytes(KVS_TYPE_Q4_1, 4096) == 128 * 20);
+    CHECK(kvs_row_bytes(KVS_TYPE_Q6_K, 512) == 2 * 210);
+    CHECK(kvs_row_bytes(KVS_TYPE_Q4_K, 100) == 0);
+    CHECK(kvs_row_bytes(KVS_TYPE_F16, 3) == 6);
+    CHECK(kvs_row_bytes(33, 256) == 0);
+    for (int i = 0; i < N_TYPES; i++) {
+        const kvs_type_traits *F = kvs_type_traits_of(k_types[i]), *R = kvs_type_traits_ref(k_types[i]);
+        CHECK(F && R && F->to_float && R->to_float_ref && R->type_size > 0);
+        if (R && R->vec_dot_ref) CHECK(kvs_type_traits_of(R->vec_dot_type)->from_float != NULL);
+    }
+    CHECK(kvs_type_traits_of(KVS_TYPE_Q4_1)->vec_dot_type == KVS_TYPE_Q8_1);
+    CHECK(kvs_type_traits_of(KVS_TYPE_Q4_0)->vec_dot_type == KVS_TYPE_Q8_0);
+    CHECK(kvs_type_traits_of(KVS_TYPE_Q6_K)->vec_dot_type == KVS_TYPE_Q8_K);
+    CHECK(kvs_type_traits_of(KVS_TYPE_BF16)->vec_dot_type == KVS_TYPE_F32);
+    /* a known q4_K block decodes to hand-computed values */
+    kvs_block_q4_K b;
+    memset(&b, 0, sizeof b);
+    b.d = kvs_f32_to_f16(0.5f);
+    b.dmin = kvs_f32_to_f16(0.25f);
+    b.scales[0] = 3;              /* sc0 = 3 */
+    b.scales[4] = 2;              /* m0 = 2 */
+    b.scales[8] = 0x15;           /* sc4 low = 5, m4 low = 1 */
+    b.scales[0] |= 1 << 6;        /* sc4 high bits = 1 -> sc4 = 21 */
+    b.qs[0] = 0x7A;               /* elem 0 = 10, elem 32 = 7 */
+    b.qs[64] = 0x09;              /* elem 128 (sub-block 4) = 9 */
+    float y[256];
+    kvs_type_traits_of(KVS_TYPE_Q4_K)->to_float(&b, y, 256);
+    CHECK(y[0] == 0.5f * 3 * 10 - 0.25f * 2);
+    CHECK(y[1] == -0.5f);
+    CHECK(y[32] == 0.0f * 7); /* sc1 = 0, m1 = 0 */
+    CHECK(y[128] == 0.5f * 21 * 9 - 0.25f * 1);
+}
+
+int main(void) {
+    kvs_dtype_init();
+    printf("simd: %s\n", kvs_cpu_simd_name());
+    test_table();
+    test_half();
+    for (int i = 0; i < N_TYPES; i++) test_nmse(k_types[i]);
+    for (uint64_t seed = 1; seed <= 4; seed++)
+        for (int i = 0; i < N_TYPES; i++) test_type(k_types[i], seed);
+    return test_finish("test_quant");
+}
