@@ -11,6 +11,23 @@
 
 #define HF(h) _cvtsh_ss(h)
 
+/* Software prefetch distance for the weight stream (bytes ahead). Keeps
+ * enough lines in flight that the compute-heavy 4-bit loops still run at
+ * memory speed on large matrices. */
+#define PF_DIST 768
+#define PREFETCH(p) _mm_prefetch((const char *)(p) + PF_DIST, _MM_HINT_T0)
+
+/* half -> float in lane 0 (movzx + vmovd + vcvtph2ps; cheaper than HF). */
+static inline __m128 h2f(uint16_t h) { return _mm_cvtph_ps(_mm_cvtsi32_si128(h)); }
+/* two adjacent halves (d, m) or (d, s) -> lanes 0, 1 */
+static inline __m128 h2f_pair(const void *p) {
+    uint32_t u;
+    memcpy(&u, p, 4);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)u));
+}
+/* dw*dx broadcast to 8 lanes */
+static inline __m256 dprod(uint16_t a, uint16_t b) { return _mm256_broadcastss_ps(_mm_mul_ps(h2f(a), h2f(b))); }
+
 static inline float hsum8(__m256 v) {
     __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     r = _mm_add_ps(r, _mm_movehl_ps(r, r));
@@ -146,26 +163,27 @@ void kvs_f16_vec_dot_x4_avx2(int64_t n, float *s, const void *vw, const void *vx
 
 /* ================================================================ legacy 32-blocks */
 
+/* (nib - 8) . y == nib . y - 8 . y, both as unsigned x signed maddubs */
+static inline __m256 q4_0_block_dot(const uint8_t *qs, const int8_t *y) {
+    const __m256i yv = loadu256(y);
+    const __m256i d16 = _mm256_sub_epi16(_mm256_maddubs_epi16(nibbles32(qs), yv),
+                                         _mm256_maddubs_epi16(_mm256_set1_epi8(8), yv));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(d16, _mm256_set1_epi16(1)));
+}
+
 void kvs_q4_0_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) {
     const kvs_block_q4_0 *w = vw;
     const kvs_block_q8_0 *x = vx;
     const int64_t nb = n / KVS_QK;
-    const __m256i eight = _mm256_set1_epi8(8);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 2 <= nb; i += 2) {
-        const __m256i q0 = _mm256_sub_epi8(nibbles32(w[i].qs), eight);
-        const __m256i q1 = _mm256_sub_epi8(nibbles32(w[i + 1].qs), eight);
-        const __m256 p0 = _mm256_cvtepi32_ps(dot_s8s8(q0, loadu256(x[i].qs)));
-        const __m256 p1 = _mm256_cvtepi32_ps(dot_s8s8(q1, loadu256(x[i + 1].qs)));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(HF(w[i].d) * HF(x[i].d)), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(HF(w[i + 1].d) * HF(x[i + 1].d)), p1, acc1);
+        PREFETCH(w + i);
+        acc0 = _mm256_fmadd_ps(dprod(w[i].d, x[i].d), q4_0_block_dot(w[i].qs, x[i].qs), acc0);
+        acc1 = _mm256_fmadd_ps(dprod(w[i + 1].d, x[i + 1].d), q4_0_block_dot(w[i + 1].qs, x[i + 1].qs), acc1);
     }
-    for (; i < nb; i++) {
-        const __m256i q0 = _mm256_sub_epi8(nibbles32(w[i].qs), eight);
-        const __m256 p0 = _mm256_cvtepi32_ps(dot_s8s8(q0, loadu256(x[i].qs)));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(HF(w[i].d) * HF(x[i].d)), p0, acc0);
-    }
+    for (; i < nb; i++)
+        acc0 = _mm256_fmadd_ps(dprod(w[i].d, x[i].d), q4_0_block_dot(w[i].qs, x[i].qs), acc0);
     *s = hsum8(_mm256_add_ps(acc0, acc1));
 }
 
@@ -192,21 +210,25 @@ void kvs_q4_1_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) 
     const kvs_block_q8_1 *x = vx;
     const int64_t nb = n / KVS_QK;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float summ = 0;
+    __m128 summ = _mm_setzero_ps(); /* lane 1 accumulates m_w * s_x */
     int64_t i = 0;
     for (; i + 2 <= nb; i += 2) {
+        PREFETCH(w + i);
+        const __m128 f0 = _mm_mul_ps(h2f_pair(&w[i].d), h2f_pair(&x[i].d));         /* dw*dx, mw*sx */
+        const __m128 f1 = _mm_mul_ps(h2f_pair(&w[i + 1].d), h2f_pair(&x[i + 1].d));
         const __m256 p0 = _mm256_cvtepi32_ps(dot_u8s8(nibbles32(w[i].qs), loadu256(x[i].qs)));
         const __m256 p1 = _mm256_cvtepi32_ps(dot_u8s8(nibbles32(w[i + 1].qs), loadu256(x[i + 1].qs)));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(HF(w[i].d) * HF(x[i].d)), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(HF(w[i + 1].d) * HF(x[i + 1].d)), p1, acc1);
-        summ += HF(w[i].m) * HF(x[i].s) + HF(w[i + 1].m) * HF(x[i + 1].s);
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f0), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f1), p1, acc1);
+        summ = _mm_add_ps(summ, _mm_add_ps(f0, f1));
     }
     for (; i < nb; i++) {
+        const __m128 f0 = _mm_mul_ps(h2f_pair(&w[i].d), h2f_pair(&x[i].d));
         const __m256 p0 = _mm256_cvtepi32_ps(dot_u8s8(nibbles32(w[i].qs), loadu256(x[i].qs)));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(HF(w[i].d) * HF(x[i].d)), p0, acc0);
-        summ += HF(w[i].m) * HF(x[i].s);
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f0), p0, acc0);
+        summ = _mm_add_ps(summ, f0);
     }
-    *s = hsum8(_mm256_add_ps(acc0, acc1)) + summ;
+    *s = hsum8(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(_mm_movehdup_ps(summ));
 }
 
 void kvs_q4_1_vec_dot_x4_avx2(int64_t n, float *s, const void *vw, const void *vx, size_t xs) {
@@ -234,13 +256,14 @@ void kvs_q5_0_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) 
     const int64_t nb = n / KVS_QK;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
+        PREFETCH(w + i);
         uint32_t qh;
         memcpy(&qh, w[i].qh, 4);
         /* (nib | hbit<<4) - 16 == nib | 0xF0 when the high bit is clear */
         const __m256i hi = _mm256_andnot_si256(bits_to_bytes(qh), _mm256_set1_epi8((char)0xF0));
         const __m256i q = _mm256_or_si256(nibbles32(w[i].qs), hi);
         const __m256 p = _mm256_cvtepi32_ps(dot_s8s8(q, loadu256(x[i].qs)));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(HF(w[i].d) * HF(x[i].d)), p, acc);
+        acc = _mm256_fmadd_ps(dprod(w[i].d, x[i].d), p, acc);
     }
     *s = hsum8(acc);
 }
@@ -250,17 +273,19 @@ void kvs_q5_1_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) 
     const kvs_block_q8_1 *x = vx;
     const int64_t nb = n / KVS_QK;
     __m256 acc = _mm256_setzero_ps();
-    float summ = 0;
+    __m128 summ = _mm_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
+        PREFETCH(w + i);
         uint32_t qh;
         memcpy(&qh, w[i].qh, 4);
         const __m256i hi = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
         const __m256i q = _mm256_or_si256(nibbles32(w[i].qs), hi);
         const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(q, loadu256(x[i].qs)));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(HF(w[i].d) * HF(x[i].d)), p, acc);
-        summ += HF(w[i].m) * HF(x[i].s);
+        const __m128 f = _mm_mul_ps(h2f_pair(&w[i].d), h2f_pair(&x[i].d));
+        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(f), p, acc);
+        summ = _mm_add_ps(summ, f);
     }
-    *s = hsum8(acc) + summ;
+    *s = hsum8(acc) + _mm_cvtss_f32(_mm_movehdup_ps(summ));
 }
 
 void kvs_q8_0_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) {
@@ -270,10 +295,12 @@ void kvs_q8_0_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) 
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 2 <= nb; i += 2) {
+        PREFETCH(w + i);
+        PREFETCH(w + i + 1);
         const __m256 p0 = _mm256_cvtepi32_ps(dot_s8s8(loadu256(w[i].qs), loadu256(x[i].qs)));
         const __m256 p1 = _mm256_cvtepi32_ps(dot_s8s8(loadu256(w[i + 1].qs), loadu256(x[i + 1].qs)));
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(HF(w[i].d) * HF(x[i].d)), p0, acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(HF(w[i + 1].d) * HF(x[i + 1].d)), p1, acc1);
+        acc0 = _mm256_fmadd_ps(dprod(w[i].d, x[i].d), p0, acc0);
+        acc1 = _mm256_fmadd_ps(dprod(w[i + 1].d, x[i + 1].d), p1, acc1);
     }
     for (; i < nb; i++) {
         const __m256 p0 = _mm256_cvtepi32_ps(dot_s8s8(loadu256(w[i].qs), loadu256(x[i].qs)));
@@ -336,6 +363,7 @@ void kvs_q4_K_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) 
     __m256 acc = _mm256_setzero_ps();
     __m128 accm = _mm_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
+        for (int k = 0; k < (int)sizeof w[i]; k += 64) PREFETCH((const char *)(w + i) + k);
         const float d = x[i].d * HF(w[i].d);
         const float dmin = -x[i].d * HF(w[i].dmin);
         __m128i md;
@@ -406,6 +434,7 @@ void kvs_q5_K_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) 
     __m256 acc = _mm256_setzero_ps();
     __m128 accm = _mm_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
+        for (int k = 0; k < (int)sizeof w[i]; k += 64) PREFETCH((const char *)(w + i) + k);
         const float d = x[i].d * HF(w[i].d);
         const float dmin = -x[i].d * HF(w[i].dmin);
         __m128i md;
@@ -499,6 +528,7 @@ void kvs_q6_K_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) 
     const int64_t nb = n / KVS_QK_K;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
+        for (int k = 0; k < (int)sizeof w[i]; k += 64) PREFETCH((const char *)(w + i) + k);
         const float d = x[i].d * HF(w[i].d);
         const __m128i sc8 = loadu128(w[i].scales);
         /* the -32 offset: sum_c sc[c] * 32 * bsums[c] */
