@@ -29,7 +29,8 @@ kvs_status kvs_tokenizer_encode(const kvs_tokenizer *t, const char *text, size_t
                                 size_t *n_out);
 /* Raw bytes of one token (byte-level unmapping / SPM space and byte fallback
  * decoding applied). Returns bytes written, or -1 for an invalid id. Control
- * tokens decode to "" unless render_special. */
+ * tokens decode to "" unless render_special. A piece longer than cap is
+ * truncated to cap bytes (no token of a real vocabulary exceeds 256 bytes). */
 int kvs_tokenizer_piece(const kvs_tokenizer *t, kvs_token tok, bool render_special, char *buf,
                         size_t cap);
 
