@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "core/dtype.h"
+#include "kvslim.h"
 
 typedef enum kvs_kv_store {
     KVS_KV_STORE_FULL       = 0, /* K and V per KV head                                */
@@ -50,6 +51,16 @@ typedef struct kvs_kv_scheme {
     kvs_dtype k_type, v_type;     /* BLOCK layout element formats; latent uses k_type */
     uint32_t k_bits, v_bits, group; /* CHANNEL layout */
     uint32_t page_tokens;         /* allocation granule in tokens (0 = exact)  */
+    /* ---- appended fields (zero = not used) ---------------------------- */
+    /* Explicit byte layouts for element formats that have no kvs_dtype
+     * (FP8 e4m3 with scales, mixed FP8/BF16 rows, FP4 indexer keys):
+     * entry_bytes replaces the element-format size of one stored LATENT
+     * token or one COMPRESSED entry / raw-window token; indexer_bytes
+     * replaces the size of one indexer key. Example: DeepSeek V3.2 in
+     * FlashMLA's FP8 layout, entry_bytes = 656 (512 x e4m3 + 4 x fp32
+     * scales + 64 x bf16 rope), indexer_bytes = 132 (128 x e4m3 + fp32). */
+    uint32_t entry_bytes;
+    uint32_t indexer_bytes;
 } kvs_kv_scheme;
 
 /* A plain full-attention scheme (f16 unless told otherwise). */
@@ -63,6 +74,15 @@ uint64_t kvs_kv_scheme_tokens_held(const kvs_kv_scheme *s, uint64_t n_tokens);
 uint64_t kvs_kv_scheme_bytes(const kvs_kv_scheme *s, uint64_t n_tokens);
 /* Marginal bytes per token for an unbounded layer (0 for bounded/shared). */
 double kvs_kv_scheme_bytes_per_token(const kvs_kv_scheme *s);
+/* KVS_OK if the scheme is self-consistent (dims non-zero where needed,
+ * element formats known and dims a multiple of their block size, group and
+ * bits in range); otherwise KVS_ERR_INVALID_ARG with a message naming the
+ * problem. kvs_kv_scheme_bytes() returns 0 for a scheme that fails this. */
+kvs_status kvs_kv_scheme_validate(const kvs_kv_scheme *s);
+/* Bytes of one stored FULL token, LATENT token or COMPRESSED entry (K and V
+ * together, indexer key excluded); 0 for SHARED/NONE or invalid schemes.
+ * CHANNEL layout: the f16 bytes of an unquantized residual token. */
+uint64_t kvs_kv_scheme_entry_bytes(const kvs_kv_scheme *s);
 /* Short human description, e.g. "full 3x64 f16", "shared<-9", "window 512+4". */
 void kvs_kv_scheme_describe(const kvs_kv_scheme *s, char *buf, size_t cap);
 

@@ -1,0 +1,143 @@
+/* GGUF metadata -> planner model (no tensor data is read: the reader maps
+ * the file and we only look at keys and tensor sizes). Uses the llama.cpp
+ * key names: {arch}.block_count, .attention.head_count[_kv] (scalar or
+ * per-layer array), .attention.key_length/.value_length,
+ * .attention.sliding_window (+ .attention.sliding_window_pattern, or the
+ * gemma3 rule "every 6th layer is global"), .attention.kv_lora_rank with
+ * .rope.dimension_count (deepseek2 MLA), .attention.shared_kv_layers
+ * (gemma3n), .expert_count/.expert_used_count (MoE active bytes).
+ * Weight bytes are the exact tensor bytes; KV defaults to f16 (llama.cpp). */
+#include <string.h>
+
+#include "core/error.h"
+#include "gguf/gguf.h"
+#include "plan/plan.h"
+
+static bool key_u32(const kvs_gguf *g, const char *arch, const char *suffix, uint32_t *out) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    return kvs_gguf_get_u32(g, key, out);
+}
+
+/* Per-layer value of a key that may be a scalar or an array. */
+static bool key_layer_u32(const kvs_gguf *g, const char *arch, const char *suffix, uint32_t il, uint32_t *out) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    const kvs_gguf_kv *kv = kvs_gguf_find(g, key);
+    if (!kv) return false;
+    if (kv->type == KVS_GGUF_ARRAY) {
+        if (il >= kv->v.arr.n || kv->v.arr.type == KVS_GGUF_STRING) return false;
+        int64_t v = kvs_gguf_arr_int(kv, il);
+        if (v < 0 || v > 0xFFFFFFFFLL) return false;
+        *out = (uint32_t)v;
+        return true;
+    }
+    return kvs_gguf_get_u32(g, key, out);
+}
+
+kvs_status kvs_plan_from_gguf(const char *path, kvs_plan_model *out) {
+    if (!path || !out) return kvs_fail(KVS_ERR_INVALID_ARG, "-m: missing GGUF path");
+    memset(out, 0, sizeof *out);
+    kvs_gguf *g = NULL;
+    kvs_status st = kvs_gguf_open(path, true, &g);
+    if (st != KVS_OK) return st;
+    const char *arch = kvs_gguf_get_str(g, "general.architecture");
+    if (!arch) { kvs_gguf_close(g); return kvs_fail(KVS_ERR_FORMAT, "%s: no general.architecture key", path); }
+    uint32_t nl = 0, nh = 0, embd = 0, ctx = 0, window = 0, kv_lora = 0, rope = 0, n_shared = 0, n_exp = 0, n_used = 0;
+    if (!key_u32(g, arch, "block_count", &nl) || nl == 0 || nl > 100000) {
+        kvs_gguf_close(g);
+        return kvs_fail(KVS_ERR_FORMAT, "%s: missing or bad %s.block_count", path, arch);
+    }
+    key_layer_u32(g, arch, "attention.head_count", 0, &nh);
+    key_u32(g, arch, "embedding_length", &embd);
+    key_u32(g, arch, "context_length", &ctx);
+    key_u32(g, arch, "attention.sliding_window", &window);
+    key_u32(g, arch, "attention.kv_lora_rank", &kv_lora);
+    key_u32(g, arch, "rope.dimension_count", &rope);
+    key_u32(g, arch, "attention.shared_kv_layers", &n_shared);
+    key_u32(g, arch, "expert_count", &n_exp);
+    key_u32(g, arch, "expert_used_count", &n_used);
+    if (n_shared >= nl) n_shared = 0;
+
+    char key[160];
+    snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", arch);
+    const kvs_gguf_kv *pattern = kvs_gguf_find(g, key);
+    uint32_t swp_scalar = 0;
+    if (pattern && pattern->type != KVS_GGUF_ARRAY) kvs_gguf_get_u32(g, key, &swp_scalar);
+    if (!pattern && !strcmp(arch, "gemma3") && window) swp_scalar = 6;
+
+    st = kvs_plan_model_init(out, nl);
+    if (st != KVS_OK) { kvs_gguf_close(g); return st; }
+    const char *name = kvs_gguf_get_str(g, "general.name");
+    snprintf(out->name, sizeof out->name, "%s", name && *name ? name : arch);
+    snprintf(out->arch, sizeof out->arch, "%s", arch);
+    out->n_ctx_train = ctx;
+    out->n_embd = embd;
+    out->n_head = nh;
+
+    uint32_t first_shared = nl - n_shared;
+    int32_t last_local = -1, last_global = -1;
+    for (uint32_t i = 0; i < nl; i++) {
+        kvs_plan_layer *L = &out->layers[i];
+        uint32_t h = nh, hkv = 0, dk = 0, dv = 0;
+        key_layer_u32(g, arch, "attention.head_count", i, &h);
+        if (!key_layer_u32(g, arch, "attention.head_count_kv", i, &hkv)) hkv = h;
+        if (!key_u32(g, arch, "attention.key_length", &dk)) dk = h ? embd / h : 0;
+        if (!key_u32(g, arch, "attention.value_length", &dv)) dv = dk;
+        bool local = window > 0;
+        if (pattern && pattern->type == KVS_GGUF_ARRAY && i < pattern->v.arr.n && pattern->v.arr.type != KVS_GGUF_STRING)
+            local = window > 0 && kvs_gguf_arr_int(pattern, i) != 0;
+        else if (swp_scalar)
+            local = window > 0 && (i % swp_scalar) != swp_scalar - 1;
+        if (i >= first_shared) {
+            int32_t src = local ? last_local : last_global;
+            if (src < 0) src = local ? last_global : last_local;
+            if (src >= 0) {
+                L->kv = out->layers[src].kv;
+                L->kv.store = KVS_KV_STORE_SHARED;
+                L->kv.shared_from = src;
+                continue;
+            }
+        }
+        if (kv_lora) {
+            L->kv = kvs_kv_scheme_full(0, 0, 0, KVS_TYPE_F16);
+            L->kv.store = KVS_KV_STORE_LATENT;
+            L->kv.latent_rank = kv_lora;
+            L->kv.rope_dim = rope;
+        } else if (hkv == 0) {
+            L->kv.store = KVS_KV_STORE_NONE; /* recurrent / attention-free layer */
+            continue;
+        } else {
+            L->kv = kvs_kv_scheme_full(hkv, dk, dv, KVS_TYPE_F16);
+            if (local) L->kv.window = window;
+        }
+        if (local) last_local = (int32_t)i; else last_global = (int32_t)i;
+    }
+
+    double total_b = 0, expert_b = 0, total_p = 0, expert_p = 0;
+    for (uint64_t i = 0; i < kvs_gguf_n_tensors(g); i++) {
+        const kvs_gguf_tensor *t = kvs_gguf_tensor_at(g, i);
+        double ne = 1;
+        for (uint32_t d = 0; d < t->n_dims; d++) ne *= (double)t->ne[d];
+        total_b += (double)t->nbytes;
+        total_p += ne;
+        if (strstr(t->name.s, "_exps")) { expert_b += (double)t->nbytes; expert_p += ne; }
+    }
+    double frac = (n_exp && n_used && n_used <= n_exp) ? (double)n_used / n_exp : 1.0;
+    out->params_total = total_p;
+    out->params_active = total_p - expert_p * (1.0 - frac);
+    out->weight_bytes = total_b;
+    out->active_weight_bytes = total_b - expert_b * (1.0 - frac);
+    snprintf(out->weight_format, sizeof out->weight_format, "gguf tensors");
+    snprintf(out->source, sizeof out->source, "%s (GGUF metadata, arch %s)", path, arch);
+    kvs_gguf_close(g);
+    for (uint32_t i = 0; i < nl; i++) {
+        if (kvs_kv_scheme_validate(&out->layers[i].kv) != KVS_OK) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "%s", kvs_last_error());
+            kvs_plan_model_free(out);
+            return kvs_fail(KVS_ERR_FORMAT, "%s: layer %u: %s", path, i, msg);
+        }
+    }
+    return KVS_OK;
+}
