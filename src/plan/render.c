@@ -97,14 +97,14 @@ void kvs_plan_render_text(FILE *f, const kvs_plan_result *rs, size_t n, uint64_t
     size_t ng = group_layers(m, gs, 64);
     kvs_plan_fmt_ctx(bctx, a, sizeof a);
     fprintf(f, "\nper-layer KV (one sequence at %s):\n", a);
-    fprintf(f, "  %-5s %-28s %-44s %10s %12s %12s\n", "count", "layers", "scheme", "B/token", "per layer", "all");
+    fprintf(f, "  %-5s %-46s %9s %11s %11s  %s\n", "count", "scheme", "B/token", "per layer", "all", "layers");
     for (size_t j = 0; j < ng; j++) {
         const kvs_kv_scheme *s = &m->layers[gs[j].first].kv;
         uint64_t per = kvs_kv_scheme_bytes(s, bctx);
         kvs_plan_fmt_bytes((double)per, c, sizeof c);
         kvs_plan_fmt_bytes((double)per * gs[j].count, d, sizeof d);
-        fprintf(f, "  %-5u %-28s %-44s %10.1f %12s %12s\n", gs[j].count, gs[j].ranges, gs[j].desc,
-                kvs_kv_scheme_bytes_per_token(s), c, d);
+        fprintf(f, "  %-5u %-46s %9.1f %11s %11s  %s\n", gs[j].count, gs[j].desc, kvs_kv_scheme_bytes_per_token(s), c,
+                d, gs[j].ranges);
     }
 
     fprintf(f, "\n");
