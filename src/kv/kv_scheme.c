@@ -207,11 +207,10 @@ double kvs_kv_scheme_bytes_per_token(const kvs_kv_scheme *s) {
     case KVS_KV_STORE_FULL:
         if (s->window) return 0.0;
         if (s->layout == KVS_KV_LAYOUT_CHANNEL) {
-            double G = s->group, nkv = s->n_kv_heads, dk = s->head_dim_k, dv = s->head_dim_v;
+            double G = s->group, nkv = s->n_kv_heads, dk = s->head_dim_k;
             double kb = nkv * dk * ((double)ceil_div((uint64_t)G * s->k_bits, 8) + 4.0) / G;
             double vb = nkv * ((double)ceil_div(s->head_dim_v * (uint64_t)s->v_bits, 8) +
                                (double)ceil_div(s->head_dim_v, s->group) * 4.0);
-            (void)dv;
             return kb + vb;
         }
         return (double)kvs_kv_scheme_entry_bytes(s);

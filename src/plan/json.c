@@ -89,12 +89,10 @@ static bool read_hex4(parser *p, unsigned *out) {
 /* Parses a string at p->pos (which is at '"'); returns a malloc'd copy. */
 static char *parse_string(parser *p, size_t *out_len) {
     p->pos++; /* opening quote */
-    /* Output is never longer than the input span. */
-    size_t start = p->pos, cap = 16;
+    size_t cap = 16;
     char *buf = kvs_malloc(cap);
     size_t n = 0;
     if (!buf) { perr(p, "out of memory"); return NULL; }
-    (void)start;
     for (;;) {
         if (p->pos >= p->len) { kvs_free(buf); perr(p, "unterminated string"); return NULL; }
         unsigned char c = (unsigned char)p->s[p->pos];
