@@ -62,6 +62,8 @@ typedef struct kvs_model_info {
     float   rope_freq_base;
     uint64_t n_params;       /* total elements in all tensors              */
     uint64_t weight_bytes;   /* bytes of all tensor data                   */
+    uint64_t decode_weight_bytes; /* weight bytes read per decoded token
+                                     (everything but unused embedding rows) */
     kvs_token bos, eos;      /* -1 if absent                               */
 } kvs_model_info;
 void kvs_model_get_info(const kvs_model *model, kvs_model_info *out);
@@ -134,6 +136,37 @@ void kvs_sampler_free(kvs_sampler *smp);
 kvs_token kvs_sampler_sample(kvs_sampler *smp, float *logits);
 /* Record a token as part of the history (prompt tokens and sampled ones). */
 void kvs_sampler_accept(kvs_sampler *smp, kvs_token tok);
+
+/* ---- machine ----------------------------------------------------------- */
+
+/* Measured read bandwidth in bytes/s: a vectorized sum over `bytes` of memory
+ * (>= 1 GiB recommended) on n_threads threads, best of `reps` passes. */
+double kvs_measure_read_bandwidth(int n_threads, size_t bytes, int reps);
+/* "avx2", "avx512" or "scalar": the SIMD path kernels use on this CPU. */
+const char *kvs_simd_name(void);
+
+/* ---- evaluation -------------------------------------------------------- */
+
+/* Called after each unit of long work (a perplexity chunk, a benchmark
+ * step); return false to cancel (the call then returns KVS_ERR_INVALID_ARG
+ * with "cancelled"). */
+typedef bool (*kvs_progress_fn)(void *user, uint64_t done, uint64_t total, double value);
+
+typedef struct kvs_ppl_result {
+    double ppl;            /* exp(mean NLL) */
+    double nll;            /* mean negative log-likelihood (nats/token) */
+    double nll_stderr;     /* standard error of the mean NLL */
+    uint64_t n_scored;     /* predictions scored */
+    uint64_t n_chunks;
+} kvs_ppl_result;
+
+/* Perplexity the way llama.cpp's `perplexity` computes it: the tokens are cut
+ * into non-overlapping chunks of the session's context size; each chunk is
+ * evaluated from an empty cache (its first token replaced by BOS when the
+ * model adds one) and only the second half of each chunk is scored.
+ * n_tokens must hold at least one whole chunk (n_ctx tokens). */
+kvs_status kvs_perplexity(kvs_session *s, const kvs_token *tokens, size_t n_tokens,
+                          kvs_progress_fn progress, void *user, kvs_ppl_result *out);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,10 @@
 /* CPU feature detection (x86 via GCC builtins; other targets: scalar). */
 #include "core/cpu.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,8 +20,9 @@ const kvs_cpu_features *kvs_cpu(void) {
 #if defined(__x86_64__) || defined(__i386__)
         if (!scalar) {
             __builtin_cpu_init();
-            f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                     __builtin_cpu_supports("f16c");
+            unsigned a, b, c, d;
+            bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C); /* clang lacks "f16c" here */
+            f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
             f.avx512 = f.avx2 && __builtin_cpu_supports("avx512f") &&
                        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                        __builtin_cpu_supports("avx512dq");

@@ -1,0 +1,1 @@
+build-san/src/core/alloc.o: src/core/alloc.c src/core/alloc.h

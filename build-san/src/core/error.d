@@ -1,0 +1,2 @@
+build-san/src/core/error.o: src/core/error.c src/core/error.h \
+ include/kvslim.h

@@ -1,0 +1,1 @@
+build-san/src/core/membw_avx2.o: src/core/membw_avx2.c

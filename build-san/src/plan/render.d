@@ -1,0 +1,2 @@
+build-san/src/plan/render.o: src/plan/render.c src/plan/plan.h \
+ src/kv/kv_scheme.h src/core/dtype.h include/kvslim.h

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Reference outputs from an independent implementation (llama.cpp through
+llama-cpp-python) for kvslim's whole-model tests.
+
+Writes tests/data/ref_<name>.json with, for fixed prompts, the prompt tokens,
+32 greedy continuation tokens and the top-10 logits after the prompt; and
+the perplexity of a text at a context size computed the llama.cpp way
+(non-overlapping chunks, second half of each chunk scored, first token
+replaced by BOS when the model adds one).
+
+usage: scripts/ref_llamacpp.py MODEL.gguf NAME [--ctx 512] [--text FILE]
+(needs: pip install llama-cpp-python numpy)
+"""
+import argparse
+import json
+import math
+import sys
+
+import numpy as np
+import llama_cpp
+
+PROMPTS = [
+    "Once upon a time",
+    "The capital of France is",
+    "def fibonacci(n):\n    ",
+]
+
+
+def greedy(llm, prompt_tokens, n):
+    llm.reset()
+    llm.eval(prompt_tokens)
+    logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+    top = np.argsort(-logits)[:10]
+    first = [[int(i), float(logits[i])] for i in top]
+    out = []
+    for _ in range(n):
+        t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        out.append(t)
+        llm.eval([t])
+    return out, first
+
+
+def perplexity(llm, tokens, n_ctx, bos):
+    n_chunks = len(tokens) // n_ctx
+    first = n_ctx // 2
+    nll, count = 0.0, 0
+    for c in range(n_chunks):
+        chunk = list(tokens[c * n_ctx:(c + 1) * n_ctx])
+        inp = list(chunk)
+        if bos is not None:
+            inp[0] = bos
+        llm.reset()
+        llm.eval(inp)
+        for j in range(first, n_ctx - 1):
+            lg = np.array(llm.scores[j], dtype=np.float64)
+            m = lg.max()
+            lse = m + math.log(np.exp(lg - m).sum())
+            nll += lse - lg[chunk[j + 1]]
+            count += 1
+        print(f"  chunk {c + 1}/{n_chunks}: ppl {math.exp(nll / count):.4f}", file=sys.stderr)
+    return math.exp(nll / count), n_chunks, count
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("name")
+    ap.add_argument("--ctx", type=int, default=512)
+    ap.add_argument("--text", default="/usr/share/common-licenses/GPL-3")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+
+    llm = llama_cpp.Llama(model_path=a.model, n_ctx=max(a.ctx, 256), n_batch=512,
+                          logits_all=True, n_threads=a.threads, verbose=False)
+    add_bos = llm._model.add_bos_token() if hasattr(llm._model, "add_bos_token") else False
+    bos = llm.token_bos() if add_bos else None
+    res = {"engine": "llama-cpp-python", "version": llama_cpp.__version__,
+           "model": a.model.split("/")[-1], "add_bos": bool(add_bos), "prompts": []}
+    for p in PROMPTS:
+        toks = llm.tokenize(p.encode(), add_bos=bool(add_bos), special=False)
+        cont, top = greedy(llm, toks, 32)
+        res["prompts"].append({"text": p, "prompt_tokens": toks, "greedy": cont, "top_logits": top})
+        print(f"{p!r}: {llm.detokenize(cont).decode(errors='replace')!r}", file=sys.stderr)
+    text = open(a.text, "rb").read()
+    toks = llm.tokenize(text, add_bos=bool(add_bos), special=False)
+    ppl, n_chunks, count = perplexity(llm, toks, a.ctx, bos)
+    res["ppl"] = {"file": a.text, "ctx": a.ctx, "n_tokens": len(toks), "chunks": n_chunks,
+                  "scored": count, "ppl": ppl}
+    out = f"tests/data/ref_{a.name}.json"
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1)
+    print(f"wrote {out}: ppl {ppl:.4f}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

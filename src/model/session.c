@@ -1,0 +1,117 @@
+/* Public session API: creation (cache + buffers), reset, decode in chunks. */
+#include "model/session.h"
+
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/cpu.h"
+#include "core/error.h"
+
+kvs_session_params kvs_session_params_default(void) {
+    kvs_session_params p = {.n_ctx = 0, .n_batch = 512, .n_threads = 0, .kv_type = KVS_KV_F16};
+    return p;
+}
+
+void kvs_session_free(kvs_session *s) {
+    if (!s) return;
+    kvs_kv_cache_free(s->kv);
+    kvs_pool_free(s->pool);
+    kvs_matmul_free(s->mm);
+    kvs_attn_free(s->attn);
+    kvs_aligned_free(s->block);
+    kvs_free(s);
+}
+
+static float *carve(uint8_t **p, size_t n_floats) {
+    float *r = (float *)*p;
+    *p += (n_floats * sizeof(float) + 63) & ~(size_t)63;
+    return r;
+}
+
+kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params, kvs_session **out) {
+    if (!out) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_session_new: out is NULL");
+    *out = NULL;
+    if (!m) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_session_new: model is NULL");
+    kvs_session_params p = params ? *params : kvs_session_params_default();
+    const kvs_hparams *hp = &m->hp;
+    if (p.n_ctx == 0) p.n_ctx = (uint32_t)hp->n_ctx_train;
+    if (p.n_ctx > (1u << 26)) return kvs_fail(KVS_ERR_INVALID_ARG, "context %u is too large", p.n_ctx);
+    if (p.n_batch == 0) p.n_batch = 512;
+    if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
+    if (p.n_threads <= 0) p.n_threads = kvs_cpu_count();
+    if (p.kv_type != KVS_KV_F16 && p.kv_type != KVS_KV_F32)
+        return kvs_fail(KVS_ERR_INVALID_ARG, "unknown KV type %d", (int)p.kv_type);
+
+    kvs_session *s = kvs_calloc(1, sizeof *s);
+    if (!s) return kvs_fail(KVS_ERR_NOMEM, "session: out of memory");
+    s->model = m;
+    s->params = p;
+    kvs_status st;
+    kvs_kv_scheme *schemes = kvs_calloc((size_t)hp->n_layer, sizeof *schemes);
+    if (!schemes) { kvs_session_free(s); return kvs_fail(KVS_ERR_NOMEM, "session: out of memory"); }
+    kvs_model_default_schemes(m, p.kv_type == KVS_KV_F16 ? KVS_TYPE_F16 : KVS_TYPE_F32, schemes);
+    st = kvs_kv_cache_new(schemes, hp->n_layer, p.n_ctx, &s->kv);
+    kvs_free(schemes);
+    if (st == KVS_OK) st = kvs_pool_new(p.n_threads, &s->pool);
+    int64_t max_in = hp->n_ff > hp->n_embd ? hp->n_ff : hp->n_embd;
+    if (st == KVS_OK) st = kvs_matmul_new(p.n_batch, max_in, &s->mm);
+    if (st == KVS_OK) st = kvs_attn_new(p.n_threads, &s->attn);
+    if (st != KVS_OK) { kvs_session_free(s); return st; }
+
+    size_t B = p.n_batch;
+    size_t qd = (size_t)hp->n_head * hp->head_dim_k, kd = (size_t)hp->n_head_kv * hp->head_dim_k;
+    size_t vd = (size_t)hp->n_head_kv * hp->head_dim_v, od = (size_t)hp->n_head * hp->head_dim_v;
+    size_t sizes[] = {B * hp->n_embd, B * hp->n_embd, B * qd, B * kd, B * vd, B * od,
+                      B * hp->n_ff, B * hp->n_ff, B};
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) total += (sizes[i] * 4 + 63) & ~(size_t)63;
+    s->block = kvs_aligned_alloc(total);
+    if (!s->block) { kvs_session_free(s); return kvs_fail(KVS_ERR_NOMEM, "session: cannot allocate %zu bytes of activations", total); }
+    uint8_t *c = s->block;
+    s->x = carve(&c, sizes[0]);
+    s->xn = carve(&c, sizes[1]);
+    s->q = carve(&c, sizes[2]);
+    s->k = carve(&c, sizes[3]);
+    s->v = carve(&c, sizes[4]);
+    s->att = carve(&c, sizes[5]);
+    s->gate = carve(&c, sizes[6]);
+    s->up = carve(&c, sizes[7]);
+    s->pos = (int32_t *)carve(&c, sizes[8]);
+    *out = s;
+    return KVS_OK;
+}
+
+void kvs_session_reset(kvs_session *s) { if (s) s->n_past = 0; }
+uint32_t kvs_session_n_past(const kvs_session *s) { return s->n_past; }
+uint32_t kvs_session_n_ctx(const kvs_session *s) { return s->params.n_ctx; }
+uint64_t kvs_session_kv_bytes(const kvs_session *s) { return s->kv->bytes; }
+
+uint64_t kvs_session_kv_bytes_per_token(const kvs_session *s) {
+    double b = 0;
+    for (int32_t i = 0; i < s->kv->n_layers; i++) b += kvs_kv_scheme_bytes_per_token(&s->kv->layers[i].scheme);
+    return (uint64_t)(b + 0.5);
+}
+
+kvs_status kvs_decode(kvs_session *s, const kvs_token *tokens, size_t n, bool all_logits, float *logits) {
+    if (!s || (!tokens && n)) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_decode: NULL argument");
+    if (n == 0) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_decode: no tokens");
+    if ((uint64_t)s->n_past + n > s->params.n_ctx)
+        return kvs_fail(KVS_ERR_CONTEXT, "%zu tokens after %u cached exceed the context of %u tokens",
+                        n, s->n_past, s->params.n_ctx);
+    int32_t n_vocab = s->model->hp.n_vocab;
+    for (size_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= n_vocab)
+            return kvs_fail(KVS_ERR_INVALID_ARG, "token %d at index %zu is outside the vocabulary (%d)",
+                            tokens[i], i, n_vocab);
+    for (size_t done = 0; done < n;) {
+        size_t chunk = n - done < s->params.n_batch ? n - done : s->params.n_batch;
+        bool last = done + chunk == n;
+        float *lg = NULL;
+        if (logits && all_logits) lg = logits + done * (size_t)n_vocab;
+        else if (logits && last) lg = logits;
+        kvs_status st = kvs_llama_forward(s, tokens + done, (int64_t)chunk, all_logits, lg);
+        if (st != KVS_OK) return st;
+        done += chunk;
+    }
+    return KVS_OK;
+}

@@ -1,0 +1,39 @@
+/* Session internals: the KV cache, the thread pool, and activation buffers
+ * sized for one batch chunk. Shared by the public session API
+ * (model/session.c) and the architecture forward passes (src/arch/). */
+#ifndef KVS_SESSION_H
+#define KVS_SESSION_H
+
+#include "attn/attn.h"
+#include "core/threads.h"
+#include "kv/kv_cache.h"
+#include "model/model.h"
+#include "ops/matmul.h"
+
+struct kvs_session {
+    const kvs_model *model;
+    kvs_session_params params;
+    kvs_kv_cache *kv;
+    kvs_pool *pool;
+    kvs_matmul *mm;
+    kvs_attn *attn;
+    uint32_t n_past;
+    /* activations for up to n_batch tokens, carved from one block */
+    void *block;
+    float *x;        /* (n_batch, n_embd) residual stream        */
+    float *xn;       /* (n_batch, n_embd) normed                 */
+    float *q;        /* (n_batch, n_head * head_dim_k)           */
+    float *k;        /* (n_batch, n_head_kv * head_dim_k)        */
+    float *v;        /* (n_batch, n_head_kv * head_dim_v)        */
+    float *att;      /* (n_batch, n_head * head_dim_v)           */
+    float *gate;     /* (n_batch, n_ff)                          */
+    float *up;       /* (n_batch, n_ff)                          */
+    int32_t *pos;    /* (n_batch)                                */
+};
+
+/* Forward n (<= n_batch) tokens at positions n_past.. and append them to the
+ * cache. logits: NULL, or (n_vocab) for the last token, or (n, n_vocab). */
+kvs_status kvs_llama_forward(kvs_session *s, const kvs_token *tokens, int64_t n, bool all_logits,
+                             float *logits);
+
+#endif

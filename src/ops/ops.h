@@ -1,0 +1,48 @@
+/* Elementwise and row operators of the forward pass, on f32 activations:
+ * RMSNorm, RoPE (normal and NeoX pair ordering), SwiGLU/GeGLU, softmax, and
+ * embedding-row lookup. These scalar loops are simple enough to be their own
+ * reference; the heavy kernels (matmul, attention) live in ops/matmul.c and
+ * attn/. Shapes are noted as (rows, cols), row-major. */
+#ifndef KVS_OPS_H
+#define KVS_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/dtype.h"
+
+/* y = x / rms(x) * w, per row. x, y: (n, d); w: (d) or NULL (no gain). */
+void kvs_rmsnorm(float *y, const float *x, const float *w, int64_t n, int64_t d, float eps);
+
+typedef enum kvs_rope_mode {
+    KVS_ROPE_NORM = 0, /* rotate pairs (2i, 2i+1): llama GGUF convention   */
+    KVS_ROPE_NEOX = 1, /* rotate pairs (i, i + d/2): qwen2, gemma, ...     */
+} kvs_rope_mode;
+
+typedef struct kvs_rope {
+    kvs_rope_mode mode;
+    int32_t n_dims;          /* rotary dims per head (<= head_dim)            */
+    float freq_base;
+    float freq_scale;        /* linear position scaling (1 = none)            */
+    const float *freq_factors; /* optional (n_dims/2) divisors (llama3 rope_freqs) */
+} kvs_rope;
+
+/* Rotate x: (n, n_heads, head_dim) in place; token i is at position pos[i]. */
+void kvs_rope_apply(const kvs_rope *r, float *x, int64_t n, int32_t n_heads, int32_t head_dim,
+                    const int32_t *pos);
+
+/* out = silu(gate) * up, elementwise over n values (in place in gate ok). */
+void kvs_swiglu(float *out, const float *gate, const float *up, int64_t n);
+/* out = gelu_tanh(gate) * up. */
+void kvs_geglu(float *out, const float *gate, const float *up, int64_t n);
+
+/* In-place numerically safe softmax over n values (-inf entries -> 0). */
+void kvs_softmax(float *x, int64_t n);
+
+/* Dequantize row `row` of an embedding table (n_rows, d) of type t into out. */
+void kvs_get_row(float *out, const void *table, uint32_t t, int64_t d, int64_t row);
+
+/* y += x over n values. */
+void kvs_add(float *y, const float *x, int64_t n);
+
+#endif
