@@ -45,15 +45,15 @@ $(BUILD)/libkvslim.a: $(LIB_OBJ)
 
 $(BUILD)/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(AVX2_FLAGS) -MMD -c $< -o $@
+	$(CC) $(CFLAGS) $(AVX2_FLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/%_avx512.o: %_avx512.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(AVX512_FLAGS) -MMD -c $< -o $@
+	$(CC) $(CFLAGS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -c $< -o $@
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/kvslim: $(CLI_OBJ) $(BUILD)/libkvslim.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
@@ -64,7 +64,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libkvslim.a
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libkvslim.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
-test: all
+test: all models
 	@BUILD=$(BUILD) bash tests/run.sh
 
 models:

@@ -10,7 +10,7 @@
 #include "core/error.h"
 #include "gguf/gguf.h"
 #include "kv/kv_scheme.h"
-#include "plan/json.h"
+#include "core/json.h"
 #include "plan/plan.h"
 #include "test_util.h"
 

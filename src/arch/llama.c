@@ -1,12 +1,55 @@
 /* Forward pass of the llama family (llama, qwen2): pre-norm decoder blocks
  * with RMSNorm, RoPE, grouped-query attention over the session's KV cache
- * and a SwiGLU FFN. Batched: n tokens go through each matmul together.
- * Attention and cache layout stay behind kv/ and attn/. */
+ * and a SwiGLU FFN. Batched: n tokens go through each matmul together, and
+ * the per-token stages (residual + norm, RoPE + cache store, SwiGLU) are
+ * split across the thread pool for batches. Attention and cache layout stay
+ * behind kv/ and attn/. */
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "core/error.h"
 #include "model/session.h"
+
+#define PAR_MIN_TOKENS 4 /* below this, per-token stages run on the caller */
+
+/* x += delta (if any); y = rmsnorm(x) * w, for token rows [lo, hi). */
+typedef struct norm_task {
+    float *x; const float *delta; float *y; const float *w;
+    int64_t d; float eps;
+} norm_task;
+
+static void norm_rows(void *ctx, int64_t lo, int64_t hi) {
+    const norm_task *t = ctx;
+    if (t->delta) kvs_add(t->x + lo * t->d, t->delta + lo * t->d, (hi - lo) * t->d);
+    kvs_rmsnorm(t->y + lo * t->d, t->x + lo * t->d, t->w, hi - lo, t->d, t->eps);
+}
+
+/* RoPE on q and k, then store k and v in the cache, for tokens [lo, hi). */
+typedef struct rope_store_task {
+    kvs_session *s; int32_t layer;
+    _Atomic int status; /* first failure (kvs_status); the message is in that thread's error slot */
+} rope_store_task;
+
+static void rope_store_rows(void *ctx, int64_t lo, int64_t hi) {
+    rope_store_task *t = ctx;
+    kvs_session *s = t->s;
+    const kvs_hparams *hp = &s->model->hp;
+    int64_t qd = (int64_t)hp->n_head * hp->head_dim_k, kd = (int64_t)hp->n_head_kv * hp->head_dim_k;
+    int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v;
+    kvs_rope_apply(&hp->rope, s->q + lo * qd, hi - lo, hp->n_head, hp->head_dim_k, s->pos + lo);
+    kvs_rope_apply(&hp->rope, s->k + lo * kd, hi - lo, hp->n_head_kv, hp->head_dim_k, s->pos + lo);
+    kvs_status st = kvs_kv_cache_store(s->kv, t->layer, s->n_past + (uint32_t)lo, hi - lo, s->k + lo * kd,
+                                       s->v + lo * vd);
+    if (st != KVS_OK) atomic_store(&t->status, (int)st);
+}
+
+typedef struct glu_task { float *gate; const float *up; int64_t n_ff; } glu_task;
+
+static void glu_rows(void *ctx, int64_t lo, int64_t hi) {
+    const glu_task *t = ctx;
+    kvs_swiglu(t->gate + lo * t->n_ff, t->gate + lo * t->n_ff, t->up + lo * t->n_ff, (hi - lo) * t->n_ff);
+}
 
 kvs_status kvs_llama_forward(kvs_session *s, const kvs_token *tokens, int64_t n, bool all_logits,
                              float *logits) {
@@ -22,19 +65,24 @@ kvs_status kvs_llama_forward(kvs_session *s, const kvs_token *tokens, int64_t n,
         s->pos[t] = (int32_t)(s->n_past + t);
         kvs_get_row(s->x + t * d, m->tok_embd.data, m->tok_embd.type, d, tokens[t]);
     }
+    /* s->up holds the pending residual delta (the previous FFN output) so
+     * the add fuses into the next norm; NULL before the first layer */
+    const float *pending = NULL;
 
     for (int32_t l = 0; l < hp->n_layer; l++) {
         const kvs_layer_weights *w = &m->layers[l];
-        kvs_rmsnorm(s->xn, s->x, w->attn_norm, n, d, hp->norm_eps);
+        norm_task nt = {s->x, pending, s->xn, w->attn_norm, d, hp->norm_eps};
+        kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, norm_rows, &nt);
         kvs_mm_out qkv[3] = {
             {.w = &w->wq, .y = s->q, .y_stride = qd, .bias = w->bq},
             {.w = &w->wk, .y = s->k, .y_stride = kd, .bias = w->bk},
             {.w = &w->wv, .y = s->v, .y_stride = vd, .bias = w->bv},
         };
         if ((st = kvs_matmul_run(s->mm, s->pool, s->xn, n, qkv, 3)) != KVS_OK) return st;
-        kvs_rope_apply(&hp->rope, s->q, n, hp->n_head, hp->head_dim_k, s->pos);
-        kvs_rope_apply(&hp->rope, s->k, n, hp->n_head_kv, hp->head_dim_k, s->pos);
-        if ((st = kvs_kv_cache_store(s->kv, l, s->n_past, n, s->k, s->v)) != KVS_OK) return st;
+        rope_store_task rt = {.s = s, .layer = l};
+        kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, rope_store_rows, &rt);
+        if (atomic_load(&rt.status) != KVS_OK)
+            return kvs_fail((kvs_status)atomic_load(&rt.status), "layer %d: KV cache store failed", l);
 
         kvs_attn_args aa = {
             .kv = &s->kv->layers[l], .q = s->q, .n_q = n, .n_head = hp->n_head, .q_pos = s->pos,
@@ -45,19 +93,22 @@ kvs_status kvs_llama_forward(kvs_session *s, const kvs_token *tokens, int64_t n,
 
         kvs_mm_out o = {.w = &w->wo, .y = s->xn, .y_stride = d};
         if ((st = kvs_matmul_run(s->mm, s->pool, s->att, n, &o, 1)) != KVS_OK) return st;
-        kvs_add(s->x, s->xn, n * d);
-
-        kvs_rmsnorm(s->xn, s->x, w->ffn_norm, n, d, hp->norm_eps);
+        /* x += attention output; xn = ffn_norm(x). The norm writes xn in place
+         * of the delta it reads: each row is read fully before it is written. */
+        norm_task nf = {s->x, s->xn, s->xn, w->ffn_norm, d, hp->norm_eps};
+        kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, norm_rows, &nf);
         kvs_mm_out gu[2] = {
             {.w = &w->ffn_gate, .y = s->gate, .y_stride = hp->n_ff},
             {.w = &w->ffn_up, .y = s->up, .y_stride = hp->n_ff},
         };
         if ((st = kvs_matmul_run(s->mm, s->pool, s->xn, n, gu, 2)) != KVS_OK) return st;
-        kvs_swiglu(s->gate, s->gate, s->up, n * hp->n_ff);
-        kvs_mm_out dn = {.w = &w->ffn_down, .y = s->xn, .y_stride = d};
+        glu_task gt = {s->gate, s->up, hp->n_ff};
+        kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, glu_rows, &gt);
+        kvs_mm_out dn = {.w = &w->ffn_down, .y = s->up, .y_stride = d};
         if ((st = kvs_matmul_run(s->mm, s->pool, s->gate, n, &dn, 1)) != KVS_OK) return st;
-        kvs_add(s->x, s->xn, n * d);
+        pending = s->up;
     }
+    kvs_add(s->x, pending, n * d);
 
     if (logits) {
         int64_t first = all_logits ? 0 : n - 1, rows = n - first;

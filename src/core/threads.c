@@ -111,3 +111,19 @@ void kvs_pool_run(kvs_pool *p, kvs_task_fn fn, void *ctx) {
 #endif
     }
 }
+
+typedef struct range_task { kvs_range_fn fn; void *ctx; int64_t n; } range_task;
+
+static void range_worker(void *vctx, int ith, int nth) {
+    const range_task *t = vctx;
+    int64_t lo, hi;
+    kvs_split(t->n, ith, nth, &lo, &hi);
+    if (lo < hi) t->fn(t->ctx, lo, hi);
+}
+
+void kvs_pool_for(kvs_pool *p, int64_t n, int64_t min_parallel, kvs_range_fn fn, void *ctx) {
+    if (n <= 0) return;
+    if (!p || p->n == 1 || n < min_parallel) { fn(ctx, 0, n); return; }
+    range_task t = {fn, ctx, n};
+    kvs_pool_run(p, range_worker, &t);
+}

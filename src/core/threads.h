@@ -16,6 +16,11 @@ int kvs_pool_size(const kvs_pool *p);
 /* Run fn(ctx, i, n) for i in [0, n) on n = pool size threads. Not reentrant. */
 void kvs_pool_run(kvs_pool *p, kvs_task_fn fn, void *ctx);
 
+/* Run fn(ctx, lo, hi) over near-equal chunks of [0, n), one per thread;
+ * inline on the caller when n < min_parallel (small batches, decode). */
+typedef void (*kvs_range_fn)(void *ctx, int64_t lo, int64_t hi);
+void kvs_pool_for(kvs_pool *p, int64_t n, int64_t min_parallel, kvs_range_fn fn, void *ctx);
+
 /* Split [0, n) into nth near-equal contiguous chunks; chunk ith is [*lo, *hi). */
 static inline void kvs_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
     int64_t per = n / nth, rem = n % nth;

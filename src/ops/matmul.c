@@ -42,6 +42,19 @@ typedef struct mm_task {
     int64_t total_tiles;
 } mm_task;
 
+typedef struct conv_task {
+    const kvs_type_traits *tr;
+    const float *x;
+    uint8_t *out;
+    int64_t n_in;
+    size_t stride;
+} conv_task;
+
+static void conv_rows(void *ctx, int64_t lo, int64_t hi) {
+    const conv_task *c = ctx;
+    for (int64_t t = lo; t < hi; t++) c->tr->from_float(c->x + t * c->n_in, c->out + (size_t)t * c->stride, c->n_in);
+}
+
 static void mm_tile(const mm_task *tk, int j, int64_t tile) {
     const kvs_mm_out *o = &tk->outs[j];
     const kvs_weight *w = o->w;
@@ -111,9 +124,8 @@ kvs_status kvs_matmul_run(kvs_matmul *m, kvs_pool *pool, const float *x, int64_t
             if (vt == KVS_TYPE_F32) {
                 memcpy(m->xq[vt], x, need);
             } else {
-                const kvs_type_traits *vtr = kvs_type_traits_of(vt);
-                for (int64_t t = 0; t < n_tokens; t++)
-                    vtr->from_float(x + t * n_in, (uint8_t *)m->xq[vt] + (size_t)t * stride, n_in);
+                conv_task ct = {kvs_type_traits_of(vt), x, m->xq[vt], n_in, stride};
+                kvs_pool_for(pool, n_tokens, 8, conv_rows, &ct);
             }
             converted[vt] = true;
         }

@@ -11,7 +11,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
-#include "plan/json.h"
+#include "core/json.h"
 #include "plan/plan.h"
 
 typedef struct cfg {

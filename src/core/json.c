@@ -1,6 +1,6 @@
 /* Strict recursive-descent JSON reader (see json.h). Recursion depth is
  * bounded by KVS_JSON_MAX_DEPTH; every read checks the end of the buffer. */
-#include "plan/json.h"
+#include "core/json.h"
 
 #include <math.h>
 #include <stdint.h>
