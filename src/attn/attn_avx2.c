@@ -82,5 +82,88 @@ static float exp_sum_avx2(float *y, const float *x, float m, int64_t n) {
     return s;
 }
 
-static const kvs_attn_vec g_vec_avx2 = {dot_avx2, axpy_avx2, scale_avx2, exp_sum_avx2};
+/* Four dot products q.k0..k3 (n a multiple of 8) reduced together. */
+static inline __m128 dot4(const float *q, const float *k0, const float *k1, const float *k2,
+                          const float *k3, int n) {
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+    for (int d = 0; d < n; d += 8) {
+        __m256 qv = _mm256_loadu_ps(q + d);
+        c0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), c0);
+        c1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + d), c1);
+        c2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + d), c2);
+        c3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + d), c3);
+    }
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(c0, c1), _mm256_hadd_ps(c2, c3));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+static void tile_avx2(const float *const *qrows, int R, const float *k, const float *v, const int *lo,
+                      const int *hi, float scale, float *state, size_t state_stride, int dk, int dv,
+                      float *scratch) {
+    const __m128 vs = _mm_set1_ps(scale);
+    for (int r = 0; r < R; r++) {
+        const int a = lo[r], b = hi[r];
+        if (a >= b) continue;
+        const float *q = qrows[r];
+        float *st = state + (size_t)r * state_stride;
+        /* scores */
+        int t = a;
+        for (; t + 4 <= b; t += 4) {
+            const float *kt = k + (size_t)t * dk;
+            _mm_storeu_ps(scratch + (t - a), _mm_mul_ps(vs, dot4(q, kt, kt + dk, kt + 2 * dk, kt + 3 * dk, dk)));
+        }
+        for (; t < b; t++) scratch[t - a] = dot_avx2(q, k + (size_t)t * dk, dk) * scale;
+        const int n = b - a;
+        __m256 mv = _mm256_set1_ps(-INFINITY);
+        int i = 0;
+        for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(scratch + i));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float tmax = _mm_cvtss_f32(m4);
+        for (; i < n; i++) if (scratch[i] > tmax) tmax = scratch[i];
+        /* online softmax: rescale the running state when the max grows */
+        float m_new = tmax > st[0] ? tmax : st[0];
+        if (st[0] != -INFINITY && m_new > st[0]) {
+            float corr = expf(st[0] - m_new);
+            st[1] *= corr;
+            scale_avx2(st + 2, corr, dv);
+        }
+        st[0] = m_new;
+        st[1] += exp_sum_avx2(scratch, scratch, m_new, n);
+        /* acc += p_t v_t, 64 output dims at a time in registers */
+        float *acc = st + 2;
+        int c = 0;
+        for (; c + 64 <= dv; c += 64) {
+            __m256 a0 = _mm256_loadu_ps(acc + c), a1 = _mm256_loadu_ps(acc + c + 8);
+            __m256 a2 = _mm256_loadu_ps(acc + c + 16), a3 = _mm256_loadu_ps(acc + c + 24);
+            __m256 a4 = _mm256_loadu_ps(acc + c + 32), a5 = _mm256_loadu_ps(acc + c + 40);
+            __m256 a6 = _mm256_loadu_ps(acc + c + 48), a7 = _mm256_loadu_ps(acc + c + 56);
+            for (int tt = a; tt < b; tt++) {
+                const float *vr = v + (size_t)tt * dv + c;
+                __m256 p = _mm256_broadcast_ss(scratch + (tt - a));
+                a0 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr), a0);
+                a1 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 8), a1);
+                a2 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 16), a2);
+                a3 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 24), a3);
+                a4 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 32), a4);
+                a5 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 40), a5);
+                a6 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 48), a6);
+                a7 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 56), a7);
+            }
+            _mm256_storeu_ps(acc + c, a0); _mm256_storeu_ps(acc + c + 8, a1);
+            _mm256_storeu_ps(acc + c + 16, a2); _mm256_storeu_ps(acc + c + 24, a3);
+            _mm256_storeu_ps(acc + c + 32, a4); _mm256_storeu_ps(acc + c + 40, a5);
+            _mm256_storeu_ps(acc + c + 48, a6); _mm256_storeu_ps(acc + c + 56, a7);
+        }
+        for (; c < dv; c += 8) { /* dv % 64 remainder, 8 at a time */
+            __m256 a0 = _mm256_loadu_ps(acc + c);
+            for (int tt = a; tt < b; tt++)
+                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scratch + (tt - a)), _mm256_loadu_ps(v + (size_t)tt * dv + c), a0);
+            _mm256_storeu_ps(acc + c, a0);
+        }
+    }
+}
+
+static const kvs_attn_vec g_vec_avx2 = {dot_avx2, axpy_avx2, scale_avx2, exp_sum_avx2, tile_avx2};
 const kvs_attn_vec *kvs_attn_vec_avx2(void) { return &g_vec_avx2; }

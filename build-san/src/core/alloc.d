@@ -1,1 +1,0 @@
-build-san/src/core/alloc.o: src/core/alloc.c src/core/alloc.h

@@ -1,1 +1,0 @@
-build-san/src/core/cpu.o: src/core/cpu.c src/core/cpu.h

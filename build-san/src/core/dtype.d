@@ -1,2 +1,0 @@
-build-san/src/core/dtype.o: src/core/dtype.c src/core/dtype.h \
- src/core/cpu.h src/core/quant_internal.h

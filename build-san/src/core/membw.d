@@ -1,2 +1,0 @@
-build-san/src/core/membw.o: src/core/membw.c src/core/alloc.h \
- src/core/cpu.h src/core/threads.h include/kvslim.h

@@ -1,2 +1,0 @@
-build-san/src/core/threads.o: src/core/threads.c src/core/threads.h \
- include/kvslim.h src/core/alloc.h src/core/error.h

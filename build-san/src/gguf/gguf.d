@@ -1,2 +1,0 @@
-build-san/src/gguf/gguf.o: src/gguf/gguf.c src/gguf/gguf.h \
- include/kvslim.h src/core/alloc.h src/core/dtype.h src/core/error.h

@@ -1,3 +1,0 @@
-build-san/src/ops/matmul.o: src/ops/matmul.c src/ops/matmul.h \
- src/core/threads.h include/kvslim.h src/core/alloc.h src/core/dtype.h \
- src/core/error.h

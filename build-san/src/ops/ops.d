@@ -1,1 +1,0 @@
-build-san/src/ops/ops.o: src/ops/ops.c src/ops/ops.h src/core/dtype.h

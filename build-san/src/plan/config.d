@@ -1,3 +1,0 @@
-build-san/src/plan/config.o: src/plan/config.c src/core/alloc.h \
- src/core/error.h include/kvslim.h src/plan/json.h src/plan/plan.h \
- src/kv/kv_scheme.h src/core/dtype.h

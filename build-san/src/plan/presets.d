@@ -1,2 +1,0 @@
-build-san/src/plan/presets.o: src/plan/presets.c src/core/error.h \
- include/kvslim.h src/plan/plan.h src/kv/kv_scheme.h src/core/dtype.h

@@ -1,2 +1,0 @@
-build-san/src/plan/render.o: src/plan/render.c src/plan/plan.h \
- src/kv/kv_scheme.h src/core/dtype.h include/kvslim.h

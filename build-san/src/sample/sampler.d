@@ -1,2 +1,0 @@
-build-san/src/sample/sampler.o: src/sample/sampler.c src/core/alloc.h \
- src/core/error.h include/kvslim.h
