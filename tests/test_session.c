@@ -1,0 +1,191 @@
+/* Sessions, allocation failure and sampling:
+ *   - the planner's prediction (kvs_plan_from_gguf + kvs_plan_kv_bytes) equals
+ *     the bytes the engine allocates, for several contexts and KV types;
+ *   - failing the Nth allocation anywhere in model load, session creation and
+ *     a decode returns KVS_ERR_NOMEM cleanly (ASan/LSan check for crashes and
+ *     leaks in CI) and the next attempt succeeds;
+ *   - samplers: greedy = argmax, top-k 1 = greedy, seeded reproducibility,
+ *     top-p / min-p / temperature filters, repetition penalty, bad params. */
+#include <string.h>
+
+#include "core/alloc.h"
+#include "kvslim.h"
+#include "plan/plan.h"
+#include "test_util.h"
+
+static void test_plan_matches_allocator(const char *path) {
+    kvs_model *m = NULL;
+    CHECK(kvs_model_load(path, NULL, &m) == KVS_OK);
+    if (!m) return;
+    kvs_plan_model pm;
+    memset(&pm, 0, sizeof pm);
+    CHECK(kvs_plan_from_gguf(path, &pm) == KVS_OK);
+    static const uint32_t ctxs[] = {1, 7, 512, 8192};
+    for (int kt = 0; kt < 2; kt++) {
+        kvs_plan_model pk;
+        memset(&pk, 0, sizeof pk);
+        CHECK(kvs_plan_model_copy(&pk, &pm) == KVS_OK);
+        CHECK(kvs_plan_apply_kv_type(&pk, kt ? "f32" : "f16") == KVS_OK);
+        for (size_t i = 0; i < sizeof ctxs / sizeof *ctxs; i++) {
+            kvs_session_params sp = kvs_session_params_default();
+            sp.n_ctx = ctxs[i];
+            sp.n_threads = 1;
+            sp.kv_type = kt ? KVS_KV_F32 : KVS_KV_F16;
+            kvs_session *s = NULL;
+            CHECK(kvs_session_new(m, &sp, &s) == KVS_OK);
+            if (!s) continue;
+            uint64_t planned = kvs_plan_kv_bytes(&pk, ctxs[i]), got = kvs_session_kv_bytes(s);
+            CHECKF(planned == got, "ctx %u %s: plan %llu bytes, allocated %llu", ctxs[i], kt ? "f32" : "f16",
+                   (unsigned long long)planned, (unsigned long long)got);
+            CHECK((double)kvs_session_kv_bytes_per_token(s) == kvs_plan_kv_bytes_per_token(&pk));
+            kvs_session_free(s);
+        }
+        kvs_plan_model_free(&pk);
+    }
+    kvs_plan_model_free(&pm);
+    kvs_model_free(m);
+}
+
+static void test_alloc_failures(const char *path) {
+    int nomem = 0, ok = 0;
+    for (int64_t n = 0; n < 100000; n++) {
+        kvs_alloc_fail_after(n);
+        kvs_model *m = NULL;
+        kvs_session *s = NULL;
+        kvs_status st = kvs_model_load(path, NULL, &m);
+        if (st == KVS_OK) {
+            kvs_session_params sp = kvs_session_params_default();
+            sp.n_ctx = 32;
+            sp.n_threads = 2;
+            st = kvs_session_new(m, &sp, &s);
+        }
+        if (st == KVS_OK) {
+            kvs_token t[3] = {1, 2, 3};
+            st = kvs_decode(s, t, 3, false, NULL);
+        }
+        kvs_alloc_fail_after(-1);
+        kvs_session_free(s);
+        kvs_model_free(m);
+        if (st == KVS_OK) { ok = 1; break; }
+        if (st != KVS_ERR_NOMEM) { CHECKF(0, "allocation %lld failing gave %s: %s", (long long)n, kvs_status_name(st), kvs_last_error()); break; }
+        nomem++;
+    }
+    printf("allocation failure injected at each of %d allocations: all KVS_ERR_NOMEM, then success\n", nomem);
+    CHECK(ok && nomem > 10);
+}
+
+static void test_sampler(void) {
+    enum { V = 1000 };
+    float base[V], lg[V];
+    uint64_t rng = 99;
+    for (int i = 0; i < V; i++) base[i] = 3.0f * test_rng_normal(&rng);
+    base[417] = 20.0f;
+    kvs_sampler_params p = kvs_sampler_params_default();
+    kvs_sampler *s = NULL;
+    p.temperature = 0;
+    CHECK(kvs_sampler_new(&p, V, &s) == KVS_OK);
+    memcpy(lg, base, sizeof lg);
+    CHECK(kvs_sampler_sample(s, lg) == 417);
+    kvs_sampler_free(s);
+
+    p = kvs_sampler_params_default();
+    p.top_k = 1;
+    p.temperature = 5.0f;
+    CHECK(kvs_sampler_new(&p, V, &s) == KVS_OK);
+    for (int r = 0; r < 20; r++) { memcpy(lg, base, sizeof lg); CHECK(kvs_sampler_sample(s, lg) == 417); }
+    kvs_sampler_free(s);
+
+    /* seeded reproducibility, and every draw inside the top-k set */
+    base[417] = 2.0f;
+    p = kvs_sampler_params_default();
+    p.top_k = 10; p.top_p = 1.0f; p.min_p = 0.0f; p.temperature = 1.5f; p.seed = 7;
+    kvs_token a[50], b[50];
+    for (int pass = 0; pass < 2; pass++) {
+        CHECK(kvs_sampler_new(&p, V, &s) == KVS_OK);
+        for (int r = 0; r < 50; r++) { memcpy(lg, base, sizeof lg); (pass ? b : a)[r] = kvs_sampler_sample(s, lg); }
+        kvs_sampler_free(s);
+    }
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    float kth = 0; /* 10th largest */
+    {
+        float tmp[V];
+        memcpy(tmp, base, sizeof tmp);
+        for (int k = 0; k < 10; k++) {
+            int bi = 0;
+            for (int i = 1; i < V; i++) if (tmp[i] > tmp[bi]) bi = i;
+            kth = tmp[bi];
+            tmp[bi] = -INFINITY;
+        }
+    }
+    int distinct = 0;
+    for (int r = 0; r < 50; r++) {
+        CHECK(base[a[r]] >= kth);
+        bool seen = false;
+        for (int q = 0; q < r; q++) if (a[q] == a[r]) seen = true;
+        distinct += !seen;
+    }
+    CHECK(distinct > 1);
+
+    /* min-p: only tokens within a factor 0.5 of the best survive */
+    float two[V];
+    for (int i = 0; i < V; i++) two[i] = -10.0f;
+    two[5] = 1.0f; two[6] = 1.0f - 0.5f; two[7] = 1.0f - 3.0f;
+    p = kvs_sampler_params_default();
+    p.top_k = 0; p.top_p = 1.0f; p.min_p = 0.5f; p.temperature = 1.0f;
+    CHECK(kvs_sampler_new(&p, V, &s) == KVS_OK);
+    int count[3] = {0, 0, 0};
+    for (int r = 0; r < 400; r++) {
+        memcpy(lg, two, sizeof lg);
+        kvs_token t = kvs_sampler_sample(s, lg);
+        CHECK(t == 5 || t == 6);
+        if (t >= 5 && t <= 7) count[t - 5]++;
+    }
+    CHECK(count[0] > count[1] && count[1] > 50); /* p(5)/p(6) = e^0.5 */
+    kvs_sampler_free(s);
+
+    /* top-p 0.5 on two equal leaders and a tail keeps a leader only */
+    for (int i = 0; i < V; i++) two[i] = -10.0f;
+    two[1] = 5.0f; two[2] = 4.0f;
+    p.min_p = 0.0f; p.top_p = 0.5f;
+    CHECK(kvs_sampler_new(&p, V, &s) == KVS_OK);
+    for (int r = 0; r < 50; r++) { memcpy(lg, two, sizeof lg); CHECK(kvs_sampler_sample(s, lg) == 1); }
+    kvs_sampler_free(s);
+
+    /* repetition penalty pushes a repeated leader below the runner-up */
+    p = kvs_sampler_params_default();
+    p.temperature = 0; p.repeat_penalty = 2.0f; p.repeat_last_n = 4;
+    CHECK(kvs_sampler_new(&p, V, &s) == KVS_OK);
+    kvs_sampler_accept(s, 1);
+    memcpy(lg, two, sizeof lg);
+    CHECK(kvs_sampler_sample(s, lg) == 2);
+    for (int r = 0; r < 4; r++) kvs_sampler_accept(s, 900); /* token 1 leaves the window */
+    memcpy(lg, two, sizeof lg);
+    CHECK(kvs_sampler_sample(s, lg) == 1);
+    kvs_sampler_free(s);
+
+    p = kvs_sampler_params_default();
+    p.top_p = 0.0f;
+    CHECK(kvs_sampler_new(&p, V, &s) == KVS_ERR_INVALID_ARG && s == NULL);
+    CHECK(kvs_sampler_new(NULL, 0, &s) == KVS_ERR_INVALID_ARG);
+    kvs_sampler_free(NULL);
+}
+
+int main(void) {
+    test_sampler();
+    const char *path = test_model_path();
+    if (path) {
+        test_plan_matches_allocator(path);
+        test_alloc_failures(path);
+    } else {
+        const char *req = getenv("KVS_REQUIRE_MODELS");
+        CHECK(!(req && *req == '1'));
+        printf("skip session model checks: default model absent (make models)\n");
+    }
+    kvs_model *m = NULL;
+    CHECK(kvs_model_load("/nonexistent/model.gguf", NULL, &m) == KVS_ERR_IO && m == NULL);
+    CHECK(strstr(kvs_last_error(), "/nonexistent/model.gguf") != NULL);
+    CHECK(kvs_model_load("tests/data/ref_smollm2.json", NULL, &m) == KVS_ERR_FORMAT && m == NULL);
+    kvs_model_free(NULL);
+    kvs_session_free(NULL);
+    return test_finish("session");
+}
