@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -44,35 +43,6 @@ static const struct { const char *alias, *name; } k_alias[] = {
 size_t kvs_plan_hw_count(void) { return sizeof k_hw / sizeof k_hw[0]; }
 const kvs_plan_hw *kvs_plan_hw_at(size_t i) { return i < kvs_plan_hw_count() ? &k_hw[i] : NULL; }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-double kvs_plan_measure_bandwidth(size_t bytes) {
-    size_t n = bytes / sizeof(uint64_t);
-    if (n < 1024) n = 1024;
-    uint64_t *buf = kvs_aligned_alloc(n * sizeof(uint64_t));
-    if (!buf) return 0;
-    for (size_t i = 0; i < n; i++) buf[i] = i; /* touch every page */
-    double best = 0;
-    volatile uint64_t sink = 0;
-    for (int pass = 0; pass < 4; pass++) {
-        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-        double t0 = now_s();
-        for (size_t i = 0; i + 4 <= n; i += 4) { s0 += buf[i]; s1 += buf[i + 1]; s2 += buf[i + 2]; s3 += buf[i + 3]; }
-        double dt = now_s() - t0;
-        sink += s0 + s1 + s2 + s3;
-        if (dt > 0) {
-            double bw = (double)(n * sizeof(uint64_t)) / dt;
-            if (bw > best) best = bw;
-        }
-    }
-    (void)sink;
-    kvs_aligned_free(buf);
-    return best;
-}
 
 /* "24G" -> bytes. binary: K/M/G/T are powers of 1024; else powers of 1000. */
 static bool parse_amount(const char *s, size_t n, bool binary, double *out) {
@@ -109,13 +79,13 @@ kvs_status kvs_plan_hw_parse(const char *spec, kvs_plan_hw *out) {
     if (!strcasecmp(spec, "this") || !strcasecmp(spec, "this-machine") || !strcasecmp(spec, "local")) {
         long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
         if (pages <= 0 || psz <= 0) return kvs_fail(KVS_ERR_UNSUPPORTED, "--hw this: cannot read physical memory size");
-        double bw = kvs_plan_measure_bandwidth((size_t)256 << 20);
+        double bw = kvs_measure_read_bandwidth(0, (size_t)256 << 20, 4); /* all CPUs, as bench */
         if (bw <= 0) return kvs_fail(KVS_ERR_NOMEM, "--hw this: cannot allocate the bandwidth probe buffer");
         snprintf(out->name, sizeof out->name, "this machine");
         out->mem_bytes = (double)pages * (double)psz;
         out->bw_bytes_s = bw;
         out->price_hour = 0;
-        snprintf(out->note, sizeof out->note, "physical RAM; read bandwidth measured now (sum over 256 MiB, best of 4)");
+        snprintf(out->note, sizeof out->note, "physical RAM; read bandwidth measured now (all CPUs, sum over 256 MiB, best of 4)");
         return KVS_OK;
     }
     if (!strncasecmp(spec, "custom:", 7) || !strncasecmp(spec, "custom,", 7)) {

@@ -92,9 +92,6 @@ const kvs_plan_hw *kvs_plan_hw_at(size_t i);
  * per second: K/M/G/T = 1e3..1e12; price USD/hour). Rejects impossible
  * values (zero/negative/non-finite memory or bandwidth, negative price). */
 kvs_status kvs_plan_hw_parse(const char *spec, kvs_plan_hw *out);
-/* Read bandwidth of this machine in bytes/s: a vectorizable sum over a
- * buffer of `bytes`, best of a few passes. 0 on allocation failure. */
-double kvs_plan_measure_bandwidth(size_t bytes);
 
 /* ---- numbers ----------------------------------------------------------- */
 /* "4k,32k,128k,1m,5000": k = 1024, m = 1048576. At most cap values. */
