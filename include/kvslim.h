@@ -86,16 +86,36 @@ char *kvs_chat_format_user(const kvs_model *model, const char *user_msg);
 
 /* ---- session ----------------------------------------------------------- */
 
+/* Element format of stored K/V rows (per token, per KV head). */
 typedef enum kvs_kv_type {
-    KVS_KV_F32 = 0,
-    KVS_KV_F16 = 1,
+    KVS_KV_F32  = 0,
+    KVS_KV_F16  = 1,
+    KVS_KV_BF16 = 2,
+    KVS_KV_Q8_0 = 3,
+    KVS_KV_Q4_0 = 4,
 } kvs_kv_type;
+/* "f16" -> KVS_KV_F16 ...; returns false for an unknown name. */
+bool kvs_kv_type_from_name(const char *name, kvs_kv_type *out);
+const char *kvs_kv_type_name(kvs_kv_type t);
 
 typedef struct kvs_session_params {
     uint32_t n_ctx;        /* 0 = the model's training context            */
     uint32_t n_batch;      /* max tokens per forward call chunk (512)     */
     int32_t  n_threads;    /* 0 = all online CPUs                         */
-    kvs_kv_type kv_type;   /* element format of the KV cache (F16)        */
+    /* The KV scheme of every layer starts from the model's own (full
+     * attention per KV head, or what the architecture prescribes) and is
+     * then rewritten by these settings, in this order: */
+    kvs_kv_type kv_type;   /* element format (F16)                        */
+    uint32_t kv_window;    /* > 0: keep only the last kv_window positions */
+    uint32_t kv_sinks;     /* with a window: also keep the first kv_sinks */
+    uint32_t kv_page;      /* tokens per cache page (0 = 256)             */
+    uint64_t kv_budget;    /* max bytes of KV pages (0 = no limit); past
+                              it kvs_decode fails with KVS_ERR_BUDGET     */
+    /* Per-layer rules, ';'-separated, applied last, e.g.
+     * "0-9:window=512+4;10-29:shared=9;30:q8_0". A rule is [RANGE:]SETTING
+     * [,SETTING...]; settings: f32|f16|bf16|q8_0|q4_0, window=W[+S],
+     * sinks=S, full (no window), shared=L, page=P. NULL = none. */
+    const char *kv_layers;
 } kvs_session_params;
 kvs_session_params kvs_session_params_default(void);
 
@@ -106,9 +126,14 @@ void kvs_session_free(kvs_session *s);
 void kvs_session_reset(kvs_session *s);
 uint32_t kvs_session_n_past(const kvs_session *s);
 uint32_t kvs_session_n_ctx(const kvs_session *s);
-/* Bytes the KV cache holds allocated, and bytes per cached token. */
+/* Bytes of KV pages allocated now; the bytes the cache will hold at
+ * n_tokens (the scheme formula the planner also uses); the growing bytes
+ * per token (windowed and shared layers add none). */
 uint64_t kvs_session_kv_bytes(const kvs_session *s);
+uint64_t kvs_session_kv_bytes_at(const kvs_session *s, uint64_t n_tokens);
 uint64_t kvs_session_kv_bytes_per_token(const kvs_session *s);
+/* Human-readable KV scheme of one layer, e.g. "full 3x64 f16 page256". */
+void kvs_session_kv_describe(const kvs_session *s, int32_t layer, char *buf, size_t cap);
 
 /* Run the model on n tokens appended after the cached ones.
  * logits: NULL, or room for n_vocab floats (all_logits=false: last token

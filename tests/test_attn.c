@@ -2,8 +2,10 @@
  * inputs at awkward shapes: 1 token, tile and query-block edges, 1/3/9
  * heads over 1/3 KV heads, head sizes 64/128/256, f32 and f16 caches,
  * sliding windows, decode split across 1-3 threads, scalar and SIMD
- * primitives. Tolerance: |fast - ref| <= 2e-5 + 2e-4 |ref| (f32 accumulation
- * and a polynomial exp against float64; the stored rows are identical). */
+ * primitives, cache element formats f32/f16/bf16/q8_0/q4_0, pages of
+ * 16/64/256 tokens, windowed rings with sinks. Tolerance: |fast - ref| <=
+ * 2e-5 + 2e-4 |ref| (f32 accumulation and a polynomial exp against float64;
+ * the stored rows are identical). */
 #include <string.h>
 
 #include "attn/attn.h"
@@ -13,24 +15,69 @@
 
 static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
 
-static int run_case(int n_head, int n_kv_heads, int dk, kvs_dtype type, int n_past, int n_q,
-                    uint32_t window, int threads) {
+static int compare(const float *ref, const float *got, size_t n, double abs_tol, double rel_tol, const char *what,
+                   int n_head, int n_kv_heads, int dk, kvs_dtype type, int n_past, int n_q, uint32_t window,
+                   uint32_t sinks, uint32_t page, int threads) {
+    int bad = 0;
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double err = fabs((double)ref[i] - got[i]);
+        if (!(err <= abs_tol + rel_tol * fabs(ref[i]))) bad++;
+        if (err > worst) worst = err;
+    }
+    CHECKF(bad == 0, "%s: heads %d/%d dk %d %s past %d n_q %d window %u+%u page %u threads %d: %d bad, worst %.3g",
+           what, n_head, n_kv_heads, dk, kvs_dtype_name(type), n_past, n_q, window, sinks, page, threads, bad, worst);
+    return bad;
+}
+
+/* Keys for positions [0, n_past + n_q) in a cache laid out by (window,
+ * sinks, page); queries at n_past.. read it the way the engine does
+ * (windowed: the ring before the chunk plus the chunk staged). Checks the
+ * fast kernel against the float64 reference on the same segments, and the
+ * reference on those segments against the reference on a plain full cache
+ * with the same mask (which positions the ring keeps). */
+static int run_case(int n_head, int n_kv_heads, int dk, kvs_dtype type, int n_past, int n_q, uint32_t window,
+                    uint32_t sinks, uint32_t page, int threads) {
     kvs_kv_scheme sc = kvs_kv_scheme_full((uint32_t)n_kv_heads, (uint32_t)dk, (uint32_t)dk, type);
+    sc.page_tokens = page;
+    kvs_kv_scheme sw = sc;
+    sw.window = window;
+    sw.sinks = sinks;
     int cap = n_past + n_q;
-    kvs_kv_cache *kv = NULL;
-    CHECK(kvs_kv_cache_new(&sc, 1, (uint32_t)cap, &kv) == KVS_OK);
-    if (!kv) return 1;
-    size_t kvn = (size_t)cap * n_kv_heads * dk;
+    kvs_kv_cache *full = NULL, *kv = NULL;
+    CHECK(kvs_kv_cache_new(&sc, 1, (uint32_t)cap, 0, &full) == KVS_OK);
+    CHECK(kvs_kv_cache_new(&sw, 1, (uint32_t)cap, 0, &kv) == KVS_OK);
+    if (!kv || !full) { kvs_kv_cache_free(kv); kvs_kv_cache_free(full); return 1; }
+    size_t row = (size_t)n_kv_heads * dk, kvn = (size_t)cap * row;
     float *k = malloc(kvn * sizeof *k), *v = malloc(kvn * sizeof *v);
     for (size_t i = 0; i < kvn; i++) { k[i] = test_rng_normal(&g_rng); v[i] = test_rng_normal(&g_rng); }
-    CHECK(kvs_kv_cache_store(kv, 0, 0, cap, k, v) == KVS_OK);
+    CHECK(kvs_kv_cache_reserve(full, (uint64_t)cap) == KVS_OK);
+    CHECK(kvs_kv_cache_store(full, 0, 0, cap, k, v) == KVS_OK);
+    CHECK(kvs_kv_cache_reserve(kv, (uint64_t)cap) == KVS_OK);
+    for (int p = 0; p < n_past; p += 7) /* store in uneven steps, as decoding would */
+        CHECK(kvs_kv_cache_store(kv, 0, (uint64_t)p, p + 7 <= n_past ? 7 : n_past - p, k + (size_t)p * row,
+                                 v + (size_t)p * row) == KVS_OK);
+    int max_segs = kvs_kv_cache_max_segments(kv, 0) + 1, max_full = kvs_kv_cache_max_segments(full, 0);
+    kvs_kv_segment *segs = calloc((size_t)max_segs, sizeof *segs), *fsegs = calloc((size_t)max_full, sizeof *fsegs);
+    uint8_t *staging = malloc(kvs_kv_cache_staging_bytes(kv, 0, n_q));
+    int n_segs;
+    if (window) {
+        n_segs = kvs_kv_cache_segments(kv, 0, (uint64_t)n_past, segs, max_segs - 1);
+        segs[n_segs++] = kvs_kv_cache_stage(kv, 0, staging, (uint64_t)n_past, n_q, k + (size_t)n_past * row,
+                                            v + (size_t)n_past * row);
+    } else {
+        CHECK(kvs_kv_cache_store(kv, 0, (uint64_t)n_past, n_q, k + (size_t)n_past * row, v + (size_t)n_past * row) == KVS_OK);
+        n_segs = kvs_kv_cache_segments(kv, 0, (uint64_t)cap, segs, max_segs);
+    }
+    int n_fsegs = kvs_kv_cache_segments(full, 0, (uint64_t)cap, fsegs, max_full);
     size_t qn = (size_t)n_q * n_head * dk;
-    float *q = malloc(qn * sizeof *q), *o1 = malloc(qn * sizeof *q), *o2 = malloc(qn * sizeof *q);
+    float *q = malloc(qn * sizeof *q), *o1 = malloc(qn * sizeof *q), *o2 = malloc(qn * sizeof *q), *o3 = malloc(qn * sizeof *q);
     for (size_t i = 0; i < qn; i++) q[i] = 2.0f * test_rng_normal(&g_rng);
     int32_t *pos = malloc(sizeof *pos * (size_t)n_q);
     for (int i = 0; i < n_q; i++) pos[i] = n_past + i;
-    kvs_attn_args a = {.kv = &kv->layers[0], .q = q, .n_q = n_q, .n_head = n_head, .q_pos = pos,
-                       .n_kv = (uint32_t)cap, .window = window, .scale = 1.0f / sqrtf((float)dk), .out = o1};
+    kvs_attn_args a = {.segs = segs, .n_segs = n_segs, .n_kv_heads = n_kv_heads, .head_dim_k = dk, .head_dim_v = dk,
+                       .q = q, .n_q = n_q, .n_head = n_head, .q_pos = pos, .window = window, .sinks = sinks,
+                       .scale = 1.0f / sqrtf((float)dk), .out = o1};
     kvs_attn_ref(&a);
     a.out = o2;
     kvs_pool *pool = NULL;
@@ -38,21 +85,48 @@ static int run_case(int n_head, int n_kv_heads, int dk, kvs_dtype type, int n_pa
     CHECK(kvs_pool_new(threads, &pool) == KVS_OK);
     CHECK(kvs_attn_new(threads, &at) == KVS_OK);
     CHECK(kvs_attn_run(at, pool, &a) == KVS_OK);
-    int bad = 0;
-    double worst = 0;
-    for (size_t i = 0; i < qn; i++) {
-        double err = fabs((double)o1[i] - o2[i]), lim = 2e-5 + 2e-4 * fabs(o1[i]);
-        if (!(err <= lim)) bad++;
-        if (err > worst) worst = err;
-    }
-    CHECKF(bad == 0, "heads %d/%d dk %d %s past %d n_q %d window %u threads %d: %d bad, worst %.3g",
-           n_head, n_kv_heads, dk, type == KVS_TYPE_F16 ? "f16" : "f32", n_past, n_q, window, threads,
-           bad, worst);
+    int bad = compare(o1, o2, qn, 2e-5, 2e-4, "fast vs f64", n_head, n_kv_heads, dk, type, n_past, n_q, window, sinks, page, threads);
+    kvs_attn_args af = a;
+    af.segs = fsegs;
+    af.n_segs = n_fsegs;
+    af.out = o3;
+    kvs_attn_ref(&af);
+    bad += compare(o3, o1, qn, 1e-6, 1e-6, "ring vs full cache", n_head, n_kv_heads, dk, type, n_past, n_q, window, sinks, page, threads);
     kvs_attn_free(at);
     kvs_pool_free(pool);
     kvs_kv_cache_free(kv);
-    free(k); free(v); free(q); free(o1); free(o2); free(pos);
+    kvs_kv_cache_free(full);
+    free(k); free(v); free(q); free(o1); free(o2); free(o3); free(pos); free(segs); free(fsegs); free(staging);
     return bad;
+}
+
+/* A window that can never bind (W >= every query's position + 1) and no
+ * sinks must give bit-identical output to no window at all. */
+static void window_covering_is_exact(void) {
+    kvs_kv_scheme sc = kvs_kv_scheme_full(3, 64, 64, KVS_TYPE_F16);
+    kvs_kv_cache *kv = NULL;
+    CHECK(kvs_kv_cache_new(&sc, 1, 600, 0, &kv) == KVS_OK);
+    size_t n = 600 * 3 * 64;
+    float *k = malloc(n * 4), *v = malloc(n * 4), *q = malloc(9 * 64 * 4 * 5), *o1 = malloc(9 * 64 * 4 * 5), *o2 = malloc(9 * 64 * 4 * 5);
+    for (size_t i = 0; i < n; i++) { k[i] = test_rng_normal(&g_rng); v[i] = test_rng_normal(&g_rng); }
+    for (int i = 0; i < 9 * 64 * 5; i++) q[i] = test_rng_normal(&g_rng);
+    CHECK(kvs_kv_cache_reserve(kv, 600) == KVS_OK);
+    CHECK(kvs_kv_cache_store(kv, 0, 0, 600, k, v) == KVS_OK);
+    kvs_kv_segment segs[8];
+    int ns = kvs_kv_cache_segments(kv, 0, 600, segs, 8);
+    int32_t pos[5] = {595, 596, 597, 598, 599};
+    kvs_attn_args a = {.segs = segs, .n_segs = ns, .n_kv_heads = 3, .head_dim_k = 64, .head_dim_v = 64, .q = q,
+                       .n_q = 5, .n_head = 9, .q_pos = pos, .scale = 0.125f, .out = o1};
+    kvs_pool *pool = NULL;
+    kvs_attn *at = NULL;
+    CHECK(kvs_pool_new(2, &pool) == KVS_OK && kvs_attn_new(2, &at) == KVS_OK);
+    CHECK(kvs_attn_run(at, pool, &a) == KVS_OK);
+    a.window = 600;
+    a.out = o2;
+    CHECK(kvs_attn_run(at, pool, &a) == KVS_OK);
+    CHECK(memcmp(o1, o2, 9 * 64 * 4 * 5) == 0);
+    kvs_attn_free(at); kvs_pool_free(pool); kvs_kv_cache_free(kv);
+    free(k); free(v); free(q); free(o1); free(o2);
 }
 
 int main(void) {
@@ -69,21 +143,31 @@ int main(void) {
     static const int heads[][2] = {{1, 1}, {3, 1}, {9, 3}, {4, 4}};
     static const int dims[] = {64, 128, 256};
     static const int pasts[] = {0, 1, 63, 64, 65, 300};
+    static const kvs_dtype types[] = {KVS_TYPE_F32, KVS_TYPE_F16, KVS_TYPE_BF16, KVS_TYPE_Q8_0, KVS_TYPE_Q4_0};
+    static const uint32_t pages[] = {16, 64, 256};
     for (size_t h = 0; h < 4; h++)
         for (size_t d = 0; d < 3; d++)
             for (size_t p = 0; p < 6; p++)
-                for (int ty = 0; ty < 2; ty++) {
-                    kvs_dtype t = ty ? KVS_TYPE_F16 : KVS_TYPE_F32;
-                    run_case(heads[h][0], heads[h][1], dims[d], t, pasts[p], 1, 0, 1 + (int)(p % 3));
+                for (size_t ty = 0; ty < 5; ty++) {
+                    kvs_dtype t = types[ty];
+                    uint32_t pg = pages[(h + p + ty) % 3];
+                    run_case(heads[h][0], heads[h][1], dims[d], t, pasts[p], 1, 0, 0, pg, 1 + (int)(p % 3));
                     if (d == 0) {
-                        run_case(heads[h][0], heads[h][1], 64, t, pasts[p], 9, 0, 2);  /* query block edge */
-                        run_case(heads[h][0], heads[h][1], 64, t, pasts[p], 17, 16, 3); /* window */
+                        run_case(heads[h][0], heads[h][1], 64, t, pasts[p], 9, 0, 0, pg, 2);    /* query block edge */
+                        run_case(heads[h][0], heads[h][1], 64, t, pasts[p], 17, 16, 0, pg, 3);  /* window */
+                        run_case(heads[h][0], heads[h][1], 64, t, pasts[p], 17, 16, 4, 16, 2); /* window + sinks */
                     }
                 }
-    /* long decode split into segments, window smaller than a tile, window larger than context */
-    run_case(9, 3, 64, KVS_TYPE_F16, 4000, 1, 0, 2);
-    run_case(9, 3, 64, KVS_TYPE_F16, 4000, 1, 5, 3);
-    run_case(9, 3, 64, KVS_TYPE_F16, 700, 1, 1000, 2);
-    run_case(9, 3, 64, KVS_TYPE_F16, 100, 130, 0, 2);
+    /* long decode split across threads; windows around page and tile edges;
+     * a window larger than the context; prefill chunks longer than the window */
+    run_case(9, 3, 64, KVS_TYPE_F16, 4000, 1, 0, 0, 256, 2);
+    run_case(9, 3, 64, KVS_TYPE_F16, 4000, 1, 5, 0, 16, 3);
+    run_case(9, 3, 64, KVS_TYPE_F16, 4000, 1, 256, 4, 64, 2);
+    run_case(9, 3, 64, KVS_TYPE_Q8_0, 3000, 1, 100, 3, 16, 2);
+    run_case(9, 3, 64, KVS_TYPE_F16, 700, 1, 1000, 0, 256, 2);
+    run_case(9, 3, 64, KVS_TYPE_F16, 100, 130, 0, 0, 16, 2);
+    run_case(9, 3, 64, KVS_TYPE_F16, 500, 130, 32, 4, 16, 2);
+    run_case(4, 1, 256, KVS_TYPE_F16, 1000, 40, 512, 0, 256, 2);
+    window_covering_is_exact();
     return test_finish("attn");
 }

@@ -1,6 +1,9 @@
 /* Sessions, allocation failure and sampling:
  *   - the planner's prediction (kvs_plan_from_gguf + kvs_plan_kv_bytes) equals
- *     the bytes the engine allocates, for several contexts and KV types;
+ *     the engine's scheme bytes for several contexts, KV types, windows and
+ *     page sizes, and the pages really allocated after decoding n tokens
+ *     equal that prediction for n;
+ *   - a KV byte budget stops decoding with KVS_ERR_BUDGET, changing nothing;
  *   - failing the Nth allocation anywhere in model load, session creation and
  *     a decode returns KVS_ERR_NOMEM cleanly (ASan/LSan check for crashes and
  *     leaks in CI) and the next attempt succeeds;
@@ -20,29 +23,87 @@ static void test_plan_matches_allocator(const char *path) {
     kvs_plan_model pm;
     memset(&pm, 0, sizeof pm);
     CHECK(kvs_plan_from_gguf(path, &pm) == KVS_OK);
-    static const uint32_t ctxs[] = {1, 7, 512, 8192};
-    for (int kt = 0; kt < 2; kt++) {
+    static const struct { kvs_kv_type t; const char *name; uint32_t page, window, sinks; } cfg[] = {
+        {KVS_KV_F16, "f16", 256, 0, 0}, {KVS_KV_F32, "f32", 16, 0, 0}, {KVS_KV_Q8_0, "q8_0", 64, 0, 0},
+        {KVS_KV_Q4_0, "q4_0", 256, 0, 0}, {KVS_KV_F16, "f16", 16, 40, 4}, {KVS_KV_BF16, "bf16", 64, 100, 0},
+    };
+    static const uint32_t ctxs[] = {1, 7, 300, 8192};
+    kvs_token toks[300];
+    for (int i = 0; i < 300; i++) toks[i] = (kvs_token)(100 + 37 * i % 40000);
+    for (size_t c = 0; c < sizeof cfg / sizeof *cfg; c++) {
         kvs_plan_model pk;
         memset(&pk, 0, sizeof pk);
         CHECK(kvs_plan_model_copy(&pk, &pm) == KVS_OK);
-        CHECK(kvs_plan_apply_kv_type(&pk, kt ? "f32" : "f16") == KVS_OK);
+        CHECK(kvs_plan_apply_kv_type(&pk, cfg[c].name) == KVS_OK);
+        char wi[64];
+        if (cfg[c].window) snprintf(wi, sizeof wi, "window=%u+%u,page=%u", cfg[c].window, cfg[c].sinks, cfg[c].page);
+        else snprintf(wi, sizeof wi, "page=%u", cfg[c].page);
+        CHECK(kvs_plan_apply_whatif(&pk, wi) == KVS_OK);
         for (size_t i = 0; i < sizeof ctxs / sizeof *ctxs; i++) {
             kvs_session_params sp = kvs_session_params_default();
             sp.n_ctx = ctxs[i];
-            sp.n_threads = 1;
-            sp.kv_type = kt ? KVS_KV_F32 : KVS_KV_F16;
+            sp.n_threads = 2;
+            sp.kv_type = cfg[c].t;
+            sp.kv_page = cfg[c].page;
+            sp.kv_window = cfg[c].window;
+            sp.kv_sinks = cfg[c].sinks;
             kvs_session *s = NULL;
             CHECK(kvs_session_new(m, &sp, &s) == KVS_OK);
             if (!s) continue;
-            uint64_t planned = kvs_plan_kv_bytes(&pk, ctxs[i]), got = kvs_session_kv_bytes(s);
-            CHECKF(planned == got, "ctx %u %s: plan %llu bytes, allocated %llu", ctxs[i], kt ? "f32" : "f16",
-                   (unsigned long long)planned, (unsigned long long)got);
+            uint64_t planned = kvs_plan_kv_bytes(&pk, ctxs[i]), scheme = kvs_session_kv_bytes_at(s, ctxs[i]);
+            CHECKF(planned == scheme, "%s: plan %llu bytes, engine scheme %llu at %u tokens", wi,
+                   (unsigned long long)planned, (unsigned long long)scheme, ctxs[i]);
             CHECK((double)kvs_session_kv_bytes_per_token(s) == kvs_plan_kv_bytes_per_token(&pk));
+            CHECK(kvs_session_kv_bytes(s) == 0); /* pages come on demand */
+            uint32_t n = ctxs[i] < 300 ? ctxs[i] : 300;
+            CHECK(kvs_decode(s, toks, n, false, NULL) == KVS_OK);
+            CHECKF(kvs_session_kv_bytes(s) == kvs_plan_kv_bytes(&pk, n), "%s %s ctx %u: %llu bytes allocated after %u tokens, plan %llu",
+                   cfg[c].name, wi, ctxs[i], (unsigned long long)kvs_session_kv_bytes(s), n,
+                   (unsigned long long)kvs_plan_kv_bytes(&pk, n));
             kvs_session_free(s);
         }
         kvs_plan_model_free(&pk);
     }
     kvs_plan_model_free(&pm);
+
+    /* budget: 3 pages of 16 tokens per layer fit, the 4th does not */
+    kvs_session_params sp = kvs_session_params_default();
+    sp.n_ctx = 256;
+    sp.kv_page = 16;
+    sp.kv_budget = 3ull * 16 * 23040;
+    kvs_session *s = NULL;
+    CHECK(kvs_session_new(m, &sp, &s) == KVS_OK);
+    if (s) {
+        CHECK(kvs_decode(s, toks, 40, false, NULL) == KVS_OK);
+        CHECK(kvs_decode(s, toks, 8, false, NULL) == KVS_OK);
+        CHECK(kvs_decode(s, toks, 1, false, NULL) == KVS_ERR_BUDGET);
+        CHECK(strstr(kvs_last_error(), "budget") != NULL);
+        CHECK(kvs_session_n_past(s) == 48 && kvs_session_kv_bytes(s) == sp.kv_budget);
+        kvs_session_reset(s);
+        CHECK(kvs_session_kv_bytes(s) == 0);
+        CHECK(kvs_decode(s, toks, 48, false, NULL) == KVS_OK);
+        kvs_session_free(s);
+    }
+    /* bad scheme rules are refused with the rule named */
+    const char *bad[] = {"5:shared=9", "0-40:f16", "window=0", "q3_0", "3:sinks=4", "1-:f16"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        sp = kvs_session_params_default();
+        sp.n_ctx = 64;
+        sp.kv_layers = bad[i];
+        s = NULL;
+        CHECKF(kvs_session_new(m, &sp, &s) == KVS_ERR_INVALID_ARG && !s, "rule '%s' accepted", bad[i]);
+    }
+    sp = kvs_session_params_default();
+    sp.n_ctx = 64;
+    sp.kv_layers = "10-29:shared=9;0-9:q8_0";
+    CHECK(kvs_session_new(m, &sp, &s) == KVS_OK);
+    if (s) {
+        CHECK(kvs_session_kv_bytes_per_token(s) == 10 * 2 * 3 * 68); /* q8_0: 64 elements in 68 bytes */
+        char d[128];
+        kvs_session_kv_describe(s, 12, d, sizeof d);
+        CHECK(strstr(d, "9") != NULL);
+        kvs_session_free(s);
+    }
     kvs_model_free(m);
 }
 

@@ -18,7 +18,13 @@ const char *cli_common_help(void) {
            "  -t, --threads N     worker threads (default: all CPUs)\n"
            "  -c, --ctx N         context size in tokens (accepts 4k, 32k)\n"
            "  -b, --batch N       tokens per forward chunk (default 512)\n"
-           "      --kv TYPE       KV cache element type: f16 (default) or f32\n";
+           "      --kv TYPE       KV element format: f16 (default), f32, bf16, q8_0, q4_0\n"
+           "      --kv-window W   keep only the last W positions per layer (sliding window)\n"
+           "      --kv-sinks S    with a window, also keep the first S positions\n"
+           "      --kv-page P     tokens per KV page (default 256)\n"
+           "      --kv-budget B   cap KV memory at B bytes (e.g. 64M); decoding past it fails\n"
+           "      --kv-layer RULE per-layer scheme, repeatable: RANGE:SETTING[,SETTING]\n"
+           "                      e.g. 10-29:shared=9  0-9:window=512+4  30:q8_0\n";
 }
 
 const char *cli_value(int argc, char **argv, int *i) {
@@ -56,6 +62,7 @@ bool cli_parse_count(const char *s, unsigned long long *out) {
     unsigned long long mul = 1;
     if (*end == 'k' || *end == 'K') { mul = 1024; end++; }
     else if (*end == 'm' || *end == 'M') { mul = 1024ull * 1024; end++; }
+    else if (*end == 'g' || *end == 'G') { mul = 1024ull * 1024 * 1024; end++; }
     if (*end) return false;
     if (v > (1ull << 40) / mul) return false;
     *out = v * mul;
@@ -91,9 +98,33 @@ int cli_common_option(cli_common *c, int argc, char **argv, int *i) {
     }
     if (!strcmp(a, "--kv")) {
         if (!(v = cli_value(argc, argv, i))) return -1;
-        if (!strcmp(v, "f16")) c->kv_type = KVS_KV_F16;
-        else if (!strcmp(v, "f32")) c->kv_type = KVS_KV_F32;
-        else { fprintf(stderr, "kvslim: unknown KV type '%s' (f16, f32)\n", v); return -1; }
+        if (!kvs_kv_type_from_name(v, &c->kv_type)) {
+            fprintf(stderr, "kvslim: unknown KV type '%s' (f16, f32, bf16, q8_0, q4_0)\n", v);
+            return -1;
+        }
+        return 1;
+    }
+    if (!strcmp(a, "--kv-window") || !strcmp(a, "--kv-sinks") || !strcmp(a, "--kv-page")) {
+        if (!(v = cli_value(argc, argv, i))) return -1;
+        if (!cli_parse_count(v, &u) || u > (1u << 30) || (u == 0 && strcmp(a, "--kv-sinks"))) {
+            fprintf(stderr, "kvslim: bad value '%s' for %s\n", v, a);
+            return -1;
+        }
+        *(!strcmp(a, "--kv-window") ? &c->kv_window : !strcmp(a, "--kv-sinks") ? &c->kv_sinks : &c->kv_page) = (uint32_t)u;
+        return 1;
+    }
+    if (!strcmp(a, "--kv-budget")) {
+        if (!(v = cli_value(argc, argv, i))) return -1;
+        if (!cli_parse_count(v, &u) || u == 0) { fprintf(stderr, "kvslim: bad KV budget '%s' (e.g. 64M)\n", v); return -1; }
+        c->kv_budget = u;
+        return 1;
+    }
+    if (!strcmp(a, "--kv-layer")) {
+        if (!(v = cli_value(argc, argv, i))) return -1;
+        size_t used = strlen(c->kv_layers);
+        if (used + strlen(v) + 2 > sizeof c->kv_layers) { fprintf(stderr, "kvslim: too many --kv-layer rules\n"); return -1; }
+        if (used) strcat(c->kv_layers, ";");
+        strcat(c->kv_layers, v);
         return 1;
     }
     return 0;
@@ -122,6 +153,11 @@ kvs_session *cli_new_session(const kvs_model *m, const cli_common *c, uint32_t d
     if (c->batch) sp.n_batch = c->batch;
     sp.n_threads = c->threads;
     sp.kv_type = c->kv_type;
+    sp.kv_window = c->kv_window;
+    sp.kv_sinks = c->kv_sinks;
+    sp.kv_page = c->kv_page;
+    sp.kv_budget = c->kv_budget;
+    sp.kv_layers = c->kv_layers[0] ? c->kv_layers : NULL;
     kvs_session *s = NULL;
     if (kvs_session_new(m, &sp, &s) != KVS_OK) { cli_error("cannot create session"); return NULL; }
     return s;

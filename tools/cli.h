@@ -15,6 +15,9 @@ typedef struct cli_common {
     uint32_t ctx;        /* 0 = command default */
     uint32_t batch;
     kvs_kv_type kv_type;
+    uint32_t kv_window, kv_sinks, kv_page;
+    uint64_t kv_budget;
+    char kv_layers[1024];   /* --kv-layer rules joined with ';' */
 } cli_common;
 
 void cli_common_init(cli_common *c);

@@ -13,7 +13,7 @@ int cmd_info(int argc, char **argv) {
         if (r < 0) return 2;
         if (r > 0) continue;
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            fprintf(stderr, "usage: kvslim info -m MODEL [-c CTX] [--kv f16|f32]\n"
+            fprintf(stderr, "usage: kvslim info -m MODEL [-c CTX] [KV scheme options]\n"
                             "Print the model's architecture, sizes and KV cache bytes.\n\n%s", cli_common_help());
             return 0;
         }
@@ -38,9 +38,23 @@ int cmd_info(int argc, char **argv) {
     cc.threads = 1;
     kvs_session *s = cli_new_session(m, &cc, c.ctx ? c.ctx : (uint32_t)in.n_ctx_train);
     if (s) {
-        printf("KV cache:       %s, %llu bytes/token, %.1f MiB at %u tokens\n", c.kv_type == KVS_KV_F16 ? "f16" : "f32",
-               (unsigned long long)kvs_session_kv_bytes_per_token(s), (double)kvs_session_kv_bytes(s) / 1048576.0,
-               kvs_session_n_ctx(s));
+        uint32_t n = kvs_session_n_ctx(s);
+        printf("KV cache:       %llu bytes/token growing, %.2f MiB at %u tokens\n",
+               (unsigned long long)kvs_session_kv_bytes_per_token(s), (double)kvs_session_kv_bytes_at(s, n) / 1048576.0, n);
+        /* per-layer schemes, consecutive identical layers grouped */
+        char cur[160], next[160];
+        int32_t start = 0;
+        kvs_session_kv_describe(s, 0, cur, sizeof cur);
+        for (int32_t l = 1; l <= in.n_layer; l++) {
+            if (l < in.n_layer) kvs_session_kv_describe(s, l, next, sizeof next);
+            if (l == in.n_layer || strcmp(next, cur)) {
+                char range[32];
+                snprintf(range, sizeof range, start == l - 1 ? "%d" : "%d-%d", start, l - 1);
+                printf("  layers %-7s %s\n", range, cur);
+                memcpy(cur, next, sizeof cur);
+                start = l;
+            }
+        }
     } else {
         rc = 1;
     }

@@ -122,8 +122,8 @@ int cmd_run(int argc, char **argv) {
     fprintf(stderr, "\nprompt: %zu tokens in %.3f s (%.1f tok/s) | generated: %lld tokens in %.3f s (%.1f tok/s)\n",
             n_prompt, t1 - t0, (double)n_prompt / (t1 - t0), n_gen, t2 - t1,
             n_gen > 0 ? (double)n_gen / (t2 - t1) : 0.0);
-    fprintf(stderr, "KV cache: %.1f MiB for %u tokens (%llu bytes/token)\n",
-            (double)kvs_session_kv_bytes(s) / 1048576.0, kvs_session_n_ctx(s),
+    fprintf(stderr, "KV cache: %.2f MiB of pages for %u cached tokens (%llu bytes/token growing)\n",
+            (double)kvs_session_kv_bytes(s) / 1048576.0, kvs_session_n_past(s),
             (unsigned long long)kvs_session_kv_bytes_per_token(s));
     rc = 0;
 done:

@@ -25,9 +25,9 @@ static void norm_rows(void *ctx, int64_t lo, int64_t hi) {
     kvs_rmsnorm(t->y + lo * t->d, t->x + lo * t->d, t->w, hi - lo, t->d, t->eps);
 }
 
-/* RoPE on q and k, then store k and v in the cache, for tokens [lo, hi). */
+/* RoPE on q and k, then (store) k and v in the cache, for tokens [lo, hi). */
 typedef struct rope_store_task {
-    kvs_session *s; int32_t layer;
+    kvs_session *s; int32_t layer; bool store;
     _Atomic int status; /* first failure (kvs_status); the message is in that thread's error slot */
 } rope_store_task;
 
@@ -39,6 +39,7 @@ static void rope_store_rows(void *ctx, int64_t lo, int64_t hi) {
     int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v;
     kvs_rope_apply(&hp->rope, s->q + lo * qd, hi - lo, hp->n_head, hp->head_dim_k, s->pos + lo);
     kvs_rope_apply(&hp->rope, s->k + lo * kd, hi - lo, hp->n_head_kv, hp->head_dim_k, s->pos + lo);
+    if (!t->store) return;
     kvs_status st = kvs_kv_cache_store(s->kv, t->layer, s->n_past + (uint32_t)lo, hi - lo, s->k + lo * kd,
                                        s->v + lo * vd);
     if (st != KVS_OK) atomic_store(&t->status, (int)st);
@@ -61,6 +62,8 @@ kvs_status kvs_llama_forward(kvs_session *s, const kvs_token *tokens, int64_t n,
     const int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v;
     kvs_status st;
 
+    /* pages for the whole chunk first: a budget failure changes nothing */
+    if ((st = kvs_kv_cache_reserve(s->kv, s->n_past + (uint64_t)n)) != KVS_OK) return st;
     for (int64_t t = 0; t < n; t++) {
         s->pos[t] = (int32_t)(s->n_past + t);
         kvs_get_row(s->x + t * d, m->tok_embd.data, m->tok_embd.type, d, tokens[t]);
@@ -79,17 +82,33 @@ kvs_status kvs_llama_forward(kvs_session *s, const kvs_token *tokens, int64_t n,
             {.w = &w->wv, .y = s->v, .y_stride = vd, .bias = w->bv},
         };
         if ((st = kvs_matmul_run(s->mm, s->pool, s->xn, n, qkv, 3)) != KVS_OK) return st;
-        rope_store_task rt = {.s = s, .layer = l};
+        /* Where this layer's keys come from: an ordinary layer stores the
+         * chunk and reads its cache; a windowed one reads its ring before the
+         * chunk overwrites it, plus the chunk staged in the ring's format; a
+         * shared layer reads its source, which stored the chunk already. */
+        const kvs_kv_layer *L = &s->kv->layers[l];
+        const bool own = L->pages != NULL, win = own && L->scheme.window;
+        rope_store_task rt = {.s = s, .layer = l, .store = own && !win};
         kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, rope_store_rows, &rt);
         if (atomic_load(&rt.status) != KVS_OK)
             return kvs_fail((kvs_status)atomic_load(&rt.status), "layer %d: KV cache store failed", l);
-
+        int n_segs;
+        if (win) {
+            n_segs = kvs_kv_cache_segments(s->kv, l, s->n_past, s->segs, s->max_segs - 1);
+            s->segs[n_segs++] = kvs_kv_cache_stage(s->kv, l, s->staging, s->n_past, n, s->k, s->v);
+        } else {
+            n_segs = kvs_kv_cache_segments(s->kv, l, s->n_past + (uint64_t)n, s->segs, s->max_segs);
+        }
+        const kvs_kv_scheme *ls = &s->kv->layers[L->source].scheme;
         kvs_attn_args aa = {
-            .kv = &s->kv->layers[l], .q = s->q, .n_q = n, .n_head = hp->n_head, .q_pos = s->pos,
-            .n_kv = s->n_past + (uint32_t)n, .window = 0,
+            .segs = s->segs, .n_segs = n_segs, .n_kv_heads = hp->n_head_kv,
+            .head_dim_k = hp->head_dim_k, .head_dim_v = hp->head_dim_v,
+            .q = s->q, .n_q = n, .n_head = hp->n_head, .q_pos = s->pos,
+            .window = ls->window, .sinks = ls->sinks,
             .scale = 1.0f / sqrtf((float)hp->head_dim_k), .out = s->att,
         };
         if ((st = kvs_attn_run(s->attn, s->pool, &aa)) != KVS_OK) return st;
+        if (win && (st = kvs_kv_cache_store(s->kv, l, s->n_past, n, s->k, s->v)) != KVS_OK) return st;
 
         kvs_mm_out o = {.w = &w->wo, .y = s->xn, .y_stride = d};
         if ((st = kvs_matmul_run(s->mm, s->pool, s->att, n, &o, 1)) != KVS_OK) return st;

@@ -78,56 +78,73 @@ const kvs_attn_vec *kvs_attn_vec_get(void) {
 
 /* ---- visibility ---------------------------------------------------------- */
 
-/* Key positions [*lo, *hi) visible to a query at position qp. */
-static inline void visible_range(const kvs_attn_args *a, int32_t qp, int64_t *lo, int64_t *hi) {
-    int64_t h = (int64_t)qp + 1;
-    if (h > a->n_kv) h = a->n_kv;
-    int64_t l = 0;
-    if (a->window && (int64_t)qp - (int64_t)a->window + 1 > 0) l = (int64_t)qp - a->window + 1;
-    *lo = l;
-    *hi = h;
+/* Visible key positions of a query at qp, as up to two intervals [lo, hi):
+ * the sinks (windowed attention only) and the causal (windowed) range. */
+typedef struct vis { int64_t lo[2], hi[2]; } vis;
+
+static inline vis visible(const kvs_attn_args *a, int32_t qp) {
+    vis v = {{0, 0}, {0, 0}};
+    int64_t hi = (int64_t)qp + 1;
+    if (!a->window) { v.hi[1] = hi; return v; }
+    int64_t S = a->sinks;
+    v.hi[0] = S < hi ? S : hi;
+    int64_t lo = (int64_t)qp - a->window + 1;
+    v.lo[1] = lo > S ? lo : S;
+    v.hi[1] = hi;
+    if (v.lo[1] > v.hi[1]) v.lo[1] = v.hi[1];
+    return v;
 }
 
 /* ---- float64 reference --------------------------------------------------- */
 
 void kvs_attn_ref(const kvs_attn_args *a) {
-    const kvs_kv_layer *L = a->kv;
-    const kvs_kv_scheme *s = &L->scheme;
-    int32_t dk = (int32_t)s->head_dim_k, dv = (int32_t)s->head_dim_v;
-    int32_t group = a->n_head / (int32_t)s->n_kv_heads;
-    const kvs_type_traits *kt = kvs_type_traits_ref(s->k_type), *vt = kvs_type_traits_ref(s->v_type);
-    float *krow = kvs_malloc(sizeof(float) * (size_t)(dk + dv));
-    double *sc = kvs_malloc(sizeof(double) * (a->n_kv ? a->n_kv : 1));
+    int32_t dk = a->head_dim_k, dv = a->head_dim_v;
+    int32_t group = a->n_head / a->n_kv_heads;
+    int64_t n_keys = 0;
+    for (int s = 0; s < a->n_segs; s++) n_keys += a->segs[s].n;
+    float *row = kvs_malloc(sizeof(float) * (size_t)(dk + dv));
+    double *sc = kvs_malloc(sizeof(double) * (size_t)(n_keys ? n_keys : 1));
     double *acc = kvs_malloc(sizeof(double) * (size_t)dv);
-    if (!krow || !sc || !acc) { kvs_free(krow); kvs_free(sc); kvs_free(acc); return; }
-    float *vrow = krow + dk;
+    if (!row || !sc || !acc) { kvs_free(row); kvs_free(sc); kvs_free(acc); return; }
     for (int64_t i = 0; i < a->n_q; i++) {
-        int64_t lo, hi;
-        visible_range(a, a->q_pos[i], &lo, &hi);
+        vis v = visible(a, a->q_pos[i]);
         for (int32_t h = 0; h < a->n_head; h++) {
             int32_t kh = h / group;
             const float *q = a->q + (i * a->n_head + h) * dk;
-            double m = -INFINITY;
-            for (int64_t p = lo; p < hi; p++) {
-                kt->to_float(L->k + kh * L->k_head_stride + (size_t)p * L->k_row, krow, dk);
-                double d = 0.0;
-                for (int32_t j = 0; j < dk; j++) d += (double)q[j] * krow[j];
-                sc[p] = d * a->scale;
-                if (sc[p] > m) m = sc[p];
+            double m = -INFINITY, sum = 0.0;
+            int64_t j = 0;
+            for (int s = 0; s < a->n_segs; s++) {
+                const kvs_kv_segment *g = &a->segs[s];
+                const kvs_type_traits *kt = kvs_type_traits_ref(g->k_type);
+                for (int64_t t = 0; t < g->n; t++, j++) {
+                    int64_t p = g->pos0 + t;
+                    sc[j] = -INFINITY;
+                    if (!((p >= v.lo[0] && p < v.hi[0]) || (p >= v.lo[1] && p < v.hi[1]))) continue;
+                    kt->to_float(g->k + kh * g->k_head_stride + (size_t)t * g->k_row, row, dk);
+                    double d = 0.0;
+                    for (int32_t e = 0; e < dk; e++) d += (double)q[e] * row[e];
+                    sc[j] = d * a->scale;
+                    if (sc[j] > m) m = sc[j];
+                }
             }
-            double sum = 0.0;
-            for (int32_t j = 0; j < dv; j++) acc[j] = 0.0;
-            for (int64_t p = lo; p < hi; p++) {
-                double w = exp(sc[p] - m);
-                sum += w;
-                vt->to_float(L->v + kh * L->v_head_stride + (size_t)p * L->v_row, vrow, dv);
-                for (int32_t j = 0; j < dv; j++) acc[j] += w * vrow[j];
+            for (int32_t e = 0; e < dv; e++) acc[e] = 0.0;
+            j = 0;
+            for (int s = 0; s < a->n_segs; s++) {
+                const kvs_kv_segment *g = &a->segs[s];
+                const kvs_type_traits *vt = kvs_type_traits_ref(g->v_type);
+                for (int64_t t = 0; t < g->n; t++, j++) {
+                    if (sc[j] == -INFINITY) continue;
+                    double w = exp(sc[j] - m);
+                    sum += w;
+                    vt->to_float(g->v + kh * g->v_head_stride + (size_t)t * g->v_row, row + dk, dv);
+                    for (int32_t e = 0; e < dv; e++) acc[e] += w * row[dk + e];
+                }
             }
             float *o = a->out + (i * a->n_head + h) * dv;
-            for (int32_t j = 0; j < dv; j++) o[j] = hi > lo ? (float)(acc[j] / sum) : 0.0f;
+            for (int32_t e = 0; e < dv; e++) o[e] = sum > 0 ? (float)(acc[e] / sum) : 0.0f;
         }
     }
-    kvs_free(krow); kvs_free(sc); kvs_free(acc);
+    kvs_free(row); kvs_free(sc); kvs_free(acc);
 }
 
 /* ---- fast kernel --------------------------------------------------------- */
@@ -160,7 +177,7 @@ typedef struct attn_task {
     const kvs_attn_vec *vec;
     int32_t group, dk, dv, tile;
     int64_t qblock;         /* queries per item: ATTN_QBLOCK, fewer for wide groups */
-    int64_t n_qblocks, n_seg, n_items, seg_len;
+    int64_t n_qblocks, n_split, n_items, split_len, n_keys;
     size_t state_floats;    /* floats of one (query, head) state: 2 + dv */
     size_t item_floats;     /* qblock * group * state_floats */
 } attn_task;
@@ -172,28 +189,27 @@ static int tile_rows(int dk, int dv) {
     return t < 8 ? 8 : t > ATTN_TILE_MAX ? ATTN_TILE_MAX : t;
 }
 
-/* One item: KV head kh, queries [q0, q1), key positions [s0, s1). Writes the
- * unnormalised state (m, l, acc) for each (query, head of the group). */
+/* One item: KV head kh, queries [q0, q1), the keys whose index in the
+ * concatenated segments lies in [r0, r1). Writes the unnormalised state
+ * (m, l, acc) of each (query, head of the group). */
 static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, int64_t q1,
-                      int64_t s0, int64_t s1, float *state) {
+                      int64_t r0, int64_t r1, float *state) {
     const kvs_attn_args *a = tk->a;
-    const kvs_kv_layer *L = a->kv;
-    const kvs_type_traits *kt = kvs_type_traits_of(L->scheme.k_type);
-    const kvs_type_traits *vt = kvs_type_traits_of(L->scheme.v_type);
-    int32_t group = tk->group, dk = tk->dk, dv = tk->dv, T = tk->tile;
+    const int32_t group = tk->group, dk = tk->dk, dv = tk->dv, T = tk->tile;
     float *kbuf = tbuf, *vbuf = tbuf + (size_t)T * dk, *scratch = vbuf + (size_t)T * dv;
-    int64_t nq = q1 - q0;
-    int R = (int)(nq * group);
+    const int64_t nq = q1 - q0;
+    const int R = (int)(nq * group);
     const float *qrows[ATTN_MAX_ROWS];
-    int64_t qlo[ATTN_MAX_ROWS], qhi[ATTN_MAX_ROWS];
+    vis qv[ATTN_MAX_ROWS];
     int lo[ATTN_MAX_ROWS], hi[ATTN_MAX_ROWS];
-    int64_t ulo = INT64_MAX, uhi = 0; /* union of visible ranges, clipped to the segment */
+    int64_t ulo = INT64_MAX, uhi = INT64_MIN; /* union of visible positions of the block */
     for (int64_t i = 0; i < nq; i++) {
-        visible_range(a, a->q_pos[q0 + i], &qlo[i], &qhi[i]);
-        if (qlo[i] < s0) qlo[i] = s0;
-        if (qhi[i] > s1) qhi[i] = s1;
-        if (qlo[i] < ulo) ulo = qlo[i];
-        if (qhi[i] > uhi) uhi = qhi[i];
+        qv[i] = visible(a, a->q_pos[q0 + i]);
+        for (int w = 0; w < 2; w++) {
+            if (qv[i].lo[w] >= qv[i].hi[w]) continue;
+            if (qv[i].lo[w] < ulo) ulo = qv[i].lo[w];
+            if (qv[i].hi[w] > uhi) uhi = qv[i].hi[w];
+        }
         for (int32_t g = 0; g < group; g++)
             qrows[i * group + g] = a->q + ((q0 + i) * a->n_head + kh * group + g) * dk;
     }
@@ -202,23 +218,43 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
         st[0] = -INFINITY; st[1] = 0.0f;
         memset(st + 2, 0, sizeof(float) * (size_t)dv);
     }
-    const uint8_t *kbase = L->k + kh * L->k_head_stride, *vbase = L->v + kh * L->v_head_stride;
-    for (int64_t t0 = ulo; t0 < uhi; t0 += T) {
-        int64_t t1 = t0 + T < uhi ? t0 + T : uhi;
-        int64_t nt = t1 - t0;
-        for (int64_t i = 0; i < nq; i++) {
-            int64_t l = qlo[i] > t0 ? qlo[i] : t0, h = qhi[i] < t1 ? qhi[i] : t1;
-            for (int32_t g = 0; g < group; g++) {
-                lo[i * group + g] = l < h ? (int)(l - t0) : 0;
-                hi[i * group + g] = l < h ? (int)(h - t0) : 0;
+    int64_t base = 0; /* key index of the current segment's first row */
+    for (int s = 0; s < a->n_segs; base += a->segs[s].n, s++) {
+        const kvs_kv_segment *sg = &a->segs[s];
+        /* rows of this segment inside [r0, r1), then inside the visible union */
+        int64_t t_lo = r0 > base ? r0 - base : 0, t_hi = r1 - base < sg->n ? r1 - base : sg->n;
+        if (ulo - sg->pos0 > t_lo) t_lo = ulo - sg->pos0;
+        if (uhi - sg->pos0 < t_hi) t_hi = uhi - sg->pos0;
+        if (t_lo >= t_hi) continue;
+        const kvs_type_traits *kt = kvs_type_traits_of(sg->k_type), *vt = kvs_type_traits_of(sg->v_type);
+        const uint8_t *kbase = sg->k + kh * sg->k_head_stride, *vbase = sg->v + kh * sg->v_head_stride;
+        for (int64_t t0 = t_lo; t0 < t_hi; t0 += T) {
+            int64_t t1 = t0 + T < t_hi ? t0 + T : t_hi, nt = t1 - t0;
+            int64_t p0 = sg->pos0 + t0, p1 = sg->pos0 + t1; /* positions of the tile */
+            bool loaded = false;
+            const float *kf = kbuf, *vf = vbuf;
+            for (int w = 0; w < 2; w++) {
+                bool any = false;
+                for (int64_t i = 0; i < nq; i++) {
+                    int64_t l = qv[i].lo[w] > p0 ? qv[i].lo[w] : p0, h = qv[i].hi[w] < p1 ? qv[i].hi[w] : p1;
+                    bool on = l < h;
+                    any |= on;
+                    for (int32_t g = 0; g < group; g++) {
+                        lo[i * group + g] = on ? (int)(l - p0) : 0;
+                        hi[i * group + g] = on ? (int)(h - p0) : 0;
+                    }
+                }
+                if (!any) continue;
+                if (!loaded) {
+                    if (sg->k_type == KVS_TYPE_F32) kf = (const float *)(kbase + (size_t)t0 * sg->k_row);
+                    else for (int64_t t = 0; t < nt; t++) kt->to_float(kbase + (size_t)(t0 + t) * sg->k_row, kbuf + t * dk, dk);
+                    if (sg->v_type == KVS_TYPE_F32) vf = (const float *)(vbase + (size_t)t0 * sg->v_row);
+                    else for (int64_t t = 0; t < nt; t++) vt->to_float(vbase + (size_t)(t0 + t) * sg->v_row, vbuf + t * dv, dv);
+                    loaded = true;
+                }
+                tk->vec->tile(qrows, R, kf, vf, lo, hi, a->scale, state, tk->state_floats, dk, dv, scratch);
             }
         }
-        const float *kt_f = kbuf, *vt_f = vbuf;
-        if (L->scheme.k_type == KVS_TYPE_F32) kt_f = (const float *)(kbase + (size_t)t0 * L->k_row);
-        else for (int64_t t = 0; t < nt; t++) kt->to_float(kbase + (size_t)(t0 + t) * L->k_row, kbuf + t * dk, dk);
-        if (L->scheme.v_type == KVS_TYPE_F32) vt_f = (const float *)(vbase + (size_t)t0 * L->v_row);
-        else for (int64_t t = 0; t < nt; t++) vt->to_float(vbase + (size_t)(t0 + t) * L->v_row, vbuf + t * dv, dv);
-        tk->vec->tile(qrows, R, kt_f, vt_f, lo, hi, a->scale, state, tk->state_floats, dk, dv, scratch);
     }
 }
 
@@ -228,23 +264,20 @@ static void attn_worker(void *ctx, int ith, int nth) {
     kvs_split(tk->n_items, ith, nth, &lo, &hi);
     float *tbuf = tk->at->thread_buf + (size_t)ith * tk->at->thread_floats;
     for (int64_t it = lo; it < hi; it++) {
-        /* item = ((kh * n_qblocks) + qb) * n_seg + seg */
-        int64_t seg = it % tk->n_seg, rest = it / tk->n_seg;
+        /* item = ((kh * n_qblocks) + qb) * n_split + split */
+        int64_t sp = it % tk->n_split, rest = it / tk->n_split;
         int64_t qb = rest % tk->n_qblocks, kh = rest / tk->n_qblocks;
         int64_t q0 = qb * tk->qblock, q1 = q0 + tk->qblock < tk->a->n_q ? q0 + tk->qblock : tk->a->n_q;
-        int64_t s0 = seg * tk->seg_len, s1 = s0 + tk->seg_len;
-        attn_item(tk, tbuf, kh, q0, q1, s0, s1, tk->at->partial + (size_t)it * tk->item_floats);
+        int64_t r0 = sp * tk->split_len, r1 = r0 + tk->split_len;
+        attn_item(tk, tbuf, kh, q0, q1, r0, r1, tk->at->partial + (size_t)it * tk->item_floats);
     }
 }
 
 kvs_status kvs_attn_run(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *a) {
-    const kvs_kv_scheme *s = &a->kv->scheme;
-    if (s->store != KVS_KV_STORE_FULL || s->layout != KVS_KV_LAYOUT_BLOCK)
-        return kvs_fail(KVS_ERR_UNSUPPORTED, "attention: layout not supported");
     attn_task tk = {.a = a, .at = at, .vec = kvs_attn_vec_get()};
-    tk.dk = (int32_t)s->head_dim_k;
-    tk.dv = (int32_t)s->head_dim_v;
-    int32_t n_kv_heads = (int32_t)s->n_kv_heads;
+    tk.dk = a->head_dim_k;
+    tk.dv = a->head_dim_v;
+    const int32_t n_kv_heads = a->n_kv_heads;
     if (n_kv_heads <= 0 || a->n_head % n_kv_heads)
         return kvs_fail(KVS_ERR_INTERNAL, "attention: %d heads over %d kv heads", a->n_head, n_kv_heads);
     tk.group = a->n_head / n_kv_heads;
@@ -252,20 +285,21 @@ kvs_status kvs_attn_run(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *a) {
         return kvs_fail(KVS_ERR_UNSUPPORTED, "attention: %d query heads per KV head (max %d)", tk.group, ATTN_MAX_ROWS);
     if (tk.dk % 8 || tk.dv % 8)
         return kvs_fail(KVS_ERR_UNSUPPORTED, "attention: head sizes %d/%d must be multiples of 8", tk.dk, tk.dv);
+    for (int s = 0; s < a->n_segs; s++) tk.n_keys += a->segs[s].n;
     tk.qblock = ATTN_MAX_ROWS / tk.group < ATTN_QBLOCK ? ATTN_MAX_ROWS / tk.group : ATTN_QBLOCK;
     tk.tile = tile_rows(tk.dk, tk.dv);
-    int nth = kvs_pool_size(pool);
+    const int nth = kvs_pool_size(pool);
     tk.n_qblocks = (a->n_q + tk.qblock - 1) / tk.qblock;
-    tk.n_seg = 1;
-    if (a->n_q == 1 && nth > 1) {
+    tk.n_split = 1;
+    if (a->n_q == 1 && nth > 1) { /* decode: split the keys across threads */
         int64_t want = (2 * nth + n_kv_heads - 1) / n_kv_heads; /* >= 2 items per thread */
-        int64_t max_seg = (a->n_kv + ATTN_MIN_SEG - 1) / ATTN_MIN_SEG;
-        tk.n_seg = want < max_seg ? want : max_seg;
-        if (tk.n_seg < 1) tk.n_seg = 1;
+        int64_t max_split = (tk.n_keys + ATTN_MIN_SEG - 1) / ATTN_MIN_SEG;
+        tk.n_split = want < max_split ? want : max_split;
+        if (tk.n_split < 1) tk.n_split = 1;
     }
-    tk.seg_len = ((int64_t)a->n_kv + tk.n_seg - 1) / tk.n_seg;
-    if (tk.seg_len < 1) tk.seg_len = 1;
-    tk.n_items = (int64_t)n_kv_heads * tk.n_qblocks * tk.n_seg;
+    tk.split_len = (tk.n_keys + tk.n_split - 1) / tk.n_split;
+    if (tk.split_len < 1) tk.split_len = 1;
+    tk.n_items = (int64_t)n_kv_heads * tk.n_qblocks * tk.n_split;
     tk.state_floats = 2 + (size_t)tk.dv;
     tk.item_floats = (size_t)tk.qblock * tk.group * tk.state_floats;
 
@@ -286,25 +320,25 @@ kvs_status kvs_attn_run(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *a) {
     }
     kvs_pool_run(pool, attn_worker, &tk);
 
-    /* merge segments and normalise */
+    /* merge the key splits and normalise */
     for (int64_t kh = 0; kh < n_kv_heads; kh++) {
         for (int64_t qb = 0; qb < tk.n_qblocks; qb++) {
             int64_t q0 = qb * tk.qblock, q1 = q0 + tk.qblock < a->n_q ? q0 + tk.qblock : a->n_q;
             for (int64_t i = q0; i < q1; i++) {
                 for (int32_t g = 0; g < tk.group; g++) {
                     size_t off = (size_t)((i - q0) * tk.group + g) * tk.state_floats;
-                    int64_t it0 = (kh * tk.n_qblocks + qb) * tk.n_seg;
+                    int64_t it0 = (kh * tk.n_qblocks + qb) * tk.n_split;
                     float m = -INFINITY;
-                    for (int64_t sg = 0; sg < tk.n_seg; sg++) {
-                        float ms = at->partial[(size_t)(it0 + sg) * tk.item_floats + off];
+                    for (int64_t sp = 0; sp < tk.n_split; sp++) {
+                        float ms = at->partial[(size_t)(it0 + sp) * tk.item_floats + off];
                         if (ms > m) m = ms;
                     }
                     float *o = a->out + (i * a->n_head + kh * tk.group + g) * tk.dv;
                     memset(o, 0, sizeof(float) * (size_t)tk.dv);
                     if (m == -INFINITY) continue;
                     float l = 0.0f;
-                    for (int64_t sg = 0; sg < tk.n_seg; sg++) {
-                        const float *st = at->partial + (size_t)(it0 + sg) * tk.item_floats + off;
+                    for (int64_t sp = 0; sp < tk.n_split; sp++) {
+                        const float *st = at->partial + (size_t)(it0 + sp) * tk.item_floats + off;
                         if (st[0] == -INFINITY) continue;
                         float w = expf(st[0] - m);
                         l += st[1] * w;

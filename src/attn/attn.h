@@ -6,8 +6,10 @@
  * of K/V rows once and uses it for every query head of the group and for a
  * block of queries (prefill), with an online (flash-style) softmax; a long
  * decode is split into segments across threads and merged (flash-decoding).
- * Both implement the same masking: query i sees key positions p with
- * p <= q_pos[i] and, when window > 0, p > q_pos[i] - window. */
+ * Keys come as segments (kv/kv_cache.h: runs of consecutive positions,
+ * any element format with a dequantizer). Both kernels implement the same
+ * masking: query i sees key position p iff p <= q_pos[i] and, when
+ * window > 0, p > q_pos[i] - window or p < sinks. */
 #ifndef KVS_ATTN_H
 #define KVS_ATTN_H
 
@@ -17,13 +19,14 @@
 #include "kv/kv_cache.h"
 
 typedef struct kvs_attn_args {
-    const kvs_kv_layer *kv;  /* storage read (the layer's own, or the one it shares) */
+    const kvs_kv_segment *segs; /* keys/values, in increasing position order         */
+    int n_segs;
+    int32_t n_kv_heads, head_dim_k, head_dim_v;
     const float *q;          /* (n_q, n_head, head_dim_k), RoPE applied             */
     int64_t n_q;
-    int32_t n_head;          /* multiple of kv->scheme.n_kv_heads                   */
+    int32_t n_head;          /* multiple of n_kv_heads                              */
     const int32_t *q_pos;    /* (n_q) absolute positions                            */
-    uint32_t n_kv;           /* positions [0, n_kv) are stored                      */
-    uint32_t window;         /* 0 = no sliding window                               */
+    uint32_t window, sinks;  /* window 0 = full causal attention                    */
     float scale;
     float *out;              /* (n_q, n_head, head_dim_v)                           */
 } kvs_attn_args;

@@ -1,11 +1,21 @@
-/* The KV cache of one session: per layer storage laid out from that layer's
- * kvs_kv_scheme and sized with kvs_kv_scheme_bytes(), so the planner's
- * prediction and the allocation are the same number. One allocation for all
- * layers, carved per layer (64-byte aligned).
+/* The KV cache of one session, laid out from each layer's kvs_kv_scheme.
  *
- * FULL layout: K and V are head-major, (n_kv_heads, capacity, head_dim) in
- * the scheme's element type, so one head's history is one contiguous stream
- * for the attention kernels. Positions are absolute token indices. */
+ * Storage is paged: a layer's positions live in fixed-size pages of
+ * `page_tokens` slots, allocated on demand (so memory grows with the
+ * sequence) and charged against an optional byte budget. Within a page, K and
+ * V are head-major, (n_kv_heads, page_tokens, head_dim) in the scheme's
+ * element format, so one head's run of positions is one contiguous stream.
+ *
+ * A windowed layer (window W, sinks S) keeps the first S positions in fixed
+ * slots and the rest in a ring of page_round(W + S) - S slots, so its memory
+ * stops growing at page_round(W + S) slots whatever the context. A shared
+ * layer stores nothing and reads another layer's storage.
+ *
+ * Bytes held always equal kvs_kv_scheme_bytes(scheme, tokens) - the number
+ * the planner predicts - because both count whole pages of the same size.
+ *
+ * Readers get the stored positions as segments: runs of consecutive
+ * positions that are contiguous in memory (attn/ iterates them). */
 #ifndef KVS_KV_CACHE_H
 #define KVS_KV_CACHE_H
 
@@ -15,29 +25,65 @@
 #include "kv/kv_scheme.h"
 #include "kvslim.h"
 
+/* Positions pos0 .. pos0+n-1, stored contiguously for every KV head. */
+typedef struct kvs_kv_segment {
+    const uint8_t *k, *v;               /* head 0, first row            */
+    size_t k_head_stride, v_head_stride; /* bytes between heads          */
+    size_t k_row, v_row;                /* bytes per row (one position) */
+    uint32_t k_type, v_type;            /* kvs_dtype of the rows        */
+    int64_t pos0, n;
+} kvs_kv_segment;
+
 typedef struct kvs_kv_layer {
     kvs_kv_scheme scheme;
-    uint8_t *k, *v;          /* (n_kv_heads, capacity, head_dim_{k,v}) */
-    size_t k_row, v_row;     /* bytes of one token's row for one head   */
-    size_t k_head_stride, v_head_stride; /* bytes between heads          */
-    uint64_t bytes;          /* bytes allocated for this layer           */
+    int32_t source;          /* layer whose storage is read (itself unless shared) */
+    size_t k_row, v_row;     /* bytes of one position for one head */
+    size_t page_bytes;       /* K and V of all heads for page_tokens positions */
+    uint32_t page_tokens;
+    uint64_t slots;          /* slot capacity: capacity, or page_round(W+S) if windowed */
+    uint8_t **pages;         /* (ceil(slots / page_tokens)), NULL until touched */
+    uint32_t n_pages_alloc;  /* pages currently allocated */
 } kvs_kv_layer;
 
 typedef struct kvs_kv_cache {
     int32_t n_layers;
-    uint32_t capacity;       /* tokens per sequence */
+    uint32_t capacity;       /* positions per sequence (the session context) */
     kvs_kv_layer *layers;    /* (n_layers) */
-    void *block;             /* the single data allocation */
-    uint64_t bytes;          /* total data bytes */
+    uint64_t bytes;          /* bytes of pages currently allocated */
+    uint64_t budget;         /* 0 = unlimited */
 } kvs_kv_cache;
 
+/* Validates the schemes (shared sources must be earlier, non-shared layers
+ * of identical geometry) and allocates no pages yet. */
 kvs_status kvs_kv_cache_new(const kvs_kv_scheme *schemes, int32_t n_layers, uint32_t capacity,
-                            kvs_kv_cache **out);
+                            uint64_t budget_bytes, kvs_kv_cache **out);
 void kvs_kv_cache_free(kvs_kv_cache *c);
+/* Drop every stored position and give all pages back. */
+void kvs_kv_cache_clear(kvs_kv_cache *c);
 
-/* Store n tokens' K and V, rows at absolute positions pos0..pos0+n-1.
- * k: (n, n_kv_heads, head_dim_k) f32; v: (n, n_kv_heads, head_dim_v) f32. */
-kvs_status kvs_kv_cache_store(kvs_kv_cache *c, int32_t layer, uint32_t pos0, int64_t n,
+/* Make sure every layer has pages for positions [0, n_pos) (the slots those
+ * positions map to). Fails with KVS_ERR_BUDGET, changing nothing, when the
+ * budget would be exceeded. */
+kvs_status kvs_kv_cache_reserve(kvs_kv_cache *c, uint64_t n_pos);
+
+/* Store n tokens' K and V at absolute positions pos0..pos0+n-1 (pages must
+ * be reserved). k: (n, n_kv_heads, head_dim_k) f32; v likewise. Shared
+ * layers ignore stores. Thread-safe for disjoint position ranges. */
+kvs_status kvs_kv_cache_store(kvs_kv_cache *c, int32_t layer, uint64_t pos0, int64_t n,
                               const float *k, const float *v);
+
+/* Segments holding the stored positions < n_pos that a query at position
+ * n_pos - 1 or later may still see, in increasing position order. Returns
+ * the count (<= cap; kvs_kv_cache_max_segments bounds it). */
+int kvs_kv_cache_segments(const kvs_kv_cache *c, int32_t layer, uint64_t n_pos,
+                          kvs_kv_segment *out, int cap);
+int kvs_kv_cache_max_segments(const kvs_kv_cache *c, int32_t layer);
+
+/* Convert n rows of f32 K/V, (n, n_kv_heads, head_dim), into a buffer in the
+ * layer's formats laid out as one segment at positions pos0.. (for chunk
+ * staging). buf needs kvs_kv_cache_staging_bytes(c, layer, n) bytes. */
+size_t kvs_kv_cache_staging_bytes(const kvs_kv_cache *c, int32_t layer, int64_t n);
+kvs_kv_segment kvs_kv_cache_stage(const kvs_kv_cache *c, int32_t layer, uint8_t *buf, uint64_t pos0,
+                                  int64_t n, const float *k, const float *v);
 
 #endif

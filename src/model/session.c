@@ -6,6 +6,7 @@
 #include "core/alloc.h"
 #include "core/cpu.h"
 #include "core/error.h"
+#include "kv/kv_spec.h"
 
 kvs_session_params kvs_session_params_default(void) {
     kvs_session_params p = {.n_ctx = 0, .n_batch = 512, .n_threads = 0, .kv_type = KVS_KV_F16};
@@ -16,6 +17,8 @@ void kvs_session_free(kvs_session *s) {
     if (!s) return;
     kvs_kv_cache_free(s->kv);
     kvs_pool_free(s->pool);
+    kvs_aligned_free(s->staging);
+    kvs_free(s->segs);
     kvs_matmul_free(s->mm);
     kvs_attn_free(s->attn);
     kvs_aligned_free(s->block);
@@ -39,8 +42,9 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
     if (p.n_batch == 0) p.n_batch = 512;
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
     if (p.n_threads <= 0) p.n_threads = kvs_cpu_count();
-    if (p.kv_type != KVS_KV_F16 && p.kv_type != KVS_KV_F32)
+    if (kvs_kv_type_dtype(p.kv_type) == KVS_TYPE_COUNT)
         return kvs_fail(KVS_ERR_INVALID_ARG, "unknown KV type %d", (int)p.kv_type);
+    if (p.kv_sinks && !p.kv_window) return kvs_fail(KVS_ERR_INVALID_ARG, "KV sinks need a KV window");
 
     kvs_session *s = kvs_calloc(1, sizeof *s);
     if (!s) return kvs_fail(KVS_ERR_NOMEM, "session: out of memory");
@@ -49,9 +53,32 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
     kvs_status st;
     kvs_kv_scheme *schemes = kvs_calloc((size_t)hp->n_layer, sizeof *schemes);
     if (!schemes) { kvs_session_free(s); return kvs_fail(KVS_ERR_NOMEM, "session: out of memory"); }
-    kvs_model_default_schemes(m, p.kv_type == KVS_KV_F16 ? KVS_TYPE_F16 : KVS_TYPE_F32, schemes);
-    st = kvs_kv_cache_new(schemes, hp->n_layer, p.n_ctx, &s->kv);
+    kvs_model_default_schemes(m, kvs_kv_type_dtype(p.kv_type), schemes);
+    for (int32_t i = 0; i < hp->n_layer; i++) {
+        if (p.kv_window) { schemes[i].window = p.kv_window; schemes[i].sinks = p.kv_sinks; }
+        if (p.kv_page) schemes[i].page_tokens = p.kv_page;
+    }
+    st = kvs_kv_spec_apply(schemes, hp->n_layer, p.kv_layers);
+    if (st == KVS_OK) st = kvs_kv_cache_new(schemes, hp->n_layer, p.n_ctx, p.kv_budget, &s->kv);
     kvs_free(schemes);
+    s->params.kv_layers = NULL; /* not owned; only read here */
+    if (st == KVS_OK) {
+        size_t staging = 0;
+        int segs = 1;
+        for (int32_t i = 0; i < hp->n_layer; i++) {
+            const kvs_kv_layer *L = &s->kv->layers[i];
+            if (L->scheme.window && L->pages) {
+                size_t b = kvs_kv_cache_staging_bytes(s->kv, i, p.n_batch);
+                if (b > staging) staging = b;
+            }
+            int ms = kvs_kv_cache_max_segments(s->kv, i) + 1;
+            if (ms > segs) segs = ms;
+        }
+        s->max_segs = segs;
+        s->segs = kvs_calloc((size_t)segs, sizeof *s->segs);
+        if (staging) s->staging = kvs_aligned_alloc(staging);
+        if (!s->segs || (staging && !s->staging)) st = kvs_fail(KVS_ERR_NOMEM, "session: out of memory");
+    }
     if (st == KVS_OK) st = kvs_pool_new(p.n_threads, &s->pool);
     int64_t max_in = hp->n_ff > hp->n_embd ? hp->n_ff : hp->n_embd;
     if (st == KVS_OK) st = kvs_matmul_new(p.n_batch, max_in, &s->mm);
@@ -81,10 +108,25 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
     return KVS_OK;
 }
 
-void kvs_session_reset(kvs_session *s) { if (s) s->n_past = 0; }
+void kvs_session_reset(kvs_session *s) {
+    if (!s) return;
+    s->n_past = 0;
+    kvs_kv_cache_clear(s->kv);
+}
 uint32_t kvs_session_n_past(const kvs_session *s) { return s->n_past; }
 uint32_t kvs_session_n_ctx(const kvs_session *s) { return s->params.n_ctx; }
 uint64_t kvs_session_kv_bytes(const kvs_session *s) { return s->kv->bytes; }
+
+uint64_t kvs_session_kv_bytes_at(const kvs_session *s, uint64_t n_tokens) {
+    uint64_t b = 0;
+    for (int32_t i = 0; i < s->kv->n_layers; i++) b += kvs_kv_scheme_bytes(&s->kv->layers[i].scheme, n_tokens);
+    return b;
+}
+
+void kvs_session_kv_describe(const kvs_session *s, int32_t layer, char *buf, size_t cap) {
+    if (layer < 0 || layer >= s->kv->n_layers) { if (cap) buf[0] = '\0'; return; }
+    kvs_kv_scheme_describe(&s->kv->layers[layer].scheme, buf, cap);
+}
 
 uint64_t kvs_session_kv_bytes_per_token(const kvs_session *s) {
     double b = 0;

@@ -18,6 +18,9 @@ struct kvs_session {
     kvs_matmul *mm;
     kvs_attn *attn;
     uint32_t n_past;
+    kvs_kv_segment *segs;  /* (max_segs) attention view of one layer      */
+    int max_segs;
+    uint8_t *staging;      /* one chunk's K/V in a windowed layer's format */
     /* activations for up to n_batch tokens, carved from one block */
     void *block;
     float *x;        /* (n_batch, n_embd) residual stream        */

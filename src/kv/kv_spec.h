@@ -1,0 +1,16 @@
+/* Per-layer KV scheme rules from text ("0-9:window=512+4;10-29:shared=9"),
+ * shared by the session API and the CLI; see kv_layers in kvslim.h for the
+ * grammar. Also the kvs_kv_type <-> element type mapping. */
+#ifndef KVS_KV_SPEC_H
+#define KVS_KV_SPEC_H
+
+#include "kv/kv_scheme.h"
+#include "kvslim.h"
+
+kvs_dtype kvs_kv_type_dtype(kvs_kv_type t);
+
+/* Apply the rules to schemes[0..n_layers). On error nothing is guaranteed
+ * about schemes; the message names the offending rule. */
+kvs_status kvs_kv_spec_apply(kvs_kv_scheme *schemes, int32_t n_layers, const char *spec);
+
+#endif
