@@ -12,6 +12,8 @@
 static uint64_t div_up(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
 static bool windowed(const kvs_kv_layer *L) { return L->scheme.window != 0; }
+static bool latent(const kvs_kv_layer *L) { return L->scheme.store == KVS_KV_STORE_LATENT; }
+static uint32_t n_heads(const kvs_kv_layer *L) { return latent(L) ? 1 : L->scheme.n_kv_heads; }
 
 /* Slot of absolute position p (valid once p < number of stored positions). */
 static uint64_t slot_of(const kvs_kv_layer *L, uint64_t p) {
@@ -39,7 +41,8 @@ kvs_status kvs_kv_cache_new(const kvs_kv_scheme *schemes, int32_t n_layers, uint
         if (s->store == KVS_KV_STORE_NONE) continue;
         if (s->store == KVS_KV_STORE_SHARED) {
             int32_t src = s->shared_from;
-            if (src < 0 || src >= i || L[src].scheme.store != KVS_KV_STORE_FULL) {
+            if (src < 0 || src >= i ||
+                (L[src].scheme.store != KVS_KV_STORE_FULL && L[src].scheme.store != KVS_KV_STORE_LATENT)) {
                 kvs_kv_cache_free(c);
                 return kvs_fail(KVS_ERR_INVALID_ARG, "kv cache: layer %d shares layer %d, which is not an earlier layer with its own cache", i, src);
             }
@@ -50,14 +53,25 @@ kvs_status kvs_kv_cache_new(const kvs_kv_scheme *schemes, int32_t n_layers, uint
             L[i].source = src;
             continue;
         }
-        if (s->store != KVS_KV_STORE_FULL || s->layout != KVS_KV_LAYOUT_BLOCK) {
+        bool is_latent = s->store == KVS_KV_STORE_LATENT;
+        if ((s->store != KVS_KV_STORE_FULL && !is_latent) || s->layout != KVS_KV_LAYOUT_BLOCK ||
+            s->entry_bytes || s->indexer_bytes || s->indexer_dim) {
             kvs_kv_cache_free(c);
-            return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: layer %d: only full per-token layouts are implemented so far", i);
+            return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: layer %d: only full and latent per-token layouts are implemented so far", i);
         }
-        L[i].k_row = kvs_row_bytes(s->k_type, s->head_dim_k);
-        L[i].v_row = kvs_row_bytes(s->v_type, s->head_dim_v);
-        const kvs_type_traits *kt = kvs_type_traits_of(s->k_type), *vt = kvs_type_traits_of(s->v_type);
-        if (!L[i].k_row || !L[i].v_row || !kt || !vt || !kt->from_float || !vt->from_float || !s->n_kv_heads) {
+        if (is_latent) {
+            /* one row of rank + rope elements; V is the first `rank` of them */
+            L[i].scheme.v_type = s->k_type;
+            L[i].k_row = kvs_row_bytes(s->k_type, (int64_t)s->latent_rank + s->rope_dim);
+            L[i].v_row = 0;
+            if (!s->latent_rank || kvs_row_bytes(s->k_type, s->latent_rank) == 0) L[i].k_row = 0;
+        } else {
+            L[i].k_row = kvs_row_bytes(s->k_type, s->head_dim_k);
+            L[i].v_row = kvs_row_bytes(s->v_type, s->head_dim_v);
+        }
+        const kvs_type_traits *kt = kvs_type_traits_of(s->k_type), *vt = kvs_type_traits_of(L[i].scheme.v_type);
+        if (!L[i].k_row || (!L[i].v_row && !is_latent) || !kt || !vt || !kt->from_float || !vt->from_float ||
+            (!is_latent && !s->n_kv_heads)) {
             kvs_kv_cache_free(c);
             return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: layer %d: %s/%s cannot hold rows of %u/%u elements", i,
                             kvs_dtype_name(s->k_type), kvs_dtype_name(s->v_type), s->head_dim_k, s->head_dim_v);
@@ -65,7 +79,7 @@ kvs_status kvs_kv_cache_new(const kvs_kv_scheme *schemes, int32_t n_layers, uint
         uint32_t P = s->page_tokens ? s->page_tokens : KVS_DEFAULT_PAGE;
         L[i].scheme.page_tokens = P;
         L[i].page_tokens = P;
-        L[i].page_bytes = (L[i].k_row + L[i].v_row) * s->n_kv_heads * (size_t)P;
+        L[i].page_bytes = (L[i].k_row + L[i].v_row) * n_heads(&L[i]) * (size_t)P;
         uint64_t slots = capacity;
         if (s->window) {
             uint64_t ring = div_up((uint64_t)s->window + s->sinks, P) * P;
@@ -79,7 +93,10 @@ kvs_status kvs_kv_cache_new(const kvs_kv_scheme *schemes, int32_t n_layers, uint
     for (int32_t i = 0; i < n_layers; i++) {
         if (L[i].scheme.store != KVS_KV_STORE_SHARED) continue;
         const kvs_kv_scheme *a = &L[i].scheme, *b = &L[L[i].source].scheme;
-        if (a->n_kv_heads != b->n_kv_heads || a->head_dim_k != b->head_dim_k || a->head_dim_v != b->head_dim_v) {
+        if (b->store == KVS_KV_STORE_LATENT) {
+            L[i].scheme.latent_rank = b->latent_rank;
+            L[i].scheme.rope_dim = b->rope_dim;
+        } else if (a->n_kv_heads != b->n_kv_heads || a->head_dim_k != b->head_dim_k || a->head_dim_v != b->head_dim_v) {
             kvs_kv_cache_free(c);
             return kvs_fail(KVS_ERR_INVALID_ARG, "kv cache: layer %d cannot share layer %d: different head geometry", i, L[i].source);
         }
@@ -150,7 +167,7 @@ static void slot_ptrs(const kvs_kv_layer *L, uint64_t slot, uint8_t **k, uint8_t
     uint8_t *page = L->pages[slot / L->page_tokens];
     uint64_t o = slot % L->page_tokens;
     *k = page + o * L->k_row;
-    *v = page + (size_t)L->scheme.n_kv_heads * L->page_tokens * L->k_row + o * L->v_row;
+    *v = latent(L) ? *k : page + (size_t)L->scheme.n_kv_heads * L->page_tokens * L->k_row + o * L->v_row;
 }
 
 kvs_status kvs_kv_cache_store(kvs_kv_cache *c, int32_t layer, uint64_t pos0, int64_t n,
@@ -160,6 +177,18 @@ kvs_status kvs_kv_cache_store(kvs_kv_cache *c, int32_t layer, uint64_t pos0, int
     if (!L->pages) return KVS_OK; /* shared or no attention */
     const kvs_kv_scheme *s = &L->scheme;
     const kvs_type_traits *kt = kvs_type_traits_of(s->k_type), *vt = kvs_type_traits_of(s->v_type);
+    if (latent(L)) { /* k: (n, rank + rope) */
+        const int32_t d = (int32_t)(s->latent_rank + s->rope_dim);
+        for (int64_t t = 0; t < n; t++) {
+            uint64_t slot = slot_of(L, pos0 + (uint64_t)t);
+            if (slot / L->page_tokens >= L->n_pages_alloc)
+                return kvs_fail(KVS_ERR_INTERNAL, "kv store: layer %d has no page", layer);
+            uint8_t *kd, *vd;
+            slot_ptrs(L, slot, &kd, &vd);
+            kt->from_float(k + t * d, kd, d);
+        }
+        return KVS_OK;
+    }
     const int32_t H = (int32_t)s->n_kv_heads, dk = (int32_t)s->head_dim_k, dv = (int32_t)s->head_dim_v;
     const size_t ks = (size_t)L->page_tokens * L->k_row, vs = (size_t)L->page_tokens * L->v_row;
     for (int64_t t = 0; t < n; t++) {
@@ -185,7 +214,8 @@ static void segment_at(const kvs_kv_layer *L, uint64_t slot, int64_t pos0, int64
     sg->k_head_stride = (size_t)L->page_tokens * L->k_row;
     sg->v_head_stride = (size_t)L->page_tokens * L->v_row;
     sg->k_row = L->k_row;
-    sg->v_row = L->v_row;
+    sg->v_row = latent(L) ? L->k_row : L->v_row;
+    if (latent(L)) sg->v_head_stride = sg->k_head_stride;
     sg->k_type = L->scheme.k_type;
     sg->v_type = L->scheme.v_type;
     sg->pos0 = pos0;
@@ -229,7 +259,7 @@ int kvs_kv_cache_max_segments(const kvs_kv_cache *c, int32_t layer) {
 
 size_t kvs_kv_cache_staging_bytes(const kvs_kv_cache *c, int32_t layer, int64_t n) {
     const kvs_kv_layer *L = &c->layers[c->layers[layer].source];
-    return (L->k_row + L->v_row) * L->scheme.n_kv_heads * (size_t)n;
+    return (L->k_row + L->v_row) * n_heads(L) * (size_t)n;
 }
 
 kvs_kv_segment kvs_kv_cache_stage(const kvs_kv_cache *c, int32_t layer, uint8_t *buf, uint64_t pos0,
@@ -237,6 +267,14 @@ kvs_kv_segment kvs_kv_cache_stage(const kvs_kv_cache *c, int32_t layer, uint8_t 
     const kvs_kv_layer *L = &c->layers[c->layers[layer].source];
     const kvs_kv_scheme *s = &L->scheme;
     const kvs_type_traits *kt = kvs_type_traits_of(s->k_type), *vt = kvs_type_traits_of(s->v_type);
+    if (latent(L)) {
+        const int32_t d = (int32_t)(s->latent_rank + s->rope_dim);
+        kvs_kv_segment sg = {.k = buf, .v = buf, .k_head_stride = (size_t)n * L->k_row,
+                             .v_head_stride = (size_t)n * L->k_row, .k_row = L->k_row, .v_row = L->k_row,
+                             .k_type = s->k_type, .v_type = s->k_type, .pos0 = (int64_t)pos0, .n = n};
+        for (int64_t t = 0; t < n; t++) kt->from_float(k + t * d, buf + (size_t)t * L->k_row, d);
+        return sg;
+    }
     const int32_t H = (int32_t)s->n_kv_heads, dk = (int32_t)s->head_dim_k, dv = (int32_t)s->head_dim_v;
     kvs_kv_segment sg = {
         .k = buf, .v = buf + (size_t)H * n * L->k_row,

@@ -6,6 +6,11 @@
  * V are head-major, (n_kv_heads, page_tokens, head_dim) in the scheme's
  * element format, so one head's run of positions is one contiguous stream.
  *
+ * A latent (MLA) layer stores one row of latent_rank + rope_dim elements per
+ * token for all heads; readers see it as one KV head whose V is the first
+ * latent_rank elements of the same row (absorbed attention is then MQA with
+ * dk = rank + rope, dv = rank).
+ *
  * A windowed layer (window W, sinks S) keeps the first S positions in fixed
  * slots and the rest in a ring of page_round(W + S) - S slots, so its memory
  * stops growing at page_round(W + S) slots whatever the context. A shared
@@ -67,8 +72,9 @@ void kvs_kv_cache_clear(kvs_kv_cache *c);
 kvs_status kvs_kv_cache_reserve(kvs_kv_cache *c, uint64_t n_pos);
 
 /* Store n tokens' K and V at absolute positions pos0..pos0+n-1 (pages must
- * be reserved). k: (n, n_kv_heads, head_dim_k) f32; v likewise. Shared
- * layers ignore stores. Thread-safe for disjoint position ranges. */
+ * be reserved). k: (n, n_kv_heads, head_dim_k) f32; v likewise. Latent
+ * layers: k is (n, rank + rope) and v is unused. Shared layers ignore
+ * stores. Thread-safe for disjoint position ranges. */
 kvs_status kvs_kv_cache_store(kvs_kv_cache *c, int32_t layer, uint64_t pos0, int64_t n,
                               const float *k, const float *v);
 
