@@ -24,10 +24,6 @@ static unpack8 unpack8_make(int bits) {
     for (int j = 0; j < 8; j++) {
         const int o = j * bits, byte = o >> 3;
         sh[j] = o & 7;
-        for (int half = 0; half < 2; half++) {
-            uint8_t *q = sb + 16 * half + 4 * (j & 3);
-            (void)q;
-        }
         /* lane j lives in 128-bit half j/4, dword j%4 of that half */
         uint8_t *q = sb + 16 * (j >> 2) + 4 * (j & 3);
         q[0] = (uint8_t)byte;
