@@ -26,19 +26,6 @@
 #define NEAR_TIE 0.25
 #define PPL_REL_TOL 0.005
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    fclose(f);
-    if (b) { b[n] = 0; *len = (size_t)n; }
-    return b;
-}
-
 int main(void) {
     const char *path = test_model_path();
     if (!path) {
@@ -48,12 +35,12 @@ int main(void) {
         return 0;
     }
     size_t jl;
-    char *jtext = read_all("tests/data/ref_smollm2.json", &jl);
+    char *jtext = test_read_file("tests/data/ref_smollm2.json", &jl);
     CHECK(jtext != NULL);
     kvs_json *ref = NULL, *f64 = NULL;
     CHECK(jtext && kvs_json_parse(jtext, jl, &ref) == KVS_OK);
     size_t fl;
-    char *ftext = read_all("tests/data/ref_smollm2_f64.json", &fl);
+    char *ftext = test_read_file("tests/data/ref_smollm2_f64.json", &fl);
     CHECK(ftext && kvs_json_parse(ftext, fl, &f64) == KVS_OK);
     if (!ref || !f64) return test_finish("model");
     printf("reference: %s %s\n", kvs_json_get_str(ref, "engine"), kvs_json_get_str(ref, "version"));
@@ -134,7 +121,7 @@ int main(void) {
         printf("skip perplexity check (KVS_SKIP_SLOW=1)\n");
     } else if (rp) {
         size_t tl;
-        char *text = read_all(kvs_json_get_str(rp, "file"), &tl);
+        char *text = test_read_file(kvs_json_get_str(rp, "file"), &tl);
         CHECK(text != NULL);
         if (text) {
             kvs_token *t = malloc(sizeof *t * (tl + 16));

@@ -106,19 +106,6 @@ static bool file_exists(const char *p) {
     return f != NULL;
 }
 
-static char *read_file(const char *p, size_t *len) {
-    FILE *f = fopen(p, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    fclose(f);
-    if (b) { b[n] = '\0'; *len = (size_t)n; }
-    return b;
-}
-
 /* Encode into a malloc'd array (two calls: count, then fill). */
 static kvs_token *encode(const kvs_tokenizer *t, const char *s, size_t len, bool bos, bool special,
                          size_t *n) {
@@ -221,7 +208,7 @@ static void check_model(const char *ref_path) {
            r.version, rt_ok, r.n_cases);
 
     size_t glen = 0;
-    char *gpl = read_file(r.gpl_path, &glen);
+    char *gpl = test_read_file(r.gpl_path, &glen);
     if (!gpl || (long)glen != r.gpl_size) {
         printf("note: %s absent or a different size than the reference's; skipping the count\n", r.gpl_path);
     } else {

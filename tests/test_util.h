@@ -59,6 +59,20 @@ static inline float test_rng_normal(uint64_t *s) {
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
+/* Whole file, NUL-terminated (malloc'd), or NULL. */
+static inline char *test_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
+    fclose(f);
+    if (b) { b[n] = '\0'; *len = (size_t)n; }
+    return b;
+}
+
 /* Path to the default model if present (KVS_MODEL overrides), else NULL. */
 static inline const char *test_model_path(void) {
     const char *p = getenv("KVS_MODEL");
