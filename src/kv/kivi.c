@@ -176,6 +176,12 @@ void kvs_kivi_dequantize_value_ref(const uint8_t *row, int d, int G, int bits, f
     }
 }
 
+void kvs_kivi_dequantize_values_ref(const uint8_t *rows, size_t row_stride, int n, int d, int G,
+                                    int bits, float *out) {
+    for (int i = 0; i < n; i++)
+        kvs_kivi_dequantize_value_ref(rows + (size_t)i * row_stride, d, G, bits, out + (size_t)i * (size_t)d);
+}
+
 /* ---- Hadamard ---- */
 
 static uint64_t splitmix64(uint64_t z) {
@@ -244,6 +250,17 @@ void kvs_kivi_dequantize_value(const uint8_t *row, int d, int G, int bits, float
     }
 #endif
     kvs_kivi_dequantize_value_ref(row, d, G, bits, out);
+}
+
+void kvs_kivi_dequantize_values(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits,
+                                float *out) {
+#if KVS_KIVI_X86
+    if (kvs_cpu()->avx2) {
+        kvs_kivi_dequantize_values_avx2(rows, row_stride, n, d, G, bits, out);
+        return;
+    }
+#endif
+    kvs_kivi_dequantize_values_ref(rows, row_stride, n, d, G, bits, out);
 }
 
 int kvs_hadamard(float *x, int d, uint64_t sign_seed) {

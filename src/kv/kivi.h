@@ -73,6 +73,13 @@ void kvs_kivi_quantize_value(const float *v, int d, int G, int bits, uint8_t *ro
 /* one value row -> out (d) f32 */
 void kvs_kivi_dequantize_value(const uint8_t *row, int d, int G, int bits, float *out);
 void kvs_kivi_dequantize_value_ref(const uint8_t *row, int d, int G, int bits, float *out);
+/* n value rows, row i at rows + i*row_stride (e.g. one head's rows in a
+ * (tokens, n_kv_heads) cache page) -> out (n, d) f32; same results as n
+ * single-row calls, with the per-call setup hoisted. */
+void kvs_kivi_dequantize_values(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits,
+                                float *out);
+void kvs_kivi_dequantize_values_ref(const uint8_t *rows, size_t row_stride, int n, int d, int G,
+                                    int bits, float *out);
 
 /* ---- Hadamard rotation ----
  * x <- H * D * x in place, H the orthonormal Walsh-Hadamard matrix of order d
@@ -93,6 +100,8 @@ uint64_t kvs_hadamard_sign_word(uint64_t sign_seed, uint64_t word);
 void kvs_kivi_dequantize_keys_avx2(const uint8_t *blk, int d, int G, int bits, int t0, int nt,
                                    float *out);
 void kvs_kivi_dequantize_value_avx2(const uint8_t *row, int d, int G, int bits, float *out);
+void kvs_kivi_dequantize_values_avx2(const uint8_t *rows, size_t row_stride, int n, int d, int G,
+                                     int bits, float *out);
 int kvs_hadamard_avx2(float *x, int d, uint64_t sign_seed);
 
 #endif

@@ -14,43 +14,75 @@
 #include "core/f16.h"
 #include "kv/kivi.h"
 
-/* Shuffle/shift/mask that turn 8 packed `bits`-wide codes (LSB-first, the
- * first code at bit 0 of the loaded qword) into 8 x i32. */
+#define Z 0x80
+/* Per code width (index bits-1): the pshufb control that copies code j's
+ * (at most two) source bytes into dword j, and code j's bit shift. Codes
+ * 0-3 are decoded in the low 128-bit half, 4-7 in the high half; both
+ * halves hold the same 8 loaded bytes. 0x80 zeroes the byte. */
+static const uint8_t k_shuf[8][32] __attribute__((aligned(32))) = {
+    {0, 1, Z, Z, 0, 1, Z, Z, 0, 1, Z, Z, 0, 1, Z, Z,
+     0, 1, Z, Z, 0, 1, Z, Z, 0, 1, Z, Z, 0, 1, Z, Z},
+    {0, 1, Z, Z, 0, 1, Z, Z, 0, 1, Z, Z, 0, 1, Z, Z,
+     1, 2, Z, Z, 1, 2, Z, Z, 1, 2, Z, Z, 1, 2, Z, Z},
+    {0, 1, Z, Z, 0, 1, Z, Z, 0, 1, Z, Z, 1, 2, Z, Z,
+     1, 2, Z, Z, 1, 2, Z, Z, 2, 3, Z, Z, 2, 3, Z, Z},
+    {0, 1, Z, Z, 0, 1, Z, Z, 1, 2, Z, Z, 1, 2, Z, Z,
+     2, 3, Z, Z, 2, 3, Z, Z, 3, 4, Z, Z, 3, 4, Z, Z},
+    {0, 1, Z, Z, 0, 1, Z, Z, 1, 2, Z, Z, 1, 2, Z, Z,
+     2, 3, Z, Z, 3, 4, Z, Z, 3, 4, Z, Z, 4, 5, Z, Z},
+    {0, 1, Z, Z, 0, 1, Z, Z, 1, 2, Z, Z, 2, 3, Z, Z,
+     3, 4, Z, Z, 3, 4, Z, Z, 4, 5, Z, Z, 5, 6, Z, Z},
+    {0, 1, Z, Z, 0, 1, Z, Z, 1, 2, Z, Z, 2, 3, Z, Z,
+     3, 4, Z, Z, 4, 5, Z, Z, 5, 6, Z, Z, 6, 7, Z, Z},
+    {0, 1, Z, Z, 1, 2, Z, Z, 2, 3, Z, Z, 3, 4, Z, Z,
+     4, 5, Z, Z, 5, 6, Z, Z, 6, 7, Z, Z, 7, 0, Z, Z},
+};
+static const int32_t k_shift[8][8] __attribute__((aligned(32))) = {
+    {0, 1, 2, 3, 4, 5, 6, 7},
+    {0, 2, 4, 6, 0, 2, 4, 6},
+    {0, 3, 6, 1, 4, 7, 2, 5},
+    {0, 4, 0, 4, 0, 4, 0, 4},
+    {0, 5, 2, 7, 4, 1, 6, 3},
+    {0, 6, 4, 2, 0, 6, 4, 2},
+    {0, 7, 6, 5, 4, 3, 2, 1},
+    {0, 0, 0, 0, 0, 0, 0, 0},
+};
+#undef Z
+
 typedef struct { __m256i shuf, shift, mask; } unpack8;
 
-static unpack8 unpack8_make(int bits) {
-    uint8_t sb[32];
-    int32_t sh[8];
-    for (int j = 0; j < 8; j++) {
-        const int o = j * bits, byte = o >> 3;
-        sh[j] = o & 7;
-        /* lane j lives in 128-bit half j/4, dword j%4 of that half */
-        uint8_t *q = sb + 16 * (j >> 2) + 4 * (j & 3);
-        q[0] = (uint8_t)byte;
-        q[1] = (uint8_t)((byte + 1) & 7); /* only read when the code spans it */
-        q[2] = 0x80;
-        q[3] = 0x80;
-    }
+static inline unpack8 unpack8_make(int bits) {
     unpack8 u;
-    u.shuf = _mm256_loadu_si256((const __m256i *)sb);
-    u.shift = _mm256_loadu_si256((const __m256i *)sh);
+    u.shuf = _mm256_load_si256((const __m256i *)k_shuf[bits - 1]);
+    u.shift = _mm256_load_si256((const __m256i *)k_shift[bits - 1]);
     u.mask = _mm256_set1_epi32((1 << bits) - 1);
     return u;
 }
 
-/* 8 codes starting at byte p; `avail` bytes are readable from p. */
-static inline __m256 codes8(const uint8_t *p, size_t avail, int bits, const unpack8 *u) {
-    __m256i v;
-    if (avail >= 8) {
-        v = _mm256_broadcastq_epi64(_mm_loadl_epi64((const __m128i *)p));
+static inline __m256 unpack(__m256i v, unpack8 u) {
+    v = _mm256_shuffle_epi8(v, u.shuf);
+    return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(v, u.shift), u.mask));
+}
+/* 8 codes starting at byte p; 8 bytes readable from p */
+static inline __m256 codes8(const uint8_t *p, unpack8 u) {
+    return unpack(_mm256_broadcastq_epi64(_mm_loadl_epi64((const __m128i *)p)), u);
+}
+/* 8 codes at codes + off when fewer than 8 bytes follow it inside the
+ * stream of `cap` bytes: load the stream's last 8 bytes and shift (no
+ * byte-wise copy, so no store-forwarding stall); tiny streams copy. */
+static inline __m256 codes8_tail(const uint8_t *codes, size_t off, size_t cap, int bits, unpack8 u) {
+    uint64_t w = 0;
+    if (cap >= 8) {
+        memcpy(&w, codes + cap - 8, 8);
+        w >>= 8 * (off + 8 - cap); /* 8..56: off < cap < off + 8 */
     } else {
-        uint64_t w = 0;
-        memcpy(&w, p, (size_t)bits); /* 8 codes need exactly `bits` bytes */
-        v = _mm256_set1_epi64x((long long)w);
+        memcpy(&w, codes + off, (size_t)bits);
     }
-    v = _mm256_shuffle_epi8(v, u->shuf);
-    v = _mm256_and_si256(_mm256_srlv_epi32(v, u->shift), u->mask);
-    return _mm256_cvtepi32_ps(v);
+    return unpack(_mm256_set1_epi64x((long long)w), u);
+}
+/* 8 codes at codes + off, either way */
+static inline __m256 codes8_at(const uint8_t *codes, size_t off, size_t cap, int bits, unpack8 u) {
+    return off + 8 <= cap ? codes8(codes + off, u) : codes8_tail(codes, off, cap, bits, u);
 }
 
 static inline __m256 load8_f16(const uint8_t *p) {
@@ -83,30 +115,43 @@ void kvs_kivi_dequantize_keys_avx2(const uint8_t *blk, int d, int G, int bits, i
     const size_t cap = kvs_kivi_key_block_bytes(d, G, bits) - (size_t)4 * (size_t)d;
     const size_t row_bytes = (size_t)d * (size_t)bits / 8;
     const int dv = d & ~7;
-    /* tiles of up to 32 channels: scales/mins stay in registers across tokens */
-    for (int c0 = 0; c0 < dv; c0 += 32) {
-        const int nch = (dv - c0) >= 32 ? 4 : (dv - c0) / 8;
-        __m256 s[4], m[4];
-        for (int k = 0; k < nch; k++) {
-            s[k] = load8_f16(blk + 2 * (size_t)(c0 + 8 * k));
-            m[k] = load8_f16(blk + 2 * ((size_t)d + (size_t)(c0 + 8 * k)));
-        }
+    /* tiles of 32 channels: scales/mins stay in registers across tokens */
+    int c0 = 0;
+    for (; c0 + 32 <= dv; c0 += 32) {
+        const __m256 s0 = load8_f16(blk + 2 * (size_t)c0), s1 = load8_f16(blk + 2 * (size_t)c0 + 16);
+        const __m256 s2 = load8_f16(blk + 2 * (size_t)c0 + 32), s3 = load8_f16(blk + 2 * (size_t)c0 + 48);
+        const uint8_t *mp = blk + 2 * ((size_t)d + (size_t)c0);
+        const __m256 m0 = load8_f16(mp), m1 = load8_f16(mp + 16), m2 = load8_f16(mp + 32);
+        const __m256 m3 = load8_f16(mp + 48);
+        const size_t cb = (size_t)c0 * (size_t)bits / 8; /* byte of channel c0 in a row */
         for (int i = 0; i < nt; i++) {
-            const size_t rb = (size_t)(t0 + i) * row_bytes;
+            const size_t off = (size_t)(t0 + i) * row_bytes + cb;
+            const uint8_t *p = codes + off;
             float *o = out + (size_t)i * (size_t)d + (size_t)c0;
-            if (nch == 4) {
-                for (int k = 0; k < 4; k++) {
-                    const size_t off = rb + (size_t)(c0 + 8 * k) * (size_t)bits / 8;
-                    const __m256 q = codes8(codes + off, cap - off, bits, &u);
-                    _mm256_storeu_ps(o + 8 * k, _mm256_fmadd_ps(q, s[k], m[k]));
-                }
+            if (off + 3 * (size_t)bits + 8 <= cap) {
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(codes8(p, u), s0, m0));
+                _mm256_storeu_ps(o + 8, _mm256_fmadd_ps(codes8(p + bits, u), s1, m1));
+                _mm256_storeu_ps(o + 16, _mm256_fmadd_ps(codes8(p + 2 * bits, u), s2, m2));
+                _mm256_storeu_ps(o + 24, _mm256_fmadd_ps(codes8(p + 3 * bits, u), s3, m3));
             } else {
-                for (int k = 0; k < nch; k++) {
-                    const size_t off = rb + (size_t)(c0 + 8 * k) * (size_t)bits / 8;
-                    const __m256 q = codes8(codes + off, cap - off, bits, &u);
-                    _mm256_storeu_ps(o + 8 * k, _mm256_fmadd_ps(q, s[k], m[k]));
-                }
+                const size_t b1 = (size_t)bits;
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(codes8_at(codes, off, cap, bits, u), s0, m0));
+                _mm256_storeu_ps(o + 8, _mm256_fmadd_ps(codes8_at(codes, off + b1, cap, bits, u), s1, m1));
+                _mm256_storeu_ps(o + 16,
+                                 _mm256_fmadd_ps(codes8_at(codes, off + 2 * b1, cap, bits, u), s2, m2));
+                _mm256_storeu_ps(o + 24,
+                                 _mm256_fmadd_ps(codes8_at(codes, off + 3 * b1, cap, bits, u), s3, m3));
             }
+        }
+    }
+    for (; c0 < dv; c0 += 8) {
+        const __m256 s = load8_f16(blk + 2 * (size_t)c0);
+        const __m256 m = load8_f16(blk + 2 * ((size_t)d + (size_t)c0));
+        const size_t cb = (size_t)c0 * (size_t)bits / 8;
+        for (int i = 0; i < nt; i++) {
+            const size_t off = (size_t)(t0 + i) * row_bytes + cb;
+            const __m256 q = codes8_at(codes, off, cap, bits, u);
+            _mm256_storeu_ps(out + (size_t)i * (size_t)d + (size_t)c0, _mm256_fmadd_ps(q, s, m));
         }
     }
     for (int c = dv; c < d; c++) { /* channel tail: the reference's ops */
@@ -119,23 +164,20 @@ void kvs_kivi_dequantize_keys_avx2(const uint8_t *blk, int d, int G, int bits, i
     }
 }
 
-void kvs_kivi_dequantize_value_avx2(const uint8_t *row, int d, int G, int bits, float *out) {
-    if (G % 8 != 0 || d < 8) {
-        kvs_kivi_dequantize_value_ref(row, d, G, bits, out);
-        return;
-    }
-    const unpack8 u = unpack8_make(bits);
+static inline void value_row_avx2(const uint8_t *row, int d, int G, int bits, unpack8 u, float *out) {
     const size_t ng = ((size_t)d + (size_t)G - 1) / (size_t)G;
     const uint8_t *codes = row + 4 * ng;
     const size_t cap = ((size_t)d * (size_t)bits + 7) / 8;
     const int dv = d & ~7;
-    for (int c = 0; c < dv; c += 8) { /* G % 8 == 0: a chunk is inside one group */
-        const size_t g = (size_t)c / (size_t)G;
+    for (size_t g = 0; g < ng; g++) { /* G % 8 == 0: a chunk of 8 lies in one group */
         const __m256 s = _mm256_set1_ps(load_f16(row + 2 * g));
         const __m256 m = _mm256_set1_ps(load_f16(row + 2 * (ng + g)));
-        const size_t off = (size_t)c * (size_t)bits / 8;
-        const __m256 q = codes8(codes + off, cap - off, bits, &u);
-        _mm256_storeu_ps(out + c, _mm256_fmadd_ps(q, s, m));
+        const int c1 = (int)((g + 1) * (size_t)G < (size_t)dv ? (g + 1) * (size_t)G : (size_t)dv);
+        for (int c = (int)(g * (size_t)G); c < c1; c += 8) {
+            const size_t off = (size_t)c * (size_t)bits / 8;
+            const __m256 q = codes8_at(codes, off, cap, bits, u);
+            _mm256_storeu_ps(out + c, _mm256_fmadd_ps(q, s, m));
+        }
     }
     for (int c = dv; c < d; c++) {
         const size_t g = (size_t)c / (size_t)G;
@@ -144,44 +186,72 @@ void kvs_kivi_dequantize_value_avx2(const uint8_t *row, int d, int G, int bits, 
     }
 }
 
+void kvs_kivi_dequantize_value_avx2(const uint8_t *row, int d, int G, int bits, float *out) {
+    if (G % 8 != 0 || d < 8) {
+        kvs_kivi_dequantize_value_ref(row, d, G, bits, out);
+        return;
+    }
+    value_row_avx2(row, d, G, bits, unpack8_make(bits), out);
+}
+
+void kvs_kivi_dequantize_values_avx2(const uint8_t *rows, size_t row_stride, int n, int d, int G,
+                                     int bits, float *out) {
+    if (G % 8 != 0 || d < 8) {
+        kvs_kivi_dequantize_values_ref(rows, row_stride, n, d, G, bits, out);
+        return;
+    }
+    const unpack8 u = unpack8_make(bits);
+    for (int i = 0; i < n; i++)
+        value_row_avx2(rows + (size_t)i * row_stride, d, G, bits, u, out + (size_t)i * (size_t)d);
+}
+
 /* ---- Hadamard ---- */
 
+/* stages h = 1, 2, 4 inside one 8-float vector: with partner p, the low
+ * member becomes v + p (= a + b), the high member p - v (= a - b) */
+static inline __m256 fwht8(__m256 v) {
+    __m256 p = _mm256_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1));
+    v = _mm256_blend_ps(_mm256_add_ps(v, p), _mm256_sub_ps(p, v), 0xAA);
+    p = _mm256_permute_ps(v, _MM_SHUFFLE(1, 0, 3, 2));
+    v = _mm256_blend_ps(_mm256_add_ps(v, p), _mm256_sub_ps(p, v), 0xCC);
+    p = _mm256_permute2f128_ps(v, v, 0x01);
+    return _mm256_blend_ps(_mm256_add_ps(v, p), _mm256_sub_ps(p, v), 0xF0);
+}
+
+/* Same stage order and per-element operations as the reference (sign flip,
+ * butterflies h = 1, 2, 4, ..., d/2, one multiply by 1/sqrt(d)); the sign
+ * flip is fused into the first pass and the scale into the last stage, which
+ * changes no result. */
 int kvs_hadamard_avx2(float *x, int d, uint64_t sign_seed) {
     if (d < 8 || (d & (d - 1)) != 0) return kvs_hadamard_ref(x, d, sign_seed);
+    const __m256 sc = _mm256_set1_ps((float)(1.0 / sqrt((double)d)));
     const __m256i bitsel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    if (sign_seed != 0) {
-        for (int w = 0; w * 64 < d; w++) {
-            const uint64_t mw = kvs_hadamard_sign_word(sign_seed, (uint64_t)w);
-            const int n = d - w * 64 < 64 ? d - w * 64 : 64;
-            for (int i = 0; i < n; i += 8) {
-                const __m256i b = _mm256_set1_epi32((int)((mw >> i) & 0xff));
-                const __m256i f = _mm256_cmpeq_epi32(_mm256_and_si256(b, bitsel), bitsel);
-                float *p = x + w * 64 + i;
-                const __m256 flip = _mm256_castsi256_ps(_mm256_slli_epi32(f, 31));
-                _mm256_storeu_ps(p, _mm256_xor_ps(_mm256_loadu_ps(p), flip));
-            }
-        }
-    }
-    /* stages h = 1, 2, 4 inside each 8-float vector: partner p; low member
-     * gets v + p (= a + b), high member gets p - v (= a - b) */
+    uint64_t mw = 0;
     for (int i = 0; i < d; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i), p;
-        p = _mm256_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1));
-        v = _mm256_blend_ps(_mm256_add_ps(v, p), _mm256_sub_ps(p, v), 0xAA);
-        p = _mm256_permute_ps(v, _MM_SHUFFLE(1, 0, 3, 2));
-        v = _mm256_blend_ps(_mm256_add_ps(v, p), _mm256_sub_ps(p, v), 0xCC);
-        p = _mm256_permute2f128_ps(v, v, 0x01);
-        v = _mm256_blend_ps(_mm256_add_ps(v, p), _mm256_sub_ps(p, v), 0xF0);
+        __m256 v = _mm256_loadu_ps(x + i);
+        if (sign_seed != 0) {
+            if ((i & 63) == 0) mw = kvs_hadamard_sign_word(sign_seed, (uint64_t)(i >> 6));
+            const __m256i b = _mm256_set1_epi32((int)((mw >> (i & 63)) & 0xff));
+            const __m256i f = _mm256_cmpeq_epi32(_mm256_and_si256(b, bitsel), bitsel);
+            v = _mm256_xor_ps(v, _mm256_castsi256_ps(_mm256_slli_epi32(f, 31)));
+        }
+        v = fwht8(v);
+        if (d == 8) v = _mm256_mul_ps(v, sc);
         _mm256_storeu_ps(x + i, v);
     }
-    for (int h = 8; h < d; h <<= 1)
+    for (int h = 8; h < d; h <<= 1) {
+        const int last = 2 * h == d;
         for (int i = 0; i < d; i += 2 * h)
             for (int j = i; j < i + h; j += 8) {
                 const __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + j + h);
-                _mm256_storeu_ps(x + j, _mm256_add_ps(a, b));
-                _mm256_storeu_ps(x + j + h, _mm256_sub_ps(a, b));
+                __m256 lo = _mm256_add_ps(a, b), hi = _mm256_sub_ps(a, b);
+                if (last) {
+                    lo = _mm256_mul_ps(lo, sc);
+                    hi = _mm256_mul_ps(hi, sc);
+                }
+                _mm256_storeu_ps(x + j, lo);
+                _mm256_storeu_ps(x + j + h, hi);
             }
-    const __m256 sc = _mm256_set1_ps((float)(1.0 / sqrt((double)d)));
-    for (int i = 0; i < d; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), sc));
+    }
     return 0;
 }

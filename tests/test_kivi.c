@@ -1,0 +1,484 @@
+/* KIVI codec (kv/kivi.h): byte sizes against the planner formula, round-trip
+ * NMSE bounds per bit width on Gaussian keys/values, per-channel keys beating
+ * per-token quantization on keys with outlier channels, partial-row
+ * dequantization, constant channels, non-finite inputs, odd shapes (3-bit
+ * groups that end mid-byte), AVX2 == scalar reference bit-exactly, and the
+ * Hadamard rotation (orthonormal, involutive without signs, invertible with
+ * signs, dot products preserved). Prints measured NMSE; asserts bounds. */
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cpu.h"
+#include "core/f16.h"
+#include "kv/kivi.h"
+#include "kv/kv_scheme.h"
+#include "test_util.h"
+
+static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
+
+static double nmse(const float *ref, const float *x, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double e = (double)x[i] - (double)ref[i];
+        num += e * e;
+        den += (double)ref[i] * (double)ref[i];
+    }
+    return den > 0 ? num / den : num;
+}
+
+static size_t cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
+
+/* ---- sizes ---- */
+
+static void test_sizes(void) {
+    static const int ds[] = {64, 128, 256}, Gs[] = {16, 32, 64, 128}, bs[] = {2, 3, 4, 8};
+    for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 4; b++)
+            for (int c = 0; c < 4; c++) {
+                const int d = ds[a], G = Gs[b], bits = bs[c];
+                const size_t kb = (size_t)d * (cdiv((size_t)G * (size_t)bits, 8) + 4);
+                const size_t vb = cdiv((size_t)d * (size_t)bits, 8) + cdiv((size_t)d, (size_t)G) * 4;
+                CHECKF(kvs_kivi_key_block_bytes(d, G, bits) == kb, "d=%d G=%d bits=%d", d, G, bits);
+                CHECKF(kvs_kivi_value_row_bytes(d, G, bits) == vb, "d=%d G=%d bits=%d", d, G, bits);
+                /* the planner's CHANNEL formula sizes the same bytes: 3 full groups, 3 heads */
+                kvs_kv_scheme s = kvs_kv_scheme_full(3, (uint32_t)d, (uint32_t)d, KVS_TYPE_F16);
+                s.layout = KVS_KV_LAYOUT_CHANNEL;
+                s.k_bits = s.v_bits = (uint32_t)bits;
+                s.group = (uint32_t)G;
+                if (kvs_kv_scheme_validate(&s) == KVS_OK) {
+                    const uint64_t n = 3 * (uint64_t)G;
+                    const uint64_t want = 3 * (3 * (uint64_t)kvs_kivi_key_block_bytes(d, G, bits) +
+                                               n * (uint64_t)kvs_kivi_value_row_bytes(d, G, bits));
+                    CHECKF(kvs_kv_scheme_bytes(&s, n) == want, "planner d=%d G=%d bits=%d: %llu vs %llu",
+                           d, G, bits, (unsigned long long)kvs_kv_scheme_bytes(&s, n),
+                           (unsigned long long)want);
+                }
+            }
+    /* odd shapes: 3-bit groups that end mid-byte */
+    CHECK(kvs_kivi_key_block_bytes(5, 5, 3) == 5 * (2 + 4));
+    CHECK(kvs_kivi_key_block_bytes(7, 3, 3) == 7 * (2 + 4));
+    CHECK(kvs_kivi_value_row_bytes(5, 2, 3) == 2 + 3 * 4);
+    CHECK(kvs_kivi_key_block_bytes(0, 32, 4) == 0);
+}
+
+/* ---- round trips ---- */
+
+static void fill_normal(float *x, size_t n, float scale) {
+    for (size_t i = 0; i < n; i++) x[i] = scale * test_rng_normal(&g_rng);
+}
+
+/* Per-token min-max quantization of a (G, d) key tile, f32 parameters (kind
+ * to the comparator): the layout KIVI argues against for keys. */
+static void per_token_roundtrip(const float *k, int d, int G, int bits, float *out) {
+    const float L = (float)((1 << bits) - 1);
+    for (int t = 0; t < G; t++) {
+        const float *r = k + (size_t)t * (size_t)d;
+        float lo = r[0], hi = r[0];
+        for (int c = 1; c < d; c++) {
+            if (r[c] < lo) lo = r[c];
+            if (r[c] > hi) hi = r[c];
+        }
+        const float s = (hi - lo) / L, inv = s > 0 ? 1.0f / s : 0.0f;
+        for (int c = 0; c < d; c++) {
+            float q = floorf((r[c] - lo) * inv + 0.5f);
+            if (q > L) q = L;
+            if (q < 0) q = 0;
+            out[(size_t)t * (size_t)d + (size_t)c] = q * s + lo;
+        }
+    }
+}
+
+static double key_roundtrip_nmse(const float *k, int d, int G, int bits, float *out, uint8_t *blk) {
+    kvs_kivi_quantize_keys(k, d, G, bits, blk);
+    kvs_kivi_dequantize_keys(blk, d, G, bits, 0, G, out);
+    return nmse(k, out, (size_t)G * (size_t)d);
+}
+
+static void test_roundtrip_nmse(void) {
+    const int d = 128, G = 32, nblk = 64; /* 2048 tokens of one head */
+    const size_t n = (size_t)G * (size_t)d;
+    float *k = malloc(n * sizeof(float)), *out = malloc(n * sizeof(float));
+    uint8_t *blk = malloc(kvs_kivi_key_block_bytes(d, G, 8));
+    static const int bits_list[] = {2, 3, 4, 8};
+    /* bounds: ~1.5-2x the measured values (printed below) */
+    static const double key_gauss_max[] = {0.20, 0.05, 1.2e-2, 5e-5};
+    static const double val_gauss_max[] = {0.20, 0.05, 1.2e-2, 5e-5};
+    static const double key_outl_max[] = {0.20, 0.05, 1.2e-2, 5e-5};
+    printf("  NMSE, d=%d G=%d, %d groups          key/ch   key/tok   | outlier x20 key/ch  key/tok  "
+           "hadamard+tok | value/tokgrp\n", d, G, nblk);
+    for (int bi = 0; bi < 4; bi++) {
+        const int bits = bits_list[bi];
+        double kc = 0, kt = 0, oc = 0, ot = 0, oh = 0, vv = 0;
+        for (int b = 0; b < nblk; b++) {
+            /* Gaussian keys */
+            fill_normal(k, n, 1.0f);
+            kc += key_roundtrip_nmse(k, d, G, bits, out, blk);
+            per_token_roundtrip(k, d, G, bits, out);
+            kt += nmse(k, out, n);
+            /* outlier channels: 4 of 128 fixed channels (KIVI's observation: key
+             * outliers live in a few channels), x20 */
+            static const int outl[] = {3, 40, 77, 120};
+            for (int t = 0; t < G; t++)
+                for (int j = 0; j < 4; j++) k[(size_t)t * (size_t)d + (size_t)outl[j]] *= 20.0f;
+            oc += key_roundtrip_nmse(k, d, G, bits, out, blk);
+            per_token_roundtrip(k, d, G, bits, out);
+            ot += nmse(k, out, n);
+            /* rotating first spreads the outliers: per-token after Hadamard (info) */
+            float *kr = malloc(n * sizeof(float));
+            memcpy(kr, k, n * sizeof(float));
+            for (int t = 0; t < G; t++) kvs_hadamard(kr + (size_t)t * (size_t)d, d, 0x5EEDu);
+            per_token_roundtrip(kr, d, G, bits, out);
+            oh += nmse(kr, out, n); /* rotation is orthonormal: same NMSE in either basis */
+            free(kr);
+            /* values: per token, channel groups of G */
+            fill_normal(k, n, 1.0f);
+            double vs = 0;
+            uint8_t *row = malloc(kvs_kivi_value_row_bytes(d, G, bits));
+            for (int t = 0; t < G; t++) {
+                kvs_kivi_quantize_value(k + (size_t)t * (size_t)d, d, G, bits, row);
+                kvs_kivi_dequantize_value(row, d, G, bits, out + (size_t)t * (size_t)d);
+            }
+            vs = nmse(k, out, n);
+            vv += vs;
+            free(row);
+        }
+        kc /= nblk; kt /= nblk; oc /= nblk; ot /= nblk; oh /= nblk; vv /= nblk;
+        printf("  bits=%d                             %.3e %.3e | %.3e %.3e %.3e | %.3e\n", bits, kc, kt,
+               oc, ot, oh, vv);
+        CHECKF(kc < key_gauss_max[bi], "bits=%d gaussian key NMSE %.3e", bits, kc);
+        CHECKF(vv < val_gauss_max[bi], "bits=%d gaussian value NMSE %.3e", bits, vv);
+        CHECKF(oc < key_outl_max[bi], "bits=%d outlier key NMSE %.3e", bits, oc);
+        /* KIVI's point: per-channel keys win clearly when channels carry outliers */
+        CHECKF(oc * 4.0 < ot, "bits=%d per-channel %.3e vs per-token %.3e", bits, oc, ot);
+        CHECKF(oh < ot, "bits=%d hadamard should help per-token: %.3e vs %.3e", bits, oh, ot);
+    }
+    free(k);
+    free(out);
+    free(blk);
+}
+
+/* ---- partial rows, fast == ref, odd shapes ---- */
+
+static void fill_keys_mixed(float *k, int d, int G) {
+    for (int c = 0; c < d; c++) {
+        const int kind = (int)(test_rng_next(&g_rng) % 8);
+        const float sc = kind == 0 ? 30.0f : kind == 1 ? 1e-3f : 1.0f;
+        const float off = test_rng_uniform(&g_rng) * 4.0f;
+        for (int t = 0; t < G; t++)
+            k[(size_t)t * (size_t)d + (size_t)c] = kind == 2 ? 0.75f : off + sc * test_rng_normal(&g_rng);
+    }
+}
+
+static void test_keys_paths(void) {
+    static const int ds[] = {1, 3, 8, 9, 24, 64, 100, 128, 256};
+    static const int Gs[] = {1, 3, 5, 7, 8, 12, 16, 32, 64, 128};
+    const bool avx2 = kvs_cpu()->avx2;
+    int cases = 0, bad_fast = 0, bad_part = 0;
+    for (size_t a = 0; a < sizeof ds / sizeof ds[0]; a++)
+        for (size_t b = 0; b < sizeof Gs / sizeof Gs[0]; b++)
+            for (int bits = 1; bits <= 8; bits++) {
+                const int d = ds[a], G = Gs[b];
+                const size_t n = (size_t)G * (size_t)d, bytes = kvs_kivi_key_block_bytes(d, G, bits);
+                float *k = malloc(n * sizeof(float)), *full = malloc(n * sizeof(float));
+                float *o2 = malloc(n * sizeof(float));
+                /* exact-size heap block: ASan catches any read past its end */
+                uint8_t *blk = malloc(bytes);
+                fill_keys_mixed(k, d, G);
+                kvs_kivi_quantize_keys(k, d, G, bits, blk);
+                /* padding beyond the code stream is zero */
+                const size_t used = 4 * (size_t)d + cdiv(n * (size_t)bits, 8);
+                CHECK(used <= bytes);
+                for (size_t i = used; i < bytes; i++) CHECK(blk[i] == 0);
+                kvs_kivi_dequantize_keys_ref(blk, d, G, bits, 0, G, full);
+                kvs_kivi_dequantize_keys(blk, d, G, bits, 0, G, o2);
+                bad_fast += memcmp(full, o2, n * sizeof(float)) != 0;
+                if (avx2) {
+                    kvs_kivi_dequantize_keys_avx2(blk, d, G, bits, 0, G, o2);
+                    bad_fast += memcmp(full, o2, n * sizeof(float)) != 0;
+                }
+                /* partial rows: slices equal the full dequantization */
+                for (int rep = 0; rep < 4; rep++) {
+                    const int t0 = (int)(test_rng_next(&g_rng) % (uint64_t)G);
+                    const int nt = rep == 0 ? 1 : 1 + (int)(test_rng_next(&g_rng) % (uint64_t)(G - t0));
+                    memset(o2, 0xFF, n * sizeof(float));
+                    kvs_kivi_dequantize_keys(blk, d, G, bits, t0, nt, o2);
+                    bad_part += memcmp(o2, full + (size_t)t0 * (size_t)d, (size_t)nt * (size_t)d * 4) != 0;
+                    kvs_kivi_dequantize_keys_ref(blk, d, G, bits, t0, nt, o2);
+                    bad_part += memcmp(o2, full + (size_t)t0 * (size_t)d, (size_t)nt * (size_t)d * 4) != 0;
+                    if (avx2) {
+                        kvs_kivi_dequantize_keys_avx2(blk, d, G, bits, t0, nt, o2);
+                        bad_part +=
+                            memcmp(o2, full + (size_t)t0 * (size_t)d, (size_t)nt * (size_t)d * 4) != 0;
+                    }
+                }
+                /* every value lies within its channel's [min, max] up to half a step */
+                double worst = 0;
+                for (int c = 0; c < d; c++) {
+                    float lo = INFINITY, hi = -INFINITY;
+                    for (int t = 0; t < G; t++) {
+                        const float x = k[(size_t)t * (size_t)d + (size_t)c];
+                        lo = x < lo ? x : lo;
+                        hi = x > hi ? x : hi;
+                    }
+                    const double step = (double)(hi - lo) / ((1 << bits) - 1);
+                    for (int t = 0; t < G; t++) {
+                        const size_t i = (size_t)t * (size_t)d + (size_t)c;
+                        const double e = fabs((double)full[i] - (double)k[i]);
+                        /* half a step, plus f16 rounding of min/scale */
+                        const double lim = 0.5 * step * 1.01 + 2e-3 * (fabs(lo) + step * (1 << bits)) + 1e-7;
+                        if (e / lim > worst) worst = e / lim;
+                    }
+                }
+                CHECKF(worst <= 1.0, "d=%d G=%d bits=%d: error %.3f of bound", d, G, bits, worst);
+                cases++;
+                free(k); free(full); free(o2); free(blk);
+            }
+    CHECKF(bad_fast == 0, "%d key cases fast != ref", bad_fast);
+    CHECKF(bad_part == 0, "%d key partial-row mismatches", bad_part);
+    CHECK(cases > 0);
+}
+
+static void test_values_paths(void) {
+    static const int ds[] = {1, 3, 8, 9, 24, 64, 100, 128, 256};
+    static const int Gs[] = {1, 3, 5, 8, 12, 16, 32, 64, 128};
+    const bool avx2 = kvs_cpu()->avx2;
+    int bad = 0;
+    for (size_t a = 0; a < sizeof ds / sizeof ds[0]; a++)
+        for (size_t b = 0; b < sizeof Gs / sizeof Gs[0]; b++)
+            for (int bits = 1; bits <= 8; bits++) {
+                const int d = ds[a], G = Gs[b];
+                const size_t bytes = kvs_kivi_value_row_bytes(d, G, bits);
+                float *v = malloc((size_t)d * 4), *r = malloc((size_t)d * 4), *f = malloc((size_t)d * 4);
+                uint8_t *row = malloc(bytes);
+                for (int rep = 0; rep < 3; rep++) {
+                    for (int c = 0; c < d; c++) v[c] = (rep == 2 && c % 7 == 0 ? 25.0f : 1.0f) * test_rng_normal(&g_rng);
+                    kvs_kivi_quantize_value(v, d, G, bits, row);
+                    kvs_kivi_dequantize_value_ref(row, d, G, bits, r);
+                    kvs_kivi_dequantize_value(row, d, G, bits, f);
+                    bad += memcmp(r, f, (size_t)d * 4) != 0;
+                    if (avx2) {
+                        kvs_kivi_dequantize_value_avx2(row, d, G, bits, f);
+                        bad += memcmp(r, f, (size_t)d * 4) != 0;
+                    }
+                    /* per group: error within half a step (+ f16 parameter rounding) */
+                    for (int g0 = 0; g0 < d; g0 += G) {
+                        const int g1 = g0 + G < d ? g0 + G : d;
+                        float lo = INFINITY, hi = -INFINITY;
+                        for (int c = g0; c < g1; c++) { lo = v[c] < lo ? v[c] : lo; hi = v[c] > hi ? v[c] : hi; }
+                        const double step = (double)(hi - lo) / ((1 << bits) - 1);
+                        for (int c = g0; c < g1; c++) {
+                            const double e = fabs((double)r[c] - v[c]);
+                            CHECKF(e <= 0.5 * step * 1.01 + 2e-3 * (fabs(lo) + step * (1 << bits)) + 1e-7,
+                                   "value d=%d G=%d bits=%d c=%d err %g step %g", d, G, bits, c, e, step);
+                        }
+                    }
+                }
+                free(v); free(r); free(f); free(row);
+                /* multi-row: n rows at a stride (interleaved heads), same as single rows */
+                const int nr = 1 + (int)(test_rng_next(&g_rng) % 9);
+                const size_t stride = bytes + (size_t)(test_rng_next(&g_rng) % 3) * 7;
+                uint8_t *rows = malloc(stride * (size_t)(nr - 1) + bytes); /* last row exact: ASan */
+                float *vin = malloc((size_t)d * 4), *one = malloc((size_t)nr * (size_t)d * 4);
+                float *many = malloc((size_t)nr * (size_t)d * 4);
+                for (int i = 0; i < nr; i++) {
+                    fill_normal(vin, (size_t)d, 1.0f + (float)i);
+                    kvs_kivi_quantize_value(vin, d, G, bits, rows + (size_t)i * stride);
+                    kvs_kivi_dequantize_value_ref(rows + (size_t)i * stride, d, G, bits, one + (size_t)i * (size_t)d);
+                }
+                const size_t nb = (size_t)nr * (size_t)d * 4;
+                kvs_kivi_dequantize_values(rows, stride, nr, d, G, bits, many);
+                bad += memcmp(one, many, nb) != 0;
+                kvs_kivi_dequantize_values_ref(rows, stride, nr, d, G, bits, many);
+                bad += memcmp(one, many, nb) != 0;
+                if (avx2) {
+                    kvs_kivi_dequantize_values_avx2(rows, stride, nr, d, G, bits, many);
+                    bad += memcmp(one, many, nb) != 0;
+                }
+                free(rows); free(vin); free(one); free(many);
+            }
+    CHECKF(bad == 0, "%d value cases fast != ref", bad);
+}
+
+/* ---- constants and non-finite inputs ---- */
+
+static void test_constants_and_nonfinite(void) {
+    const int d = 64, G = 32;
+    const size_t n = (size_t)G * (size_t)d;
+    float *k = malloc(n * 4), *o = malloc(n * 4);
+    static const float consts[] = {0.0f, 1.5f, -3.25f, 1024.0f, 0x1p-20f, -65504.0f, 65504.0f, -0.0f};
+    for (int bits = 1; bits <= 8; bits++) {
+        uint8_t *blk = malloc(kvs_kivi_key_block_bytes(d, G, bits));
+        fill_normal(k, n, 2.0f);
+        for (int j = 0; j < 8; j++)
+            for (int t = 0; t < G; t++) k[(size_t)t * d + (size_t)(j * 8)] = consts[j];
+        kvs_kivi_quantize_keys(k, d, G, bits, blk);
+        kvs_kivi_dequantize_keys(blk, d, G, bits, 0, G, o);
+        for (int j = 0; j < 8; j++)
+            for (int t = 0; t < G; t++)
+                CHECKF(o[(size_t)t * d + (size_t)(j * 8)] == consts[j], "bits=%d const %g -> %g", bits,
+                       (double)consts[j], (double)o[(size_t)t * d + (size_t)(j * 8)]);
+        kvs_kivi_dequantize_keys_ref(blk, d, G, bits, 0, G, o);
+        for (int j = 0; j < 8; j++) CHECK(o[(size_t)(j * 8)] == consts[j]);
+        free(blk);
+
+        /* a constant value group */
+        uint8_t *row = malloc(kvs_kivi_value_row_bytes(d, 16, bits));
+        float v[64], r[64];
+        fill_normal(v, 64, 1.0f);
+        for (int c = 16; c < 32; c++) v[c] = -7.5f;
+        kvs_kivi_quantize_value(v, d, 16, bits, row);
+        kvs_kivi_dequantize_value(row, d, 16, bits, r);
+        for (int c = 16; c < 32; c++) CHECK(r[c] == -7.5f);
+
+        /* non-finite: +inf -> channel max, -inf / NaN -> channel min, rest intact */
+        for (int c = 0; c < 64; c++) v[c] = (float)c * 0.25f - 4.0f; /* [-4, 11.75] */
+        v[5] = INFINITY;
+        v[6] = -INFINITY;
+        v[7] = NAN;
+        kvs_kivi_quantize_value(v, d, 64, bits, row);
+        kvs_kivi_dequantize_value(row, d, 64, bits, r);
+        bool finite = true;
+        for (int c = 0; c < 64; c++) finite &= isfinite(r[c]) != 0;
+        CHECK(finite);
+        CHECKF(fabsf(r[5] - 11.75f) < 0.02f, "bits=%d +inf -> %g", bits, (double)r[5]);
+        CHECKF(fabsf(r[6] + 4.0f) < 0.02f, "bits=%d -inf -> %g", bits, (double)r[6]);
+        CHECKF(fabsf(r[7] + 4.0f) < 0.02f, "bits=%d nan -> %g", bits, (double)r[7]);
+        if (bits >= 4) CHECKF(fabsf(r[40] - v[40]) < 0.6f, "bits=%d %g vs %g", bits, (double)r[40], (double)v[40]);
+        /* all non-finite, and out-of-f16-range finite values: defined, finite output */
+        for (int c = 0; c < 64; c++) v[c] = c % 3 == 0 ? NAN : c % 3 == 1 ? INFINITY : -INFINITY;
+        kvs_kivi_quantize_value(v, d, 64, bits, row);
+        kvs_kivi_dequantize_value(row, d, 64, bits, r);
+        finite = true;
+        for (int c = 0; c < 64; c++) finite &= isfinite(r[c]) != 0;
+        CHECK(finite);
+        for (int c = 0; c < 64; c++) v[c] = (c & 1) ? 3e38f : -3e38f;
+        kvs_kivi_quantize_value(v, d, 64, bits, row);
+        kvs_kivi_dequantize_value(row, d, 64, bits, r);
+        /* saturate to the f16 range (bits=1 cannot span [-65504, 65504] with s <= 65504) */
+        CHECKF(r[0] == -65504.0f && isfinite(r[1]) && (bits == 1 || (r[1] >= 65504.0f && r[1] < 66200.0f)), "bits=%d %g %g",
+               bits, (double)r[0], (double)r[1]);
+        free(row);
+
+        /* keys with NaN/inf in a channel */
+        blk = malloc(kvs_kivi_key_block_bytes(d, G, bits));
+        fill_normal(k, n, 1.0f);
+        k[3] = NAN;
+        k[(size_t)5 * d + 3] = INFINITY;
+        k[(size_t)9 * d + 3] = -INFINITY;
+        kvs_kivi_quantize_keys(k, d, G, bits, blk);
+        kvs_kivi_dequantize_keys(blk, d, G, bits, 0, G, o);
+        finite = true;
+        for (size_t i = 0; i < n; i++) finite &= isfinite(o[i]) != 0;
+        CHECK(finite);
+        free(blk);
+    }
+    free(k);
+    free(o);
+}
+
+/* ---- Hadamard ---- */
+
+static double dotd(const float *a, const float *b, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
+    return s;
+}
+
+static void test_hadamard(void) {
+    static const int ds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+    const bool avx2 = kvs_cpu()->avx2;
+    for (size_t a = 0; a < sizeof ds / sizeof ds[0]; a++) {
+        const int d = ds[a];
+        float *x = malloc((size_t)d * 4), *y = malloc((size_t)d * 4), *z = malloc((size_t)d * 4);
+        float *q = malloc((size_t)d * 4), *k = malloc((size_t)d * 4);
+        for (int rep = 0; rep < 4; rep++) {
+            fill_normal(x, (size_t)d, 1.0f);
+            if (rep == 3) x[d / 2] = 50.0f; /* outlier */
+            const double n0 = dotd(x, x, d);
+            /* sign-free: involution */
+            memcpy(y, x, (size_t)d * 4);
+            CHECK(kvs_hadamard(y, d, 0) == 0);
+            CHECKF(fabs(dotd(y, y, d) - n0) <= 1e-5 * n0, "d=%d norm", d);
+            CHECK(kvs_hadamard(y, d, 0) == 0);
+            double maxe = 0;
+            for (int i = 0; i < d; i++) maxe = fmax(maxe, fabs((double)y[i] - x[i]));
+            CHECKF(maxe <= 1e-6 * sqrt(n0) * 4, "d=%d H(H(x)) err %g", d, maxe);
+            /* signed: inverse undoes it, norm kept */
+            const uint64_t seed = 0x1234567ull + (uint64_t)rep;
+            memcpy(y, x, (size_t)d * 4);
+            kvs_hadamard(y, d, seed);
+            CHECKF(fabs(dotd(y, y, d) - n0) <= 1e-5 * n0, "d=%d signed norm", d);
+            memcpy(z, y, (size_t)d * 4);
+            CHECK(kvs_hadamard_inv(z, d, seed) == 0);
+            maxe = 0;
+            for (int i = 0; i < d; i++) maxe = fmax(maxe, fabs((double)z[i] - x[i]));
+            CHECKF(maxe <= 1e-6 * sqrt(n0) * 4, "d=%d inverse err %g", d, maxe);
+            /* fast vs reference (within 1e-6 relative to the vector norm) */
+            memcpy(z, x, (size_t)d * 4);
+            kvs_hadamard_ref(z, d, seed);
+            maxe = 0;
+            for (int i = 0; i < d; i++) maxe = fmax(maxe, fabs((double)z[i] - y[i]));
+            CHECKF(maxe <= 1e-6 * sqrt(n0), "d=%d dispatch vs ref %g", d, maxe);
+            if (avx2) {
+                memcpy(y, x, (size_t)d * 4);
+                kvs_hadamard_avx2(y, d, seed);
+                maxe = 0;
+                for (int i = 0; i < d; i++) maxe = fmax(maxe, fabs((double)z[i] - y[i]));
+                CHECKF(maxe <= 1e-6 * sqrt(n0), "d=%d avx2 vs ref %g", d, maxe);
+            }
+            /* q.k preserved when both rotate with the same seed (correlated pair) */
+            for (int i = 0; i < d; i++) {
+                q[i] = x[i];
+                k[i] = x[i] + 0.3f * test_rng_normal(&g_rng);
+            }
+            const double d0 = dotd(q, k, d);
+            kvs_hadamard(q, d, seed);
+            kvs_hadamard(k, d, seed);
+            CHECKF(fabs(dotd(q, k, d) - d0) <= 1e-5 * fabs(d0), "d=%d dot %.9g vs %.9g", d, dotd(q, k, d), d0);
+        }
+        /* matches the explicit matrix H_ij = (-1)^popcount(i&j) / sqrt(d), D from sign words */
+        if (d <= 256) {
+            fill_normal(x, (size_t)d, 1.0f);
+            memcpy(y, x, (size_t)d * 4);
+            const uint64_t seed = 99;
+            kvs_hadamard(y, d, seed);
+            double maxe = 0;
+            for (int i = 0; i < d; i++) {
+                double s = 0;
+                for (int j = 0; j < d; j++) {
+                    const double sg = (kvs_hadamard_sign_word(seed, (uint64_t)j / 64) >> (j % 64)) & 1 ? -1.0 : 1.0;
+                    s += ((__builtin_popcount((unsigned)(i & j)) & 1) ? -1.0 : 1.0) * sg * x[j];
+                }
+                maxe = fmax(maxe, fabs(s / sqrt((double)d) - y[i]));
+            }
+            CHECKF(maxe <= 1e-5, "d=%d explicit matrix err %g", d, maxe);
+        }
+        free(x); free(y); free(z); free(q); free(k);
+    }
+    /* signs: seed 0 flips nothing; seeds differ; about half flipped */
+    CHECK(kvs_hadamard_sign_word(0, 5) == 0);
+    CHECK(kvs_hadamard_sign_word(1, 0) != kvs_hadamard_sign_word(2, 0));
+    CHECK(kvs_hadamard_sign_word(7, 0) != kvs_hadamard_sign_word(7, 1));
+    int pc = __builtin_popcountll(kvs_hadamard_sign_word(42, 0)) + __builtin_popcountll(kvs_hadamard_sign_word(42, 1));
+    CHECKF(pc > 40 && pc < 88, "popcount %d", pc);
+    /* bad d: refused, x untouched */
+    float w[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    CHECK(kvs_hadamard(w, 12, 1) == -1 && w[0] == 1 && w[11] == 12);
+    CHECK(kvs_hadamard(w, 0, 1) == -1);
+    CHECK(kvs_hadamard(w, -4, 1) == -1);
+    CHECK(kvs_hadamard_inv(w, 6, 1) == -1 && w[5] == 6);
+}
+
+int main(void) {
+    printf("  simd=%s\n", kvs_cpu_simd_name());
+    test_sizes();
+    test_roundtrip_nmse();
+    test_keys_paths();
+    test_values_paths();
+    test_constants_and_nonfinite();
+    test_hadamard();
+    return test_finish("test_kivi");
+}
