@@ -37,13 +37,14 @@
  *   - min/max are taken over the FINITE inputs of the group. The f16 min is
  *     rounded toward -inf and the f16 scale toward +inf, so [min, max] lies
  *     inside the representable range and only float rounding can clip.
- *   - q = clamp(round_half_up((x - m) / s), 0, 2^bits-1) using the stored
- *     (f16-decoded) m and s. A constant group (max == min) has s = 0, all
+ *   - q = clamp(round_half_up((x - m) * (1/s)), 0, 2^bits-1) using the
+ *     stored (f16-decoded) m and s. A constant group (max == min) has s = 0, all
  *     codes 0, and round-trips exactly when the constant is an f16 value.
  *   - Non-finite inputs never cause UB: +inf -> code 2^bits-1, -inf and NaN
  *     -> code 0 (they decode to the group's max / min). A group with no
  *     finite input stores s = 0, m = 0. Finite inputs beyond the f16 range
- *     saturate: m >= -65504 and s <= 65504, codes clamp.
+ *     saturate: m >= -65504 and s <= 65504, codes clamp (the top code may
+ *     decode slightly above 65504 since s rounds up).
  *
  * Dequantizers: *_ref are the scalar references; the unsuffixed entry points
  * pick the AVX2 twin when kvs_cpu()->avx2 (KVS_FORCE_SCALAR=1 forces the
