@@ -13,9 +13,10 @@ run() {
   local name=$1; shift
   local ppl bytes
   ppl=$("$K" ppl -m "$M" -f "$F" -c "$C" -t "$T" --json "$@" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["ppl"])')
-  mib=$("$K" info -m "$M" -c "$C" "$@" | awk '/^KV cache:/ {print $6}')
+  bytes=$("$K" info -m "$M" -c "$C" "$@" | sed -n 's/^KV cache:.*(\([0-9]*\) bytes)$/\1/p')
   [ -z "$base" ] && base=$ppl
-  printf "%-28s %14.0f %14s %10.4f %+8.2f%%\n" "$name" "$(python3 -c "print($mib*1048576/$C)")" "$mib" "$ppl" \
+  printf "%-28s %14.0f %14.2f %10.4f %+8.2f%%\n" "$name" "$(python3 -c "print($bytes/$C)")" \
+    "$(python3 -c "print($bytes/1048576)")" "$ppl" \
     "$(python3 -c "print(100*($ppl/$base-1))")"
 }
 run "f16"                      --kv f16

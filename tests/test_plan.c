@@ -190,16 +190,24 @@ static void test_scheme_formula(void) {
     s.page_tokens = 256; /* window ring rounded up to pages: 516 -> 768 */
     CHECK(kvs_kv_scheme_bytes(&s, 100000) == 768ull * 768);
     /* KIVI channel layout: 1 head, dk = dv = 64, k 4 bits, v 2 bits, group 32.
-     * 70 tokens = 2 full groups (64 tokens) + 6 residual f16 tokens:
+     * 70 tokens = 2 full groups (64 tokens) + 6 tokens in the f16 residual
+     * buffer, which holds a whole group (32 tokens) from the first token on:
      *   K: 2 groups x 64 channels x (32*4/8 + 4) = 2560
      *   V: 64 tokens x (64*2/8 + 2 groups x 4) = 64 x 24 = 1536
-     *   R: 6 x 128 x 2 = 1536 */
+     *   R: 32 x 128 x 2 = 8192 */
     kvs_kv_scheme c = kvs_kv_scheme_full(1, 64, 64, KVS_TYPE_F16);
     c.layout = KVS_KV_LAYOUT_CHANNEL; c.k_bits = 4; c.v_bits = 2; c.group = 32;
     CHECK(kvs_kv_scheme_validate(&c) == KVS_OK);
-    CHECK(kvs_kv_scheme_bytes(&c, 70) == 2560 + 1536 + 1536);
-    CHECK(kvs_kv_scheme_bytes(&c, 64) == 2560 + 1536);
-    CHECK(kvs_kv_scheme_bytes(&c, 5) == 5 * 256);
+    CHECK(kvs_kv_scheme_bytes(&c, 70) == 2560 + 1536 + 8192);
+    CHECK(kvs_kv_scheme_bytes(&c, 64) == 2560 + 1536 + 8192);
+    CHECK(kvs_kv_scheme_bytes(&c, 5) == 8192);
+    CHECK(kvs_kv_scheme_bytes(&c, 0) == 0);
+    c.page_tokens = 48; /* not a multiple of the group */
+    CHECK(kvs_kv_scheme_validate(&c) != KVS_OK);
+    c.page_tokens = 64;
+    CHECK(kvs_kv_scheme_bytes(&c, 70) == 2560 + 1536 + 8192); /* 64 quantized tokens fill one page */
+    CHECK(kvs_kv_scheme_bytes(&c, 97) == 2 * (2560 + 1536) + 8192); /* 96 -> two pages */
+    c.page_tokens = 0;
     CHECK(fabs(kvs_kv_scheme_bytes_per_token(&c) - (64.0 * 20 / 32 + 24)) < 1e-9);
     c.k_bits = 9;
     CHECK(kvs_kv_scheme_validate(&c) != KVS_OK);
@@ -276,9 +284,10 @@ static void test_whatif(void) {
     CHECK(whatif_bytes("llama-3.1-8b", "q8_0", 10, &st) == 32ull * 8 * 2 * 136 * 10);
     CHECK(whatif_bytes("llama-3.1-8b", "compress=4", 1024, &st) == 32ull * (256 * 4096 + 4 * 4096));
     CHECK(whatif_bytes("llama-3.1-8b", "page=256", 1, &st) == 131072ull * 256);
-    /* KIVI k4/v2 g32 on llama-8b: per layer per token 8 heads x (128 x 20/32 + 32 + 16) = 1024 */
-    CHECK(whatif_bytes("llama-3.1-8b", "q4k2v", 4096, &st) == 32ull * 1024 * 4096 && st == KVS_OK);
-    CHECK(whatif_bytes("llama-3.1-8b", "kivi:k=4,v=2,g=32", 4096, &st) == 32ull * 1024 * 4096);
+    /* KIVI k4/v2 g32 on llama-8b: per layer per token 8 heads x (128 x 20/32 + 32 + 16) = 1024,
+     * plus per layer one f16 residual group: 32 tokens x 8 heads x 256 x 2 */
+    CHECK(whatif_bytes("llama-3.1-8b", "q4k2v", 4096, &st) == 32ull * (1024 * 4096 + 32 * 8 * 256 * 2) && st == KVS_OK);
+    CHECK(whatif_bytes("llama-3.1-8b", "kivi:k=4,v=2,g=32", 4096, &st) == 32ull * (1024 * 4096 + 32 * 8 * 256 * 2));
     /* --kv bf16 on V3.2 drops the FP8 layout: (1152 + 256) x 61 */
     {
         kvs_plan_model m = preset("deepseek-v3.2");

@@ -39,8 +39,9 @@ int cmd_info(int argc, char **argv) {
     kvs_session *s = cli_new_session(m, &cc, c.ctx ? c.ctx : (uint32_t)in.n_ctx_train);
     if (s) {
         uint32_t n = kvs_session_n_ctx(s);
-        printf("KV cache:       %llu bytes/token growing, %.2f MiB at %u tokens\n",
-               (unsigned long long)kvs_session_kv_bytes_per_token(s), (double)kvs_session_kv_bytes_at(s, n) / 1048576.0, n);
+        uint64_t at = kvs_session_kv_bytes_at(s, n);
+        printf("KV cache:       %llu bytes/token growing, %.2f MiB at %u tokens (%llu bytes)\n",
+               (unsigned long long)kvs_session_kv_bytes_per_token(s), (double)at / 1048576.0, n, (unsigned long long)at);
         /* per-layer schemes, consecutive identical layers grouped */
         char cur[160], next[160];
         int32_t start = 0;

@@ -11,14 +11,16 @@
  *   FULL, BLOCK    P(held) * n_kv_heads * (row(k_type, dk) + row(v_type, dv))
  *                  row() = kvs_row_bytes (block formats: f32 f16 bf16 q8_0 q4_0 ...)
  *
- *   FULL, CHANNEL  KIVI-style, t = P(held), G = group, full = floor(t/G)*G,
- *                  r = t - full (the newest tokens, kept in f16):
+ *   FULL, CHANNEL  KIVI-style, G = group: complete groups q = floor(held/G)*G
+ *                  are quantized into pages, t = P(q) (page_tokens must be a
+ *                  multiple of G); the newest held - q < G tokens wait in one
+ *                  f16 residual buffer of G tokens, allocated with the first:
  *                  keys   per channel over each group of G tokens:
- *                         (full/G) * n_kv*dk * (ceil(G*k_bits/8) + 4)
+ *                         (t/G) * n_kv*dk * (ceil(G*k_bits/8) + 4)
  *                         (the 4 = one f16 scale + one f16 zero per channel per group)
  *                  values per token, channels grouped by G within each head:
- *                         full * n_kv * (ceil(dv*v_bits/8) + ceil(dv/G)*4)
- *                  residual r * n_kv * (dk + dv) * 2
+ *                         t * n_kv * (ceil(dv*v_bits/8) + ceil(dv/G)*4)
+ *                  residual (held > 0 ? G : 0) * n_kv * (dk + dv) * 2
  *
  *   LATENT         P(held) * (E + I), E = entry_bytes or row(k_type, rank+rope),
  *                  I = indexer key per token (indexer_bytes or row(indexer_type,
@@ -121,6 +123,9 @@ kvs_status kvs_kv_scheme_validate(const kvs_kv_scheme *s) {
                                 s->k_bits, s->v_bits);
             if (s->group == 0)
                 return kvs_fail(KVS_ERR_INVALID_ARG, "kv scheme: channel layout needs a group size");
+            if (s->page_tokens % s->group)
+                return kvs_fail(KVS_ERR_INVALID_ARG, "kv scheme: page of %u tokens is not a multiple of the group %u",
+                                s->page_tokens, s->group);
         }
         return KVS_OK;
     case KVS_KV_STORE_LATENT:
@@ -170,14 +175,13 @@ uint64_t kvs_kv_scheme_entry_bytes(const kvs_kv_scheme *s) {
     }
 }
 
+/* Quantized storage of t tokens (t a multiple of the group). */
 static uint64_t channel_bytes(const kvs_kv_scheme *s, uint64_t t) {
     uint64_t G = s->group;
-    uint64_t full = (t / G) * G, r = t - full;
     uint64_t nkv = s->n_kv_heads, dk = s->head_dim_k, dv = s->head_dim_v;
-    uint64_t kb = (full / G) * nkv * dk * (ceil_div(G * s->k_bits, 8) + 4);
-    uint64_t vb = full * nkv * (ceil_div(dv * s->v_bits, 8) + ceil_div(dv, G) * 4);
-    uint64_t rb = r * nkv * (dk + dv) * 2;
-    return kb + vb + rb;
+    uint64_t kb = (t / G) * nkv * dk * (ceil_div(G * s->k_bits, 8) + 4);
+    uint64_t vb = t * nkv * (ceil_div(dv * s->v_bits, 8) + ceil_div(dv, G) * 4);
+    return kb + vb;
 }
 
 uint64_t kvs_kv_scheme_bytes(const kvs_kv_scheme *s, uint64_t n_tokens) {
@@ -185,9 +189,12 @@ uint64_t kvs_kv_scheme_bytes(const kvs_kv_scheme *s, uint64_t n_tokens) {
     uint64_t held = kvs_kv_scheme_tokens_held(s, n_tokens);
     switch (s->store) {
     case KVS_KV_STORE_FULL: {
-        uint64_t t = page_round(s, held);
-        if (s->layout == KVS_KV_LAYOUT_CHANNEL) return channel_bytes(s, t);
-        return t * kvs_kv_scheme_entry_bytes(s);
+        if (s->layout == KVS_KV_LAYOUT_CHANNEL) {
+            uint64_t q = held / s->group * s->group;
+            uint64_t resid = held ? (uint64_t)s->group * s->n_kv_heads * (s->head_dim_k + s->head_dim_v) * 2 : 0;
+            return channel_bytes(s, page_round(s, q)) + resid;
+        }
+        return page_round(s, held) * kvs_kv_scheme_entry_bytes(s);
     }
     case KVS_KV_STORE_LATENT:
         return page_round(s, held) * (kvs_kv_scheme_entry_bytes(s) + indexer_bytes(s));
