@@ -1,0 +1,249 @@
+/* Attention-only decode throughput (no model): one query attending a KV
+ * cache filled with random rows, through the engine's fast kernel
+ * (kvs_attn_run), for several cache layouts and depths.
+ *
+ * Layouts: GQA 9 query / 3 KV heads x 64 (SmolLM2-135M) in f16, bf16, q8_0,
+ * q4_0, f32; MLA latent 16 heads over one 512 + 64 row per token
+ * (DeepSeek-V2-Lite, absorbed: MQA with dk 576, dv 512 = the first 512
+ * elements of the same row) in f16 and bf16. Caches use 256-token pages.
+ *
+ * Per call it reports microseconds (median over ~20 ms batches, ~0.5 s in
+ * all), KV bytes read (sum over segments of rows x (k_row + v_row) x KV
+ * heads; a latent row is counted once since V aliases K), GB/s, and the
+ * fraction of the machine's read bandwidth (kvs_measure_read_bandwidth over
+ * 1 GiB on the same threads, measured once at start). Shallow caches fit in
+ * the CPU caches, so the fraction may exceed 1 there.
+ *
+ * Usage: bench_attn [-t threads] [--json] [--time seconds] [--depth N]...
+ *   -t N       threads (default: all CPUs)
+ *   --json     one JSON object per line instead of the table
+ *   --time S   seconds of timed calls per row (default 0.5)
+ *   --depth N  depths to run (repeatable; default 2048 4096 8192 16384 32768)
+ *   --layout L only layouts whose name contains L (repeatable)
+ * It prints numbers and asserts nothing. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "attn/attn.h"
+#include "core/cpu.h"
+#include "core/dtype.h"
+#include "core/threads.h"
+#include "kv/kv_cache.h"
+#include "kv/kv_scheme.h"
+#include "kvslim.h"
+
+typedef struct layout {
+    const char *name;
+    int latent;               /* MLA latent store (1 KV head, V aliases K) */
+    kvs_dtype type;
+    int n_head, n_kv_heads;   /* query heads, KV heads (latent: 1)         */
+    int dk, dv;               /* attention head sizes                      */
+    int rank, rope;           /* latent only                               */
+    int qk_dim;               /* softmax scale 1/sqrt(qk_dim)              */
+} layout;
+
+static const layout g_layouts[] = {
+    {"gqa-f16", 0, KVS_TYPE_F16, 9, 3, 64, 64, 0, 0, 64},
+    {"gqa-bf16", 0, KVS_TYPE_BF16, 9, 3, 64, 64, 0, 0, 64},
+    {"gqa-q8_0", 0, KVS_TYPE_Q8_0, 9, 3, 64, 64, 0, 0, 64},
+    {"gqa-q4_0", 0, KVS_TYPE_Q4_0, 9, 3, 64, 64, 0, 0, 64},
+    {"gqa-f32", 0, KVS_TYPE_F32, 9, 3, 64, 64, 0, 0, 64},
+    /* DeepSeek-V2-Lite: scale uses qk_nope 128 + rope 64 */
+    {"latent-f16", 1, KVS_TYPE_F16, 16, 1, 576, 512, 512, 64, 192},
+    {"latent-bf16", 1, KVS_TYPE_BF16, 16, 1, 576, 512, 512, 64, 192},
+};
+#define N_LAYOUTS (sizeof g_layouts / sizeof g_layouts[0])
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t g_rng = 0x853C49E6748FEA9Bull;
+static float frand(void) { /* [-1, 1) */
+    g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
+    return (float)((double)(g_rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct result {
+    double us;          /* median microseconds per call        */
+    double us_min;      /* fastest batch, per call             */
+    uint64_t kv_bytes;  /* KV bytes read per call              */
+    int64_t calls;
+    int n_segs;
+} result;
+
+/* Fill a cache of `depth` positions with random rows and time decode calls
+ * of one query at position depth - 1. Returns non-zero on setup failure. */
+static int run_one(const layout *L, int depth, kvs_pool *pool, kvs_attn *at, double seconds, result *r) {
+    kvs_kv_scheme sc;
+    if (L->latent) {
+        memset(&sc, 0, sizeof sc);
+        sc.store = KVS_KV_STORE_LATENT;
+        sc.layout = KVS_KV_LAYOUT_BLOCK;
+        sc.latent_rank = (uint32_t)L->rank;
+        sc.rope_dim = (uint32_t)L->rope;
+        sc.shared_from = -1;
+        sc.k_type = sc.v_type = L->type;
+    } else {
+        sc = kvs_kv_scheme_full((uint32_t)L->n_kv_heads, (uint32_t)L->dk, (uint32_t)L->dv, L->type);
+    }
+    sc.page_tokens = 256;
+    kvs_kv_cache *kv = NULL;
+    if (kvs_kv_cache_new(&sc, 1, (uint32_t)depth, 0, &kv) != KVS_OK ||
+        kvs_kv_cache_reserve(kv, (uint64_t)depth) != KVS_OK) {
+        fprintf(stderr, "bench_attn: %s depth %d: %s\n", L->name, depth, kvs_last_error());
+        kvs_kv_cache_free(kv);
+        return 1;
+    }
+    /* random rows, stored a page at a time */
+    const int chunk = 256;
+    const size_t krow = L->latent ? (size_t)(L->rank + L->rope) : (size_t)L->n_kv_heads * L->dk;
+    const size_t vrow = L->latent ? 0 : (size_t)L->n_kv_heads * L->dv;
+    float *kb = malloc(sizeof(float) * krow * chunk), *vb = malloc(sizeof(float) * (vrow ? vrow : 1) * chunk);
+    for (int p = 0; p < depth; p += chunk) {
+        int n = depth - p < chunk ? depth - p : chunk;
+        for (size_t i = 0; i < krow * (size_t)n; i++) kb[i] = frand();
+        for (size_t i = 0; i < vrow * (size_t)n; i++) vb[i] = frand();
+        if (kvs_kv_cache_store(kv, 0, (uint64_t)p, n, kb, L->latent ? NULL : vb) != KVS_OK) {
+            fprintf(stderr, "bench_attn: %s store: %s\n", L->name, kvs_last_error());
+            free(kb); free(vb); kvs_kv_cache_free(kv);
+            return 1;
+        }
+    }
+    free(kb);
+    free(vb);
+    int max_segs = kvs_kv_cache_max_segments(kv, 0);
+    kvs_kv_segment *segs = calloc((size_t)max_segs, sizeof *segs);
+    int n_segs = kvs_kv_cache_segments(kv, 0, (uint64_t)depth, segs, max_segs);
+    r->kv_bytes = 0;
+    for (int s = 0; s < n_segs; s++)
+        r->kv_bytes += (uint64_t)segs[s].n *
+                       (L->latent ? segs[s].k_row : (segs[s].k_row + segs[s].v_row) * (uint64_t)L->n_kv_heads);
+    r->n_segs = n_segs;
+
+    float *q = malloc(sizeof(float) * (size_t)L->n_head * L->dk), *out = malloc(sizeof(float) * (size_t)L->n_head * L->dv);
+    for (int i = 0; i < L->n_head * L->dk; i++) q[i] = 2.0f * frand();
+    int32_t pos = depth - 1;
+    kvs_attn_args a = {.segs = segs, .n_segs = n_segs, .n_kv_heads = L->n_kv_heads, .head_dim_k = L->dk,
+                       .head_dim_v = L->dv, .q = q, .n_q = 1, .n_head = L->n_head, .q_pos = &pos,
+                       .scale = 1.0f / sqrtf((float)L->qk_dim), .out = out};
+    int rc = 0;
+    /* warm up (scratch allocation, caches), then size batches to ~20 ms */
+    double t0 = now_s();
+    int64_t warm = 0;
+    while (warm < 3 || now_s() - t0 < 0.05) {
+        if (kvs_attn_run(at, pool, &a) != KVS_OK) {
+            fprintf(stderr, "bench_attn: %s depth %d: %s\n", L->name, depth, kvs_last_error());
+            rc = 1;
+            break;
+        }
+        warm++;
+    }
+    if (!rc) {
+        double per = (now_s() - t0) / (double)warm;
+        int64_t batch = (int64_t)(0.02 / per);
+        if (batch < 1) batch = 1;
+        int max_batches = (int)(seconds / 0.02) + 2;
+        double *bt = malloc(sizeof(double) * (size_t)max_batches);
+        int nb = 0;
+        r->calls = 0;
+        double start = now_s();
+        while (nb < max_batches && (nb < 3 || now_s() - start < seconds)) {
+            double b0 = now_s();
+            for (int64_t i = 0; i < batch; i++) kvs_attn_run(at, pool, &a);
+            bt[nb++] = (now_s() - b0) / (double)batch;
+            r->calls += batch;
+        }
+        qsort(bt, (size_t)nb, sizeof *bt, cmp_double);
+        r->us = 1e6 * bt[nb / 2];
+        r->us_min = 1e6 * bt[0];
+        free(bt);
+    }
+    free(q); free(out); free(segs);
+    kvs_kv_cache_free(kv);
+    return rc;
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: bench_attn [-t threads] [--json] [--time seconds] [--depth N]... [--layout NAME]...\n");
+}
+
+int main(int argc, char **argv) {
+    int threads = kvs_cpu_count(), json = 0;
+    double seconds = 0.5;
+    int depths[16], n_depths = 0;
+    const char *filters[16];
+    int n_filters = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(arg, "--json")) json = 1;
+        else if (!strcmp(arg, "-t") && val) { threads = atoi(val); i++; }
+        else if (!strcmp(arg, "--time") && val) { seconds = atof(val); i++; }
+        else if (!strcmp(arg, "--depth") && val && n_depths < 16) { depths[n_depths++] = atoi(val); i++; }
+        else if (!strcmp(arg, "--layout") && val && n_filters < 16) { filters[n_filters++] = val; i++; }
+        else { usage(); return 2; }
+    }
+    if (threads < 1 || seconds <= 0.0) { usage(); return 2; }
+    for (int d = 0; d < n_depths; d++)
+        if (depths[d] < 1) { usage(); return 2; }
+    if (!n_depths) {
+        static const int def[] = {2048, 4096, 8192, 16384, 32768};
+        for (int d = 0; d < 5; d++) depths[n_depths++] = def[d];
+    }
+    kvs_dtype_init();
+    kvs_pool *pool = NULL;
+    kvs_attn *at = NULL;
+    if (kvs_pool_new(threads, &pool) != KVS_OK || kvs_attn_new(threads, &at) != KVS_OK) {
+        fprintf(stderr, "bench_attn: %s\n", kvs_last_error());
+        return 1;
+    }
+    const double bw = kvs_measure_read_bandwidth(threads, (size_t)1 << 30, 3); /* bytes/s */
+    if (!json) {
+        printf("bench_attn: decode attention, 1 query, simd=%s, %d threads, read bandwidth %.2f GB/s (1 GiB, best of 3)\n",
+               kvs_cpu_simd_name(), threads, bw / 1e9);
+        printf("%-12s %6s %7s %9s %9s %9s %8s %7s\n", "layout", "heads", "depth", "us/call", "best us", "KV MB",
+               "GB/s", "of bw");
+    }
+    int failed = 0;
+    for (size_t li = 0; li < N_LAYOUTS; li++) {
+        const layout *L = &g_layouts[li];
+        int want = n_filters == 0;
+        for (int f = 0; f < n_filters; f++) want |= strstr(L->name, filters[f]) != NULL;
+        if (!want) continue;
+        for (int d = 0; d < n_depths; d++) {
+            result r;
+            memset(&r, 0, sizeof r);
+            if (run_one(L, depths[d], pool, at, seconds, &r)) { failed = 1; continue; }
+            const double gbs = (double)r.kv_bytes / (r.us * 1e-6) / 1e9;
+            const double frac = bw > 0 ? gbs * 1e9 / bw : 0.0;
+            char heads[16];
+            snprintf(heads, sizeof heads, "%d/%d", L->n_head, L->n_kv_heads);
+            if (json)
+                printf("{\"bench\":\"attn_decode\",\"layout\":\"%s\",\"type\":\"%s\",\"latent\":%s,\"n_head\":%d,"
+                       "\"n_kv_heads\":%d,\"head_dim_k\":%d,\"head_dim_v\":%d,\"depth\":%d,\"threads\":%d,"
+                       "\"segments\":%d,\"calls\":%lld,\"us_per_call\":%.3f,\"us_best\":%.3f,\"kv_bytes\":%llu,"
+                       "\"gb_per_s\":%.3f,\"read_bw_gb_per_s\":%.3f,\"frac_of_bw\":%.4f,\"simd\":\"%s\"}\n",
+                       L->name, kvs_dtype_name(L->type), L->latent ? "true" : "false", L->n_head, L->n_kv_heads, L->dk,
+                       L->dv, depths[d], threads, r.n_segs, (long long)r.calls, r.us, r.us_min,
+                       (unsigned long long)r.kv_bytes, gbs, bw / 1e9, frac, kvs_cpu_simd_name());
+            else
+                printf("%-12s %6s %7d %9.1f %9.1f %9.2f %8.2f %6.0f%%\n", L->name, heads, depths[d], r.us, r.us_min,
+                       (double)r.kv_bytes / 1e6, gbs, 100.0 * frac);
+            fflush(stdout);
+        }
+    }
+    kvs_attn_free(at);
+    kvs_pool_free(pool);
+    return failed;
+}
