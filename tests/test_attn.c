@@ -129,6 +129,53 @@ static void window_covering_is_exact(void) {
     free(k); free(v); free(q); free(o1); free(o2);
 }
 
+/* Per-channel (KIVI) layout: keys quantized per channel over groups, values
+ * per token, the newest partial group in f16; positions appended in uneven
+ * chunks. Fast kernel vs the float64 reference on the same segments. */
+static void run_channel_case(int n_head, int n_kv_heads, int dk, int kbits, int vbits, int group, uint32_t page,
+                             int n_pos, int n_q, int threads) {
+    kvs_kv_scheme sc = kvs_kv_scheme_full((uint32_t)n_kv_heads, (uint32_t)dk, (uint32_t)dk, KVS_TYPE_F16);
+    sc.layout = KVS_KV_LAYOUT_CHANNEL;
+    sc.k_bits = (uint32_t)kbits; sc.v_bits = (uint32_t)vbits; sc.group = (uint32_t)group; sc.page_tokens = page;
+    kvs_kv_cache *kv = NULL;
+    CHECK(kvs_kv_cache_new(&sc, 1, (uint32_t)n_pos, 0, &kv) == KVS_OK);
+    if (!kv) return;
+    size_t row = (size_t)n_kv_heads * dk;
+    float *k = malloc((size_t)n_pos * row * 4), *v = malloc((size_t)n_pos * row * 4);
+    for (size_t i = 0; i < (size_t)n_pos * row; i++) { k[i] = test_rng_normal(&g_rng); v[i] = test_rng_normal(&g_rng); }
+    for (int p = 0; p < n_pos;) {
+        int step = 1 + (int)(test_rng_next(&g_rng) % 45);
+        if (p + step > n_pos) step = n_pos - p;
+        CHECK(kvs_kv_cache_reserve(kv, (uint64_t)(p + step)) == KVS_OK);
+        CHECK(kvs_kv_cache_store(kv, 0, (uint64_t)p, step, k + (size_t)p * row, v + (size_t)p * row) == KVS_OK);
+        p += step;
+    }
+    CHECK(kv->bytes == kvs_kv_scheme_bytes(&kv->layers[0].scheme, (uint64_t)n_pos));
+    int max_segs = kvs_kv_cache_max_segments(kv, 0);
+    kvs_kv_segment *segs = calloc((size_t)max_segs, sizeof *segs);
+    int n_segs = kvs_kv_cache_segments(kv, 0, (uint64_t)n_pos, segs, max_segs);
+    int64_t covered = 0;
+    for (int i = 0; i < n_segs; i++) { CHECK(segs[i].pos0 == covered); covered += segs[i].n; }
+    CHECK(covered == n_pos);
+    size_t qn = (size_t)n_q * n_head * dk;
+    float *q = malloc(qn * 4), *o1 = malloc(qn * 4), *o2 = malloc(qn * 4);
+    for (size_t i = 0; i < qn; i++) q[i] = 2.0f * test_rng_normal(&g_rng);
+    int32_t pos[64];
+    for (int i = 0; i < n_q; i++) pos[i] = n_pos - n_q + i;
+    kvs_attn_args a = {.segs = segs, .n_segs = n_segs, .n_kv_heads = n_kv_heads, .head_dim_k = dk, .head_dim_v = dk,
+                       .q = q, .n_q = n_q, .n_head = n_head, .q_pos = pos, .scale = 1.0f / sqrtf((float)dk), .out = o1};
+    kvs_attn_ref(&a);
+    a.out = o2;
+    kvs_pool *pool = NULL;
+    kvs_attn *at = NULL;
+    CHECK(kvs_pool_new(threads, &pool) == KVS_OK && kvs_attn_new(threads, &at) == KVS_OK);
+    CHECK(kvs_attn_run(at, pool, &a) == KVS_OK);
+    compare(o1, o2, qn, 2e-5, 2e-4, "channel fast vs f64", n_head, n_kv_heads, dk, KVS_TYPE_COUNT, n_pos, n_q, 0, 0,
+            page, threads);
+    kvs_attn_free(at); kvs_pool_free(pool); kvs_kv_cache_free(kv);
+    free(k); free(v); free(q); free(o1); free(o2); free(segs);
+}
+
 int main(void) {
     /* primitives: SIMD exp_sum against expf */
     const kvs_attn_vec *vs = kvs_attn_vec_scalar(), *vf = kvs_attn_vec_get();
@@ -169,5 +216,13 @@ int main(void) {
     run_case(9, 3, 64, KVS_TYPE_F16, 500, 130, 32, 4, 16, 2);
     run_case(4, 1, 256, KVS_TYPE_F16, 1000, 40, 512, 0, 256, 2);
     window_covering_is_exact();
+    static const int cbits[][2] = {{2, 2}, {3, 3}, {4, 2}, {4, 4}, {8, 8}};
+    for (int i = 0; i < 5; i++) {
+        run_channel_case(9, 3, 64, cbits[i][0], cbits[i][1], 32, 64, 1, 1, 1);      /* residual only */
+        run_channel_case(9, 3, 64, cbits[i][0], cbits[i][1], 32, 64, 32, 1, 2);     /* one full group */
+        run_channel_case(9, 3, 64, cbits[i][0], cbits[i][1], 32, 64, 333, 1, 2);    /* pages + residual */
+        run_channel_case(4, 1, 128, cbits[i][0], cbits[i][1], 64, 128, 700, 9, 3);  /* prefill block */
+        run_channel_case(3, 3, 256, cbits[i][0], cbits[i][1], 16, 256, 1000, 1, 2);
+    }
     return test_finish("attn");
 }

@@ -66,6 +66,33 @@ static void test_plan_matches_allocator(const char *path) {
     }
     kvs_plan_model_free(&pm);
 
+    /* per-channel keys: planned bytes = allocated bytes, residual group included */
+    {
+        kvs_plan_model pk;
+        memset(&pk, 0, sizeof pk);
+        CHECK(kvs_plan_from_gguf(path, &pk) == KVS_OK);
+        CHECK(kvs_plan_apply_whatif(&pk, "q4k2v,page=64") == KVS_OK);
+        static const uint32_t ns[] = {1, 31, 32, 33, 64, 65, 300};
+        for (size_t i = 0; i < sizeof ns / sizeof *ns; i++) {
+            kvs_session_params sp = kvs_session_params_default();
+            sp.n_ctx = 512;
+            sp.kv_page = 64;
+            sp.kv_layers = "q4k2v";
+            kvs_session *s = NULL;
+            CHECK(kvs_session_new(m, &sp, &s) == KVS_OK);
+            if (!s) continue;
+            CHECK(kvs_session_kv_bytes_at(s, 512) == kvs_plan_kv_bytes(&pk, 512));
+            for (uint32_t done = 0; done < ns[i];) { /* uneven chunks */
+                uint32_t step = ns[i] - done < 7 ? ns[i] - done : 7;
+                CHECK(kvs_decode(s, toks + done, step, false, NULL) == KVS_OK);
+                done += step;
+            }
+            CHECKF(kvs_session_kv_bytes(s) == kvs_plan_kv_bytes(&pk, ns[i]), "q4k2v: %llu allocated after %u tokens, plan %llu",
+                   (unsigned long long)kvs_session_kv_bytes(s), ns[i], (unsigned long long)kvs_plan_kv_bytes(&pk, ns[i]));
+            kvs_session_free(s);
+        }
+        kvs_plan_model_free(&pk);
+    }
     /* budget: 3 pages of 16 tokens per layer fit, the 4th does not */
     kvs_session_params sp = kvs_session_params_default();
     sp.n_ctx = 256;

@@ -18,13 +18,14 @@ const char *cli_common_help(void) {
            "  -t, --threads N     worker threads (default: all CPUs)\n"
            "  -c, --ctx N         context size in tokens (accepts 4k, 32k)\n"
            "  -b, --batch N       tokens per forward chunk (default 512)\n"
-           "      --kv TYPE       KV element format: f16 (default), f32, bf16, q8_0, q4_0\n"
+           "      --kv TYPE       KV element format: f16 (default), f32, bf16, q8_0, q4_0, or\n"
+           "                      qXkYv: keys X bits per channel, values Y bits per token (KIVI)\n"
            "      --kv-window W   keep only the last W positions per layer (sliding window)\n"
            "      --kv-sinks S    with a window, also keep the first S positions\n"
            "      --kv-page P     tokens per KV page (default 256)\n"
            "      --kv-budget B   cap KV memory at B bytes (e.g. 64M); decoding past it fails\n"
            "      --kv-layer RULE per-layer scheme, repeatable: RANGE:SETTING[,SETTING]\n"
-           "                      e.g. 10-29:shared=9  0-9:window=512+4  30:q8_0\n";
+           "                      e.g. 10-29:shared=9  0-9:window=512+4  30:q8_0  q4k4v,group=64,rotate\n";
 }
 
 const char *cli_value(int argc, char **argv, int *i) {
@@ -98,11 +99,18 @@ int cli_common_option(cli_common *c, int argc, char **argv, int *i) {
     }
     if (!strcmp(a, "--kv")) {
         if (!(v = cli_value(argc, argv, i))) return -1;
-        if (!kvs_kv_type_from_name(v, &c->kv_type)) {
-            fprintf(stderr, "kvslim: unknown KV type '%s' (f16, f32, bf16, q8_0, q4_0)\n", v);
-            return -1;
+        unsigned kb, vb;
+        char tail;
+        if (kvs_kv_type_from_name(v, &c->kv_type)) return 1;
+        if (sscanf(v, "q%uk%uv%c", &kb, &vb, &tail) == 2) { /* per-channel keys: a rule for every layer */
+            size_t used = strlen(c->kv_layers);
+            if (used + strlen(v) + 2 > sizeof c->kv_layers) return -1;
+            if (used) strcat(c->kv_layers, ";");
+            strcat(c->kv_layers, v);
+            return 1;
         }
-        return 1;
+        fprintf(stderr, "kvslim: unknown KV type '%s' (f16, f32, bf16, q8_0, q4_0, or qXkYv e.g. q4k2v)\n", v);
+        return -1;
     }
     if (!strcmp(a, "--kv-window") || !strcmp(a, "--kv-sinks") || !strcmp(a, "--kv-page")) {
         if (!(v = cli_value(argc, argv, i))) return -1;

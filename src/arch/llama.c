@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "kv/kivi.h"
 #include "model/session.h"
 
 #define PAR_MIN_TOKENS 4 /* below this, per-token stages run on the caller */
@@ -25,9 +26,12 @@ static void norm_rows(void *ctx, int64_t lo, int64_t hi) {
     kvs_rmsnorm(t->y + lo * t->d, t->x + lo * t->d, t->w, hi - lo, t->d, t->eps);
 }
 
-/* RoPE on q and k, then (store) k and v in the cache, for tokens [lo, hi). */
+#define ROTATE_SEED 0x6b76736c696dull /* fixed: keys and queries rotate alike */
+
+/* RoPE on q and k, the optional Hadamard rotation of both, then (store) k
+ * and v in the cache, for tokens [lo, hi). */
 typedef struct rope_store_task {
-    kvs_session *s; int32_t layer; bool store;
+    kvs_session *s; int32_t layer; bool store, rotate;
     _Atomic int status; /* first failure (kvs_status); the message is in that thread's error slot */
 } rope_store_task;
 
@@ -39,6 +43,10 @@ static void rope_store_rows(void *ctx, int64_t lo, int64_t hi) {
     int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v;
     kvs_rope_apply(&hp->rope, s->q + lo * qd, hi - lo, hp->n_head, hp->head_dim_k, s->pos + lo);
     kvs_rope_apply(&hp->rope, s->k + lo * kd, hi - lo, hp->n_head_kv, hp->head_dim_k, s->pos + lo);
+    if (t->rotate) {
+        for (int64_t r = lo * hp->n_head; r < hi * hp->n_head; r++) kvs_hadamard(s->q + r * hp->head_dim_k, hp->head_dim_k, ROTATE_SEED);
+        for (int64_t r = lo * hp->n_head_kv; r < hi * hp->n_head_kv; r++) kvs_hadamard(s->k + r * hp->head_dim_k, hp->head_dim_k, ROTATE_SEED);
+    }
     if (!t->store) return;
     kvs_status st = kvs_kv_cache_store(s->kv, t->layer, s->n_past + (uint32_t)lo, hi - lo, s->k + lo * kd,
                                        s->v + lo * vd);
@@ -87,11 +95,14 @@ kvs_status kvs_llama_forward(kvs_session *s, const kvs_token *tokens, int64_t n,
          * chunk overwrites it, plus the chunk staged in the ring's format; a
          * shared layer reads its source, which stored the chunk already. */
         const kvs_kv_layer *L = &s->kv->layers[l];
+        const kvs_kv_scheme *ls = &s->kv->layers[L->source].scheme;
         const bool own = L->pages != NULL, win = own && L->scheme.window;
-        rope_store_task rt = {.s = s, .layer = l, .store = own && !win};
+        const bool grouped = own && L->scheme.layout == KVS_KV_LAYOUT_CHANNEL; /* groups span chunk splits */
+        rope_store_task rt = {.s = s, .layer = l, .store = own && !win && !grouped, .rotate = ls->rotate != 0};
         kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, rope_store_rows, &rt);
         if (atomic_load(&rt.status) != KVS_OK)
             return kvs_fail((kvs_status)atomic_load(&rt.status), "layer %d: KV cache store failed", l);
+        if (grouped && (st = kvs_kv_cache_store(s->kv, l, s->n_past, n, s->k, s->v)) != KVS_OK) return st;
         int n_segs;
         if (win) {
             n_segs = kvs_kv_cache_segments(s->kv, l, s->n_past, s->segs, s->max_segs - 1);
@@ -99,7 +110,6 @@ kvs_status kvs_llama_forward(kvs_session *s, const kvs_token *tokens, int64_t n,
         } else {
             n_segs = kvs_kv_cache_segments(s->kv, l, s->n_past + (uint64_t)n, s->segs, s->max_segs);
         }
-        const kvs_kv_scheme *ls = &s->kv->layers[L->source].scheme;
         kvs_attn_args aa = {
             .segs = s->segs, .n_segs = n_segs, .n_kv_heads = hp->n_head_kv,
             .head_dim_k = hp->head_dim_k, .head_dim_v = hp->head_dim_v,

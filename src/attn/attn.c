@@ -120,7 +120,8 @@ void kvs_attn_ref(const kvs_attn_args *a) {
                     int64_t p = g->pos0 + t;
                     sc[j] = -INFINITY;
                     if (!((p >= v.lo[0] && p < v.hi[0]) || (p >= v.lo[1] && p < v.hi[1]))) continue;
-                    kt->to_float(g->k + kh * g->k_head_stride + (size_t)t * g->k_row, row, dk);
+                    if (g->decode) g->decode(g, true, true, kh, t, 1, row);
+                    else kt->to_float(g->k + kh * g->k_head_stride + (size_t)t * g->k_row, row, dk);
                     double d = 0.0;
                     for (int32_t e = 0; e < dk; e++) d += (double)q[e] * row[e];
                     sc[j] = d * a->scale;
@@ -136,7 +137,8 @@ void kvs_attn_ref(const kvs_attn_args *a) {
                     if (sc[j] == -INFINITY) continue;
                     double w = exp(sc[j] - m);
                     sum += w;
-                    vt->to_float(g->v + kh * g->v_head_stride + (size_t)t * g->v_row, row + dk, dv);
+                    if (g->decode) g->decode(g, false, true, kh, t, 1, row + dk);
+                    else vt->to_float(g->v + kh * g->v_head_stride + (size_t)t * g->v_row, row + dk, dv);
                     for (int32_t e = 0; e < dv; e++) acc[e] += w * row[dk + e];
                 }
             }
@@ -245,10 +247,18 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
                     }
                 }
                 if (!any) continue;
+                if (!loaded && sg->decode) {
+                    sg->decode(sg, true, false, kh, t0, nt, kbuf);
+                    sg->decode(sg, false, false, kh, t0, nt, vbuf);
+                    loaded = true;
+                }
                 if (!loaded) {
-                    if (sg->k_type == KVS_TYPE_F32) kf = (const float *)(kbase + (size_t)t0 * sg->k_row);
+                    /* f32 rows are used in place only when they are packed tiles */
+                    if (sg->k_type == KVS_TYPE_F32 && sg->k_row == (size_t)dk * sizeof(float))
+                        kf = (const float *)(kbase + (size_t)t0 * sg->k_row);
                     else for (int64_t t = 0; t < nt; t++) kt->to_float(kbase + (size_t)(t0 + t) * sg->k_row, kbuf + t * dk, dk);
-                    if (sg->v_type == KVS_TYPE_F32) vf = (const float *)(vbase + (size_t)t0 * sg->v_row);
+                    if (sg->v_type == KVS_TYPE_F32 && sg->v_row == (size_t)dv * sizeof(float))
+                        vf = (const float *)(vbase + (size_t)t0 * sg->v_row);
                     else for (int64_t t = 0; t < nt; t++) vt->to_float(vbase + (size_t)(t0 + t) * sg->v_row, vbuf + t * dv, dv);
                     loaded = true;
                 }

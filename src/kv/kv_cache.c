@@ -6,6 +6,8 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/f16.h"
+#include "kv/kivi.h"
 
 #define KVS_DEFAULT_PAGE 256
 
@@ -14,6 +16,11 @@ static uint64_t div_up(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 static bool windowed(const kvs_kv_layer *L) { return L->scheme.window != 0; }
 static bool latent(const kvs_kv_layer *L) { return L->scheme.store == KVS_KV_STORE_LATENT; }
 static uint32_t n_heads(const kvs_kv_layer *L) { return latent(L) ? 1 : L->scheme.n_kv_heads; }
+static bool channel(const kvs_kv_layer *L) { return L->scheme.layout == KVS_KV_LAYOUT_CHANNEL; }
+static size_t resid_bytes(const kvs_kv_layer *L) {
+    const kvs_kv_scheme *s = &L->scheme;
+    return (size_t)s->group * s->n_kv_heads * (s->head_dim_k + s->head_dim_v) * sizeof(uint16_t);
+}
 
 /* Slot of absolute position p (valid once p < number of stored positions). */
 static uint64_t slot_of(const kvs_kv_layer *L, uint64_t p) {
@@ -54,10 +61,29 @@ kvs_status kvs_kv_cache_new(const kvs_kv_scheme *schemes, int32_t n_layers, uint
             continue;
         }
         bool is_latent = s->store == KVS_KV_STORE_LATENT;
-        if ((s->store != KVS_KV_STORE_FULL && !is_latent) || s->layout != KVS_KV_LAYOUT_BLOCK ||
-            s->entry_bytes || s->indexer_bytes || s->indexer_dim) {
+        if ((s->store != KVS_KV_STORE_FULL && !is_latent) || s->entry_bytes || s->indexer_bytes || s->indexer_dim ||
+            (s->layout == KVS_KV_LAYOUT_CHANNEL && (is_latent || s->window))) {
             kvs_kv_cache_free(c);
-            return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: layer %d: only full and latent per-token layouts are implemented so far", i);
+            return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: layer %d: this scheme is not implemented yet "
+                            "(implemented: full or latent rows, per-channel keys without a window)", i);
+        }
+        uint32_t P = s->page_tokens ? s->page_tokens : KVS_DEFAULT_PAGE;
+        if (s->layout == KVS_KV_LAYOUT_CHANNEL) {
+            L[i].scheme.page_tokens = P;
+            if (kvs_kv_scheme_validate(&L[i].scheme) != KVS_OK) {
+                kvs_kv_cache_free(c);
+                return kvs_fail(KVS_ERR_INVALID_ARG, "kv cache: layer %d: per-channel keys need k/v bits 1-8, a group, and pages of whole groups", i);
+            }
+            L[i].key_block = kvs_kivi_key_block_bytes((int)s->head_dim_k, (int)s->group, (int)s->k_bits);
+            L[i].value_row = kvs_kivi_value_row_bytes((int)s->head_dim_v, (int)s->group, (int)s->v_bits);
+            L[i].page_tokens = P;
+            L[i].page_bytes = s->n_kv_heads * ((size_t)(P / s->group) * L[i].key_block + (size_t)P * L[i].value_row);
+            L[i].slots = capacity;
+            L[i].pages = kvs_calloc((size_t)div_up(capacity, P), sizeof *L[i].pages);
+            size_t dmax = s->head_dim_k > s->head_dim_v ? s->head_dim_k : s->head_dim_v;
+            L[i].scratch = kvs_malloc(sizeof(float) * s->group * dmax);
+            if (!L[i].pages || !L[i].scratch) { kvs_kv_cache_free(c); return kvs_fail(KVS_ERR_NOMEM, "kv cache: out of memory"); }
+            continue;
         }
         if (is_latent) {
             /* one row of rank + rope elements; V is the first `rank` of them */
@@ -76,7 +102,6 @@ kvs_status kvs_kv_cache_new(const kvs_kv_scheme *schemes, int32_t n_layers, uint
             return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: layer %d: %s/%s cannot hold rows of %u/%u elements", i,
                             kvs_dtype_name(s->k_type), kvs_dtype_name(s->v_type), s->head_dim_k, s->head_dim_v);
         }
-        uint32_t P = s->page_tokens ? s->page_tokens : KVS_DEFAULT_PAGE;
         L[i].scheme.page_tokens = P;
         L[i].page_tokens = P;
         L[i].page_bytes = (L[i].k_row + L[i].v_row) * n_heads(&L[i]) * (size_t)P;
@@ -117,6 +142,9 @@ void kvs_kv_cache_clear(kvs_kv_cache *c) {
             L->pages[p] = NULL;
         }
         L->n_pages_alloc = 0;
+        kvs_aligned_free(L->resid);
+        L->resid = NULL;
+        L->n_stored = 0;
     }
     c->bytes = 0;
 }
@@ -124,7 +152,10 @@ void kvs_kv_cache_clear(kvs_kv_cache *c) {
 void kvs_kv_cache_free(kvs_kv_cache *c) {
     if (!c) return;
     kvs_kv_cache_clear(c);
-    for (int32_t i = 0; i < c->n_layers; i++) kvs_free(c->layers[i].pages);
+    for (int32_t i = 0; i < c->n_layers; i++) {
+        kvs_free(c->layers[i].pages);
+        kvs_free(c->layers[i].scratch);
+    }
     kvs_free(c->layers);
     kvs_free(c);
 }
@@ -138,6 +169,10 @@ kvs_status kvs_kv_cache_reserve(kvs_kv_cache *c, uint64_t n_pos) {
         const kvs_kv_layer *L = &c->layers[i];
         if (!L->pages) continue;
         uint64_t used = n_pos < L->slots ? n_pos : L->slots;
+        if (channel(L)) {
+            used = n_pos / L->scheme.group * L->scheme.group; /* complete groups only */
+            if (n_pos && !L->resid) need += resid_bytes(L);
+        }
         uint64_t pages = div_up(used, L->page_tokens);
         if (pages > L->n_pages_alloc) need += (pages - L->n_pages_alloc) * L->page_bytes;
     }
@@ -150,6 +185,14 @@ kvs_status kvs_kv_cache_reserve(kvs_kv_cache *c, uint64_t n_pos) {
         kvs_kv_layer *L = &c->layers[i];
         if (!L->pages) continue;
         uint64_t used = n_pos < L->slots ? n_pos : L->slots;
+        if (channel(L)) {
+            used = n_pos / L->scheme.group * L->scheme.group;
+            if (n_pos && !L->resid) {
+                L->resid = kvs_aligned_alloc(resid_bytes(L));
+                if (!L->resid) return kvs_fail(KVS_ERR_NOMEM, "kv cache: out of memory");
+                c->bytes += resid_bytes(L);
+            }
+        }
         uint64_t pages = div_up(used, L->page_tokens);
         for (uint64_t p = L->n_pages_alloc; p < pages; p++) {
             L->pages[p] = kvs_aligned_alloc(L->page_bytes);
@@ -170,11 +213,60 @@ static void slot_ptrs(const kvs_kv_layer *L, uint64_t slot, uint8_t **k, uint8_t
     *v = latent(L) ? *k : page + (size_t)L->scheme.n_kv_heads * L->page_tokens * L->k_row + o * L->v_row;
 }
 
+/* Quantize the complete group that ends at position `last` from the
+ * residual buffer into its page. */
+static void flush_group(kvs_kv_layer *L, uint64_t last) {
+    const kvs_kv_scheme *s = &L->scheme;
+    const int H = (int)s->n_kv_heads, dk = (int)s->head_dim_k, dv = (int)s->head_dim_v, G = (int)s->group;
+    uint64_t first = last + 1 - (uint64_t)G;
+    uint8_t *page = L->pages[first / L->page_tokens];
+    uint64_t gi = (first % L->page_tokens) / (uint64_t)G, ti = first % L->page_tokens;
+    size_t kblocks = (size_t)(L->page_tokens / s->group) * L->key_block;
+    float *f = L->scratch; /* (G, max(dk, dv)) */
+    for (int h = 0; h < H; h++) {
+        const uint16_t *rk = L->resid + (size_t)h * G * dk;
+        const uint16_t *rv = L->resid + (size_t)H * G * dk + (size_t)h * G * dv;
+        for (int i = 0; i < G * dk; i++) f[i] = kvs_f16_to_f32(rk[i]);
+        kvs_kivi_quantize_keys(f, dk, G, (int)s->k_bits, page + (size_t)h * kblocks + gi * L->key_block);
+        uint8_t *vrows = page + (size_t)H * kblocks + ((size_t)h * L->page_tokens + ti) * L->value_row;
+        for (int i = 0; i < G * dv; i++) f[i] = kvs_f16_to_f32(rv[i]);
+        for (int t = 0; t < G; t++)
+            kvs_kivi_quantize_value(f + (size_t)t * dv, dv, G, (int)s->v_bits, vrows + (size_t)t * L->value_row);
+    }
+}
+
+static kvs_status store_channel(kvs_kv_layer *L, int32_t layer, uint64_t pos0, int64_t n, const float *k,
+                                const float *v) {
+    const kvs_kv_scheme *s = &L->scheme;
+    const int H = (int)s->n_kv_heads, dk = (int)s->head_dim_k, dv = (int)s->head_dim_v, G = (int)s->group;
+    if (pos0 != L->n_stored)
+        return kvs_fail(KVS_ERR_INTERNAL, "kv store: layer %d appends at %llu but holds %llu positions", layer,
+                        (unsigned long long)pos0, (unsigned long long)L->n_stored);
+    if (!L->resid) return kvs_fail(KVS_ERR_INTERNAL, "kv store: layer %d is not reserved", layer);
+    for (int64_t t = 0; t < n; t++) {
+        uint64_t p = pos0 + (uint64_t)t;
+        int r = (int)(p % (uint64_t)G);
+        if (r == G - 1 && (p + 1 - (uint64_t)G) / L->page_tokens >= L->n_pages_alloc)
+            return kvs_fail(KVS_ERR_INTERNAL, "kv store: layer %d position %llu has no page", layer, (unsigned long long)p);
+        for (int h = 0; h < H; h++) {
+            uint16_t *rk = L->resid + ((size_t)h * G + r) * dk;
+            uint16_t *rv = L->resid + (size_t)H * G * dk + ((size_t)h * G + r) * dv;
+            const float *ks = k + (t * H + h) * dk, *vs = v + (t * H + h) * dv;
+            for (int e = 0; e < dk; e++) rk[e] = kvs_f32_to_f16(ks[e]);
+            for (int e = 0; e < dv; e++) rv[e] = kvs_f32_to_f16(vs[e]);
+        }
+        if (r == G - 1) flush_group(L, p);
+    }
+    L->n_stored = pos0 + (uint64_t)n;
+    return KVS_OK;
+}
+
 kvs_status kvs_kv_cache_store(kvs_kv_cache *c, int32_t layer, uint64_t pos0, int64_t n,
                               const float *k, const float *v) {
     if (layer < 0 || layer >= c->n_layers) return kvs_fail(KVS_ERR_INTERNAL, "kv store: bad layer");
-    const kvs_kv_layer *L = &c->layers[layer];
+    kvs_kv_layer *L = &c->layers[layer];
     if (!L->pages) return KVS_OK; /* shared or no attention */
+    if (channel(L)) return store_channel(L, layer, pos0, n, k, v);
     const kvs_kv_scheme *s = &L->scheme;
     const kvs_type_traits *kt = kvs_type_traits_of(s->k_type), *vt = kvs_type_traits_of(s->v_type);
     if (latent(L)) { /* k: (n, rank + rope) */
@@ -209,6 +301,7 @@ kvs_status kvs_kv_cache_store(kvs_kv_cache *c, int32_t layer, uint64_t pos0, int
 static void segment_at(const kvs_kv_layer *L, uint64_t slot, int64_t pos0, int64_t n, kvs_kv_segment *sg) {
     uint8_t *k, *v;
     slot_ptrs(L, slot, &k, &v);
+    memset(sg, 0, sizeof *sg);
     sg->k = k;
     sg->v = v;
     sg->k_head_stride = (size_t)L->page_tokens * L->k_row;
@@ -236,10 +329,59 @@ static int emit_range(const kvs_kv_layer *L, uint64_t a, uint64_t b, kvs_kv_segm
     return n;
 }
 
+/* Per-channel pages: keys in group blocks (k_row = bytes of one block),
+ * values in per-token rows. */
+static void channel_decode(const kvs_kv_segment *sg, bool key, bool ref, int64_t head, int64_t t0, int64_t nt,
+                           float *out) {
+    const int G = (int)sg->group;
+    if (key) {
+        const uint8_t *base = sg->k + head * sg->k_head_stride;
+        while (nt > 0) {
+            int64_t g = t0 / G, off = t0 % G, cnt = G - off < nt ? G - off : nt;
+            if (ref) kvs_kivi_dequantize_keys_ref(base + g * sg->k_row, (int)sg->dk, G, (int)sg->k_bits, (int)off, (int)cnt, out);
+            else kvs_kivi_dequantize_keys(base + g * sg->k_row, (int)sg->dk, G, (int)sg->k_bits, (int)off, (int)cnt, out);
+            out += cnt * sg->dk;
+            t0 += cnt;
+            nt -= cnt;
+        }
+    } else {
+        const uint8_t *rows = sg->v + head * sg->v_head_stride + (size_t)t0 * sg->v_row;
+        if (ref) kvs_kivi_dequantize_values_ref(rows, sg->v_row, (int)nt, (int)sg->dv, G, (int)sg->v_bits, out);
+        else kvs_kivi_dequantize_values(rows, sg->v_row, (int)nt, (int)sg->dv, G, (int)sg->v_bits, out);
+    }
+}
+
+static int channel_segments(const kvs_kv_layer *L, uint64_t n_pos, kvs_kv_segment *out, int cap) {
+    const kvs_kv_scheme *s = &L->scheme;
+    const uint64_t G = s->group, P = L->page_tokens, H = s->n_kv_heads;
+    uint64_t q = n_pos / G * G;
+    int n = 0;
+    size_t kblocks = (size_t)(P / G) * L->key_block;
+    for (uint64_t a = 0; a < q && n < cap; a += P) {
+        const uint8_t *page = L->pages[a / P];
+        out[n++] = (kvs_kv_segment){
+            .k = page, .v = page + H * kblocks, .k_head_stride = kblocks, .v_head_stride = (size_t)P * L->value_row,
+            .k_row = L->key_block, .v_row = L->value_row, .k_type = KVS_TYPE_COUNT, .v_type = KVS_TYPE_COUNT,
+            .pos0 = (int64_t)a, .n = (int64_t)(q - a < P ? q - a : P), .decode = channel_decode,
+            .dk = s->head_dim_k, .dv = s->head_dim_v, .group = s->group, .k_bits = s->k_bits, .v_bits = s->v_bits,
+        };
+    }
+    if (q < n_pos && n < cap && L->resid) {
+        const uint8_t *r = (const uint8_t *)L->resid;
+        out[n++] = (kvs_kv_segment){
+            .k = r, .v = r + H * G * s->head_dim_k * 2, .k_head_stride = G * s->head_dim_k * 2,
+            .v_head_stride = G * s->head_dim_v * 2, .k_row = (size_t)s->head_dim_k * 2, .v_row = (size_t)s->head_dim_v * 2,
+            .k_type = KVS_TYPE_F16, .v_type = KVS_TYPE_F16, .pos0 = (int64_t)q, .n = (int64_t)(n_pos - q),
+        };
+    }
+    return n;
+}
+
 int kvs_kv_cache_segments(const kvs_kv_cache *c, int32_t layer, uint64_t n_pos, kvs_kv_segment *out, int cap) {
     if (layer < 0 || layer >= c->n_layers) return 0;
     const kvs_kv_layer *L = &c->layers[c->layers[layer].source];
     if (!L->pages || n_pos == 0) return 0;
+    if (channel(L)) return channel_segments(L, n_pos < L->n_stored ? n_pos : L->n_stored, out, cap);
     if (!windowed(L)) return emit_range(L, 0, n_pos, out, 0, cap);
     uint64_t S = L->scheme.sinks, W = L->scheme.window;
     uint64_t sink_end = n_pos < S ? n_pos : S;
@@ -253,7 +395,7 @@ int kvs_kv_cache_segments(const kvs_kv_cache *c, int32_t layer, uint64_t n_pos, 
 int kvs_kv_cache_max_segments(const kvs_kv_cache *c, int32_t layer) {
     const kvs_kv_layer *L = &c->layers[c->layers[layer].source];
     if (!L->pages) return 1;
-    if (!windowed(L)) return (int)div_up(L->slots, L->page_tokens) + 1;
+    if (!windowed(L)) return (int)div_up(L->slots, L->page_tokens) + 2;
     return (int)(div_up(L->scheme.sinks, L->page_tokens) + div_up(L->scheme.window, L->page_tokens) + 3);
 }
 

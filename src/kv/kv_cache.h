@@ -6,6 +6,10 @@
  * V are head-major, (n_kv_heads, page_tokens, head_dim) in the scheme's
  * element format, so one head's run of positions is one contiguous stream.
  *
+ * A per-channel (KIVI) layer quantizes keys per channel over groups of G
+ * tokens and values per token; positions must be appended in order, and the
+ * newest incomplete group stays in f16 until it fills.
+ *
  * A latent (MLA) layer stores one row of latent_rank + rope_dim elements per
  * token for all heads; readers see it as one KV head whose V is the first
  * latent_rank elements of the same row (absorbed attention is then MQA with
@@ -30,14 +34,24 @@
 #include "kv/kv_scheme.h"
 #include "kvslim.h"
 
+typedef struct kvs_kv_segment kvs_kv_segment;
+/* Decode rows [t0, t0 + nt) of one KV head of a segment into f32 (nt, d):
+ * keys (key = true) or values; ref selects the scalar reference decoders. */
+typedef void (*kvs_kv_decode_fn)(const kvs_kv_segment *sg, bool key, bool ref, int64_t head, int64_t t0,
+                                 int64_t nt, float *out);
+
 /* Positions pos0 .. pos0+n-1, stored contiguously for every KV head. */
-typedef struct kvs_kv_segment {
+struct kvs_kv_segment {
     const uint8_t *k, *v;               /* head 0, first row            */
     size_t k_head_stride, v_head_stride; /* bytes between heads          */
     size_t k_row, v_row;                /* bytes per row (one position) */
     uint32_t k_type, v_type;            /* kvs_dtype of the rows        */
     int64_t pos0, n;
-} kvs_kv_segment;
+    /* Rows that are not independent blocks (per-channel key groups) come
+     * with a decoder; NULL means: decode each row with its type's to_float. */
+    kvs_kv_decode_fn decode;
+    uint32_t dk, dv, group, k_bits, v_bits; /* parameters for `decode` */
+};
 
 typedef struct kvs_kv_layer {
     kvs_kv_scheme scheme;
@@ -48,6 +62,14 @@ typedef struct kvs_kv_layer {
     uint64_t slots;          /* slot capacity: capacity, or page_round(W+S) if windowed */
     uint8_t **pages;         /* (ceil(slots / page_tokens)), NULL until touched */
     uint32_t n_pages_alloc;  /* pages currently allocated */
+    /* per-channel (KIVI) layout: complete groups are quantized into pages
+     * ((n_kv_heads, page/group) key blocks, then (n_kv_heads, page) value
+     * rows); the newest incomplete group waits in `resid`, f16,
+     * (n_kv_heads, group, dk) keys then (n_kv_heads, group, dv) values */
+    size_t key_block, value_row;
+    uint16_t *resid;
+    float *scratch;          /* (group, max(dk, dv)) for quantizing a group */
+    uint64_t n_stored;       /* positions stored so far (channel layout appends in order) */
 } kvs_kv_layer;
 
 typedef struct kvs_kv_cache {

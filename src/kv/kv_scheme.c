@@ -285,6 +285,10 @@ void kvs_kv_scheme_describe(const kvs_kv_scheme *s, char *buf, size_t cap) {
         snprintf(buf, cap, "invalid(%d)", (int)s->store);
         break;
     }
+    if (s->rotate) {
+        size_t len = strlen(buf);
+        if (len < cap) snprintf(buf + len, cap - len, " rotated");
+    }
     if (s->page_tokens) {
         size_t len = strlen(buf);
         if (len < cap) snprintf(buf + len, cap - len, " page%u", s->page_tokens);

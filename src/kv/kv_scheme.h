@@ -61,6 +61,8 @@ typedef struct kvs_kv_scheme {
      * scales + 64 x bf16 rope), indexer_bytes = 132 (128 x e4m3 + fp32). */
     uint32_t entry_bytes;
     uint32_t indexer_bytes;
+    uint32_t rotate;              /* 1: keys (and queries) pass through an orthonormal
+                                     Hadamard rotation before storage (outlier spreading) */
 } kvs_kv_scheme;
 
 /* A plain full-attention scheme (f16 unless told otherwise). */

@@ -2,6 +2,7 @@
 #include "kv/kv_spec.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,10 +58,22 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
             memcpy(name, s, kl);
             name[kl] = '\0';
             kvs_kv_type t;
+            unsigned kb, vb;
+            char tail;
             if (!strcmp(name, "full")) { L->window = 0; L->sinks = 0; continue; }
+            if (!strcmp(name, "rotate")) { L->rotate = 1; continue; }
+            if (sscanf(name, "q%uk%uv%c", &kb, &vb, &tail) == 2 && kb >= 1 && kb <= 8 && vb >= 1 && vb <= 8) {
+                if (L->store == KVS_KV_STORE_SHARED) continue;
+                L->layout = KVS_KV_LAYOUT_CHANNEL;
+                L->k_bits = kb;
+                L->v_bits = vb;
+                if (!L->group) L->group = 32;
+                continue;
+            }
             if (!kvs_kv_type_from_name(name, &t)) goto bad;
             if (L->store == KVS_KV_STORE_SHARED) continue; /* formats follow the source */
             L->k_type = L->v_type = kvs_kv_type_dtype(t);
+            L->layout = KVS_KV_LAYOUT_BLOCK;
         } else if (kl == 6 && !memcmp(s, "window", 6)) {
             const char *plus = memchr(v, '+', vl);
             size_t wl = plus ? (size_t)(plus - v) : vl;
@@ -71,6 +84,9 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
         } else if (kl == 5 && !memcmp(s, "sinks", 5)) {
             if (!parse_u32(v, vl, &x)) goto bad;
             L->sinks = x;
+        } else if (kl == 5 && !memcmp(s, "group", 5)) {
+            if (!parse_u32(v, vl, &x) || x == 0 || x > 4096) goto bad;
+            L->group = x;
         } else if (kl == 4 && !memcmp(s, "page", 4)) {
             if (!parse_u32(v, vl, &x) || x == 0 || x > 65536) goto bad;
             L->page_tokens = x;
@@ -87,7 +103,7 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
     return KVS_OK;
 bad:
     return kvs_fail(KVS_ERR_INVALID_ARG,
-                    "kv rule '%s': cannot use '%.*s' (settings: f32 f16 bf16 q8_0 q4_0 full window=W[+S] sinks=S page=P shared=L)",
+                    "kv rule '%s': cannot use '%.*s' (settings: f32 f16 bf16 q8_0 q4_0 qXkYv group=G rotate full window=W[+S] sinks=S page=P shared=L)",
                     rule, (int)n, s);
 }
 
