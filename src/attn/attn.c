@@ -256,9 +256,13 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
                     /* f32 rows are used in place only when they are packed tiles */
                     if (sg->k_type == KVS_TYPE_F32 && sg->k_row == (size_t)dk * sizeof(float))
                         kf = (const float *)(kbase + (size_t)t0 * sg->k_row);
+                    else if (sg->k_row == kvs_row_bytes(sg->k_type, dk)) /* packed rows: one call per tile */
+                        kt->to_float(kbase + (size_t)t0 * sg->k_row, kbuf, nt * dk);
                     else for (int64_t t = 0; t < nt; t++) kt->to_float(kbase + (size_t)(t0 + t) * sg->k_row, kbuf + t * dk, dk);
                     if (sg->v_type == KVS_TYPE_F32 && sg->v_row == (size_t)dv * sizeof(float))
                         vf = (const float *)(vbase + (size_t)t0 * sg->v_row);
+                    else if (sg->v_row == kvs_row_bytes(sg->v_type, dv))
+                        vt->to_float(vbase + (size_t)t0 * sg->v_row, vbuf, nt * dv);
                     else for (int64_t t = 0; t < nt; t++) vt->to_float(vbase + (size_t)(t0 + t) * sg->v_row, vbuf + t * dv, dv);
                     loaded = true;
                 }
