@@ -103,7 +103,7 @@ int cmd_run(int argc, char **argv) {
     double t1 = cli_now();
     long long n_gen = 0;
     char piece[256];
-    for (; n_gen < n_predict; n_gen++) {
+    while (n_gen < n_predict) {
         kvs_token t = kvs_sampler_sample(smp, logits);
         kvs_sampler_accept(smp, t);
         if (!ignore_eos && kvs_token_is_eog(m, t)) break;
@@ -114,8 +114,8 @@ int cmd_run(int argc, char **argv) {
             if (np > 0) fwrite(piece, 1, (size_t)np, stdout);
         }
         fflush(stdout);
-        if (n_gen + 1 == n_predict) { n_gen++; break; }
-        if (kvs_decode(s, &t, 1, false, logits) != KVS_OK) { cli_error("decode"); goto done; }
+        /* the last token needs no forward pass: nothing will read its logits */
+        if (++n_gen < n_predict && kvs_decode(s, &t, 1, false, logits) != KVS_OK) { cli_error("decode"); goto done; }
     }
     double t2 = cli_now();
     printf("\n");

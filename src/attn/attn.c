@@ -11,7 +11,7 @@
 
 #define ATTN_TILE_MAX 64 /* key rows dequantized per tile (upper bound) */
 #define ATTN_TILE_BYTES 16384 /* K+V f32 tile kept within L1            */
-#define ATTN_QBLOCK 8    /* queries sharing a tile during prefill  */
+#define ATTN_QBLOCK 32   /* queries sharing a decoded tile in prefill */
 #define ATTN_MAX_ROWS 128 /* query rows (queries x group) per item  */
 #define ATTN_MIN_SEG 256 /* smallest decode segment per thread     */
 

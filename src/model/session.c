@@ -80,8 +80,7 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
         if (!s->segs || (staging && !s->staging)) st = kvs_fail(KVS_ERR_NOMEM, "session: out of memory");
     }
     if (st == KVS_OK) st = kvs_pool_new(p.n_threads, &s->pool);
-    int64_t max_in = hp->n_ff > hp->n_embd ? hp->n_ff : hp->n_embd;
-    if (st == KVS_OK) st = kvs_matmul_new(p.n_batch, max_in, &s->mm);
+    if (st == KVS_OK) st = kvs_matmul_new(&s->mm);
     if (st == KVS_OK) st = kvs_attn_new(p.n_threads, &s->attn);
     if (st != KVS_OK) { kvs_session_free(s); return st; }
 

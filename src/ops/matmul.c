@@ -11,17 +11,14 @@
 #define MM_MAX_OUTS 4
 
 struct kvs_matmul {
-    int64_t max_tokens, max_in;
-    void *xq[KVS_TYPE_COUNT];   /* converted activations per vec_dot_type */
+    void *xq[KVS_TYPE_COUNT];   /* converted activations per vec_dot_type, grown on demand */
     size_t xq_cap[KVS_TYPE_COUNT];
 };
 
-kvs_status kvs_matmul_new(int64_t max_tokens, int64_t max_in, kvs_matmul **out) {
+kvs_status kvs_matmul_new(kvs_matmul **out) {
     *out = NULL;
     kvs_matmul *m = kvs_calloc(1, sizeof *m);
     if (!m) return kvs_fail(KVS_ERR_NOMEM, "matmul scratch: out of memory");
-    m->max_tokens = max_tokens;
-    m->max_in = max_in;
     *out = m;
     return KVS_OK;
 }

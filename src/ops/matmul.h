@@ -30,7 +30,7 @@ typedef struct kvs_mm_out {
 } kvs_mm_out;
 
 typedef struct kvs_matmul kvs_matmul;
-kvs_status kvs_matmul_new(int64_t max_tokens, int64_t max_in, kvs_matmul **out);
+kvs_status kvs_matmul_new(kvs_matmul **out);
 void kvs_matmul_free(kvs_matmul *m);
 
 /* x: (n_tokens, n_in) f32, contiguous. All outs must share n_in. */
