@@ -110,8 +110,9 @@ int cmd_bench(int argc, char **argv) {
             double tps = (double)n_gen / (cli_now() - t0);
             if (tps > best) best = tps;
         }
-        /* bytes read per token: all weights + the KV of the mean depth during the run */
-        double bytes = (double)in.decode_weight_bytes + (double)kv_per_tok * ((double)d + n_gen / 2.0);
+        /* bytes read per token: all weights + the KV the cache holds at the
+         * mean depth of the run (windows and shared layers hold less) */
+        double bytes = (double)in.decode_weight_bytes + (double)kvs_session_kv_bytes_at(s, d + (uint64_t)n_gen / 2);
         double gbs = best * bytes / 1e9;
         char name[64];
         snprintf(name, sizeof name, "decode @ %llu", (unsigned long long)d);
