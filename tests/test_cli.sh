@@ -26,6 +26,7 @@ expect no-model      1 "cannot load model.*nonexistent" -- "$K" run -m /nonexist
 expect not-gguf      1 "cannot load model"       -- "$K" info -m README.md
 expect ppl-no-file   1 "cannot open"             -- "$K" ppl -f /nonexistent.txt
 expect bench-bad-d   2 "bad value"               -- "$K" bench -d 1,x
+expect kv-badtype    2 "unknown KV type"         -- "$K" run --kv q5_1 -p hi
 if [ -f "$M" ]; then
   head -c 100000 "$M" > "$tmp/trunc.gguf"
   expect truncated   1 "cannot load model"       -- "$K" info -m "$tmp/trunc.gguf"
@@ -36,6 +37,10 @@ if [ -f "$M" ]; then
   expect chat-ok     0 "prompt: [0-9]+ tokens"   -- "$K" run -m "$M" --chat -p "Hi" -n 4 --temp 0 -t 2
   expect info-ok     0 "23040 bytes/token"       -- "$K" info -m "$M"
   expect bench-ok    0 "decode @ 16"             -- "$K" bench -m "$M" -p 16 -d 16 -n 2 -r 1 --bw-gib 0 -t 2
+  expect kv-kivi     0 "generated: 8 tokens"     -- "$K" run -m "$M" -p "Once upon a time" -n 8 --temp 0 --ignore-eos --kv q4k4v -t 2
+  expect kv-info     0 "layers 10-29 +shared"    -- "$K" info -m "$M" -c 64 --kv-layer 10-29:shared=9 --kv-layer 0-8:window=16+4
+  expect kv-badrule  1 "kv rule"                 -- "$K" run -m "$M" -p hi --kv-layer 5:shared=7
+  expect kv-budget   1 "budget"                  -- "$K" run -m "$M" -p "Once upon a time" -n 8 --kv-page 16 --kv-budget 100K
 else
   echo "test_cli.sh: default model absent; model cases skipped"
   [ "${KVS_REQUIRE_MODELS:-0}" = 1 ] && fail=$((fail+1))

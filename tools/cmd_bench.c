@@ -82,8 +82,11 @@ int cmd_bench(int argc, char **argv) {
     if (!json) {
         printf("model: %s (%s), %.1f MiB weights read per decoded token, KV %llu bytes/token\n", in.name, in.arch,
                (double)in.decode_weight_bytes / 1048576.0, (unsigned long long)kv_per_tok);
-        printf("machine: %s, read bandwidth %.1f GB/s (%d threads)\n", kvs_simd_name(), bw / 1e9,
-               threads ? threads : -1);
+        char tdesc[32];
+        if (threads) snprintf(tdesc, sizeof tdesc, "%d threads", threads);
+        else snprintf(tdesc, sizeof tdesc, "all CPUs");
+        if (bw > 0) printf("machine: %s, read bandwidth %.1f GB/s (%s)\n", kvs_simd_name(), bw / 1e9, tdesc);
+        else printf("machine: %s, bandwidth probe skipped (%s)\n", kvs_simd_name(), tdesc);
         printf("%-16s %10s %14s %10s %10s\n", "test", "tok/s", "bytes/token", "GB/s", "of limit");
     }
     if (n_prefill > 0) {

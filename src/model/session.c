@@ -59,6 +59,10 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
         if (p.kv_page) schemes[i].page_tokens = p.kv_page;
     }
     st = kvs_kv_spec_apply(schemes, hp->n_layer, p.kv_layers);
+    for (int32_t i = 0; st == KVS_OK && i < hp->n_layer; i++)
+        if (schemes[i].rotate && (hp->head_dim_k & (hp->head_dim_k - 1)))
+            st = kvs_fail(KVS_ERR_INVALID_ARG, "kv rules: layer %d: rotate needs a power-of-two head size (got %d)", i,
+                          hp->head_dim_k);
     if (st == KVS_OK) st = kvs_kv_cache_new(schemes, hp->n_layer, p.n_ctx, p.kv_budget, &s->kv);
     kvs_free(schemes);
     s->params.kv_layers = NULL; /* not owned; only read here */
