@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "attn/attn.h"
+#include "bench_util.h"
 #include "core/cpu.h"
 #include "core/dtype.h"
 #include "core/threads.h"
@@ -56,18 +57,6 @@ static const layout g_layouts[] = {
     {"latent-bf16", 1, KVS_TYPE_BF16, 16, 1, 576, 512, 512, 64, 192},
 };
 #define N_LAYOUTS (sizeof g_layouts / sizeof g_layouts[0])
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static uint64_t g_rng = 0x853C49E6748FEA9Bull;
-static float frand(void) { /* [-1, 1) */
-    g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
-    return (float)((double)(g_rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;

@@ -9,21 +9,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "core/alloc.h"
 #include "core/cpu.h"
 #include "core/dtype.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static uint64_t g_rng = 88172645463325252ull;
-static float frand(void) {
-    g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
-    return (float)((double)(g_rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
 
 static volatile float g_sink;
 
