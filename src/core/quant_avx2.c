@@ -386,6 +386,34 @@ void kvs_q4_K_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) 
     *s = hsum8(acc) + hsum4(accm);
 }
 
+/* Q4_K / Q5_K against four Q8_K rows. k_dot4: sub-block pair j of
+ * super-block i, sumi[r] += lo . q8[r][64j..] * s0 + hi . q8[r][64j+32..] * s1.
+ * k_finish4: fold the super-block's integer sums and mins into the floats. */
+static inline __attribute__((always_inline)) void k_dot4(const kvs_block_q8_K *const *x, int64_t i, int j,
+                                                         __m256i lo, __m256i hi, __m256i s0, __m256i s1,
+                                                         __m256i *sumi) {
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) {
+        const int8_t *q8 = x[r][i].qs + 64 * j;
+        const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu256(q8)), s0);
+        const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, loadu256(q8 + 32)), s1);
+        sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p0, p1));
+    }
+}
+
+static inline __attribute__((always_inline)) void k_finish4(const kvs_block_q8_K *const *x, int64_t i, float dw,
+                                                            float dminw, __m128i mins, const __m256i *sumi,
+                                                            __m256 *acc, __m128 *accm) {
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) {
+        const __m256i bs = loadu256(x[r][i].bsums);
+        const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+        const __m128i md = _mm_madd_epi16(mins, pairs);
+        accm[r] = _mm_fmadd_ps(_mm_set1_ps(-x[r][i].d * dminw), _mm_cvtepi32_ps(md), accm[r]);
+        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(x[r][i].d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+    }
+}
+
 void kvs_q4_K_vec_dot_x4_avx2(int64_t n, float *s, const void *vw, const void *vx, size_t xs) {
     const kvs_block_q4_K *w = vw;
     const kvs_block_q8_K *x[4] = {X4(0), X4(1), X4(2), X4(3)};
@@ -406,22 +434,9 @@ void kvs_q4_K_vec_dot_x4_avx2(int64_t n, float *s, const void *vw, const void *v
             const __m256i lo = _mm256_and_si256(qb, m4);
             const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qb, 4), m4);
             const __m256i s0 = bcast_i16(sc, 2 * j), s1 = bcast_i16(sc, 2 * j + 1);
-#pragma GCC unroll 4
-            for (int r = 0; r < 4; r++) {
-                const int8_t *q8 = x[r][i].qs + 64 * j;
-                const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu256(q8)), s0);
-                const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, loadu256(q8 + 32)), s1);
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p0, p1));
-            }
+            k_dot4(x, i, j, lo, hi, s0, s1, sumi);
         }
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) {
-            const __m256i bs = loadu256(x[r][i].bsums);
-            const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-            const __m128i md = _mm_madd_epi16(mins, pairs);
-            accm[r] = _mm_fmadd_ps(_mm_set1_ps(-x[r][i].d * dminw), _mm_cvtepi32_ps(md), accm[r]);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(x[r][i].d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-        }
+        k_finish4(x, i, dw, dminw, mins, sumi, acc, accm);
     }
     for (int r = 0; r < 4; r++) s[r] = hsum8(acc[r]) + hsum4(accm[r]);
 }
@@ -485,22 +500,9 @@ void kvs_q5_K_vec_dot_x4_avx2(int64_t n, float *s, const void *vw, const void *v
                                                _mm256_slli_epi16(_mm256_and_si256(hb, two), 3));
             hb = _mm256_srli_epi16(hb, 2);
             const __m256i s0 = bcast_i16(sc, 2 * j), s1 = bcast_i16(sc, 2 * j + 1);
-#pragma GCC unroll 4
-            for (int r = 0; r < 4; r++) {
-                const int8_t *q8 = x[r][i].qs + 64 * j;
-                const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu256(q8)), s0);
-                const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, loadu256(q8 + 32)), s1);
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p0, p1));
-            }
+            k_dot4(x, i, j, lo, hi, s0, s1, sumi);
         }
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) {
-            const __m256i bs = loadu256(x[r][i].bsums);
-            const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-            const __m128i md = _mm_madd_epi16(mins, pairs);
-            accm[r] = _mm_fmadd_ps(_mm_set1_ps(-x[r][i].d * dminw), _mm_cvtepi32_ps(md), accm[r]);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(x[r][i].d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-        }
+        k_finish4(x, i, dw, dminw, mins, sumi, acc, accm);
     }
     for (int r = 0; r < 4; r++) s[r] = hsum8(acc[r]) + hsum4(accm[r]);
 }
