@@ -1,15 +1,17 @@
-/* Forward pass of the llama family (llama, qwen2): pre-norm decoder blocks
- * with RMSNorm, RoPE, grouped-query attention over the session's KV cache
- * and a SwiGLU FFN. Batched: n tokens go through each matmul together, and
+/* The llama family (llama, qwen2): loading (hyper-parameters, per-layer
+ * weights) and the forward pass: pre-norm decoder blocks with RMSNorm, RoPE,
+ * grouped-query attention over the session's KV cache and a SwiGLU FFN. Batched: n tokens go through each matmul together, and
  * the per-token stages (residual + norm, RoPE + cache store, SwiGLU) are
  * split across the thread pool for batches. Attention and cache layout stay
  * behind kv/ and attn/. */
 #include <math.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/error.h"
 #include "kv/kivi.h"
+#include "model/loader.h"
 #include "model/session.h"
 
 #define PAR_MIN_TOKENS 4 /* below this, per-token stages run on the caller */
@@ -60,7 +62,7 @@ static void glu_rows(void *ctx, int64_t lo, int64_t hi) {
     kvs_swiglu(t->gate + lo * t->n_ff, t->gate + lo * t->n_ff, t->up + lo * t->n_ff, (hi - lo) * t->n_ff);
 }
 
-kvs_status kvs_llama_forward(kvs_session *s, const kvs_token *tokens, int64_t n, bool all_logits,
+static kvs_status llama_forward(kvs_session *s, const kvs_token *tokens, int64_t n, bool all_logits,
                              float *logits) {
     const kvs_model *m = s->model;
     const kvs_hparams *hp = &m->hp;
@@ -148,3 +150,46 @@ kvs_status kvs_llama_forward(kvs_session *s, const kvs_token *tokens, int64_t n,
     s->n_past += (uint32_t)n;
     return KVS_OK;
 }
+
+/* ---- loading ---------------------------------------------------------- */
+
+static kvs_status load_family(kvs_loader *L, kvs_rope_mode mode, bool biases) {
+    kvs_model *m = L->m;
+    const kvs_hparams *hp = &m->hp;
+    KVS_TRY(kvs_load_common_hparams(L));
+    m->hp.rope.mode = mode;
+    KVS_TRY(kvs_load_embeddings(L));
+    m->layers = kvs_load_alloc(L, (size_t)hp->n_layer * sizeof *m->layers);
+    if (!m->layers) return KVS_ERR_NOMEM;
+    int64_t qd = (int64_t)hp->n_head * hp->head_dim_k, kd = (int64_t)hp->n_head_kv * hp->head_dim_k;
+    int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v, od = (int64_t)hp->n_head * hp->head_dim_v;
+    for (int32_t i = 0; i < hp->n_layer; i++) {
+        kvs_layer_weights *w = &m->layers[i];
+        char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", i, s), n)
+        KVS_TRY(kvs_load_vector(L, NAME("attn_norm.weight"), hp->n_embd, &w->attn_norm, true));
+        KVS_TRY(kvs_load_vector(L, NAME("ffn_norm.weight"), hp->n_embd, &w->ffn_norm, true));
+        KVS_TRY(kvs_load_matrix(L, NAME("attn_q.weight"), hp->n_embd, qd, &w->wq, true));
+        KVS_TRY(kvs_load_matrix(L, NAME("attn_k.weight"), hp->n_embd, kd, &w->wk, true));
+        KVS_TRY(kvs_load_matrix(L, NAME("attn_v.weight"), hp->n_embd, vd, &w->wv, true));
+        KVS_TRY(kvs_load_matrix(L, NAME("attn_output.weight"), od, hp->n_embd, &w->wo, true));
+        KVS_TRY(kvs_load_vector(L, NAME("attn_q.bias"), qd, &w->bq, biases));
+        KVS_TRY(kvs_load_vector(L, NAME("attn_k.bias"), kd, &w->bk, biases));
+        KVS_TRY(kvs_load_vector(L, NAME("attn_v.bias"), vd, &w->bv, biases));
+        KVS_TRY(kvs_load_matrix(L, NAME("ffn_gate.weight"), hp->n_embd, hp->n_ff, &w->ffn_gate, true));
+        KVS_TRY(kvs_load_matrix(L, NAME("ffn_up.weight"), hp->n_embd, hp->n_ff, &w->ffn_up, true));
+        KVS_TRY(kvs_load_matrix(L, NAME("ffn_down.weight"), hp->n_ff, hp->n_embd, &w->ffn_down, true));
+#undef NAME
+    }
+    return KVS_OK;
+}
+
+static kvs_status load_llama(kvs_loader *L) { return load_family(L, KVS_ROPE_NORM, false); }
+static kvs_status load_qwen2(kvs_loader *L) { return load_family(L, KVS_ROPE_NEOX, true); }
+
+const kvs_arch_ops kvs_arch_llama = {
+    .name = "llama", .load = load_llama, .default_schemes = kvs_model_full_schemes, .forward = llama_forward,
+};
+const kvs_arch_ops kvs_arch_qwen2 = {
+    .name = "qwen2", .load = load_qwen2, .default_schemes = kvs_model_full_schemes, .forward = llama_forward,
+};

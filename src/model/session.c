@@ -15,6 +15,7 @@ kvs_session_params kvs_session_params_default(void) {
 
 void kvs_session_free(kvs_session *s) {
     if (!s) return;
+    if (s->ext && s->model->ops->session_free) s->model->ops->session_free(s);
     kvs_kv_cache_free(s->kv);
     kvs_pool_free(s->pool);
     kvs_aligned_free(s->staging);
@@ -53,7 +54,7 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
     kvs_status st;
     kvs_kv_scheme *schemes = kvs_calloc((size_t)hp->n_layer, sizeof *schemes);
     if (!schemes) { kvs_session_free(s); return kvs_fail(KVS_ERR_NOMEM, "session: out of memory"); }
-    kvs_model_default_schemes(m, kvs_kv_type_dtype(p.kv_type), schemes);
+    m->ops->default_schemes(m, kvs_kv_type_dtype(p.kv_type), schemes);
     for (int32_t i = 0; i < hp->n_layer; i++) {
         if (p.kv_window) { schemes[i].window = p.kv_window; schemes[i].sinks = p.kv_sinks; }
         if (p.kv_page) schemes[i].page_tokens = p.kv_page;
@@ -107,6 +108,7 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
     s->gate = carve(&c, sizes[6]);
     s->up = carve(&c, sizes[7]);
     s->pos = (int32_t *)carve(&c, sizes[8]);
+    if (m->ops->session_init && (st = m->ops->session_init(s)) != KVS_OK) { kvs_session_free(s); return st; }
     *out = s;
     return KVS_OK;
 }
@@ -154,7 +156,7 @@ kvs_status kvs_decode(kvs_session *s, const kvs_token *tokens, size_t n, bool al
         float *lg = NULL;
         if (logits && all_logits) lg = logits + done * (size_t)n_vocab;
         else if (logits && last) lg = logits;
-        kvs_status st = kvs_llama_forward(s, tokens + done, (int64_t)chunk, all_logits, lg);
+        kvs_status st = s->model->ops->forward(s, tokens + done, (int64_t)chunk, all_logits, lg);
         if (st != KVS_OK) return st;
         done += chunk;
     }

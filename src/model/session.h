@@ -32,11 +32,7 @@ struct kvs_session {
     float *gate;     /* (n_batch, n_ff)                          */
     float *up;       /* (n_batch, n_ff)                          */
     int32_t *pos;    /* (n_batch)                                */
+    void *ext;       /* architecture-specific state (kvs_arch_ops.session_init) */
 };
-
-/* Forward n (<= n_batch) tokens at positions n_past.. and append them to the
- * cache. logits: NULL, or (n_vocab) for the last token, or (n, n_vocab). */
-kvs_status kvs_llama_forward(kvs_session *s, const kvs_token *tokens, int64_t n, bool all_logits,
-                             float *logits);
 
 #endif

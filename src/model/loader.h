@@ -1,0 +1,47 @@
+/* Helpers every architecture's loader uses: metadata keys under the
+ * "<arch>." prefix, weight binding with shape/type validation (every failure
+ * is a KVS_ERR_FORMAT naming the key or tensor), and allocations owned by the
+ * model (freed with it). Internal header. */
+#ifndef KVS_LOADER_H
+#define KVS_LOADER_H
+
+#include "model/model.h"
+
+typedef struct kvs_loader {
+    kvs_model *m;
+    const char *arch;   /* metadata prefix, e.g. "llama" */
+    void **owned;
+    int n_owned, cap_owned;
+} kvs_loader;
+
+/* "<arch>.<suffix>" into buf. */
+const char *kvs_load_key(const kvs_loader *L, char *buf, size_t cap, const char *suffix);
+/* Required u32 in (0, 2^24]; a per-layer array is KVS_ERR_UNSUPPORTED. */
+kvs_status kvs_load_need_u32(const kvs_loader *L, const char *suffix, int32_t *out);
+int32_t kvs_load_opt_u32(const kvs_loader *L, const char *suffix, int32_t def);
+float kvs_load_opt_f32(const kvs_loader *L, const char *suffix, float def);
+/* A 2-D weight of shape [n_in, n_out] (GGUF ne order); missing + !required
+ * leaves w zeroed. */
+kvs_status kvs_load_matrix(kvs_loader *L, const char *name, int64_t n_in, int64_t n_out, kvs_weight *w,
+                           bool required);
+/* A 3-D stack of n_mat weights [n_in, n_out, n_mat] (e.g. MoE experts):
+ * w[i] views matrix i. */
+kvs_status kvs_load_matrix_stack(kvs_loader *L, const char *name, int64_t n_in, int64_t n_out, int64_t n_mat,
+                                 kvs_weight *w, bool required);
+/* A 1-D vector of n elements as f32 (copied and owned if stored otherwise). */
+kvs_status kvs_load_vector(kvs_loader *L, const char *name, int64_t n, const float **out, bool required);
+/* Zeroed memory freed with the model. */
+void *kvs_load_alloc(kvs_loader *L, size_t bytes);
+
+/* The hyper-parameters most decoders share: block_count, embedding_length,
+ * feed_forward_length, head counts, key/value lengths, context_length, RMS
+ * epsilon, RoPE dimension count/base/linear scaling. rope.mode is left to the
+ * caller. */
+kvs_status kvs_load_common_hparams(kvs_loader *L);
+/* token_embd (sets n_vocab), output (tied when absent), output_norm,
+ * optional rope_freqs. */
+kvs_status kvs_load_embeddings(kvs_loader *L);
+
+#define KVS_TRY(x) do { kvs_status st_ = (x); if (st_ != KVS_OK) return st_; } while (0)
+
+#endif
