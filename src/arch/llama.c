@@ -2,19 +2,18 @@
  * weights) and the forward pass: pre-norm decoder blocks with RMSNorm, RoPE,
  * grouped-query attention over the session's KV cache and a SwiGLU FFN. Batched: n tokens go through each matmul together, and
  * the per-token stages (residual + norm, RoPE + cache store, SwiGLU) are
- * split across the thread pool for batches. Attention and cache layout stay
- * behind kv/ and attn/. */
+ * split across the thread pool for batches. The attention step (RoPE, cache
+ * store, attention over the layer's scheme) is shared: arch/attend.c. */
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "core/error.h"
-#include "kv/kivi.h"
+#include "arch/attend.h"
 #include "model/loader.h"
 #include "model/session.h"
 
-#define PAR_MIN_TOKENS 4 /* below this, per-token stages run on the caller */
+#define PAR_MIN_TOKENS KVS_PAR_MIN_TOKENS
 
 /* x += delta (if any); y = rmsnorm(x) * w, for token rows [lo, hi). */
 typedef struct norm_task {
@@ -26,33 +25,6 @@ static void norm_rows(void *ctx, int64_t lo, int64_t hi) {
     const norm_task *t = ctx;
     if (t->delta) kvs_add(t->x + lo * t->d, t->delta + lo * t->d, (hi - lo) * t->d);
     kvs_rmsnorm(t->y + lo * t->d, t->x + lo * t->d, t->w, hi - lo, t->d, t->eps);
-}
-
-#define ROTATE_SEED 0x6b76736c696dull /* fixed: keys and queries rotate alike */
-
-/* RoPE on q and k, the optional Hadamard rotation of both, then (store) k
- * and v in the cache, for tokens [lo, hi). */
-typedef struct rope_store_task {
-    kvs_session *s; int32_t layer; bool store, rotate;
-    _Atomic int status; /* first failure (kvs_status); the message is in that thread's error slot */
-} rope_store_task;
-
-static void rope_store_rows(void *ctx, int64_t lo, int64_t hi) {
-    rope_store_task *t = ctx;
-    kvs_session *s = t->s;
-    const kvs_hparams *hp = &s->model->hp;
-    int64_t qd = (int64_t)hp->n_head * hp->head_dim_k, kd = (int64_t)hp->n_head_kv * hp->head_dim_k;
-    int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v;
-    kvs_rope_apply(&hp->rope, s->q + lo * qd, hi - lo, hp->n_head, hp->head_dim_k, s->pos + lo);
-    kvs_rope_apply(&hp->rope, s->k + lo * kd, hi - lo, hp->n_head_kv, hp->head_dim_k, s->pos + lo);
-    if (t->rotate) {
-        for (int64_t r = lo * hp->n_head; r < hi * hp->n_head; r++) kvs_hadamard(s->q + r * hp->head_dim_k, hp->head_dim_k, ROTATE_SEED);
-        for (int64_t r = lo * hp->n_head_kv; r < hi * hp->n_head_kv; r++) kvs_hadamard(s->k + r * hp->head_dim_k, hp->head_dim_k, ROTATE_SEED);
-    }
-    if (!t->store) return;
-    kvs_status st = kvs_kv_cache_store(s->kv, t->layer, s->n_past + (uint32_t)lo, hi - lo, s->k + lo * kd,
-                                       s->v + lo * vd);
-    if (st != KVS_OK) atomic_store(&t->status, (int)st);
 }
 
 typedef struct glu_task { float *gate; const float *up; int64_t n_ff; } glu_task;
@@ -92,35 +64,7 @@ static kvs_status llama_forward(kvs_session *s, const kvs_token *tokens, int64_t
             {.w = &w->wv, .y = s->v, .y_stride = vd, .bias = w->bv},
         };
         if ((st = kvs_matmul_run(s->mm, s->pool, s->xn, n, qkv, 3)) != KVS_OK) return st;
-        /* Where this layer's keys come from: an ordinary layer stores the
-         * chunk and reads its cache; a windowed one reads its ring before the
-         * chunk overwrites it, plus the chunk staged in the ring's format; a
-         * shared layer reads its source, which stored the chunk already. */
-        const kvs_kv_layer *L = &s->kv->layers[l];
-        const kvs_kv_scheme *ls = &s->kv->layers[L->source].scheme;
-        const bool own = L->pages != NULL, win = own && L->scheme.window;
-        const bool grouped = own && L->scheme.layout == KVS_KV_LAYOUT_CHANNEL; /* groups span chunk splits */
-        rope_store_task rt = {.s = s, .layer = l, .store = own && !win && !grouped, .rotate = ls->rotate != 0};
-        kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, rope_store_rows, &rt);
-        if (atomic_load(&rt.status) != KVS_OK)
-            return kvs_fail((kvs_status)atomic_load(&rt.status), "layer %d: KV cache store failed", l);
-        if (grouped && (st = kvs_kv_cache_store(s->kv, l, s->n_past, n, s->k, s->v)) != KVS_OK) return st;
-        int n_segs;
-        if (win) {
-            n_segs = kvs_kv_cache_segments(s->kv, l, s->n_past, s->segs, s->max_segs - 1);
-            s->segs[n_segs++] = kvs_kv_cache_stage(s->kv, l, s->staging, s->n_past, n, s->k, s->v);
-        } else {
-            n_segs = kvs_kv_cache_segments(s->kv, l, s->n_past + (uint64_t)n, s->segs, s->max_segs);
-        }
-        kvs_attn_args aa = {
-            .segs = s->segs, .n_segs = n_segs, .n_kv_heads = hp->n_head_kv,
-            .head_dim_k = hp->head_dim_k, .head_dim_v = hp->head_dim_v,
-            .q = s->q, .n_q = n, .n_head = hp->n_head, .q_pos = s->pos,
-            .window = ls->window, .sinks = ls->sinks,
-            .scale = 1.0f / sqrtf((float)hp->head_dim_k), .out = s->att,
-        };
-        if ((st = kvs_attn_run(s->attn, s->pool, &aa)) != KVS_OK) return st;
-        if (win && (st = kvs_kv_cache_store(s->kv, l, s->n_past, n, s->k, s->v)) != KVS_OK) return st;
+        if ((st = kvs_arch_attend(s, l, n, &hp->rope, 1.0f / sqrtf((float)hp->head_dim_k))) != KVS_OK) return st;
 
         kvs_mm_out o = {.w = &w->wo, .y = s->xn, .y_stride = d};
         if ((st = kvs_matmul_run(s->mm, s->pool, s->att, n, &o, 1)) != KVS_OK) return st;

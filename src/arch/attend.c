@@ -1,0 +1,69 @@
+/* Shared attention step of the decoder architectures (see attend.h). */
+#include "arch/attend.h"
+
+#include <stdatomic.h>
+
+#include "core/error.h"
+#include "kv/kivi.h"
+
+#define ROTATE_SEED 0x6b76736c696dull /* fixed: keys and queries rotate alike */
+
+/* RoPE on q and k, the optional Hadamard rotation of both, then (store) k
+ * and v in the cache, for tokens [lo, hi). */
+typedef struct rope_store_task {
+    kvs_session *s; const kvs_rope *rope; int32_t layer; bool store, rotate;
+    _Atomic int status; /* first failure (kvs_status); the message is in that thread's error slot */
+} rope_store_task;
+
+static void rope_store_rows(void *ctx, int64_t lo, int64_t hi) {
+    rope_store_task *t = ctx;
+    kvs_session *s = t->s;
+    const kvs_hparams *hp = &s->model->hp;
+    int64_t qd = (int64_t)hp->n_head * hp->head_dim_k, kd = (int64_t)hp->n_head_kv * hp->head_dim_k;
+    int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v;
+    kvs_rope_apply(t->rope, s->q + lo * qd, hi - lo, hp->n_head, hp->head_dim_k, s->pos + lo);
+    kvs_rope_apply(t->rope, s->k + lo * kd, hi - lo, hp->n_head_kv, hp->head_dim_k, s->pos + lo);
+    if (t->rotate) {
+        for (int64_t r = lo * hp->n_head; r < hi * hp->n_head; r++) kvs_hadamard(s->q + r * hp->head_dim_k, hp->head_dim_k, ROTATE_SEED);
+        for (int64_t r = lo * hp->n_head_kv; r < hi * hp->n_head_kv; r++) kvs_hadamard(s->k + r * hp->head_dim_k, hp->head_dim_k, ROTATE_SEED);
+    }
+    if (!t->store) return;
+    kvs_status st = kvs_kv_cache_store(s->kv, t->layer, s->n_past + (uint32_t)lo, hi - lo, s->k + lo * kd,
+                                       s->v + lo * vd);
+    if (st != KVS_OK) atomic_store(&t->status, (int)st);
+}
+
+kvs_status kvs_arch_attend(kvs_session *s, int32_t layer, int64_t n, const kvs_rope *rope, float scale) {
+    const kvs_hparams *hp = &s->model->hp;
+    kvs_status st;
+    /* Where this layer's keys come from: an ordinary layer stores the
+     * chunk and reads its cache; a windowed one reads its ring before the
+     * chunk overwrites it, plus the chunk staged in the ring's format; a
+     * shared layer reads its source, which stored the chunk already. */
+    const kvs_kv_layer *L = &s->kv->layers[layer];
+    const kvs_kv_scheme *ls = &s->kv->layers[L->source].scheme;
+    const bool own = L->pages != NULL, win = own && L->scheme.window;
+    const bool grouped = own && L->scheme.layout == KVS_KV_LAYOUT_CHANNEL; /* groups span chunk splits */
+    rope_store_task rt = {.s = s, .rope = rope, .layer = layer, .store = own && !win && !grouped, .rotate = ls->rotate != 0};
+    kvs_pool_for(s->pool, n, KVS_PAR_MIN_TOKENS, rope_store_rows, &rt);
+    if (atomic_load(&rt.status) != KVS_OK)
+        return kvs_fail((kvs_status)atomic_load(&rt.status), "layer %d: KV cache store failed", layer);
+    if (grouped && (st = kvs_kv_cache_store(s->kv, layer, s->n_past, n, s->k, s->v)) != KVS_OK) return st;
+    int n_segs;
+    if (win) {
+        n_segs = kvs_kv_cache_segments(s->kv, layer, s->n_past, s->segs, s->max_segs - 1);
+        s->segs[n_segs++] = kvs_kv_cache_stage(s->kv, layer, s->staging, s->n_past, n, s->k, s->v);
+    } else {
+        n_segs = kvs_kv_cache_segments(s->kv, layer, s->n_past + (uint64_t)n, s->segs, s->max_segs);
+    }
+    kvs_attn_args aa = {
+        .segs = s->segs, .n_segs = n_segs, .n_kv_heads = hp->n_head_kv,
+        .head_dim_k = hp->head_dim_k, .head_dim_v = hp->head_dim_v,
+        .q = s->q, .n_q = n, .n_head = hp->n_head, .q_pos = s->pos,
+        .window = ls->window, .sinks = ls->sinks,
+        .scale = scale, .out = s->att,
+    };
+    if ((st = kvs_attn_run(s->attn, s->pool, &aa)) != KVS_OK) return st;
+    if (win && (st = kvs_kv_cache_store(s->kv, layer, s->n_past, n, s->k, s->v)) != KVS_OK) return st;
+    return KVS_OK;
+}
