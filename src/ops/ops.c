@@ -16,6 +16,27 @@ void kvs_rmsnorm(float *y, const float *x, const float *w, int64_t n, int64_t d,
     }
 }
 
+static float yarn_corr_dim(int32_t n_dims, int32_t n_ctx_orig, float turns, float base) {
+    return (float)n_dims * logf((float)n_ctx_orig / (turns * 2.0f * 3.14159265358979f)) / (2.0f * logf(base));
+}
+
+void kvs_rope_yarn(kvs_rope *r, int32_t n_ctx_orig, float beta_fast, float beta_slow, float ext_factor) {
+    float lo = floorf(yarn_corr_dim(r->n_dims, n_ctx_orig, beta_fast, r->freq_base));
+    float hi = ceilf(yarn_corr_dim(r->n_dims, n_ctx_orig, beta_slow, r->freq_base));
+    r->yarn_low = lo > 0.0f ? lo : 0.0f;
+    r->yarn_high = hi < (float)(r->n_dims - 1) ? hi : (float)(r->n_dims - 1);
+    r->ext_factor = ext_factor;
+    r->yarn_mscale = 1.0f;
+}
+
+/* YaRN angle of pair i (see kvs_rope). */
+static float yarn_theta(const kvs_rope *r, float extrap, int32_t i) {
+    float y = ((float)i - r->yarn_low) / fmaxf(0.001f, r->yarn_high - r->yarn_low);
+    float ramp = y < 0.0f ? 0.0f : y > 1.0f ? 1.0f : y;
+    float mix = (1.0f - ramp) * r->ext_factor;
+    return r->freq_scale * extrap * (1.0f - mix) + extrap * mix;
+}
+
 void kvs_rope_apply(const kvs_rope *r, float *x, int64_t n, int32_t n_heads, int32_t head_dim,
                     const int32_t *pos) {
     int32_t half = r->n_dims / 2;
@@ -26,6 +47,12 @@ void kvs_rope_apply(const kvs_rope *r, float *x, int64_t n, int32_t n_heads, int
         for (int32_t i = 0; i < half; i++) {
             float inv = powf(r->freq_base, -2.0f * (float)i / (float)r->n_dims);
             if (r->freq_factors) inv /= r->freq_factors[i];
+            if (r->ext_factor != 0.0f) { /* YaRN; the plain path below stays bit-identical */
+                float theta = yarn_theta(r, (float)pos[t] * inv, i);
+                cs[i] = cosf(theta) * r->yarn_mscale;
+                sn[i] = sinf(theta) * r->yarn_mscale;
+                continue;
+            }
             float theta = p * inv;
             cs[i] = cosf(theta);
             sn[i] = sinf(theta);

@@ -1,5 +1,5 @@
 /* Elementwise and row operators of the forward pass, on f32 activations:
- * RMSNorm, RoPE (normal and NeoX pair ordering), SwiGLU/GeGLU, softmax, and
+ * RMSNorm, RoPE (normal and NeoX pair ordering, optional YaRN), SwiGLU/GeGLU, softmax, and
  * embedding-row lookup. These scalar loops are simple enough to be their own
  * reference; the heavy kernels (matmul, attention) live in ops/matmul.c and
  * attn/. Shapes are noted as (rows, cols), row-major. */
@@ -25,7 +25,22 @@ typedef struct kvs_rope {
     float freq_base;
     float freq_scale;        /* linear position scaling (1 = none)            */
     const float *freq_factors; /* optional (n_dims/2) divisors (llama3 rope_freqs) */
+    /* YaRN (off when ext_factor == 0, the zero default): pair i turns by
+     * theta = interp * (1 - mix) + extrap * mix, where extrap = pos * base^(-2i/d),
+     * interp = freq_scale * extrap and mix = ext_factor * (1 - ramp(i)),
+     * ramp rising from 0 at pair yarn_low to 1 at yarn_high; cos/sin are then
+     * multiplied by yarn_mscale. Set the ramp with kvs_rope_yarn(). */
+    float ext_factor;
+    float yarn_low, yarn_high;
+    float yarn_mscale;
 } kvs_rope;
+
+/* Turn on YaRN for r (n_dims, freq_base, freq_scale already set): the ramp
+ * runs between the pairs that complete beta_fast and beta_slow turns over
+ * the original training context n_ctx_orig (YaRN paper, sec. 3.2), clamped
+ * to [0, n_dims - 1]. Magnitude scaling is left at 1 (attention-scale
+ * corrections are the caller's). */
+void kvs_rope_yarn(kvs_rope *r, int32_t n_ctx_orig, float beta_fast, float beta_slow, float ext_factor);
 
 /* Rotate x: (n, n_heads, head_dim) in place; token i is at position pos[i]. */
 void kvs_rope_apply(const kvs_rope *r, float *x, int64_t n, int32_t n_heads, int32_t head_dim,
