@@ -62,6 +62,8 @@ typedef struct ds2_session {
     float *oh;      /* (n_batch, n_head * dv)            */
     float *rlog;    /* (n_batch, n_expert) router logits */
     float *moe_out; /* (n_batch, n_embd)                 */
+    float *ffn_out; /* (n_batch, n_embd) FFN result: the pending residual delta
+                       (s->up may be narrower than n_embd: V2-Lite's 1408 < 2048) */
     float *wts;     /* (n_batch, n_used)                 */
     int32_t *ids;   /* (n_batch, n_used)                 */
     float *route_scratch; /* (2 * n_expert)              */
@@ -194,7 +196,7 @@ static kvs_status attention(kvs_session *s, int32_t l, int64_t n) {
     return kvs_matmul_run(s->mm, s->pool, ds->oh, n, &o, 1);
 }
 
-/* MoE FFN of layer l on s->xn; result (routed + shared) in s->up. */
+/* MoE FFN of layer l on s->xn; result (routed + shared) in ds->ffn_out. */
 static kvs_status moe(kvs_session *s, int32_t l, int64_t n) {
     const kvs_model *m = s->model;
     const ds2_model *dm = m->ext;
@@ -214,8 +216,8 @@ static kvs_status moe(kvs_session *s, int32_t l, int64_t n) {
                           .n_embd = d, .n_ff = dm->n_ff_exp};
     if ((st = kvs_moe_ffn(ds->ws, s->mm, s->pool, &ex, s->xn, n, ds->ids, ds->wts, dm->n_used, ds->moe_out)) != KVS_OK)
         return st;
-    if ((st = swiglu_ffn(s, &w->gate_sh, &w->up_sh, &w->down_sh, n, s->up)) != KVS_OK) return st;
-    kvs_add(s->up, ds->moe_out, n * d);
+    if ((st = swiglu_ffn(s, &w->gate_sh, &w->up_sh, &w->down_sh, n, ds->ffn_out)) != KVS_OK) return st;
+    kvs_add(ds->ffn_out, ds->moe_out, n * d);
     return KVS_OK;
 }
 
@@ -240,9 +242,9 @@ static kvs_status ds2_forward(kvs_session *s, const kvs_token *tokens, int64_t n
         norm_task nf = {s->x, s->xn, s->xn, w->ffn_norm, d, hp->norm_eps};
         kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, norm_rows, &nf);
         if (w->moe) st = moe(s, l, n);
-        else st = swiglu_ffn(s, &w->ffn_gate, &w->ffn_up, &w->ffn_down, n, s->up);
+        else st = swiglu_ffn(s, &w->ffn_gate, &w->ffn_up, &w->ffn_down, n, ((ds2_session *)s->ext)->ffn_out);
         if (st != KVS_OK) return st;
-        pending = s->up;
+        pending = ((ds2_session *)s->ext)->ffn_out;
     }
     kvs_add(s->x, pending, n * d);
     if (logits) {
@@ -267,6 +269,7 @@ static void ds2_session_free(kvs_session *s) {
     kvs_aligned_free(ds->oh);
     kvs_aligned_free(ds->rlog);
     kvs_aligned_free(ds->moe_out);
+    kvs_aligned_free(ds->ffn_out);
     kvs_free(ds->wts);
     kvs_free(ds->ids);
     kvs_free(ds->route_scratch);
@@ -304,7 +307,8 @@ static kvs_status ds2_session_init(kvs_session *s) {
     ds->qf = kvs_aligned_alloc(B * (size_t)(H * dm->dk) * sizeof(float));
     ds->kva = kvs_aligned_alloc(B * (size_t)(dm->rank + dm->rope_dim) * sizeof(float));
     ds->oh = kvs_aligned_alloc(B * (size_t)(H * dm->dv) * sizeof(float));
-    bool bad = !ds->mv_scratch || (dm->q_lora && !ds->qa) || !ds->qf || !ds->kva || !ds->oh;
+    ds->ffn_out = kvs_aligned_alloc(B * (size_t)m->hp.n_embd * sizeof(float));
+    bool bad = !ds->mv_scratch || (dm->q_lora && !ds->qa) || !ds->qf || !ds->kva || !ds->oh || !ds->ffn_out;
     if (dm->n_expert) {
         ds->rlog = kvs_aligned_alloc(B * (size_t)dm->n_expert * sizeof(float));
         ds->moe_out = kvs_aligned_alloc(B * (size_t)m->hp.n_embd * sizeof(float));
