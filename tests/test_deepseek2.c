@@ -32,11 +32,12 @@
  * Also: malformed files (a missing tensor, misshaped tensors) fail to load
  * with KVS_ERR_FORMAT and a message naming the tensor; a layer sharing an
  * earlier layer's latent cache runs; routing unit cases; YaRN angles against
- * a direct formula. */
+ * a direct formula; every allocation failing in turn is a clean NOMEM. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "gguf/gguf.h"
 #include "kvslim.h"
 #include "ops/moe.h"
@@ -254,6 +255,40 @@ static void test_yarn(void) {
     CHECKF(worst < 1e-5, "yarn angle error %.3g", worst);
 }
 
+/* Failing each allocation in turn during load, session creation and a
+ * decode of fixture b (LoRA, MoE workspace) gives KVS_ERR_NOMEM and frees
+ * everything (ASan builds check the leaks), until the run succeeds. */
+static void test_alloc_failures(void) {
+    int nomem = 0, ok = 0;
+    for (int64_t n = 0; n < 100000; n++) {
+        kvs_alloc_fail_after(n);
+        kvs_model *m = NULL;
+        kvs_session *s = NULL;
+        kvs_status st = kvs_model_load("tests/data/deepseek2_b.gguf", NULL, &m);
+        if (st == KVS_OK) {
+            kvs_session_params sp = kvs_session_params_default();
+            sp.n_ctx = 32;
+            sp.n_threads = 2;
+            st = kvs_session_new(m, &sp, &s);
+        }
+        if (st == KVS_OK) {
+            kvs_token t[3] = {5, 6, 7};
+            st = kvs_decode(s, t, 3, false, NULL);
+        }
+        kvs_alloc_fail_after(-1);
+        kvs_session_free(s);
+        kvs_model_free(m);
+        if (st == KVS_OK) { ok = 1; break; }
+        if (st != KVS_ERR_NOMEM) {
+            CHECKF(0, "allocation %lld failing gave %d: %s", (long long)n, (int)st, kvs_last_error());
+            break;
+        }
+        nomem++;
+    }
+    printf("  allocation failure injected at each of %d allocations: all KVS_ERR_NOMEM, then success\n", nomem);
+    CHECK(ok && nomem > 10);
+}
+
 int main(void) {
     test_routing();
     test_yarn();
@@ -265,6 +300,7 @@ int main(void) {
     if (okb) check_paths("tests/data/deepseek2_b.gguf", &rb);
     printf("  worst: f32 KV %.2e (tolerance 1e-5), f16 KV %.2e (tolerance 5e-3)\n", g_worst_f32, g_worst_f16);
     test_bad_files();
+    test_alloc_failures();
     free(ra.logits);
     free(rb.logits);
     return test_finish("test_deepseek2");

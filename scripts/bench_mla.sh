@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# MLA decode benchmark: a DeepSeek-V2-Lite-shaped deepseek2 fixture (27
+# layers, hidden 2048, 16 heads, latent 512 + rope 64, nope 128, value 128,
+# dense SwiGLU FFN of 1408 in every layer, Q4_0 weights, random values) is
+# generated once into a git-ignored path, then `kvslim bench` decodes at KV
+# depths 0, 1024 and 4096 with 2 threads; with PEER=1 llama.cpp
+# (llama-cpp-python, scripts/bench_llamacpp.py) runs the same file, tests and
+# threads right after, for a ratio on the same machine state.
+#
+# usage: scripts/bench_mla.sh            env: PY (python with numpy+gguf),
+#        PEER=1 PEER_PY=/work/venv-ref/bin/python scripts/bench_mla.sh
+#        THREADS (2), DEPTHS (0,1024,4096), NGEN (32), REPS (2), KV (f16)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+OUT=${OUT:-build/fixtures/deepseek2-v2lite-shape-q4_0.gguf}
+THREADS=${THREADS:-2}
+DEPTHS=${DEPTHS:-0,1024,4096}
+NGEN=${NGEN:-32}
+REPS=${REPS:-2}
+KV=${KV:-f16}
+MAXD=$(echo "$DEPTHS" | tr ',' '\n' | sort -n | tail -1)
+CTX=$((MAXD + NGEN + 600))
+if [ ! -f "$OUT" ]; then
+    mkdir -p "$(dirname "$OUT")"
+    echo "generating $OUT (about 340 MB)..." >&2
+    "$PY" scripts/gen_fixture_deepseek2.py --config bench -o "$OUT"
+fi
+[ -x build/kvslim ] || make -j2 >&2
+set -x
+build/kvslim bench -m "$OUT" -t "$THREADS" -c "$CTX" --kv "$KV" -p 512 -n "$NGEN" -d "$DEPTHS" -r "$REPS" --bw-gib 0
+if [ "${PEER:-0}" = 1 ]; then
+    "${PEER_PY:-/work/venv-ref/bin/python}" scripts/bench_llamacpp.py "$OUT" -t "$THREADS" -p 512 -n "$NGEN" \
+        -d "$DEPTHS" -r "$REPS"
+fi
