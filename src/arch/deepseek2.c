@@ -68,6 +68,7 @@ typedef struct ds2_session {
     int32_t *ids;   /* (n_batch, n_used)                 */
     float *route_scratch; /* (2 * n_expert)              */
     uint8_t *mv_scratch;  /* per thread: one converted activation row */
+    float *gather;        /* (n_batch, max(nope, rank)): one head's inputs of a chunk */
     size_t mv_bytes;
     int n_threads;
     kvs_moe_ws *ws;
@@ -95,9 +96,9 @@ static void glu_rows(void *ctx, int64_t lo, int64_t hi) {
 }
 
 /* y[t, h] = W[h] x[t, h] for every token and head: the per-head absorption
- * (W_UK^T) and expansion (W_UV) products. Each (token, head) job converts its
- * input row once into the weight's activation format and dots it with the
- * head's rows; jobs split across the pool. */
+ * (W_UK^T) and expansion (W_UV) products. Decode (few tokens): one dispatch
+ * of (token, head) jobs, each converting its input row once into the weight's
+ * activation format and dotting it with the head's rows. */
 typedef struct head_mv_task {
     const kvs_weight *w;
     const float *x; int64_t x_tok, x_head;
@@ -122,13 +123,27 @@ static void head_mv_worker(void *ctx, int ith, int nth) {
     }
 }
 
-static void head_mv(kvs_session *s, const kvs_weight *w, const float *x, int64_t x_tok, int64_t x_head, float *y,
-                    int64_t y_tok, int64_t y_head, int64_t n) {
+static kvs_status head_mv(kvs_session *s, const kvs_weight *w, const float *x, int64_t x_tok, int64_t x_head,
+                          float *y, int64_t y_tok, int64_t y_head, int64_t n) {
     ds2_session *ds = s->ext;
     const ds2_model *dm = s->model->ext;
+    if (n >= PAR_MIN_TOKENS) {
+        /* a chunk: per head, gather its input rows and run the GEMM kernel
+         * (each weight tile read once per token quad) */
+        for (int64_t h = 0; h < dm->n_head; h++) {
+            const int64_t ni = w[h].n_in;
+            for (int64_t t = 0; t < n; t++)
+                memcpy(ds->gather + t * ni, x + t * x_tok + h * x_head, (size_t)ni * sizeof(float));
+            kvs_mm_out o = {.w = &w[h], .y = y + h * y_head, .y_stride = y_tok};
+            kvs_status st = kvs_matmul_run(s->mm, s->pool, ds->gather, n, &o, 1);
+            if (st != KVS_OK) return st;
+        }
+        return KVS_OK;
+    }
     head_mv_task k = {.w = w, .x = x, .x_tok = x_tok, .x_head = x_head, .y = y, .y_tok = y_tok, .y_head = y_head,
                       .n = n, .n_head = dm->n_head, .scratch = ds->mv_scratch, .scratch_bytes = ds->mv_bytes};
     kvs_pool_run(s->pool, head_mv_worker, &k);
+    return KVS_OK;
 }
 
 /* Per token: the latent row [RMSNorm(c) ; RoPE(k_rope)] into s->k, RoPE on
@@ -188,10 +203,10 @@ static kvs_status attention(kvs_session *s, int32_t l, int64_t n) {
     prep_task pt = {s, w};
     kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, prep_rows, &pt);
     /* absorb: q'[t, h, 0:r] = W_UK[h]^T q_nope[t, h] */
-    head_mv(s, w->k_b, ds->qf, H * DK, DK, s->q, H * (R + DR), R + DR, n);
+    if ((st = head_mv(s, w->k_b, ds->qf, H * DK, DK, s->q, H * (R + DR), R + DR, n)) != KVS_OK) return st;
     if ((st = kvs_arch_attend(s, l, n, &dm->no_rope, dm->kq_scale)) != KVS_OK) return st;
     /* expand: o[t, h] = W_UV[h] att[t, h] */
-    head_mv(s, w->v_b, s->att, H * R, R, ds->oh, H * DV, DV, n);
+    if ((st = head_mv(s, w->v_b, s->att, H * R, R, ds->oh, H * DV, DV, n)) != KVS_OK) return st;
     kvs_mm_out o = {.w = &w->wo, .y = s->xn, .y_stride = m->hp.n_embd};
     return kvs_matmul_run(s->mm, s->pool, ds->oh, n, &o, 1);
 }
@@ -274,6 +289,7 @@ static void ds2_session_free(kvs_session *s) {
     kvs_free(ds->ids);
     kvs_free(ds->route_scratch);
     kvs_aligned_free(ds->mv_scratch);
+    kvs_aligned_free(ds->gather);
     kvs_free(ds);
     s->ext = NULL;
 }
@@ -303,12 +319,13 @@ static kvs_status ds2_session_init(kvs_session *s) {
     int64_t max_in = dm->nope > dm->rank ? dm->nope : dm->rank;
     ds->mv_bytes = ((size_t)max_in * 4 + 64 + 63) & ~(size_t)63; /* >= any activation format's row */
     ds->mv_scratch = kvs_aligned_alloc(ds->mv_bytes * (size_t)ds->n_threads);
+    ds->gather = kvs_aligned_alloc(B * (size_t)max_in * sizeof(float));
     ds->qa = dm->q_lora ? kvs_aligned_alloc(B * (size_t)dm->q_lora * sizeof(float)) : NULL;
     ds->qf = kvs_aligned_alloc(B * (size_t)(H * dm->dk) * sizeof(float));
     ds->kva = kvs_aligned_alloc(B * (size_t)(dm->rank + dm->rope_dim) * sizeof(float));
     ds->oh = kvs_aligned_alloc(B * (size_t)(H * dm->dv) * sizeof(float));
     ds->ffn_out = kvs_aligned_alloc(B * (size_t)m->hp.n_embd * sizeof(float));
-    bool bad = !ds->mv_scratch || (dm->q_lora && !ds->qa) || !ds->qf || !ds->kva || !ds->oh || !ds->ffn_out;
+    bool bad = !ds->mv_scratch || !ds->gather || (dm->q_lora && !ds->qa) || !ds->qf || !ds->kva || !ds->oh || !ds->ffn_out;
     if (dm->n_expert) {
         ds->rlog = kvs_aligned_alloc(B * (size_t)dm->n_expert * sizeof(float));
         ds->moe_out = kvs_aligned_alloc(B * (size_t)m->hp.n_embd * sizeof(float));
