@@ -97,7 +97,7 @@ def compare_llama_cpp(path, toks, ref):
     tokens, as max |diff| / max |ref| (its f32 paths differ from float64)."""
     import llama_cpp
     llm = llama_cpp.Llama(model_path=path, n_ctx=max(128, len(toks) + 8), n_batch=len(toks), n_ubatch=len(toks),
-                          n_threads=2, logits_all=True, verbose=False)
+                          n_threads=2, logits_all=True, verbose=False, type_k=0, type_v=0)   # f32 KV cache
     llm.eval([int(t) for t in toks])
     got = np.array(llm.scores[:len(toks)], dtype=np.float64)
     err = np.abs(got - ref).max() / np.abs(ref).max()
