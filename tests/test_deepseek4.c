@@ -29,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arch/deepseek4.h"
+#include "core/cpu.h"
 #include "kvslim.h"
 #include "test_util.h"
 
@@ -123,7 +125,39 @@ static double run_path(kvs_model *m, const ref *r, kvs_kv_type kv, uint32_t n_ba
     return e;
 }
 
+/* The AVX2 inner loops against their scalar references. */
+static void check_kernels(void) {
+    if (!kvs_cpu()->avx2) { printf("  (no AVX2: kernel twins not compared)\n"); return; }
+    uint64_t rng = 0x5eed;
+    float a[1100], b[1100], y0[1100], y1[1100];
+    for (int i = 0; i < 1100; i++) { a[i] = test_rng_normal(&rng); b[i] = test_rng_normal(&rng); }
+    static const int ns[] = {1, 7, 8, 15, 16, 17, 31, 64, 100, 128, 512, 1031};
+    for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {
+        int n = ns[k];
+        double want = 0, mag = 0;
+        for (int i = 0; i < n; i++) { want += (double)a[i] * b[i]; mag += fabs((double)a[i] * b[i]); }
+        CHECKF(fabs(ds4_dot_avx2(a, b, n) - want) <= 1e-6 * mag + 1e-6, "dot avx2 n=%d", n);
+        CHECKF(fabs(ds4_dot_ref(a, b, n) - want) <= 1e-6 * mag + 1e-6, "dot ref n=%d", n);
+        for (int i = 0; i < n; i++) y0[i] = y1[i] = b[i];
+        ds4_axpy_ref(y0, 0.37f, a, n);
+        ds4_axpy_avx2(y1, 0.37f, a, n);
+        for (int i = 0; i < n; i++) CHECKF(fabsf(y0[i] - y1[i]) <= 1e-6f * (1 + fabsf(y0[i])), "axpy n=%d i=%d", n, i);
+    }
+}
+
+/* Bad input: a KV rule that shrinks the raw window is refused with a message. */
+static void check_errors(kvs_model *m) {
+    kvs_session_params sp = kvs_session_params_default();
+    sp.n_ctx = 512;
+    sp.kv_window = 64;
+    kvs_session *s = NULL;
+    CHECK(kvs_session_new(m, &sp, &s) == KVS_ERR_UNSUPPORTED && s == NULL);
+    CHECK(strstr(kvs_last_error(), "compressed KV scheme") != NULL);
+    CHECK(kvs_model_load("tests/data/does-not-exist-deepseek4.gguf", NULL, &m) != KVS_OK);
+}
+
 int main(void) {
+    check_kernels();
     ref r = {0};
     if (!load_ref(&r)) {
         fprintf(stderr, "cannot read %s\n", REF);
@@ -134,6 +168,7 @@ int main(void) {
     CHECKF(st == KVS_OK, "load: %s", kvs_last_error());
     if (st != KVS_OK) return test_finish("deepseek4");
     CHECK(r.n_tok >= 600 && r.margin > 1e-5f);
+    check_errors(m);
     const double tol = 1e-4;
     for (int th = 1; th <= 2; th++) {
         char lb[64];

@@ -280,6 +280,18 @@ static kvs_status ds4_session_init(kvs_session *s) {
     const kvs_model *m = s->model;
     const ds4_model *x = m->ext;
     const kvs_hparams *hp = &m->hp;
+    /* the attention reads a raw window of `window` tokens and one entry per ratio
+     * tokens: KV rules may change formats and pages, not that geometry */
+    for (int32_t i = 0; i < hp->n_layer; i++) {
+        const kvs_kv_scheme *k = &s->kv->layers[i].scheme;
+        int32_t r = x->layers[i].ratio;
+        if (k->store != KVS_KV_STORE_COMPRESSED || k->compress_ratio != (uint32_t)r ||
+            k->entry_dim != (uint32_t)hp->head_dim_k || k->window + k->sinks < (uint32_t)x->window ||
+            k->indexer_dim != (r == 4 ? (uint32_t)x->idx_dim : 0u))
+            return kvs_fail(KVS_ERR_UNSUPPORTED, "deepseek4: layer %d needs its compressed KV scheme (ratio %d, "
+                            "%d-dim entries, raw window >= %d); --kv-window/--kv-layer may only change element "
+                            "formats and pages", i, r, hp->head_dim_k, x->window);
+    }
     ds4_state *st = kvs_calloc(1, sizeof *st);
     if (!st) return kvs_fail(KVS_ERR_NOMEM, "session: out of memory");
     s->ext = st;

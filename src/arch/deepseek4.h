@@ -83,4 +83,11 @@ kvs_status ds4_attention(kvs_session *s, int32_t l, int64_t n);
 void ds4_rope(const double *freq, int32_t rope_dim, float *x, int32_t n_heads, int32_t d, int64_t pos,
               bool inverse);
 
+/* Inner loops of the attention: scalar references and AVX2 twins (the
+ * latter only after kvs_cpu()->avx2); ds4_dot/ds4_axpy pick one. */
+float ds4_dot_ref(const float *a, const float *b, int64_t n);
+void ds4_axpy_ref(float *y, float a, const float *x, int64_t n);
+float ds4_dot_avx2(const float *a, const float *b, int64_t n);
+void ds4_axpy_avx2(float *y, float a, const float *x, int64_t n);
+
 #endif

@@ -7,9 +7,10 @@
  * low-rank output projection. Rows live in the session's KV cache
  * (kvs_kv_cache_raw_row / kvs_kv_cache_entry_row) in the scheme's formats.
  *
- * The per-query loops are plain contiguous dot/axpy loops over f32 rows
- * (ds4_dot/ds4_axpy); they are their own reference, checked end to end
- * against scripts/ref_numpy_deepseek4.py (tests/test_deepseek4.c). */
+ * The per-query loops are contiguous dot/axpy loops over f32 rows: scalar
+ * references here, AVX2 twins in deepseek4_avx2.c (tests/test_deepseek4.c
+ * checks the pair, and the whole forward against
+ * scripts/ref_numpy_deepseek4.py). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "arch/attend.h"
 #include "arch/deepseek4.h"
 #include "core/alloc.h"
+#include "core/cpu.h"
 #include "core/error.h"
 #include "model/loader.h"
 
@@ -37,7 +39,7 @@ void ds4_rope(const double *freq, int32_t rope_dim, float *x, int32_t n_heads, i
     }
 }
 
-static float ds4_dot(const float *a, const float *b, int64_t n) {
+float ds4_dot_ref(const float *a, const float *b, int64_t n) {
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
@@ -50,8 +52,17 @@ static float ds4_dot(const float *a, const float *b, int64_t n) {
     return (s0 + s1) + (s2 + s3);
 }
 
-static void ds4_axpy(float *y, float a, const float *x, int64_t n) {
+void ds4_axpy_ref(float *y, float a, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static float ds4_dot(const float *a, const float *b, int64_t n) {
+    return kvs_cpu()->avx2 ? ds4_dot_avx2(a, b, n) : ds4_dot_ref(a, b, n);
+}
+
+static void ds4_axpy(float *y, float a, const float *x, int64_t n) {
+    if (kvs_cpu()->avx2) ds4_axpy_avx2(y, a, x, n);
+    else ds4_axpy_ref(y, a, x, n);
 }
 
 /* ---- compressor ------------------------------------------------------------ */
