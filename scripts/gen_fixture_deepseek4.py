@@ -11,10 +11,11 @@ expert, SwiGLU clamp). Weights are random; matrices f16, vectors f32.
 
 Shapes:
   small  the committed test fixture (tests/data/deepseek4_tiny.gguf), ~0.4 MB
-  bench  a V4-shaped fixture for scripts/bench_deepseek4.sh: 512-dim K=V
-         entries, 64 rope dims, 128-dim indexer keys, top-512, hc 4
-  gqa    a llama-architecture random fixture of similar per-token compute for
-         the benchmark's comparison (plain GQA, full KV)
+  bench  a V4-shaped attention for scripts/bench_deepseek4.sh: 512-dim K=V
+         entries, 64 rope dims, 128-token window, 128-dim indexer keys, top-512,
+         hc 4; small elsewhere (hidden 256, 4 heads, 4 experts): ~10M params
+  gqa    a llama-architecture random fixture of similar size (~9M params):
+         hidden 512, 8 heads, 2 KV heads (GQA), full f16 KV
 
 Deviation from the ecosystem, documented: ffn_gate_tid2eid is stored as F32
 (token -> expert ids as exact small integers) because kvslim's GGUF reader has
@@ -34,9 +35,9 @@ SHAPES = {
     "small": dict(n_layer=5, ratios=[0, 4, 128, 4, 0], n_embd=64, n_head=4, head_dim=32, rope_dim=8,
                   q_lora=32, o_groups=2, o_lora=16, window=128, idx_heads=8, idx_dim=16, idx_topk=96,
                   hc=4, sinkhorn=20, n_expert=4, n_used=2, n_ff=16, n_hash=1, vocab=96, ctx=4096),
-    "bench": dict(n_layer=4, ratios=[0, 4, 128, 4], n_embd=512, n_head=8, head_dim=512, rope_dim=64,
-                  q_lora=256, o_groups=4, o_lora=256, window=128, idx_heads=8, idx_dim=128, idx_topk=512,
-                  hc=4, sinkhorn=20, n_expert=8, n_used=2, n_ff=512, n_hash=1, vocab=1024, ctx=131072),
+    "bench": dict(n_layer=4, ratios=[0, 4, 128, 4], n_embd=256, n_head=4, head_dim=512, rope_dim=64,
+                  q_lora=128, o_groups=2, o_lora=128, window=128, idx_heads=4, idx_dim=128, idx_topk=512,
+                  hc=4, sinkhorn=20, n_expert=4, n_used=2, n_ff=256, n_hash=1, vocab=1024, ctx=131072),
 }
 
 
@@ -158,7 +159,7 @@ def gen_deepseek4(path, c, seed):
 def gen_gqa(path, seed):
     """llama-arch random fixture with per-token weight compute close to the bench V4 shape."""
     rng = np.random.default_rng(seed)
-    D, L, H, Hkv, hd, F, V = 1024, 4, 16, 4, 64, 2048, 1024
+    D, L, H, Hkv, hd, F, V = 512, 4, 8, 2, 64, 1024, 1024
     w = gguf.GGUFWriter(path, "llama")
     w.add_name("llama-random-gqa-bench")
     w.add_uint32("llama.block_count", L)

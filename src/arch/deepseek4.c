@@ -173,6 +173,11 @@ static kvs_status load_deepseek4(kvs_loader *L) {
     if (!x) return KVS_ERR_NOMEM;
     m->ext = x;
     KVS_TRY(need(L, "block_count", &hp->n_layer));
+    /* trailing multi-token-prediction blocks are not part of the decoder stack */
+    int32_t nextn = kvs_load_opt_u32(L, "nextn_predict_layers", 0);
+    if (nextn >= hp->n_layer)
+        return kvs_fail(KVS_ERR_FORMAT, "model: %s.nextn_predict_layers = %d leaves no decoder layers", L->arch, nextn);
+    hp->n_layer -= nextn;
     KVS_TRY(need(L, "embedding_length", &hp->n_embd));
     KVS_TRY(need(L, "attention.head_count", &hp->n_head));
     KVS_TRY(need(L, "attention.key_length", &hp->head_dim_k));
