@@ -229,6 +229,8 @@ static kvs_status load_deepseek4(kvs_loader *L) {
         KVS_TRY(need(L, "attention.indexer.head_count", &x->idx_heads));
         KVS_TRY(need(L, "attention.indexer.key_length", &x->idx_dim));
         KVS_TRY(need(L, "attention.indexer.top_k", &x->idx_topk));
+        if (x->idx_dim > 4096 || x->idx_heads > 1024)
+            return kvs_fail(KVS_ERR_UNSUPPORTED, "model: indexer %d heads x %d not supported", x->idx_heads, x->idx_dim);
         if (x->idx_dim < x->rope_dim)
             return kvs_fail(KVS_ERR_FORMAT, "model: indexer key_length %d below the rope dimension %d", x->idx_dim,
                             x->rope_dim);

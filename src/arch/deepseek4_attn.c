@@ -173,18 +173,26 @@ static void index_scores(void *ctx, int64_t a, int64_t b) {
     const ds4_model *x = s->model->ext;
     const kvs_kv_scheme *sch = &s->kv->layers[it->l].scheme;
     const kvs_type_traits *tr = kvs_type_traits_of(sch->indexer_type);
-    const int64_t ihd = x->idx_dim, nih = x->idx_heads;
-    float key[1024];
-    for (int64_t j = a; j < b; j++) {
+    const int64_t ihd = x->idx_dim, nih = x->idx_heads, P = s->kv->layers[it->l].page_tokens;
+    /* a page's indexer keys are one contiguous stream: convert a run at a time */
+    float keys[32 * 1024];
+    const int64_t run_max = (int64_t)(sizeof keys / sizeof *keys) / ihd;
+    for (int64_t j = a; j < b;) {
+        int64_t run = P - j % P;
+        if (run > b - j) run = b - j;
+        if (run > run_max) run = run_max;
         uint8_t *ik = NULL;
         kvs_kv_cache_entry_row(s->kv, it->l, (uint64_t)j, &ik);
-        tr->to_float(ik, key, ihd);
-        float acc = 0;
-        for (int64_t h = 0; h < nih; h++) {
-            float v = ds4_dot(it->q + h * ihd, key, ihd);
-            if (v > 0) acc += v * it->wt[h];
+        tr->to_float(ik, keys, run * ihd);
+        for (int64_t r = 0; r < run; r++) {
+            float acc = 0;
+            for (int64_t h = 0; h < nih; h++) {
+                float v = ds4_dot(it->q + h * ihd, keys + r * ihd, ihd);
+                if (v > 0) acc += v * it->wt[h];
+            }
+            it->sc[j + r] = acc;
         }
-        it->sc[j] = acc;
+        j += run;
     }
 }
 
