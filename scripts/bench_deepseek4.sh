@@ -78,5 +78,6 @@ C
 cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude "$OUT/bench_depth.c" build/libkvslim.a -lm -pthread -o "$OUT/bench_depth"
 echo "# $(date -u +%FT%TZ) threads=$THREADS n_gen=$N_GEN load: $(cut -d' ' -f1-3 /proc/loadavg) cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 echo "# model depth wall_tok_s cpu_ms_per_tok kv_bytes_held kv_bytes_formula"
-"$OUT/bench_depth" v4 "$V4" "$DEPTHS_V4" "$THREADS" "$N_GEN"
-"$OUT/bench_depth" gqa "$GQA" "$DEPTHS_GQA" "$THREADS" "$N_GEN"
+# an empty depth list skips that model
+[ -z "$DEPTHS_V4" ] || "$OUT/bench_depth" v4 "$V4" "$DEPTHS_V4" "$THREADS" "$N_GEN"
+[ -z "$DEPTHS_GQA" ] || "$OUT/bench_depth" gqa "$GQA" "$DEPTHS_GQA" "$THREADS" "$N_GEN"
