@@ -10,7 +10,7 @@ selection bias, hash-routed first layers through ffn_gate_tid2eid, a shared
 expert, SwiGLU clamp). Weights are random; matrices f16, vectors f32.
 
 Shapes:
-  small  the committed test fixture (tests/data/deepseek4_tiny.gguf), ~0.4 MB
+  small  the committed test fixture (tests/data/deepseek4_tiny.gguf, default seed), 0.55 MB
   bench  a V4-shaped attention for scripts/bench_deepseek4.sh: 512-dim K=V
          entries, 64 rope dims, 128-token window, 128-dim indexer keys, top-512,
          hc 4; small elsewhere (hidden 256, 4 heads, 4 experts): ~10M params
@@ -202,7 +202,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--shape", default="small", choices=["small", "bench", "gqa"])
-    ap.add_argument("--seed", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=5)  # the committed tiny fixture
     a = ap.parse_args()
     if a.shape == "gqa":
         gen_gqa(a.out, a.seed)

@@ -308,7 +308,7 @@ def main():
     ap.add_argument("model")
     ap.add_argument("out")
     ap.add_argument("--tokens", type=int, default=701)
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=4)  # the committed reference (token sequence)
     ap.add_argument("--every", type=int, default=25, help="store every Nth logits row (plus the last 4)")
     a = ap.parse_args()
     m = Model(a.model)
