@@ -29,6 +29,46 @@ static uint64_t slot_of(const kvs_kv_layer *L, uint64_t p) {
     return S + (p - S) % (L->slots - S);
 }
 
+/* COMPRESSED layer (DeepSeek V4 CSA/HCA, window-only): the raw window is a
+ * ring of page_round(window + sinks) one-row slots in `pages` (k_row = one
+ * entry row, v_row = 0); compressed entries live in `cpages`, each page
+ * (page_tokens entries) laid out as all entry rows, then all indexer keys,
+ * so an indexer scan reads one contiguous stream. */
+static kvs_status compressed_init(kvs_kv_layer *L, int32_t i, uint32_t capacity) {
+    const kvs_kv_scheme *s = &L->scheme;
+    if (s->entry_bytes || s->indexer_bytes || s->layout != KVS_KV_LAYOUT_BLOCK)
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: layer %d: compressed store with packed byte layouts "
+                        "(entry_bytes/indexer_bytes) is a planner-only scheme", i);
+    const kvs_type_traits *kt = kvs_type_traits_of(s->k_type), *it = kvs_type_traits_of(s->indexer_type);
+    size_t E = s->entry_dim ? kvs_row_bytes(s->k_type, s->entry_dim) : 0;
+    size_t I = s->indexer_dim ? kvs_row_bytes(s->indexer_type, s->indexer_dim) : 0;
+    if (!E || !kt || !kt->from_float || !kt->to_float || (s->indexer_dim && (!I || !it || !it->from_float)))
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: layer %d: %s cannot hold %u-element compressed entries "
+                        "(indexer %s x %u)", i, kvs_dtype_name(s->k_type), s->entry_dim,
+                        kvs_dtype_name(s->indexer_type), s->indexer_dim);
+    uint32_t P = s->page_tokens ? s->page_tokens : KVS_DEFAULT_PAGE;
+    L->scheme.page_tokens = P;
+    L->page_tokens = P;
+    L->k_row = E;
+    L->v_row = 0;
+    L->i_row = I;
+    L->page_bytes = E * (size_t)P;
+    L->cpage_bytes = (E + I) * (size_t)P;
+    L->slots = s->window ? div_up((uint64_t)s->window + s->sinks, P) * P : 0;
+    if (L->slots > capacity) L->slots = div_up(capacity, P) * P;
+    L->cslots = s->compress_ratio ? capacity / s->compress_ratio : 0;
+    L->pages = kvs_calloc((size_t)div_up(L->slots, P) + 1, sizeof *L->pages);
+    L->cpages = kvs_calloc((size_t)div_up(L->cslots, P) + 1, sizeof *L->cpages);
+    if (!L->pages || !L->cpages) return kvs_fail(KVS_ERR_NOMEM, "kv cache: out of memory");
+    return KVS_OK;
+}
+
+static bool compressed(const kvs_kv_layer *L) { return L->scheme.store == KVS_KV_STORE_COMPRESSED; }
+/* Complete entries of a sequence of n_pos tokens (the incomplete group is in the raw window). */
+static uint64_t compressed_entries(const kvs_kv_layer *L, uint64_t n_pos) {
+    return L->scheme.compress_ratio ? n_pos / L->scheme.compress_ratio : 0;
+}
+
 kvs_status kvs_kv_cache_new(const kvs_kv_scheme *schemes, int32_t n_layers, uint32_t capacity,
                             uint64_t budget_bytes, kvs_kv_cache **out) {
     *out = NULL;
@@ -58,6 +98,11 @@ kvs_status kvs_kv_cache_new(const kvs_kv_scheme *schemes, int32_t n_layers, uint
                 return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: layer %d shares windowed layer %d (not supported yet)", i, src);
             }
             L[i].source = src;
+            continue;
+        }
+        if (s->store == KVS_KV_STORE_COMPRESSED) {
+            kvs_status st = compressed_init(&L[i], i, capacity);
+            if (st != KVS_OK) { kvs_kv_cache_free(c); return st; }
             continue;
         }
         bool is_latent = s->store == KVS_KV_STORE_LATENT;
@@ -142,6 +187,11 @@ void kvs_kv_cache_clear(kvs_kv_cache *c) {
             L->pages[p] = NULL;
         }
         L->n_pages_alloc = 0;
+        for (uint32_t p = 0; L->cpages && p < L->n_cpages_alloc; p++) {
+            kvs_aligned_free(L->cpages[p]);
+            L->cpages[p] = NULL;
+        }
+        L->n_cpages_alloc = 0;
         kvs_aligned_free(L->resid);
         L->resid = NULL;
         L->n_stored = 0;
@@ -154,6 +204,7 @@ void kvs_kv_cache_free(kvs_kv_cache *c) {
     kvs_kv_cache_clear(c);
     for (int32_t i = 0; i < c->n_layers; i++) {
         kvs_free(c->layers[i].pages);
+        kvs_free(c->layers[i].cpages);
         kvs_free(c->layers[i].scratch);
     }
     kvs_free(c->layers);
@@ -175,6 +226,10 @@ kvs_status kvs_kv_cache_reserve(kvs_kv_cache *c, uint64_t n_pos) {
         }
         uint64_t pages = div_up(used, L->page_tokens);
         if (pages > L->n_pages_alloc) need += (pages - L->n_pages_alloc) * L->page_bytes;
+        if (compressed(L)) {
+            uint64_t cp = div_up(compressed_entries(L, n_pos), L->page_tokens);
+            if (cp > L->n_cpages_alloc) need += (cp - L->n_cpages_alloc) * L->cpage_bytes;
+        }
     }
     if (!need) return KVS_OK;
     if (c->budget && c->bytes + need > c->budget)
@@ -201,8 +256,39 @@ kvs_status kvs_kv_cache_reserve(kvs_kv_cache *c, uint64_t n_pos) {
             L->n_pages_alloc = (uint32_t)p + 1;
             c->bytes += L->page_bytes;
         }
+        if (!compressed(L)) continue;
+        uint64_t cp = div_up(compressed_entries(L, n_pos), L->page_tokens);
+        for (uint64_t p = L->n_cpages_alloc; p < cp; p++) {
+            L->cpages[p] = kvs_aligned_alloc(L->cpage_bytes);
+            if (!L->cpages[p])
+                return kvs_fail(KVS_ERR_NOMEM, "kv cache: cannot allocate a %.1f KiB page", (double)L->cpage_bytes / 1024.0);
+            L->n_cpages_alloc = (uint32_t)p + 1;
+            c->bytes += L->cpage_bytes;
+        }
     }
     return KVS_OK;
+}
+
+/* ---- COMPRESSED layers ---------------------------------------------------- */
+
+uint8_t *kvs_kv_cache_raw_row(kvs_kv_cache *c, int32_t layer, uint64_t pos) {
+    if (layer < 0 || layer >= c->n_layers) return NULL;
+    kvs_kv_layer *L = &c->layers[layer];
+    if (!compressed(L) || !L->slots) return NULL;
+    uint64_t slot = slot_of(L, pos);
+    if (slot / L->page_tokens >= L->n_pages_alloc) return NULL;
+    return L->pages[slot / L->page_tokens] + (slot % L->page_tokens) * L->k_row;
+}
+
+uint8_t *kvs_kv_cache_entry_row(kvs_kv_cache *c, int32_t layer, uint64_t j, uint8_t **index_key) {
+    if (index_key) *index_key = NULL;
+    if (layer < 0 || layer >= c->n_layers) return NULL;
+    kvs_kv_layer *L = &c->layers[layer];
+    if (!compressed(L) || j >= L->cslots || j / L->page_tokens >= L->n_cpages_alloc) return NULL;
+    uint8_t *page = L->cpages[j / L->page_tokens];
+    uint64_t o = j % L->page_tokens;
+    if (index_key && L->i_row) *index_key = page + (size_t)L->page_tokens * L->k_row + o * L->i_row;
+    return page + o * L->k_row;
 }
 
 /* Pointers to head 0 of slot `slot` in a layer's pages. */
@@ -266,6 +352,8 @@ kvs_status kvs_kv_cache_store(kvs_kv_cache *c, int32_t layer, uint64_t pos0, int
     if (layer < 0 || layer >= c->n_layers) return kvs_fail(KVS_ERR_INTERNAL, "kv store: bad layer");
     kvs_kv_layer *L = &c->layers[layer];
     if (!L->pages) return KVS_OK; /* shared or no attention */
+    if (compressed(L))
+        return kvs_fail(KVS_ERR_INTERNAL, "kv store: layer %d is compressed (use kvs_kv_cache_raw_row/entry_row)", layer);
     if (channel(L)) return store_channel(L, layer, pos0, n, k, v);
     const kvs_kv_scheme *s = &L->scheme;
     const kvs_type_traits *kt = kvs_type_traits_of(s->k_type), *vt = kvs_type_traits_of(s->v_type);
@@ -380,7 +468,7 @@ static int channel_segments(const kvs_kv_layer *L, uint64_t n_pos, kvs_kv_segmen
 int kvs_kv_cache_segments(const kvs_kv_cache *c, int32_t layer, uint64_t n_pos, kvs_kv_segment *out, int cap) {
     if (layer < 0 || layer >= c->n_layers) return 0;
     const kvs_kv_layer *L = &c->layers[c->layers[layer].source];
-    if (!L->pages || n_pos == 0) return 0;
+    if (!L->pages || n_pos == 0 || compressed(L)) return 0;
     if (channel(L)) return channel_segments(L, n_pos < L->n_stored ? n_pos : L->n_stored, out, cap);
     if (!windowed(L)) return emit_range(L, 0, n_pos, out, 0, cap);
     uint64_t S = L->scheme.sinks, W = L->scheme.window;

@@ -70,6 +70,13 @@ typedef struct kvs_kv_layer {
     uint16_t *resid;
     float *scratch;          /* (group, max(dk, dv)) for quantizing a group */
     uint64_t n_stored;       /* positions stored so far (channel layout appends in order) */
+    /* COMPRESSED store: `pages` hold the raw-window ring (k_row = one entry
+     * row, v_row = 0); `cpages` the compressed entries, page_tokens per page,
+     * entry rows first, then their indexer keys (i_row bytes each) */
+    uint8_t **cpages;
+    uint32_t n_cpages_alloc;
+    uint64_t cslots;         /* entry capacity: capacity / compress_ratio */
+    size_t i_row, cpage_bytes;
 } kvs_kv_layer;
 
 typedef struct kvs_kv_cache {
@@ -106,6 +113,16 @@ kvs_status kvs_kv_cache_store(kvs_kv_cache *c, int32_t layer, uint64_t pos0, int
 int kvs_kv_cache_segments(const kvs_kv_cache *c, int32_t layer, uint64_t n_pos,
                           kvs_kv_segment *out, int cap);
 int kvs_kv_cache_max_segments(const kvs_kv_cache *c, int32_t layer);
+
+/* COMPRESSED layers (DeepSeek V4): the caller converts rows with the
+ * scheme's formats (k_type for entries and raw rows, indexer_type for
+ * indexer keys). The raw row of position pos lives in a ring of
+ * page_round(window + sinks) slots (valid for the newest window positions);
+ * entry j (tokens [j*m, (j+1)*m)) is stored once its group completes. Both
+ * return NULL when the layer is not compressed or the slot is not reserved.
+ * kvs_kv_cache_store() and kvs_kv_cache_segments() do not serve these layers. */
+uint8_t *kvs_kv_cache_raw_row(kvs_kv_cache *c, int32_t layer, uint64_t pos);
+uint8_t *kvs_kv_cache_entry_row(kvs_kv_cache *c, int32_t layer, uint64_t j, uint8_t **index_key);
 
 /* Convert n rows of f32 K/V, (n, n_kv_heads, head_dim), into a buffer in the
  * layer's formats laid out as one segment at positions pos0.. (for chunk

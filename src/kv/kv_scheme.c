@@ -71,6 +71,18 @@ kvs_kv_scheme kvs_kv_scheme_full(uint32_t n_kv_heads, uint32_t head_dim_k, uint3
     return s;
 }
 
+kvs_kv_scheme kvs_kv_scheme_compressed(uint32_t ratio, uint32_t entry_dim, uint32_t indexer_dim, uint32_t window,
+                                       kvs_dtype type) {
+    kvs_kv_scheme s = kvs_kv_scheme_full(0, 0, 0, type);
+    s.store = KVS_KV_STORE_COMPRESSED;
+    s.compress_ratio = ratio;
+    s.entry_dim = entry_dim;
+    s.indexer_dim = indexer_dim;
+    s.window = window;
+    s.page_tokens = KVS_KV_COMPRESSED_PAGE;
+    return s;
+}
+
 uint64_t kvs_kv_scheme_tokens_held(const kvs_kv_scheme *s, uint64_t n_tokens) {
     if (!s) return 0;
     switch (s->store) {

@@ -69,6 +69,14 @@ typedef struct kvs_kv_scheme {
 kvs_kv_scheme kvs_kv_scheme_full(uint32_t n_kv_heads, uint32_t head_dim_k, uint32_t head_dim_v,
                                  kvs_dtype type);
 
+/* A DeepSeek V4 style compressed layer: one entry_dim entry per `ratio`
+ * tokens (0 = window-only), indexer keys of indexer_dim per entry (0 = none),
+ * a raw window of `window` tokens; entries, raw rows and indexer keys in
+ * `type`, allocated in pages of KVS_KV_COMPRESSED_PAGE entries/tokens. */
+#define KVS_KV_COMPRESSED_PAGE 64
+kvs_kv_scheme kvs_kv_scheme_compressed(uint32_t ratio, uint32_t entry_dim, uint32_t indexer_dim, uint32_t window,
+                                       kvs_dtype type);
+
 /* Tokens a layer holds for a sequence of n_tokens (window + sinks bound). */
 uint64_t kvs_kv_scheme_tokens_held(const kvs_kv_scheme *s, uint64_t n_tokens);
 /* Bytes one sequence of n_tokens occupies in this layer's cache, including

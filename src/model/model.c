@@ -15,6 +15,7 @@ static const kvs_arch_ops *const ARCHES[] = {
     &kvs_arch_llama,
     &kvs_arch_qwen2,
     &kvs_arch_deepseek2,
+    &kvs_arch_deepseek4,
 };
 #define N_ARCHES (sizeof ARCHES / sizeof *ARCHES)
 

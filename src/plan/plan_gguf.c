@@ -5,7 +5,9 @@
  * .attention.sliding_window (+ .attention.sliding_window_pattern, or the
  * gemma3 rule "every 6th layer is global"), .attention.kv_lora_rank with
  * .rope.dimension_count (deepseek2 MLA), .attention.shared_kv_layers
- * (gemma3n), .expert_count/.expert_used_count (MoE active bytes).
+ * (gemma3n), .expert_count/.expert_used_count (MoE active bytes),
+ * .attention.compress_ratios (+ .attention.indexer.key_length/.top_k,
+ * deepseek4: the engine's COMPRESSED schemes, kvs_kv_scheme_compressed).
  * Weight bytes are the exact tensor bytes; KV defaults to f16 (llama.cpp). */
 #include <string.h>
 
@@ -75,6 +77,16 @@ kvs_status kvs_plan_from_gguf(const char *path, kvs_plan_model *out) {
     out->n_embd = embd;
     out->n_head = nh;
 
+    /* DeepSeek V4 (llama.cpp's deepseek4 keys): per-layer compress_ratios,
+     * the same COMPRESSED scheme the engine allocates (src/arch/deepseek4.c) */
+    snprintf(key, sizeof key, "%s.attention.compress_ratios", arch);
+    const kvs_gguf_kv *ratios = kvs_gguf_find(g, key);
+    if (ratios && (ratios->type != KVS_GGUF_ARRAY || ratios->v.arr.type == KVS_GGUF_STRING || ratios->v.arr.n < nl))
+        ratios = NULL;
+    uint32_t idx_dim = 0, idx_topk = 0;
+    key_u32(g, arch, "attention.indexer.key_length", &idx_dim);
+    key_u32(g, arch, "attention.indexer.top_k", &idx_topk);
+
     uint32_t first_shared = nl - n_shared;
     int32_t last_local = -1, last_global = -1;
     for (uint32_t i = 0; i < nl; i++) {
@@ -84,6 +96,13 @@ kvs_status kvs_plan_from_gguf(const char *path, kvs_plan_model *out) {
         if (!key_layer_u32(g, arch, "attention.head_count_kv", i, &hkv)) hkv = h;
         if (!key_u32(g, arch, "attention.key_length", &dk)) dk = h ? embd / h : 0;
         if (!key_u32(g, arch, "attention.value_length", &dv)) dv = dk;
+        if (ratios) {
+            int64_t r = kvs_gguf_arr_int(ratios, i);
+            uint32_t ratio = r > 0 && r <= 65536 ? (uint32_t)r : 0;
+            L->kv = kvs_kv_scheme_compressed(ratio, dk, ratio == 4 ? idx_dim : 0, window, KVS_TYPE_F16);
+            L->read_topk = ratio == 4 ? idx_topk : 0;
+            continue;
+        }
         bool local = window > 0;
         if (pattern && pattern->type == KVS_GGUF_ARRAY && i < pattern->v.arr.n && pattern->v.arr.type != KVS_GGUF_STRING)
             local = window > 0 && kvs_gguf_arr_int(pattern, i) != 0;

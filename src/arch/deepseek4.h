@@ -1,0 +1,93 @@
+/* DeepSeek V4 ("deepseek4") internals shared by src/arch/deepseek4*.c:
+ * hyper-parameters, per-layer weights, the session state (mHC buffers,
+ * compressor rings, scratch) and the attention entry point. Internal header;
+ * see docs/arch-deepseek4.md for the architecture and the GGUF names. */
+#ifndef KVS_ARCH_DEEPSEEK4_H
+#define KVS_ARCH_DEEPSEEK4_H
+
+#include "model/session.h"
+
+#define DS4_MAX_HC 16
+
+/* One softmax-gated pooling compressor (main entries or indexer keys). */
+typedef struct ds4_comp {
+    kvs_weight wkv, wgate;       /* (coff*d, n_embd) */
+    const float *ape;            /* (m, coff*d): per-slot score offsets */
+    const float *norm;           /* (d) */
+    int32_t d, coff;             /* coff 2 = overlapping (m == 4) */
+} ds4_comp;
+
+typedef struct ds4_layer {
+    int32_t ratio;               /* 0 window-only, 4 CSA (indexer), else HCA */
+    const float *attn_norm, *ffn_norm;
+    kvs_weight hc_fn[2];         /* attn, ffn: ((2+hc)*hc, hc*n_embd) */
+    const float *hc_base[2], *hc_scale[2];
+    const float *sinks;          /* (n_head) */
+    kvs_weight wq_a, wq_b, wkv, wo_b;
+    kvs_weight *wo_a;            /* (groups) row views of attn_output_a: (o_lora, H*hd/G) each */
+    const float *q_norm, *kv_norm;
+    ds4_comp comp, icomp;        /* icomp: CSA layers only */
+    kvs_weight iq_b, iproj;      /* indexer query (nih*ihd, q_lora), head weights (nih, n_embd) */
+    kvs_weight gate_inp;         /* (n_expert, n_embd) */
+    const float *exp_bias;       /* (n_expert), NULL on hash layers */
+    int32_t *tid2eid;            /* (n_vocab, n_used) on hash layers */
+    kvs_weight *gate_exps, *up_exps, *down_exps; /* (n_expert) views */
+    kvs_weight gate_sh, up_sh, down_sh;
+    float clamp, clamp_sh;       /* SwiGLU limits (0 = none) */
+} ds4_layer;
+
+typedef struct ds4_model {
+    int32_t hc, sinkhorn_iters;
+    float hc_eps;
+    int32_t q_lora, o_lora, o_groups, window, rope_dim;
+    int32_t idx_heads, idx_dim, idx_topk;
+    int32_t n_expert, n_used, n_ff, n_hash;
+    float route_scale;
+    bool weights_norm;
+    double freq[2][256];         /* rope frequencies: [0] window-only layers, [1] compressed (YaRN) */
+    ds4_layer *layers;
+    kvs_weight hc_head_fn;       /* (hc, hc*n_embd) */
+    const float *hc_head_base, *hc_head_scale;
+} ds4_model;
+
+/* Compressor ring: the raw (pre-pooling) rows of the newest coff*m tokens. */
+typedef struct ds4_ring {
+    float *kv, *score;           /* (coff*m, coff*d); score includes ape */
+} ds4_ring;
+
+typedef struct ds4_state {
+    ds4_ring *ring, *iring;      /* (n_layer) main and indexer compressors */
+    float *h;                    /* (B, hc*D) residual streams */
+    float *mix;                  /* (B, mix) */
+    float *hpre, *hpost, *hcomb; /* (B, hc), (B, hc), (B, hc*hc) */
+    float *x, *xn, *out;         /* (B, D) */
+    float *qr, *q, *kv, *o, *og, *mid; /* attention activations */
+    float *ckv, *csc;            /* (B, 2*max(hd, ihd)) compressor projections */
+    float *iq, *iw;              /* (B, nih*ihd), (B, nih) */
+    float *logit, *wts;          /* (B, E), (B, K) */
+    int32_t *sel, *rows;         /* (B, K), (B) */
+    float *xg, *gg, *uu, *dd;    /* expert batch: (B, D), (B, F), (B, F), (B, D) */
+    float *shg, *shu;            /* (B, F) shared expert */
+    float *tmp;                  /* (hc*D) */
+    float *iscore;               /* (n_ctx / 4 + 1) indexer scores of one decode query */
+} ds4_state;
+
+/* Attention sublayer of layer l for the chunk's normed inputs st->xn (n rows at
+ * positions s->n_past ..): compressors (entries stored in the cache as their
+ * groups complete), indexer top-k, MQA over raw window + entries with sinks,
+ * inverse RoPE and the grouped output projection into st->out. */
+kvs_status ds4_attention(kvs_session *s, int32_t l, int64_t n);
+
+/* RoPE (adjacent pairs) on the last rope_dim elements of each of n_heads rows
+ * of width d, at position pos; inverse rotates by -pos. */
+void ds4_rope(const double *freq, int32_t rope_dim, float *x, int32_t n_heads, int32_t d, int64_t pos,
+              bool inverse);
+
+/* Inner loops of the attention: scalar references and AVX2 twins (the
+ * latter only after kvs_cpu()->avx2); ds4_dot/ds4_axpy pick one. */
+float ds4_dot_ref(const float *a, const float *b, int64_t n);
+void ds4_axpy_ref(float *y, float a, const float *x, int64_t n);
+float ds4_dot_avx2(const float *a, const float *b, int64_t n);
+void ds4_axpy_avx2(float *y, float a, const float *x, int64_t n);
+
+#endif

@@ -1,0 +1,380 @@
+/* DeepSeek V4 compressed attention (CSA / HCA / window-only layers):
+ * the softmax-gated pooling compressors (with their ring state carried
+ * between calls, so entries appear exactly when a block completes, in prefill
+ * and decode alike), the lightning indexer's top-k, and MQA over one K=V head
+ * of the raw window plus the visible compressed entries, with per-head
+ * attention sinks, inverse RoPE on the output's rotary tail and the grouped
+ * low-rank output projection. Rows live in the session's KV cache
+ * (kvs_kv_cache_raw_row / kvs_kv_cache_entry_row) in the scheme's formats.
+ *
+ * The per-query loops are contiguous dot/axpy loops over f32 rows: scalar
+ * references here, AVX2 twins in deepseek4_avx2.c (tests/test_deepseek4.c
+ * checks the pair, and the whole forward against
+ * scripts/ref_numpy_deepseek4.py). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arch/attend.h"
+#include "arch/deepseek4.h"
+#include "core/alloc.h"
+#include "core/cpu.h"
+#include "core/error.h"
+#include "model/loader.h"
+
+void ds4_rope(const double *freq, int32_t rope_dim, float *x, int32_t n_heads, int32_t d, int64_t pos, bool inverse) {
+    float c[256], sn[256];
+    for (int32_t i = 0; i < rope_dim / 2; i++) {
+        double a = (double)pos * freq[i];
+        c[i] = (float)cos(a);
+        sn[i] = (float)(inverse ? -sin(a) : sin(a));
+    }
+    for (int32_t h = 0; h < n_heads; h++) {
+        float *t = x + (int64_t)h * d + (d - rope_dim);
+        for (int32_t i = 0; i < rope_dim / 2; i++) {
+            float a = t[2 * i], b = t[2 * i + 1];
+            t[2 * i] = a * c[i] - b * sn[i];
+            t[2 * i + 1] = a * sn[i] + b * c[i];
+        }
+    }
+}
+
+float ds4_dot_ref(const float *a, const float *b, int64_t n) {
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++) s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+void ds4_axpy_ref(float *y, float a, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static float ds4_dot(const float *a, const float *b, int64_t n) {
+    return kvs_cpu()->avx2 ? ds4_dot_avx2(a, b, n) : ds4_dot_ref(a, b, n);
+}
+
+static void ds4_axpy(float *y, float a, const float *x, int64_t n) {
+    if (kvs_cpu()->avx2) ds4_axpy_avx2(y, a, x, n);
+    else ds4_axpy_ref(y, a, x, n);
+}
+
+/* ---- compressor ------------------------------------------------------------ */
+
+/* Pool the block that ends at position p (ratio m) from the ring into out (d):
+ * per channel, softmax over the block's scores (plus, when overlapping, the
+ * previous block's first-half channels) of the matching kv values. */
+static void pool_block(const ds4_comp *c, const ds4_ring *r, int32_t m, int64_t p, float *out) {
+    const int64_t d = c->d, w = (int64_t)c->coff * d, rows = (int64_t)c->coff * m;
+    const int64_t j = p / m, first = j * m;
+    for (int64_t ch = 0; ch < d; ch++) {
+        float mx = -INFINITY;
+        /* values: (slot, column) pairs */
+        for (int pass = 0; pass < 2; pass++) {
+            float sum = 0, acc = 0;
+            for (int64_t half = (c->coff == 2 && j > 0) ? 0 : 1; half < 2; half++) {
+                int64_t start = half == 0 ? first - m : first;
+                int64_t col = c->coff == 2 ? (half == 0 ? ch : d + ch) : ch;
+                for (int64_t i = 0; i < m; i++) {
+                    int64_t slot = (start + i) % rows;
+                    float sc = r->score[slot * w + col];
+                    if (pass == 0) { mx = sc > mx ? sc : mx; continue; }
+                    float e = expf(sc - mx);
+                    sum += e;
+                    acc += e * r->kv[slot * w + col];
+                }
+            }
+            if (pass == 1) out[ch] = acc / sum;
+        }
+    }
+}
+
+/* Feed the chunk's projections (kv, score rows of width coff*d for n tokens at
+ * positions pos0..) through the ring; every completed block becomes an entry:
+ * pooled, RMSNorm'ed, RoPE'd at its first position, written to the cache
+ * (entry row, or the indexer key of that entry when `index` is set). */
+static kvs_status run_compressor(kvs_session *s, int32_t l, const ds4_comp *c, ds4_ring *r, const float *kv,
+                                 const float *sc, int64_t n, bool index) {
+    const ds4_model *x = s->model->ext;
+    const int32_t m = x->layers[l].ratio;
+    const int64_t w = (int64_t)c->coff * c->d, rows = (int64_t)c->coff * m;
+    const uint64_t pos0 = s->n_past;
+    const kvs_kv_scheme *sch = &s->kv->layers[l].scheme;
+    const kvs_type_traits *tr = kvs_type_traits_of(index ? sch->indexer_type : sch->k_type);
+    float ent[2048];
+    if (c->d > 2048) return kvs_fail(KVS_ERR_UNSUPPORTED, "deepseek4: entry width %d above 2048", c->d);
+    for (int64_t t = 0; t < n; t++) {
+        uint64_t p = pos0 + (uint64_t)t;
+        int64_t slot = (int64_t)(p % (uint64_t)rows);
+        const float *ape = c->ape + (int64_t)(p % (uint64_t)m) * w;
+        memcpy(r->kv + slot * w, kv + t * w, sizeof(float) * (size_t)w);
+        for (int64_t i = 0; i < w; i++) r->score[slot * w + i] = sc[t * w + i] + ape[i];
+        if ((p + 1) % (uint64_t)m) continue;
+        pool_block(c, r, m, (int64_t)p, ent);
+        kvs_rmsnorm(ent, ent, c->norm, 1, c->d, s->model->hp.norm_eps);
+        uint64_t j = p / (uint64_t)m;
+        ds4_rope(x->freq[1], x->rope_dim, ent, 1, c->d, (int64_t)(j * (uint64_t)m), false);
+        uint8_t *ik = NULL, *row = kvs_kv_cache_entry_row(s->kv, l, j, &ik);
+        if (!row || (index && !ik))
+            return kvs_fail(KVS_ERR_INTERNAL, "deepseek4: layer %d entry %llu not reserved", l, (unsigned long long)j);
+        tr->from_float(ent, index ? ik : row, c->d);
+    }
+    return KVS_OK;
+}
+
+/* ---- top-k ------------------------------------------------------------------ */
+
+/* a before b: higher score, then lower index (the reference's tie rule). */
+static bool before(const float *sc, int32_t a, int32_t b) { return sc[a] > sc[b] || (sc[a] == sc[b] && a < b); }
+
+/* Reorder idx[0..n) so its first k are the top k by `before` (quickselect). */
+static void select_topk(const float *sc, int32_t *idx, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int32_t piv = idx[lo + (hi - lo) / 2];
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (before(sc, idx[i], piv)) i++;
+            while (before(sc, piv, idx[j])) j--;
+            if (i <= j) { int32_t t = idx[i]; idx[i] = idx[j]; idx[j] = t; i++; j--; }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else break;
+    }
+}
+
+/* ---- attention ------------------------------------------------------------ */
+
+typedef struct attn_task {
+    kvs_session *s;
+    int32_t l;
+    int64_t n;
+    kvs_status st;
+} attn_task;
+
+/* Indexer scores of query t over entries [a, b) into sc. */
+typedef struct idx_task {
+    kvs_session *s;
+    int32_t l;
+    const float *q, *wt; /* (nih, ihd), (nih) */
+    float *sc;
+} idx_task;
+
+static void index_scores(void *ctx, int64_t a, int64_t b) {
+    const idx_task *it = ctx;
+    kvs_session *s = it->s;
+    const ds4_model *x = s->model->ext;
+    const kvs_kv_scheme *sch = &s->kv->layers[it->l].scheme;
+    const kvs_type_traits *tr = kvs_type_traits_of(sch->indexer_type);
+    const int64_t ihd = x->idx_dim, nih = x->idx_heads, P = s->kv->layers[it->l].page_tokens;
+    /* a page's indexer keys are one contiguous stream: convert a run at a time */
+    float keys[32 * 1024];
+    const int64_t run_max = (int64_t)(sizeof keys / sizeof *keys) / ihd;
+    for (int64_t j = a; j < b;) {
+        int64_t run = P - j % P;
+        if (run > b - j) run = b - j;
+        if (run > run_max) run = run_max;
+        uint8_t *ik = NULL;
+        kvs_kv_cache_entry_row(s->kv, it->l, (uint64_t)j, &ik);
+        tr->to_float(ik, keys, run * ihd);
+        for (int64_t r = 0; r < run; r++) {
+            float acc = 0;
+            for (int64_t h = 0; h < nih; h++) {
+                float v = ds4_dot(it->q + h * ihd, keys + r * ihd, ihd);
+                if (v > 0) acc += v * it->wt[h];
+            }
+            it->sc[j + r] = acc;
+        }
+        j += run;
+    }
+}
+
+/* One query token t of the chunk: gather keys (raw window, entries), MQA. */
+static kvs_status attend_token(kvs_session *s, int32_t l, int64_t t, float *keys, float *scores, int32_t *idx,
+                               float *isc) {
+    const kvs_model *m = s->model;
+    const ds4_model *x = m->ext;
+    const ds4_layer *w = &x->layers[l];
+    ds4_state *st = s->ext;
+    const kvs_kv_scheme *sch = &s->kv->layers[l].scheme;
+    const kvs_type_traits *tr = kvs_type_traits_of(sch->k_type);
+    const int64_t H = m->hp.n_head, hd = m->hp.head_dim_k, W = x->window;
+    const uint64_t pos0 = s->n_past, p = pos0 + (uint64_t)t;
+    int64_t nk = 0;
+    /* raw window: positions max(0, p-W+1)..p; older than the chunk from the ring */
+    uint64_t lo = p + 1 > (uint64_t)W ? p + 1 - (uint64_t)W : 0;
+    for (uint64_t q = lo; q <= p; q++, nk++) {
+        if (q >= pos0) {
+            memcpy(keys + nk * hd, st->kv + (int64_t)(q - pos0) * hd, sizeof(float) * (size_t)hd);
+        } else {
+            const uint8_t *row = kvs_kv_cache_raw_row(s->kv, l, q);
+            if (!row) return kvs_fail(KVS_ERR_INTERNAL, "deepseek4: layer %d raw position %llu missing", l, (unsigned long long)q);
+            tr->to_float(row, keys + nk * hd, hd);
+        }
+    }
+    /* compressed entries visible to p: j < (p+1)/m; CSA keeps the indexer's top-k */
+    if (w->ratio) {
+        int64_t nv = (int64_t)((p + 1) / (uint64_t)w->ratio), nsel = nv;
+        if (w->ratio == 4 && nv > x->idx_topk) {
+            idx_task it = {.s = s, .l = l, .q = st->iq + t * x->idx_heads * x->idx_dim,
+                           .wt = st->iw + t * x->idx_heads, .sc = isc};
+            if (isc == st->iscore) kvs_pool_for(s->pool, nv, 256, index_scores, &it); /* decode: split entries */
+            else index_scores(&it, 0, nv);
+            for (int64_t j = 0; j < nv; j++) idx[j] = (int32_t)j;
+            select_topk(isc, idx, nv, x->idx_topk);
+            nsel = x->idx_topk;
+        } else {
+            for (int64_t j = 0; j < nv; j++) idx[j] = (int32_t)j;
+        }
+        for (int64_t k = 0; k < nsel; k++, nk++) {
+            const uint8_t *row = kvs_kv_cache_entry_row(s->kv, l, (uint64_t)idx[k], NULL);
+            if (!row) return kvs_fail(KVS_ERR_INTERNAL, "deepseek4: layer %d entry %d missing", l, idx[k]);
+            tr->to_float(row, keys + nk * hd, hd);
+        }
+    }
+    /* MQA with sinks: p_h = softmax([q_h . k / sqrt(hd)] ++ [sink_h]); o_h = sum p k */
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int64_t h = 0; h < H; h++) {
+        const float *q = st->q + (t * H + h) * hd;
+        float mx = w->sinks[h];
+        for (int64_t k = 0; k < nk; k++) {
+            scores[k] = ds4_dot(q, keys + k * hd, hd) * scale;
+            mx = scores[k] > mx ? scores[k] : mx;
+        }
+        float sum = expf(w->sinks[h] - mx);
+        for (int64_t k = 0; k < nk; k++) sum += (scores[k] = expf(scores[k] - mx));
+        float *o = st->o + (t * H + h) * hd;
+        memset(o, 0, sizeof(float) * (size_t)hd);
+        for (int64_t k = 0; k < nk; k++) ds4_axpy(o, scores[k] / sum, keys + k * hd, hd);
+    }
+    ds4_rope(x->freq[w->ratio ? 1 : 0], x->rope_dim, st->o + t * H * hd, (int32_t)H, (int32_t)hd, (int64_t)p, true);
+    return KVS_OK;
+}
+
+static void attend_rows(void *ctx, int64_t a, int64_t b) {
+    attn_task *at = ctx;
+    kvs_session *s = at->s;
+    const ds4_model *x = s->model->ext;
+    const int64_t hd = s->model->hp.head_dim_k;
+    const int32_t ratio = x->layers[at->l].ratio;
+    const int64_t nent = ratio ? (int64_t)(s->n_past + at->n) / ratio + 1 : 1; /* entries visible at most */
+    const int64_t max_keys = x->window + (ratio == 4 && nent > x->idx_topk ? x->idx_topk : nent);
+    bool decode = at->n == 1;
+    float *keys = kvs_malloc(sizeof(float) * (size_t)(max_keys * hd + max_keys + (decode ? 0 : nent)));
+    int32_t *idx = kvs_malloc(sizeof(int32_t) * (size_t)nent);
+    if (!keys || !idx) {
+        kvs_free(keys);
+        kvs_free(idx);
+        at->st = kvs_fail(KVS_ERR_NOMEM, "deepseek4: out of memory for attention scratch");
+        return;
+    }
+    float *scores = keys + max_keys * hd;
+    float *isc = decode ? ((ds4_state *)s->ext)->iscore : scores + max_keys;
+    for (int64_t t = a; t < b; t++) {
+        kvs_status st = attend_token(s, at->l, t, keys, scores, idx, isc);
+        if (st != KVS_OK) at->st = st;
+    }
+    kvs_free(keys);
+    kvs_free(idx);
+}
+
+/* Round rows through the storage format, so chunk-local keys equal what a
+ * later step reads back from the cache. */
+static void round_rows(const kvs_type_traits *tr, float *rows, int64_t n, int64_t d, uint8_t *buf) {
+    for (int64_t t = 0; t < n; t++) {
+        tr->from_float(rows + t * d, buf, d);
+        tr->to_float(buf, rows + t * d, d);
+    }
+}
+
+kvs_status ds4_attention(kvs_session *s, int32_t l, int64_t n) {
+    const kvs_model *m = s->model;
+    const kvs_hparams *hp = &m->hp;
+    const ds4_model *x = m->ext;
+    const ds4_layer *w = &x->layers[l];
+    ds4_state *st = s->ext;
+    const int64_t D = hp->n_embd, H = hp->n_head, hd = hp->head_dim_k;
+    const int64_t G = x->o_groups, din = H * hd / G;
+    const double *freq = x->freq[w->ratio ? 1 : 0];
+    const kvs_kv_scheme *sch = &s->kv->layers[l].scheme;
+    const kvs_type_traits *tr = kvs_type_traits_of(sch->k_type);
+
+    /* projections: qr = q_norm(x Wq_a); q = qr Wq_b; kv = kv_norm(x Wkv) */
+    kvs_mm_out a[3]; /* the matmul takes at most 4 outputs per input */
+    int na = 0;
+    a[na++] = (kvs_mm_out){.w = &w->wq_a, .y = st->qr, .y_stride = x->q_lora};
+    a[na++] = (kvs_mm_out){.w = &w->wkv, .y = st->kv, .y_stride = hd};
+    if (w->ratio == 4) a[na++] = (kvs_mm_out){.w = &w->iproj, .y = st->iw, .y_stride = x->idx_heads};
+    KVS_TRY(kvs_matmul_run(s->mm, s->pool, st->xn, n, a, na));
+    kvs_rmsnorm(st->qr, st->qr, w->q_norm, n, x->q_lora, hp->norm_eps);
+    kvs_rmsnorm(st->kv, st->kv, w->kv_norm, n, hd, hp->norm_eps);
+    kvs_mm_out b[2];
+    int nb = 0;
+    b[nb++] = (kvs_mm_out){.w = &w->wq_b, .y = st->q, .y_stride = H * hd};
+    if (w->ratio == 4) b[nb++] = (kvs_mm_out){.w = &w->iq_b, .y = st->iq, .y_stride = x->idx_heads * x->idx_dim};
+    KVS_TRY(kvs_matmul_run(s->mm, s->pool, st->qr, n, b, nb));
+    kvs_rmsnorm(st->q, st->q, NULL, n * H, hd, hp->norm_eps); /* per-head, no gain */
+    uint8_t rowbuf[4096];
+    if (kvs_row_bytes(sch->k_type, hd) > sizeof rowbuf)
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "deepseek4: head size %lld too large", (long long)hd);
+    for (int64_t t = 0; t < n; t++) {
+        int64_t p = (int64_t)s->n_past + t;
+        ds4_rope(freq, x->rope_dim, st->q + t * H * hd, (int32_t)H, (int32_t)hd, p, false);
+        ds4_rope(freq, x->rope_dim, st->kv + t * hd, 1, (int32_t)hd, p, false);
+        if (w->ratio == 4) {
+            ds4_rope(freq, x->rope_dim, st->iq + t * x->idx_heads * x->idx_dim, x->idx_heads, x->idx_dim, p, false);
+            float iscale = 1.0f / sqrtf((float)x->idx_dim * (float)x->idx_heads);
+            for (int64_t h = 0; h < x->idx_heads; h++) st->iw[t * x->idx_heads + h] *= iscale;
+        }
+    }
+    round_rows(tr, st->kv, n, hd, rowbuf);
+
+    /* compressors: entries (and indexer keys) for every block completing in the chunk */
+    if (w->ratio) {
+        kvs_mm_out cm[2] = {
+            {.w = &w->comp.wkv, .y = st->ckv, .y_stride = w->comp.wkv.n_out},
+            {.w = &w->comp.wgate, .y = st->csc, .y_stride = w->comp.wgate.n_out},
+        };
+        KVS_TRY(kvs_matmul_run(s->mm, s->pool, st->xn, n, cm, 2));
+        KVS_TRY(run_compressor(s, l, &w->comp, &st->ring[l], st->ckv, st->csc, n, false));
+        if (w->ratio == 4) {
+            kvs_mm_out c[2] = {
+                {.w = &w->icomp.wkv, .y = st->ckv, .y_stride = w->icomp.wkv.n_out},
+                {.w = &w->icomp.wgate, .y = st->csc, .y_stride = w->icomp.wgate.n_out},
+            };
+            KVS_TRY(kvs_matmul_run(s->mm, s->pool, st->xn, n, c, 2));
+            KVS_TRY(run_compressor(s, l, &w->icomp, &st->iring[l], st->ckv, st->csc, n, true));
+        }
+    }
+
+    /* attention per query token */
+    attn_task at = {.s = s, .l = l, .n = n, .st = KVS_OK};
+    if (n == 1) attend_rows(&at, 0, 1);
+    else kvs_pool_for(s->pool, n, KVS_PAR_MIN_TOKENS, attend_rows, &at);
+    if (at.st != KVS_OK) return at.st;
+
+    /* the chunk's raw rows join the window ring only now: its queries read them from st->kv */
+    for (int64_t t = 0; t < n; t++) {
+        uint8_t *row = kvs_kv_cache_raw_row(s->kv, l, s->n_past + (uint64_t)t);
+        if (!row) return kvs_fail(KVS_ERR_INTERNAL, "deepseek4: layer %d raw slot not reserved", l);
+        tr->from_float(st->kv + t * hd, row, hd);
+    }
+
+    /* grouped output: o (n, G, din) -> per group o_lora rows of Wo_a -> Wo_b */
+    for (int64_t g = 0; g < G; g++)
+        for (int64_t t = 0; t < n; t++)
+            memcpy(st->og + (g * n + t) * din, st->o + t * H * hd + g * din, sizeof(float) * (size_t)din);
+    for (int64_t g = 0; g < G; g++) {
+        kvs_mm_out o = {.w = &w->wo_a[g], .y = st->mid + g * x->o_lora, .y_stride = G * x->o_lora};
+        KVS_TRY(kvs_matmul_run(s->mm, s->pool, st->og + g * n * din, n, &o, 1));
+    }
+    kvs_mm_out ob = {.w = &w->wo_b, .y = st->out, .y_stride = D};
+    return kvs_matmul_run(s->mm, s->pool, st->mid, n, &ob, 1);
+}
