@@ -3,14 +3,15 @@
  * (kvs_attn_run), for several cache layouts and depths.
  *
  * Layouts: GQA 9 query / 3 KV heads x 64 (SmolLM2-135M) in f16, bf16, q8_0,
- * q4_0, f32; MLA latent 16 heads over one 512 + 64 row per token
+ * q4_0, f32 and per-channel (KIVI) 4/4, 4/2, 2/2 key/value bits, group 32; MLA latent 16 heads over one 512 + 64 row per token
  * (DeepSeek-V2-Lite, absorbed: MQA with dk 576, dv 512 = the first 512
  * elements of the same row) in f16 and bf16. Caches use 256-token pages.
  *
  * Per call it reports microseconds (median over ~20 ms batches, ~0.5 s in
  * all), the median process CPU time per call (robust to other processes
- * taking the CPU when run with -t 1), KV bytes read (sum over segments of rows x (k_row + v_row) x KV
- * heads; a latent row is counted once since V aliases K), GB/s, and the
+ * taking the CPU when run with -t 1), KV bytes read (the bytes the cache
+ * holds, kvs_kv_scheme_bytes: a decode reads all of it; a latent row is
+ * counted once since V aliases K), GB/s, and the
  * fraction of the machine's read bandwidth (kvs_measure_read_bandwidth over
  * 1 GiB on the same threads, measured once at start). Shallow caches fit in
  * the CPU caches, so the fraction may exceed 1 there.
@@ -45,17 +46,22 @@ typedef struct layout {
     int dk, dv;               /* attention head sizes                      */
     int rank, rope;           /* latent only                               */
     int qk_dim;               /* softmax scale 1/sqrt(qk_dim)              */
+    int kbits, vbits, group;  /* per-channel (KIVI) layout when kbits > 0  */
 } layout;
 
 static const layout g_layouts[] = {
-    {"gqa-f16", 0, KVS_TYPE_F16, 9, 3, 64, 64, 0, 0, 64},
-    {"gqa-bf16", 0, KVS_TYPE_BF16, 9, 3, 64, 64, 0, 0, 64},
-    {"gqa-q8_0", 0, KVS_TYPE_Q8_0, 9, 3, 64, 64, 0, 0, 64},
-    {"gqa-q4_0", 0, KVS_TYPE_Q4_0, 9, 3, 64, 64, 0, 0, 64},
-    {"gqa-f32", 0, KVS_TYPE_F32, 9, 3, 64, 64, 0, 0, 64},
+    {"gqa-f16", 0, KVS_TYPE_F16, 9, 3, 64, 64, 0, 0, 64, 0, 0, 0},
+    {"gqa-bf16", 0, KVS_TYPE_BF16, 9, 3, 64, 64, 0, 0, 64, 0, 0, 0},
+    {"gqa-q8_0", 0, KVS_TYPE_Q8_0, 9, 3, 64, 64, 0, 0, 64, 0, 0, 0},
+    {"gqa-q4_0", 0, KVS_TYPE_Q4_0, 9, 3, 64, 64, 0, 0, 64, 0, 0, 0},
+    {"gqa-f32", 0, KVS_TYPE_F32, 9, 3, 64, 64, 0, 0, 64, 0, 0, 0},
+    /* per-channel keys / per-token values (KIVI), groups of 32 tokens */
+    {"gqa-q4k4v", 0, KVS_TYPE_F16, 9, 3, 64, 64, 0, 0, 64, 4, 4, 32},
+    {"gqa-q4k2v", 0, KVS_TYPE_F16, 9, 3, 64, 64, 0, 0, 64, 4, 2, 32},
+    {"gqa-q2k2v", 0, KVS_TYPE_F16, 9, 3, 64, 64, 0, 0, 64, 2, 2, 32},
     /* DeepSeek-V2-Lite: scale uses qk_nope 128 + rope 64 */
-    {"latent-f16", 1, KVS_TYPE_F16, 16, 1, 576, 512, 512, 64, 192},
-    {"latent-bf16", 1, KVS_TYPE_BF16, 16, 1, 576, 512, 512, 64, 192},
+    {"latent-f16", 1, KVS_TYPE_F16, 16, 1, 576, 512, 512, 64, 192, 0, 0, 0},
+    {"latent-bf16", 1, KVS_TYPE_BF16, 16, 1, 576, 512, 512, 64, 192, 0, 0, 0},
 };
 #define N_LAYOUTS (sizeof g_layouts / sizeof g_layouts[0])
 
@@ -96,6 +102,12 @@ static int run_one(const layout *L, int depth, kvs_pool *pool, kvs_attn *at, dou
         sc.k_type = sc.v_type = L->type;
     } else {
         sc = kvs_kv_scheme_full((uint32_t)L->n_kv_heads, (uint32_t)L->dk, (uint32_t)L->dv, L->type);
+        if (L->kbits) {
+            sc.layout = KVS_KV_LAYOUT_CHANNEL;
+            sc.k_bits = (uint32_t)L->kbits;
+            sc.v_bits = (uint32_t)L->vbits;
+            sc.group = (uint32_t)L->group;
+        }
     }
     sc.page_tokens = 256;
     kvs_kv_cache *kv = NULL;
@@ -125,10 +137,7 @@ static int run_one(const layout *L, int depth, kvs_pool *pool, kvs_attn *at, dou
     int max_segs = kvs_kv_cache_max_segments(kv, 0);
     kvs_kv_segment *segs = calloc((size_t)max_segs, sizeof *segs);
     int n_segs = kvs_kv_cache_segments(kv, 0, (uint64_t)depth, segs, max_segs);
-    r->kv_bytes = 0;
-    for (int s = 0; s < n_segs; s++)
-        r->kv_bytes += (uint64_t)segs[s].n *
-                       (L->latent ? segs[s].k_row : (segs[s].k_row + segs[s].v_row) * (uint64_t)L->n_kv_heads);
+    r->kv_bytes = kvs_kv_scheme_bytes(&sc, (uint64_t)depth); /* what the cache holds = what a decode reads */
     r->n_segs = n_segs;
 
     float *q = malloc(sizeof(float) * (size_t)L->n_head * L->dk), *out = malloc(sizeof(float) * (size_t)L->n_head * L->dv);
