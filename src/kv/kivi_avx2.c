@@ -295,6 +295,13 @@ void kvs_kivi_key_scores_avx2(const uint8_t *blk, int d, int G, int bits, int t0
     }
 }
 
+/* one f16 broadcast to 8 f32 lanes (exact, like load_f16) */
+static inline __m256 bcast_f16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)h));
+}
+
 /* RR (1..3) rows of weights, 16 value channels at a time (one group each
  * 8-chunk: G % 8 == 0), dequantized in registers. */
 static inline __attribute__((always_inline)) void value_accum_rows(const int RR, const uint8_t *rows,
@@ -316,11 +323,11 @@ static inline __attribute__((always_inline)) void value_accum_rows(const int RR,
         }
         for (int i = 0; i < n; i++) {
             const uint8_t *row = rows + (size_t)i * row_stride, *cd = row + 4 * ng;
-            const __m256 x0 = _mm256_fmadd_ps(codes8_at(cd, off, cap, bits, u), _mm256_set1_ps(load_f16(row + 2 * g0)),
-                                              _mm256_set1_ps(load_f16(row + 2 * (ng + g0))));
-            const __m256 x1 = _mm256_fmadd_ps(codes8_at(cd, off + (size_t)bits, cap, bits, u),
-                                              _mm256_set1_ps(load_f16(row + 2 * g1)),
-                                              _mm256_set1_ps(load_f16(row + 2 * (ng + g1))));
+            const __m256 s0 = bcast_f16(row + 2 * g0), m0 = bcast_f16(row + 2 * (ng + g0));
+            __m256 s1 = s0, m1 = m0; /* G % 16 == 0: both halves in one group */
+            if (g1 != g0) { s1 = bcast_f16(row + 2 * g1); m1 = bcast_f16(row + 2 * (ng + g1)); }
+            const __m256 x0 = _mm256_fmadd_ps(codes8_at(cd, off, cap, bits, u), s0, m0);
+            const __m256 x1 = _mm256_fmadd_ps(codes8_at(cd, off + (size_t)bits, cap, bits, u), s1, m1);
             _Pragma("GCC unroll 4")
             for (int r = 0; r < RR; r++) {
                 const __m256 w = _mm256_broadcast_ss(p + (size_t)r * p_stride + (size_t)i);
@@ -341,8 +348,8 @@ static inline __attribute__((always_inline)) void value_accum_rows(const int RR,
         for (int r = 0; r < RR; r++) a[r] = _mm256_loadu_ps(acc + (size_t)r * acc_stride + (size_t)c);
         for (int i = 0; i < n; i++) {
             const uint8_t *row = rows + (size_t)i * row_stride, *cd = row + 4 * ng;
-            const __m256 x0 = _mm256_fmadd_ps(codes8_at(cd, off, cap, bits, u), _mm256_set1_ps(load_f16(row + 2 * g0)),
-                                              _mm256_set1_ps(load_f16(row + 2 * (ng + g0))));
+            const __m256 x0 = _mm256_fmadd_ps(codes8_at(cd, off, cap, bits, u), bcast_f16(row + 2 * g0),
+                                              bcast_f16(row + 2 * (ng + g0)));
             _Pragma("GCC unroll 4")
             for (int r = 0; r < RR; r++)
                 a[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + (size_t)r * p_stride + (size_t)i), x0, a[r]);
