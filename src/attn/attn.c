@@ -11,7 +11,7 @@
 
 #define ATTN_TILE_MAX 64 /* key rows dequantized per tile (upper bound) */
 #define ATTN_TILE_BYTES 16384 /* K+V f32 tile kept within L1            */
-#define ATTN_TILE_ALIAS_BYTES 65536 /* latent K(=V) f32 tile, in L2       */
+#define ATTN_TILE_ALIAS_BYTES 147456 /* latent K(=V) f32 tile, in L2: 64 rows of 576 */
 #define ATTN_FUSED_CHUNK 64 /* rows per fused-kernel call (decode)    */
 #define ATTN_QBLOCK 32   /* queries sharing a decoded tile in prefill */
 #define ATTN_MAX_ROWS 128 /* query rows (queries x group) per item  */
@@ -202,6 +202,11 @@ static int tile_rows_alias(int dk) {
     return t < 8 ? 8 : t > ATTN_TILE_MAX ? ATTN_TILE_MAX : t;
 }
 
+/* Ask for bytes [p, p + n) in L2 (one prefetch per 64-byte line). */
+static void prefetch_rows(const uint8_t *p, size_t n) {
+    for (size_t o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, 2);
+}
+
 /* Is this segment's V the first dv elements of its K rows (latent/MLA)? */
 static bool v_aliases_k(const kvs_kv_segment *sg, int dk, int dv) {
     return !sg->decode && sg->v == sg->k && sg->v_row == sg->k_row && sg->v_type == sg->k_type &&
@@ -336,6 +341,13 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
                         vt->to_float(vbase + (size_t)t0 * sg->v_row, vbuf, nt * dv);
                     else for (int64_t t = 0; t < nt; t++) vt->to_float(vbase + (size_t)(t0 + t) * sg->v_row, vbuf + t * dv, dv);
                     loaded = true;
+                    /* the next tile's rows towards L2 while this one computes: a
+                     * latent tile is compute-bound, so its DRAM reads overlap */
+                    if (t1 < t_hi) {
+                        int64_t t2 = t1 + T < t_hi ? t1 + T : t_hi;
+                        prefetch_rows(kbase + (size_t)t1 * sg->k_row, (size_t)(t2 - t1) * sg->k_row);
+                        if (!alias) prefetch_rows(vbase + (size_t)t1 * sg->v_row, (size_t)(t2 - t1) * sg->v_row);
+                    }
                 }
                 tk->vec->tile(qrows, R, kf, vf, lo, hi, a->scale, state, tk->state_floats, dk, dv, ldv, scratch);
             }
