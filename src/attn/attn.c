@@ -408,7 +408,7 @@ kvs_status kvs_attn_run(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *a) {
     tk.tile_floats = (tk.tile_floats + 15) & ~(size_t)15;
     int max_t = tk.tile > tk.tile_alias ? tk.tile : tk.tile_alias;
     if (max_t < ATTN_FUSED_CHUNK) max_t = ATTN_FUSED_CHUNK;
-    size_t tf = tk.tile_floats + (size_t)ATTN_MAX_ROWS * max_t + (size_t)ATTN_MAX_ROWS * tk.dk + 16;
+    size_t tf = tk.tile_floats + (size_t)ATTN_MAX_ROWS * max_t + (size_t)KVS_ATTN_FUSED_MAX_ROWS * tk.dk + 16;
     if (tf > at->thread_floats || nth > at->n_threads) {
         kvs_aligned_free(at->thread_buf);
         at->n_threads = nth > at->n_threads ? nth : at->n_threads;

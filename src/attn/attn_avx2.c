@@ -318,8 +318,6 @@ static void tile_avx2(const float *const *qrows, int R, const float *k, const fl
 
 /* ---- fused decode over stored rows ---- */
 
-#define FUSED_MAX_ROWS 8
-
 static void fused_scores(uint32_t type, const kvs_attn_rows *rw, const float *const *q, int R, float scale, int dk,
                          float *sc) {
     switch (type) {
@@ -346,7 +344,7 @@ static void fused_values(uint32_t type, const kvs_attn_rows *rw, const float *p,
 static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R, float scale, float *state,
                        size_t state_stride, int dk, int dv, float *scratch) {
     const bool kivi = rw->k_type == KVS_TYPE_COUNT;
-    if (R < 1 || R > FUSED_MAX_ROWS || rw->n < 1) return false;
+    if (R < 1 || R > KVS_ATTN_FUSED_MAX_ROWS || rw->n < 1) return false;
     if (kivi ? rw->v_type != KVS_TYPE_COUNT : !type_ok(rw->k_type) || !type_ok(rw->v_type)) return false;
     const int n = rw->n;
     float *sc = scratch;

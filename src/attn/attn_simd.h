@@ -33,6 +33,7 @@ typedef struct kvs_attn_rows {
  * scoring and accumulating straight from the stored format (no f32 tile).
  * Returns false, touching nothing, when the formats or R are not handled
  * (the caller then converts a tile and uses `tile`). scratch: R * n floats. */
+#define KVS_ATTN_FUSED_MAX_ROWS 8 /* query rows (heads per KV head) the fused kernel takes */
 typedef bool (*kvs_attn_fused_fn)(const kvs_attn_rows *rows, const float *const *qrows, int R, float scale,
                                   float *state, size_t state_stride, int dk, int dv, float *scratch);
 
