@@ -352,7 +352,10 @@ static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R
         /* scores on the codes (scale folded into q), then the softmax scale */
         float *fold = scratch + (size_t)R * (size_t)n;
         kvs_kivi_key_scores_avx2(rw->k, dk, rw->group, rw->k_bits, rw->k_t0, n, qrows, R, sc, (size_t)n, fold);
-        for (size_t i = 0; i < (size_t)R * (size_t)n; i++) sc[i] *= scale;
+        const __m256 vs = _mm256_set1_ps(scale);
+        size_t i = 0, nn = (size_t)R * (size_t)n;
+        for (; i + 8 <= nn; i += 8) _mm256_storeu_ps(sc + i, _mm256_mul_ps(vs, _mm256_loadu_ps(sc + i)));
+        for (; i < nn; i++) sc[i] *= scale;
     } else {
         fused_scores(rw->k_type, rw, qrows, R, scale, dk, sc);
     }

@@ -95,7 +95,8 @@ void kvs_kivi_key_scores(const uint8_t *blk, int d, int G, int bits, int t0, int
 void kvs_kivi_key_scores_ref(const uint8_t *blk, int d, int G, int bits, int t0, int n, const float *const *q,
                              int R, float *out, size_t out_stride);
 /* acc[r*acc_stride + c] += sum_i p[r*p_stride + i] * value_i[c] over n value
- * rows (row i at rows + i*row_stride), each dequantized in registers. */
+ * rows (row i at rows + i*row_stride, row_stride >= the row's bytes), each
+ * dequantized in registers. */
 void kvs_kivi_value_accum(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits, const float *p,
                           size_t p_stride, int R, float *acc, size_t acc_stride);
 void kvs_kivi_value_accum_ref(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits,

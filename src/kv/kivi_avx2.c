@@ -9,6 +9,7 @@
  * when kvs_cpu()->avx2 (kv/kivi.c). */
 #include <immintrin.h>
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "core/f16.h"
@@ -295,6 +296,13 @@ void kvs_kivi_key_scores_avx2(const uint8_t *blk, int d, int G, int bits, int t0
     }
 }
 
+/* 8 codes at cd + off of a value row; `more`: another row follows this one
+ * in the same buffer, so a load running past the row's codes stays inside
+ * readable memory and the tail path is only needed for the last row */
+static inline __m256 codes8_row(const uint8_t *cd, size_t off, size_t cap, int bits, unpack8 u, bool more) {
+    return more ? codes8(cd + off, u) : codes8_at(cd, off, cap, bits, u);
+}
+
 /* one f16 broadcast to 8 f32 lanes (exact, like load_f16) */
 static inline __m256 bcast_f16(const uint8_t *p) {
     uint16_t h;
@@ -323,11 +331,12 @@ static inline __attribute__((always_inline)) void value_accum_rows(const int RR,
         }
         for (int i = 0; i < n; i++) {
             const uint8_t *row = rows + (size_t)i * row_stride, *cd = row + 4 * ng;
+            const bool more = i + 1 < n; /* a later row follows: 8-byte loads may run into it */
             const __m256 s0 = bcast_f16(row + 2 * g0), m0 = bcast_f16(row + 2 * (ng + g0));
             __m256 s1 = s0, m1 = m0; /* G % 16 == 0: both halves in one group */
             if (g1 != g0) { s1 = bcast_f16(row + 2 * g1); m1 = bcast_f16(row + 2 * (ng + g1)); }
-            const __m256 x0 = _mm256_fmadd_ps(codes8_at(cd, off, cap, bits, u), s0, m0);
-            const __m256 x1 = _mm256_fmadd_ps(codes8_at(cd, off + (size_t)bits, cap, bits, u), s1, m1);
+            const __m256 x0 = _mm256_fmadd_ps(codes8_row(cd, off, cap, bits, u, more), s0, m0);
+            const __m256 x1 = _mm256_fmadd_ps(codes8_row(cd, off + (size_t)bits, cap, bits, u, more), s1, m1);
             _Pragma("GCC unroll 4")
             for (int r = 0; r < RR; r++) {
                 const __m256 w = _mm256_broadcast_ss(p + (size_t)r * p_stride + (size_t)i);
@@ -348,7 +357,8 @@ static inline __attribute__((always_inline)) void value_accum_rows(const int RR,
         for (int r = 0; r < RR; r++) a[r] = _mm256_loadu_ps(acc + (size_t)r * acc_stride + (size_t)c);
         for (int i = 0; i < n; i++) {
             const uint8_t *row = rows + (size_t)i * row_stride, *cd = row + 4 * ng;
-            const __m256 x0 = _mm256_fmadd_ps(codes8_at(cd, off, cap, bits, u), bcast_f16(row + 2 * g0),
+            const bool more = i + 1 < n; /* a later row follows: 8-byte loads may run into it */
+            const __m256 x0 = _mm256_fmadd_ps(codes8_row(cd, off, cap, bits, u, more), bcast_f16(row + 2 * g0),
                                               bcast_f16(row + 2 * (ng + g0)));
             _Pragma("GCC unroll 4")
             for (int r = 0; r < RR; r++)
