@@ -232,11 +232,18 @@ static inline __attribute__((always_inline)) void key_scores_rows(const int RR, 
             _Pragma("GCC unroll 4")
             for (int j = 0; j < 4; j++) a[r][j] = _mm256_setzero_ps();
         const size_t o0 = (size_t)(t0 + i) * row_bytes;
+        /* every 8-byte load of these 4 rows inside the block: no tail checks */
+        const bool inside = o0 + 3 * row_bytes + (size_t)(d - 8) * (size_t)bits / 8 + 8 <= cap;
         for (int c = 0; c < d; c += 8) {
             const size_t off = o0 + (size_t)c * (size_t)bits / 8;
             __m256 x[4];
-            _Pragma("GCC unroll 4")
-            for (int j = 0; j < 4; j++) x[j] = codes8_at(codes, off + (size_t)j * row_bytes, cap, bits, u);
+            if (inside) {
+                _Pragma("GCC unroll 4")
+                for (int j = 0; j < 4; j++) x[j] = codes8(codes + off + (size_t)j * row_bytes, u);
+            } else {
+                _Pragma("GCC unroll 4")
+                for (int j = 0; j < 4; j++) x[j] = codes8_at(codes, off + (size_t)j * row_bytes, cap, bits, u);
+            }
             _Pragma("GCC unroll 4")
             for (int r = 0; r < RR; r++) {
                 const __m256 qv = _mm256_loadu_ps(fq + (size_t)r * (size_t)d + (size_t)c);
