@@ -3,13 +3,15 @@
  * (kvs_attn_run), for several cache layouts and depths.
  *
  * Layouts: GQA 9 query / 3 KV heads x 64 (SmolLM2-135M) in f16, bf16, q8_0,
- * q4_0, f32; MLA latent 16 heads over one 512 + 64 row per token
+ * q4_0, f32 and per-channel (KIVI) 4/4, 4/2, 2/2 key/value bits, group 32; MLA latent 16 heads over one 512 + 64 row per token
  * (DeepSeek-V2-Lite, absorbed: MQA with dk 576, dv 512 = the first 512
  * elements of the same row) in f16 and bf16. Caches use 256-token pages.
  *
  * Per call it reports microseconds (median over ~20 ms batches, ~0.5 s in
- * all), KV bytes read (sum over segments of rows x (k_row + v_row) x KV
- * heads; a latent row is counted once since V aliases K), GB/s, and the
+ * all), the median process CPU time per call (robust to other processes
+ * taking the CPU when run with -t 1), KV bytes read (the bytes the cache
+ * holds, kvs_kv_scheme_bytes: a decode reads all of it; a latent row is
+ * counted once since V aliases K), GB/s, and the
  * fraction of the machine's read bandwidth (kvs_measure_read_bandwidth over
  * 1 GiB on the same threads, measured once at start). Shallow caches fit in
  * the CPU caches, so the fraction may exceed 1 there.
@@ -44,19 +46,33 @@ typedef struct layout {
     int dk, dv;               /* attention head sizes                      */
     int rank, rope;           /* latent only                               */
     int qk_dim;               /* softmax scale 1/sqrt(qk_dim)              */
+    int kbits, vbits, group;  /* per-channel (KIVI) layout when kbits > 0  */
 } layout;
 
 static const layout g_layouts[] = {
-    {"gqa-f16", 0, KVS_TYPE_F16, 9, 3, 64, 64, 0, 0, 64},
-    {"gqa-bf16", 0, KVS_TYPE_BF16, 9, 3, 64, 64, 0, 0, 64},
-    {"gqa-q8_0", 0, KVS_TYPE_Q8_0, 9, 3, 64, 64, 0, 0, 64},
-    {"gqa-q4_0", 0, KVS_TYPE_Q4_0, 9, 3, 64, 64, 0, 0, 64},
-    {"gqa-f32", 0, KVS_TYPE_F32, 9, 3, 64, 64, 0, 0, 64},
+    {"gqa-f16", 0, KVS_TYPE_F16, 9, 3, 64, 64, 0, 0, 64, 0, 0, 0},
+    {"gqa-bf16", 0, KVS_TYPE_BF16, 9, 3, 64, 64, 0, 0, 64, 0, 0, 0},
+    {"gqa-q8_0", 0, KVS_TYPE_Q8_0, 9, 3, 64, 64, 0, 0, 64, 0, 0, 0},
+    {"gqa-q4_0", 0, KVS_TYPE_Q4_0, 9, 3, 64, 64, 0, 0, 64, 0, 0, 0},
+    {"gqa-f32", 0, KVS_TYPE_F32, 9, 3, 64, 64, 0, 0, 64, 0, 0, 0},
+    /* per-channel keys / per-token values (KIVI), groups of 32 tokens */
+    {"gqa-q4k4v", 0, KVS_TYPE_F16, 9, 3, 64, 64, 0, 0, 64, 4, 4, 32},
+    {"gqa-q4k2v", 0, KVS_TYPE_F16, 9, 3, 64, 64, 0, 0, 64, 4, 2, 32},
+    {"gqa-q2k2v", 0, KVS_TYPE_F16, 9, 3, 64, 64, 0, 0, 64, 2, 2, 32},
     /* DeepSeek-V2-Lite: scale uses qk_nope 128 + rope 64 */
-    {"latent-f16", 1, KVS_TYPE_F16, 16, 1, 576, 512, 512, 64, 192},
-    {"latent-bf16", 1, KVS_TYPE_BF16, 16, 1, 576, 512, 512, 64, 192},
+    {"latent-f16", 1, KVS_TYPE_F16, 16, 1, 576, 512, 512, 64, 192, 0, 0, 0},
+    {"latent-bf16", 1, KVS_TYPE_BF16, 16, 1, 576, 512, 512, 64, 192, 0, 0, 0},
 };
 #define N_LAYOUTS (sizeof g_layouts / sizeof g_layouts[0])
+
+/* CPU time of the whole process (all threads): with -t 1 a contention-robust
+ * cost per call on a shared machine (time the kernel was not running is not
+ * counted; with more threads it includes the pool's spin-waits). */
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -66,6 +82,7 @@ static int cmp_double(const void *a, const void *b) {
 typedef struct result {
     double us;          /* median microseconds per call        */
     double us_min;      /* fastest batch, per call             */
+    double cpu_us;      /* median process CPU time per call    */
     uint64_t kv_bytes;  /* KV bytes read per call              */
     int64_t calls;
     int n_segs;
@@ -85,6 +102,12 @@ static int run_one(const layout *L, int depth, kvs_pool *pool, kvs_attn *at, dou
         sc.k_type = sc.v_type = L->type;
     } else {
         sc = kvs_kv_scheme_full((uint32_t)L->n_kv_heads, (uint32_t)L->dk, (uint32_t)L->dv, L->type);
+        if (L->kbits) {
+            sc.layout = KVS_KV_LAYOUT_CHANNEL;
+            sc.k_bits = (uint32_t)L->kbits;
+            sc.v_bits = (uint32_t)L->vbits;
+            sc.group = (uint32_t)L->group;
+        }
     }
     sc.page_tokens = 256;
     kvs_kv_cache *kv = NULL;
@@ -114,10 +137,7 @@ static int run_one(const layout *L, int depth, kvs_pool *pool, kvs_attn *at, dou
     int max_segs = kvs_kv_cache_max_segments(kv, 0);
     kvs_kv_segment *segs = calloc((size_t)max_segs, sizeof *segs);
     int n_segs = kvs_kv_cache_segments(kv, 0, (uint64_t)depth, segs, max_segs);
-    r->kv_bytes = 0;
-    for (int s = 0; s < n_segs; s++)
-        r->kv_bytes += (uint64_t)segs[s].n *
-                       (L->latent ? segs[s].k_row : (segs[s].k_row + segs[s].v_row) * (uint64_t)L->n_kv_heads);
+    r->kv_bytes = kvs_kv_scheme_bytes(&sc, (uint64_t)depth); /* what the cache holds = what a decode reads */
     r->n_segs = n_segs;
 
     float *q = malloc(sizeof(float) * (size_t)L->n_head * L->dk), *out = malloc(sizeof(float) * (size_t)L->n_head * L->dv);
@@ -143,20 +163,24 @@ static int run_one(const layout *L, int depth, kvs_pool *pool, kvs_attn *at, dou
         int64_t batch = (int64_t)(0.02 / per);
         if (batch < 1) batch = 1;
         int max_batches = (int)(seconds / 0.02) + 2;
-        double *bt = malloc(sizeof(double) * (size_t)max_batches);
+        double *bt = malloc(sizeof(double) * (size_t)max_batches), *ct = malloc(sizeof(double) * (size_t)max_batches);
         int nb = 0;
         r->calls = 0;
         double start = now_s();
         while (nb < max_batches && (nb < 3 || now_s() - start < seconds)) {
-            double b0 = now_s();
+            double b0 = now_s(), c0 = cpu_s();
             for (int64_t i = 0; i < batch; i++) kvs_attn_run(at, pool, &a);
+            ct[nb] = (cpu_s() - c0) / (double)batch;
             bt[nb++] = (now_s() - b0) / (double)batch;
             r->calls += batch;
         }
         qsort(bt, (size_t)nb, sizeof *bt, cmp_double);
         r->us = 1e6 * bt[nb / 2];
         r->us_min = 1e6 * bt[0];
+        qsort(ct, (size_t)nb, sizeof *ct, cmp_double);
+        r->cpu_us = 1e6 * ct[nb / 2];
         free(bt);
+        free(ct);
     }
     free(q); free(out); free(segs);
     kvs_kv_cache_free(kv);
@@ -201,8 +225,8 @@ int main(int argc, char **argv) {
     if (!json) {
         printf("bench_attn: decode attention, 1 query, simd=%s, %d threads, read bandwidth %.2f GB/s (1 GiB, best of 3)\n",
                kvs_cpu_simd_name(), threads, bw / 1e9);
-        printf("%-12s %6s %7s %9s %9s %9s %8s %7s\n", "layout", "heads", "depth", "us/call", "best us", "KV MB",
-               "GB/s", "of bw");
+        printf("%-12s %6s %7s %9s %9s %9s %9s %8s %7s\n", "layout", "heads", "depth", "us/call", "best us", "cpu us",
+               "KV MB", "GB/s", "of bw");
     }
     int failed = 0;
     for (size_t li = 0; li < N_LAYOUTS; li++) {
@@ -221,13 +245,13 @@ int main(int argc, char **argv) {
             if (json)
                 printf("{\"bench\":\"attn_decode\",\"layout\":\"%s\",\"type\":\"%s\",\"latent\":%s,\"n_head\":%d,"
                        "\"n_kv_heads\":%d,\"head_dim_k\":%d,\"head_dim_v\":%d,\"depth\":%d,\"threads\":%d,"
-                       "\"segments\":%d,\"calls\":%lld,\"us_per_call\":%.3f,\"us_best\":%.3f,\"kv_bytes\":%llu,"
+                       "\"segments\":%d,\"calls\":%lld,\"us_per_call\":%.3f,\"us_best\":%.3f,\"cpu_us\":%.3f,\"kv_bytes\":%llu,"
                        "\"gb_per_s\":%.3f,\"read_bw_gb_per_s\":%.3f,\"frac_of_bw\":%.4f,\"simd\":\"%s\"}\n",
                        L->name, kvs_dtype_name(L->type), L->latent ? "true" : "false", L->n_head, L->n_kv_heads, L->dk,
-                       L->dv, depths[d], threads, r.n_segs, (long long)r.calls, r.us, r.us_min,
+                       L->dv, depths[d], threads, r.n_segs, (long long)r.calls, r.us, r.us_min, r.cpu_us,
                        (unsigned long long)r.kv_bytes, gbs, bw / 1e9, frac, kvs_cpu_simd_name());
             else
-                printf("%-12s %6s %7d %9.1f %9.1f %9.2f %8.2f %6.0f%%\n", L->name, heads, depths[d], r.us, r.us_min,
+                printf("%-12s %6s %7d %9.1f %9.1f %9.1f %9.2f %8.2f %6.0f%%\n", L->name, heads, depths[d], r.us, r.us_min, r.cpu_us,
                        (double)r.kv_bytes / 1e6, gbs, 100.0 * frac);
             fflush(stdout);
         }

@@ -304,6 +304,81 @@ static void test_values_paths(void) {
     CHECKF(bad == 0, "%d value cases fast != ref", bad);
 }
 
+/* ---- attention on the codes: fast twins vs references ----
+ * Key scores: the fast twin folds the scale into q and the minimum into a
+ * bias, so it differs from dequantize-then-dot by f32 rounding of the terms:
+ * |fast - ref| <= 1e-5 * sum_c |q_c| (|code*s_c| + |m_c|) + 1e-6. Value
+ * accumulation: f32 FMAs against the reference's float64 sums, the same kind
+ * of bound on sum_i |p_i| |v_i|. Exercised at vector and fallback shapes,
+ * partial groups (t0 > 0, n < G), 1..7 query rows (register-block edges). */
+static void test_attention_kernels(void) {
+    static const int ds[] = {8, 24, 64, 100, 128};
+    static const int Gs[] = {8, 12, 16, 32, 64};
+    static const int bits_list[] = {2, 3, 4, 8};
+    int bad = 0, cases = 0;
+    for (size_t a = 0; a < sizeof ds / sizeof ds[0]; a++)
+        for (size_t b = 0; b < sizeof Gs / sizeof Gs[0]; b++)
+            for (size_t bi = 0; bi < 4; bi++) {
+                const int d = ds[a], G = Gs[b], bits = bits_list[bi];
+                const int R = 1 + (int)((a + b + bi) % 7);
+                const int t0 = (int)(test_rng_next(&g_rng) % (uint64_t)G);
+                const int n = 1 + (int)(test_rng_next(&g_rng) % (uint64_t)(G - t0));
+                float *k = malloc((size_t)G * d * 4), *q = malloc((size_t)R * d * 4);
+                float *s1 = malloc((size_t)R * G * 4), *s2 = malloc((size_t)R * G * 4), *fold = malloc((size_t)R * d * 4);
+                float *kd = malloc((size_t)G * d * 4);
+                uint8_t *blk = malloc(kvs_kivi_key_block_bytes(d, G, bits));
+                fill_normal(k, (size_t)G * d, 2.0f);
+                fill_normal(q, (size_t)R * d, 1.0f);
+                kvs_kivi_quantize_keys(k, d, G, bits, blk);
+                kvs_kivi_dequantize_keys_ref(blk, d, G, bits, 0, G, kd);
+                const float *qr[8];
+                for (int r = 0; r < R; r++) qr[r] = q + (size_t)r * d;
+                kvs_kivi_key_scores_ref(blk, d, G, bits, t0, n, qr, R, s1, (size_t)G);
+                kvs_kivi_key_scores(blk, d, G, bits, t0, n, qr, R, s2, (size_t)G, fold);
+                for (int r = 0; r < R; r++)
+                    for (int i = 0; i < n; i++) {
+                        double mag = 0.0, exact = 0.0;
+                        for (int c = 0; c < d; c++) {
+                            const double x = kd[(size_t)(t0 + i) * d + c];
+                            mag += fabs(q[(size_t)r * d + c]) * (fabs(x) + 8.0);
+                            exact += (double)q[(size_t)r * d + c] * x;
+                        }
+                        const double e = fabs((double)s2[(size_t)r * G + i] - s1[(size_t)r * G + i]);
+                        bad += !(e <= 1e-5 * mag + 1e-6);
+                        bad += !(fabs((double)s1[(size_t)r * G + i] - exact) <= 1e-6 * mag + 1e-6); /* ref itself */
+                        cases++;
+                    }
+                /* values: n rows at a stride, weights in [0, 1) */
+                const size_t vb = kvs_kivi_value_row_bytes(d, G, bits), stride = vb + 5;
+                uint8_t *rows = malloc(stride * (size_t)(n - 1) + vb);
+                float *vin = malloc((size_t)d * 4), *vd = malloc((size_t)n * d * 4), *p = malloc((size_t)R * n * 4);
+                float *acc1 = malloc((size_t)R * (d + 3) * 4), *acc2 = malloc((size_t)R * (d + 3) * 4);
+                for (int i = 0; i < n; i++) {
+                    fill_normal(vin, (size_t)d, 1.0f + (float)(i % 3));
+                    kvs_kivi_quantize_value(vin, d, G, bits, rows + (size_t)i * stride);
+                    kvs_kivi_dequantize_value_ref(rows + (size_t)i * stride, d, G, bits, vd + (size_t)i * d);
+                }
+                for (int i = 0; i < R * n; i++) p[i] = (float)(test_rng_next(&g_rng) % 1000) / 1000.0f;
+                for (int i = 0; i < R * (d + 3); i++) acc1[i] = acc2[i] = test_rng_normal(&g_rng);
+                kvs_kivi_value_accum_ref(rows, stride, n, d, G, bits, p, (size_t)n, R, acc1, (size_t)d + 3);
+                kvs_kivi_value_accum(rows, stride, n, d, G, bits, p, (size_t)n, R, acc2, (size_t)d + 3);
+                for (int r = 0; r < R; r++)
+                    for (int c = 0; c < d + 3; c++) {
+                        double mag = 1.0;
+                        if (c < d)
+                            for (int i = 0; i < n; i++) mag += fabs(p[(size_t)r * n + i] * vd[(size_t)i * d + c]);
+                        const size_t o = (size_t)r * (d + 3) + (size_t)c;
+                        /* channels past d (the stride gap) must be untouched */
+                        bad += c < d ? !(fabs((double)acc1[o] - acc2[o]) <= 2e-6 * mag) : acc1[o] != acc2[o];
+                        cases++;
+                    }
+                free(k); free(q); free(s1); free(s2); free(fold); free(kd); free(blk);
+                free(rows); free(vin); free(vd); free(p); free(acc1); free(acc2);
+            }
+    CHECKF(bad == 0, "%d of %d attention-kernel results off", bad, cases);
+    CHECK(cases > 1000);
+}
+
 /* ---- constants and non-finite inputs ---- */
 
 static void test_constants_and_nonfinite(void) {
@@ -480,6 +555,7 @@ int main(void) {
     test_roundtrip_nmse();
     test_keys_paths();
     test_values_paths();
+    test_attention_kernels();
     test_constants_and_nonfinite();
     test_hadamard();
     return test_finish("test_kivi");

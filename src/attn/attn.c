@@ -11,6 +11,8 @@
 
 #define ATTN_TILE_MAX 64 /* key rows dequantized per tile (upper bound) */
 #define ATTN_TILE_BYTES 16384 /* K+V f32 tile kept within L1            */
+#define ATTN_TILE_ALIAS_BYTES 147456 /* latent K(=V) f32 tile, in L2: 64 rows of 576 */
+#define ATTN_FUSED_CHUNK 64 /* rows per fused-kernel call (decode)    */
 #define ATTN_QBLOCK 32   /* queries sharing a decoded tile in prefill */
 #define ATTN_MAX_ROWS 128 /* query rows (queries x group) per item  */
 #define ATTN_MIN_SEG 256 /* smallest decode segment per thread     */
@@ -34,14 +36,14 @@ static float vec_exp_sum_scalar(float *y, const float *x, float m, int64_t n) {
     return s;
 }
 static void tile_scalar(const float *const *qrows, int R, const float *k, const float *v, const int *lo,
-                        const int *hi, float scale, float *state, size_t state_stride, int dk, int dv,
+                        const int *hi, float scale, float *state, size_t state_stride, int dk, int dv, int ldv,
                         float *scratch);
 static const kvs_attn_vec g_vec_scalar = {vec_dot_scalar, vec_axpy_scalar, vec_scale_scalar,
-                                          vec_exp_sum_scalar, tile_scalar};
+                                          vec_exp_sum_scalar, tile_scalar, NULL};
 
 void kvs_attn_tile_generic(const kvs_attn_vec *vec, const float *const *qrows, int R, const float *k,
                            const float *v, const int *lo, const int *hi, float scale, float *state,
-                           size_t state_stride, int dk, int dv, float *scratch) {
+                           size_t state_stride, int dk, int dv, int ldv, float *scratch) {
     for (int r = 0; r < R; r++) {
         int a = lo[r], b = hi[r];
         if (a >= b) continue;
@@ -61,14 +63,14 @@ void kvs_attn_tile_generic(const kvs_attn_vec *vec, const float *const *qrows, i
         }
         st[0] = m_new;
         st[1] += vec->exp_sum(scratch, scratch, m_new, b - a);
-        for (int t = a; t < b; t++) vec->axpy(st + 2, scratch[t - a], v + (size_t)t * dv, dv);
+        for (int t = a; t < b; t++) vec->axpy(st + 2, scratch[t - a], v + (size_t)t * ldv, dv);
     }
 }
 
 static void tile_scalar(const float *const *qrows, int R, const float *k, const float *v, const int *lo,
-                        const int *hi, float scale, float *state, size_t state_stride, int dk, int dv,
+                        const int *hi, float scale, float *state, size_t state_stride, int dk, int dv, int ldv,
                         float *scratch) {
-    kvs_attn_tile_generic(&g_vec_scalar, qrows, R, k, v, lo, hi, scale, state, state_stride, dk, dv, scratch);
+    kvs_attn_tile_generic(&g_vec_scalar, qrows, R, k, v, lo, hi, scale, state, state_stride, dk, dv, ldv, scratch);
 }
 const kvs_attn_vec *kvs_attn_vec_scalar(void) { return &g_vec_scalar; }
 
@@ -177,7 +179,8 @@ typedef struct attn_task {
     const kvs_attn_args *a;
     kvs_attn *at;
     const kvs_attn_vec *vec;
-    int32_t group, dk, dv, tile;
+    int32_t group, dk, dv, tile, tile_alias; /* tile rows: K+V tiles; latent K-only tiles */
+    size_t tile_floats;     /* K+V tile floats at the start of each thread buffer */
     int64_t qblock;         /* queries per item: ATTN_QBLOCK, fewer for wide groups */
     int64_t n_qblocks, n_split, n_items, split_len, n_keys;
     size_t state_floats;    /* floats of one (query, head) state: 2 + dv */
@@ -191,14 +194,78 @@ static int tile_rows(int dk, int dv) {
     return t < 8 ? 8 : t > ATTN_TILE_MAX ? ATTN_TILE_MAX : t;
 }
 
+/* Keys per latent tile (V aliases K): more rows per tile amortise the
+ * accumulator loads of the p*V product over many heads (L2-resident). */
+static int tile_rows_alias(int dk) {
+    int t = ATTN_TILE_ALIAS_BYTES / (dk * (int)sizeof(float));
+    t &= ~3;
+    return t < 8 ? 8 : t > ATTN_TILE_MAX ? ATTN_TILE_MAX : t;
+}
+
+/* Ask for bytes [p, p + n) in L2 (one prefetch per 64-byte line). */
+static void prefetch_rows(const uint8_t *p, size_t n) {
+    for (size_t o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, 2);
+}
+
+/* Is this segment's V the first dv elements of its K rows (latent/MLA)? */
+static bool v_aliases_k(const kvs_kv_segment *sg, int dk, int dv) {
+    return !sg->decode && sg->v == sg->k && sg->v_row == sg->k_row && sg->v_type == sg->k_type &&
+           sg->v_head_stride == sg->k_head_stride && dv <= dk;
+}
+
+/* Per-channel (KIVI) segment: key group blocks + per-token value rows. */
+static bool kivi_segment(const kvs_kv_segment *sg) {
+    return sg->decode && sg->k_type == KVS_TYPE_COUNT && sg->v_type == KVS_TYPE_COUNT && sg->group > 0;
+}
+
+/* Decode (one query, so every row of the group sees the same keys): feed
+ * the visible rows [t_lo, t_hi) of a segment to the fused kernel in chunks
+ * (per-channel chunks stop at key group edges). Returns false, having done
+ * nothing, when the fused kernel does not take this segment. */
+static bool fused_segment(const attn_task *tk, const kvs_kv_segment *sg, int64_t kh, const vis *qv,
+                          const float *const *qrows, int R, int64_t t_lo, int64_t t_hi, float *state,
+                          float *scratch) {
+    const int32_t dk = tk->dk, dv = tk->dv;
+    const bool kivi = kivi_segment(sg);
+    if (sg->decode && !kivi) return false;
+    kvs_attn_rows rw = {.k_row = sg->k_row, .v_row = sg->v_row, .k_type = sg->k_type, .v_type = sg->v_type,
+                        .group = (int)sg->group, .k_bits = (int)sg->k_bits, .v_bits = (int)sg->v_bits};
+    const uint8_t *kbase = sg->k + kh * sg->k_head_stride, *vbase = sg->v + kh * sg->v_head_stride;
+    bool first = true;
+    for (int w = 0; w < 2; w++) {
+        int64_t l = qv->lo[w] - sg->pos0, h = qv->hi[w] - sg->pos0;
+        if (l < t_lo) l = t_lo;
+        if (h > t_hi) h = t_hi;
+        for (int64_t t0 = l; t0 < h; t0 += rw.n) {
+            int64_t nt = h - t0 < ATTN_FUSED_CHUNK ? h - t0 : ATTN_FUSED_CHUNK;
+            if (kivi) {
+                const int64_t G = sg->group, off = t0 % G;
+                if (nt > G - off) nt = G - off;
+                rw.k = kbase + (size_t)(t0 / G) * sg->k_row;
+                rw.k_t0 = (int)off;
+            } else {
+                rw.k = kbase + (size_t)t0 * sg->k_row;
+            }
+            rw.v = vbase + (size_t)t0 * sg->v_row;
+            rw.n = (int)nt;
+            if (!tk->vec->fused(&rw, qrows, R, tk->a->scale, state, tk->state_floats, dk, dv, scratch)) {
+                if (first) return false;
+                /* same segment, same formats: cannot change mid-way */
+            }
+            first = false;
+        }
+    }
+    return true;
+}
+
 /* One item: KV head kh, queries [q0, q1), the keys whose index in the
  * concatenated segments lies in [r0, r1). Writes the unnormalised state
  * (m, l, acc) of each (query, head of the group). */
 static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, int64_t q1,
                       int64_t r0, int64_t r1, float *state) {
     const kvs_attn_args *a = tk->a;
-    const int32_t group = tk->group, dk = tk->dk, dv = tk->dv, T = tk->tile;
-    float *kbuf = tbuf, *vbuf = tbuf + (size_t)T * dk, *scratch = vbuf + (size_t)T * dv;
+    const int32_t group = tk->group, dk = tk->dk, dv = tk->dv;
+    float *scratch = tbuf + tk->tile_floats;
     const int64_t nq = q1 - q0;
     const int R = (int)(nq * group);
     const float *qrows[ATTN_MAX_ROWS];
@@ -228,6 +295,11 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
         if (ulo - sg->pos0 > t_lo) t_lo = ulo - sg->pos0;
         if (uhi - sg->pos0 < t_hi) t_hi = uhi - sg->pos0;
         if (t_lo >= t_hi) continue;
+        if (nq == 1 && tk->vec->fused && fused_segment(tk, sg, kh, &qv[0], qrows, R, t_lo, t_hi, state, scratch))
+            continue;
+        const bool alias = v_aliases_k(sg, dk, dv);
+        const int T = alias ? tk->tile_alias : tk->tile;
+        float *kbuf = tbuf, *vbuf = tbuf + (size_t)T * dk;
         const kvs_type_traits *kt = kvs_type_traits_of(sg->k_type), *vt = kvs_type_traits_of(sg->v_type);
         const uint8_t *kbase = sg->k + kh * sg->k_head_stride, *vbase = sg->v + kh * sg->v_head_stride;
         for (int64_t t0 = t_lo; t0 < t_hi; t0 += T) {
@@ -235,6 +307,7 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
             int64_t p0 = sg->pos0 + t0, p1 = sg->pos0 + t1; /* positions of the tile */
             bool loaded = false;
             const float *kf = kbuf, *vf = vbuf;
+            int ldv = dv;
             for (int w = 0; w < 2; w++) {
                 bool any = false;
                 for (int64_t i = 0; i < nq; i++) {
@@ -259,14 +332,24 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
                     else if (sg->k_row == kvs_row_bytes(sg->k_type, dk)) /* packed rows: one call per tile */
                         kt->to_float(kbase + (size_t)t0 * sg->k_row, kbuf, nt * dk);
                     else for (int64_t t = 0; t < nt; t++) kt->to_float(kbase + (size_t)(t0 + t) * sg->k_row, kbuf + t * dk, dk);
-                    if (sg->v_type == KVS_TYPE_F32 && sg->v_row == (size_t)dv * sizeof(float))
+                    if (alias) { /* latent: V is the first dv elements of each converted K row */
+                        vf = kf;
+                        ldv = dk;
+                    } else if (sg->v_type == KVS_TYPE_F32 && sg->v_row == (size_t)dv * sizeof(float))
                         vf = (const float *)(vbase + (size_t)t0 * sg->v_row);
                     else if (sg->v_row == kvs_row_bytes(sg->v_type, dv))
                         vt->to_float(vbase + (size_t)t0 * sg->v_row, vbuf, nt * dv);
                     else for (int64_t t = 0; t < nt; t++) vt->to_float(vbase + (size_t)(t0 + t) * sg->v_row, vbuf + t * dv, dv);
                     loaded = true;
+                    /* the next tile's rows towards L2 while this one computes: a
+                     * latent tile is compute-bound, so its DRAM reads overlap */
+                    if (t1 < t_hi) {
+                        int64_t t2 = t1 + T < t_hi ? t1 + T : t_hi;
+                        prefetch_rows(kbase + (size_t)t1 * sg->k_row, (size_t)(t2 - t1) * sg->k_row);
+                        if (!alias) prefetch_rows(vbase + (size_t)t1 * sg->v_row, (size_t)(t2 - t1) * sg->v_row);
+                    }
                 }
-                tk->vec->tile(qrows, R, kf, vf, lo, hi, a->scale, state, tk->state_floats, dk, dv, scratch);
+                tk->vec->tile(qrows, R, kf, vf, lo, hi, a->scale, state, tk->state_floats, dk, dv, ldv, scratch);
             }
         }
     }
@@ -302,6 +385,7 @@ kvs_status kvs_attn_run(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *a) {
     for (int s = 0; s < a->n_segs; s++) tk.n_keys += a->segs[s].n;
     tk.qblock = ATTN_MAX_ROWS / tk.group < ATTN_QBLOCK ? ATTN_MAX_ROWS / tk.group : ATTN_QBLOCK;
     tk.tile = tile_rows(tk.dk, tk.dv);
+    tk.tile_alias = tile_rows_alias(tk.dk);
     const int nth = kvs_pool_size(pool);
     tk.n_qblocks = (a->n_q + tk.qblock - 1) / tk.qblock;
     tk.n_split = 1;
@@ -317,7 +401,14 @@ kvs_status kvs_attn_run(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *a) {
     tk.state_floats = 2 + (size_t)tk.dv;
     tk.item_floats = (size_t)tk.qblock * tk.group * tk.state_floats;
 
-    size_t tf = (size_t)tk.tile * (tk.dk + tk.dv) + (size_t)tk.tile + 16;
+    /* K+V tile (or a latent K tile), then scratch for scores/weights of every
+     * row of a tile (or a fused chunk) and the fused kernel's folded queries */
+    tk.tile_floats = (size_t)tk.tile * (tk.dk + tk.dv);
+    if ((size_t)tk.tile_alias * tk.dk > tk.tile_floats) tk.tile_floats = (size_t)tk.tile_alias * tk.dk;
+    tk.tile_floats = (tk.tile_floats + 15) & ~(size_t)15;
+    int max_t = tk.tile > tk.tile_alias ? tk.tile : tk.tile_alias;
+    if (max_t < ATTN_FUSED_CHUNK) max_t = ATTN_FUSED_CHUNK;
+    size_t tf = tk.tile_floats + (size_t)ATTN_MAX_ROWS * max_t + (size_t)KVS_ATTN_FUSED_MAX_ROWS * tk.dk + 16;
     if (tf > at->thread_floats || nth > at->n_threads) {
         kvs_aligned_free(at->thread_buf);
         at->n_threads = nth > at->n_threads ? nth : at->n_threads;

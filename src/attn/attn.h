@@ -6,6 +6,9 @@
  * of K/V rows once and uses it for every query head of the group and for a
  * block of queries (prefill), with an online (flash-style) softmax; a long
  * decode is split into segments across threads and merged (flash-decoding).
+ * A decode with few heads per KV head reads the stored rows in place
+ * (fused kernel: formats converted in registers, per-channel codes scored
+ * directly); see attn_simd.h and docs/kv.md "Kernels".
  * Keys come as segments (kv/kv_cache.h: runs of consecutive positions,
  * any element format with a dequantizer). Both kernels implement the same
  * masking: query i sees key position p iff p <= q_pos[i] and, when

@@ -1,10 +1,24 @@
 /* AVX2+FMA implementations of the attention vector primitives (attn_simd.h).
  * exp uses a range reduction to 2^n * e^r, |r| <= ln2/2, with a degree-6
- * polynomial (relative error ~2e-7, checked against expf in test_attn). */
+ * polynomial (relative error ~2e-7, checked against expf in test_attn).
+ *
+ * Two tile kernels share one set of register-blocked loops:
+ *  - tile_avx2 (f32 tiles: prefill, latent/MLA, wide groups): scores as a
+ *    small GEMM, 3 query rows x 4 keys per block (12 accumulators, each key
+ *    vector loaded once for 3 rows), then p*V as 4 rows x 24 channels (each
+ *    value vector loaded once for 4 rows). A latent tile is converted once
+ *    and is its own V (ldv = dk), so 16 MLA heads share every row load.
+ *  - fused_avx2 (decode, <= 8 rows per KV head): the same loops read the
+ *    cache rows in place, converting f16/bf16/q8_0/q4_0 to f32 in registers
+ *    (per-block scales applied there), and per-channel (KIVI) rows go through
+ *    kv/kivi.h's code kernels; no f32 copy of the rows is ever written. */
 #include <immintrin.h>
 #include <math.h>
+#include <string.h>
 
 #include "attn/attn_simd.h"
+#include "core/dtype.h"
+#include "kv/kivi.h"
 
 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -82,88 +96,277 @@ static float exp_sum_avx2(float *y, const float *x, float m, int64_t n) {
     return s;
 }
 
-/* Four dot products q.k0..k3 (n a multiple of 8) reduced together. */
-static inline __m128 dot4(const float *q, const float *k0, const float *k1, const float *k2,
-                          const float *k3, int n) {
-    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
-    for (int d = 0; d < n; d += 8) {
-        __m256 qv = _mm256_loadu_ps(q + d);
-        c0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), c0);
-        c1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + d), c1);
-        c2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + d), c2);
-        c3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + d), c3);
-    }
+
+static inline __m128 hsum4(__m256 c0, __m256 c1, __m256 c2, __m256 c3) {
     __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(c0, c1), _mm256_hadd_ps(c2, c3));
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-static void tile_avx2(const float *const *qrows, int R, const float *k, const float *v, const int *lo,
-                      const int *hi, float scale, float *state, size_t state_stride, int dk, int dv,
-                      float *scratch) {
+/* ---- 8 elements [c, c+8) of a stored row as f32 (c % 8 == 0) ---- */
+
+static inline float f16_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+/* Elements per scale block of a format (the loops hoist the scale per block). */
+static inline __attribute__((always_inline)) int block_elems(const uint32_t type) {
+    return type == KVS_TYPE_Q8_0 || type == KVS_TYPE_Q4_0 ? 32 : 8;
+}
+/* The scale of the block holding element c, broadcast (block formats). */
+static inline __attribute__((always_inline)) __m256 block_scale(const uint32_t type, const uint8_t *p, int c) {
+    if (type == KVS_TYPE_Q8_0) return _mm256_set1_ps(f16_at(p + (size_t)(c >> 5) * 34));
+    if (type == KVS_TYPE_Q4_0) return _mm256_set1_ps(f16_at(p + (size_t)(c >> 5) * 18));
+    return _mm256_setzero_ps();
+}
+/* Elements [c, c+8) with the block's scale d already loaded. */
+static inline __attribute__((always_inline)) __m256 load8s(const uint32_t type, const uint8_t *p, int c, __m256 d) {
+    switch (type) {
+    case KVS_TYPE_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 2 * (size_t)c)));
+    case KVS_TYPE_BF16:
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p + 2 * (size_t)c))), 16));
+    case KVS_TYPE_Q8_0: { /* block: f16 d, 32 x int8 */
+        const uint8_t *b = p + (size_t)(c >> 5) * 34;
+        const __m256i w = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b + 2 + (c & 31))));
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(w), d);
+    }
+    case KVS_TYPE_Q4_0: { /* block: f16 d, 16 bytes; element j < 16 low nibble of byte j, j >= 16 high of j-16 */
+        const uint8_t *b = p + (size_t)(c >> 5) * 18;
+        const int j = c & 31;
+        __m256i w = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b + 2 + (j & 15))));
+        w = j < 16 ? _mm256_and_si256(w, _mm256_set1_epi32(15)) : _mm256_srli_epi32(w, 4);
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(w, _mm256_set1_epi32(8))), d);
+    }
+    default: return _mm256_loadu_ps((const float *)(const void *)(p + 4 * (size_t)c));
+    }
+}
+static inline __attribute__((always_inline)) __m256 load8(const uint32_t type, const uint8_t *p, int c) {
+    return load8s(type, p, c, block_scale(type, p, c));
+}
+
+static bool type_ok(uint32_t t) {
+    return t == KVS_TYPE_F32 || t == KVS_TYPE_F16 || t == KVS_TYPE_BF16 || t == KVS_TYPE_Q8_0 || t == KVS_TYPE_Q4_0;
+}
+
+/* ---- scores: RR (1..3) query rows x 4 keys per register block ---- */
+
+static inline __attribute__((always_inline)) void scores_rows(const uint32_t type, const int RR, const uint8_t *k,
+                                                              size_t k_row, int n, const float *const *q,
+                                                              float scale, int dk, float *sc, size_t sc_stride) {
     const __m128 vs = _mm_set1_ps(scale);
-    for (int r = 0; r < R; r++) {
-        const int a = lo[r], b = hi[r];
-        if (a >= b) continue;
-        const float *q = qrows[r];
-        float *st = state + (size_t)r * state_stride;
-        /* scores */
-        int t = a;
-        for (; t + 4 <= b; t += 4) {
-            const float *kt = k + (size_t)t * dk;
-            _mm_storeu_ps(scratch + (t - a), _mm_mul_ps(vs, dot4(q, kt, kt + dk, kt + 2 * dk, kt + 3 * dk, dk)));
-        }
-        for (; t < b; t++) scratch[t - a] = dot_avx2(q, k + (size_t)t * dk, dk) * scale;
-        const int n = b - a;
-        __m256 mv = _mm256_set1_ps(-INFINITY);
-        int i = 0;
-        for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(scratch + i));
-        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
-        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-        float tmax = _mm_cvtss_f32(m4);
-        for (; i < n; i++) if (scratch[i] > tmax) tmax = scratch[i];
-        /* online softmax: rescale the running state when the max grows */
-        float m_new = tmax > st[0] ? tmax : st[0];
-        if (st[0] != -INFINITY && m_new > st[0]) {
-            float corr = expf(st[0] - m_new);
-            st[1] *= corr;
-            scale_avx2(st + 2, corr, dv);
-        }
-        st[0] = m_new;
-        st[1] += exp_sum_avx2(scratch, scratch, m_new, n);
-        /* acc += p_t v_t, 64 output dims at a time in registers */
-        float *acc = st + 2;
-        int c = 0;
-        for (; c + 64 <= dv; c += 64) {
-            __m256 a0 = _mm256_loadu_ps(acc + c), a1 = _mm256_loadu_ps(acc + c + 8);
-            __m256 a2 = _mm256_loadu_ps(acc + c + 16), a3 = _mm256_loadu_ps(acc + c + 24);
-            __m256 a4 = _mm256_loadu_ps(acc + c + 32), a5 = _mm256_loadu_ps(acc + c + 40);
-            __m256 a6 = _mm256_loadu_ps(acc + c + 48), a7 = _mm256_loadu_ps(acc + c + 56);
-            for (int tt = a; tt < b; tt++) {
-                const float *vr = v + (size_t)tt * dv + c;
-                __m256 p = _mm256_broadcast_ss(scratch + (tt - a));
-                a0 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr), a0);
-                a1 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 8), a1);
-                a2 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 16), a2);
-                a3 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 24), a3);
-                a4 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 32), a4);
-                a5 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 40), a5);
-                a6 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 48), a6);
-                a7 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 56), a7);
+    int t = 0;
+    for (; t + 4 <= n; t += 4) {
+        const uint8_t *k0 = k + (size_t)t * k_row;
+        __m256 a[3][4];
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++)
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < 4; j++) a[r][j] = _mm256_setzero_ps();
+        for (int cb = 0; cb < dk; cb += block_elems(type)) {
+            __m256 d[4];
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < 4; j++) d[j] = block_scale(type, k0 + (size_t)j * k_row, cb);
+            for (int c = cb; c < cb + block_elems(type); c += 8) {
+                __m256 x[4];
+                _Pragma("GCC unroll 4")
+                for (int j = 0; j < 4; j++) x[j] = load8s(type, k0 + (size_t)j * k_row, c, d[j]);
+                _Pragma("GCC unroll 4")
+                for (int r = 0; r < RR; r++) {
+                    const __m256 qv = _mm256_loadu_ps(q[r] + c);
+                    _Pragma("GCC unroll 4")
+                    for (int j = 0; j < 4; j++) a[r][j] = _mm256_fmadd_ps(qv, x[j], a[r][j]);
+                }
             }
-            _mm256_storeu_ps(acc + c, a0); _mm256_storeu_ps(acc + c + 8, a1);
-            _mm256_storeu_ps(acc + c + 16, a2); _mm256_storeu_ps(acc + c + 24, a3);
-            _mm256_storeu_ps(acc + c + 32, a4); _mm256_storeu_ps(acc + c + 40, a5);
-            _mm256_storeu_ps(acc + c + 48, a6); _mm256_storeu_ps(acc + c + 56, a7);
         }
-        for (; c < dv; c += 8) { /* dv % 64 remainder, 8 at a time */
-            __m256 a0 = _mm256_loadu_ps(acc + c);
-            for (int tt = a; tt < b; tt++)
-                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scratch + (tt - a)), _mm256_loadu_ps(v + (size_t)tt * dv + c), a0);
-            _mm256_storeu_ps(acc + c, a0);
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++)
+            _mm_storeu_ps(sc + (size_t)r * sc_stride + (size_t)t, _mm_mul_ps(vs, hsum4(a[r][0], a[r][1], a[r][2], a[r][3])));
+    }
+    for (; t < n; t++) {
+        const uint8_t *k0 = k + (size_t)t * k_row;
+        __m256 a[3];
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) a[r] = _mm256_setzero_ps();
+        for (int c = 0; c < dk; c += 8) {
+            const __m256 x = load8(type, k0, c);
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < RR; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q[r] + c), x, a[r]);
+        }
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) sc[(size_t)r * sc_stride + (size_t)t] = hsum256(a[r]) * scale;
+    }
+}
+
+static inline __attribute__((always_inline)) void scores_all(const uint32_t type, const uint8_t *k, size_t k_row,
+                                                             int n, const float *const *q, int R, float scale,
+                                                             int dk, float *sc, size_t sc_stride) {
+    for (int r0 = 0; r0 < R; r0 += 3) {
+        float *o = sc + (size_t)r0 * sc_stride;
+        if (R - r0 >= 3) scores_rows(type, 3, k, k_row, n, q + r0, scale, dk, o, sc_stride);
+        else if (R - r0 == 2) scores_rows(type, 2, k, k_row, n, q + r0, scale, dk, o, sc_stride);
+        else scores_rows(type, 1, k, k_row, n, q + r0, scale, dk, o, sc_stride);
+    }
+}
+
+/* ---- acc += p V: RR (1..4) rows x CW (1..3) vectors of 8 channels ---- */
+
+static inline __attribute__((always_inline)) void vacc_block(const uint32_t type, const int RR, const int CW,
+                                                             const uint8_t *v, size_t v_row, int n, int c,
+                                                             const float *p, size_t p_stride, float *acc,
+                                                             size_t acc_stride) {
+    __m256 a[4][3];
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < RR; r++)
+        _Pragma("GCC unroll 4")
+        for (int j = 0; j < CW; j++) a[r][j] = _mm256_loadu_ps(acc + (size_t)r * acc_stride + (size_t)(c + 8 * j));
+    for (int t = 0; t < n; t++) {
+        __m256 x[3];
+        const __m256 d = block_scale(type, v + (size_t)t * v_row, c); /* callers keep c..c+8*CW in one block */
+        _Pragma("GCC unroll 4")
+        for (int j = 0; j < CW; j++) x[j] = load8s(type, v + (size_t)t * v_row, c + 8 * j, d);
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) {
+            const __m256 w = _mm256_broadcast_ss(p + (size_t)r * p_stride + (size_t)t);
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < CW; j++) a[r][j] = _mm256_fmadd_ps(w, x[j], a[r][j]);
+        }
+    }
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < RR; r++)
+        _Pragma("GCC unroll 4")
+        for (int j = 0; j < CW; j++) _mm256_storeu_ps(acc + (size_t)r * acc_stride + (size_t)(c + 8 * j), a[r][j]);
+}
+
+static inline __attribute__((always_inline)) void vacc_rows(const uint32_t type, const int RR, const uint8_t *v,
+                                                            size_t v_row, int n, const float *p, size_t p_stride,
+                                                            float *acc, size_t acc_stride, int dv) {
+    int c = 0;
+    if (RR <= 3 || block_elems(type) > 8) { /* 2 vectors: converted values stay in registers, and
+                                               * 16 channels never straddle a 32-element block */
+        for (; c + 16 <= dv; c += 16) vacc_block(type, RR, 2, v, v_row, n, c, p, p_stride, acc, acc_stride);
+    } else {
+        for (; c + 24 <= dv; c += 24) vacc_block(type, RR, 3, v, v_row, n, c, p, p_stride, acc, acc_stride);
+    }
+    for (; c < dv; c += 8) vacc_block(type, RR, 1, v, v_row, n, c, p, p_stride, acc, acc_stride);
+}
+
+static inline __attribute__((always_inline)) void vacc_all(const uint32_t type, int rows_per, const uint8_t *v,
+                                                           size_t v_row, int n, const float *p, size_t p_stride,
+                                                           int R, float *acc, size_t acc_stride, int dv) {
+    for (int r0 = 0; r0 < R; r0 += rows_per) {
+        const int rr = R - r0 < rows_per ? R - r0 : rows_per;
+        const float *pr = p + (size_t)r0 * p_stride;
+        float *ar = acc + (size_t)r0 * acc_stride;
+        switch (rr) {
+        case 4: vacc_rows(type, 4, v, v_row, n, pr, p_stride, ar, acc_stride, dv); break;
+        case 3: vacc_rows(type, 3, v, v_row, n, pr, p_stride, ar, acc_stride, dv); break;
+        case 2: vacc_rows(type, 2, v, v_row, n, pr, p_stride, ar, acc_stride, dv); break;
+        default: vacc_rows(type, 1, v, v_row, n, pr, p_stride, ar, acc_stride, dv); break;
         }
     }
 }
 
-static const kvs_attn_vec g_vec_avx2 = {dot_avx2, axpy_avx2, scale_avx2, exp_sum_avx2, tile_avx2};
+/* ---- online softmax of one row's n scores (in place -> weights) ---- */
+
+static void softmax_update(float *st, float *sc, int n, int dv) {
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(sc + i));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float tmax = _mm_cvtss_f32(m4);
+    for (; i < n; i++) if (sc[i] > tmax) tmax = sc[i];
+    /* rescale the running state when the max grows */
+    float m_new = tmax > st[0] ? tmax : st[0];
+    if (st[0] != -INFINITY && m_new > st[0]) {
+        float corr = expf(st[0] - m_new);
+        st[1] *= corr;
+        scale_avx2(st + 2, corr, dv);
+    }
+    st[0] = m_new;
+    st[1] += exp_sum_avx2(sc, sc, m_new, n);
+}
+
+/* ---- f32 tiles ---- */
+
+static void tile_avx2(const float *const *qrows, int R, const float *k, const float *v, const int *lo,
+                      const int *hi, float scale, float *state, size_t state_stride, int dk, int dv, int ldv,
+                      float *scratch) {
+    int n = 0; /* keys any row sees: [0, n) */
+    bool any = false;
+    for (int r = 0; r < R; r++)
+        if (lo[r] < hi[r]) { any = true; if (hi[r] > n) n = hi[r]; }
+    if (!any) return;
+    const size_t ps = (size_t)n;
+    scores_all(KVS_TYPE_F32, (const uint8_t *)k, (size_t)dk * sizeof(float), n, qrows, R, scale, dk, scratch, ps);
+    for (int r = 0; r < R; r++) {
+        float *sc = scratch + (size_t)r * ps;
+        if (lo[r] >= hi[r]) { /* row sees nothing here: zero weights, state untouched */
+            memset(sc, 0, sizeof(float) * ps);
+            continue;
+        }
+        for (int t = 0; t < lo[r]; t++) sc[t] = -INFINITY;
+        for (int t = hi[r]; t < n; t++) sc[t] = -INFINITY;
+        softmax_update(state + (size_t)r * state_stride, sc, n, dv);
+    }
+    vacc_all(KVS_TYPE_F32, 4, (const uint8_t *)v, (size_t)ldv * sizeof(float), n, scratch, ps, R, state + 2,
+             state_stride, dv);
+}
+
+/* ---- fused decode over stored rows ---- */
+
+static void fused_scores(uint32_t type, const kvs_attn_rows *rw, const float *const *q, int R, float scale, int dk,
+                         float *sc) {
+    switch (type) {
+    case KVS_TYPE_F16: scores_all(KVS_TYPE_F16, rw->k, rw->k_row, rw->n, q, R, scale, dk, sc, (size_t)rw->n); break;
+    case KVS_TYPE_BF16: scores_all(KVS_TYPE_BF16, rw->k, rw->k_row, rw->n, q, R, scale, dk, sc, (size_t)rw->n); break;
+    case KVS_TYPE_Q8_0: scores_all(KVS_TYPE_Q8_0, rw->k, rw->k_row, rw->n, q, R, scale, dk, sc, (size_t)rw->n); break;
+    case KVS_TYPE_Q4_0: scores_all(KVS_TYPE_Q4_0, rw->k, rw->k_row, rw->n, q, R, scale, dk, sc, (size_t)rw->n); break;
+    default: scores_all(KVS_TYPE_F32, rw->k, rw->k_row, rw->n, q, R, scale, dk, sc, (size_t)rw->n); break;
+    }
+}
+
+static void fused_values(uint32_t type, const kvs_attn_rows *rw, const float *p, int R, float *acc, size_t acc_stride,
+                         int dv) {
+    const size_t ps = (size_t)rw->n;
+    switch (type) {
+    case KVS_TYPE_F16: vacc_all(KVS_TYPE_F16, 3, rw->v, rw->v_row, rw->n, p, ps, R, acc, acc_stride, dv); break;
+    case KVS_TYPE_BF16: vacc_all(KVS_TYPE_BF16, 3, rw->v, rw->v_row, rw->n, p, ps, R, acc, acc_stride, dv); break;
+    case KVS_TYPE_Q8_0: vacc_all(KVS_TYPE_Q8_0, 3, rw->v, rw->v_row, rw->n, p, ps, R, acc, acc_stride, dv); break;
+    case KVS_TYPE_Q4_0: vacc_all(KVS_TYPE_Q4_0, 3, rw->v, rw->v_row, rw->n, p, ps, R, acc, acc_stride, dv); break;
+    default: vacc_all(KVS_TYPE_F32, 3, rw->v, rw->v_row, rw->n, p, ps, R, acc, acc_stride, dv); break;
+    }
+}
+
+static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R, float scale, float *state,
+                       size_t state_stride, int dk, int dv, float *scratch) {
+    const bool kivi = rw->k_type == KVS_TYPE_COUNT;
+    if (R < 1 || R > KVS_ATTN_FUSED_MAX_ROWS || rw->n < 1) return false;
+    if (kivi ? rw->v_type != KVS_TYPE_COUNT : !type_ok(rw->k_type) || !type_ok(rw->v_type)) return false;
+    const int n = rw->n;
+    float *sc = scratch;
+    if (kivi) {
+        /* scores on the codes (scale folded into q), then the softmax scale */
+        float *fold = scratch + (size_t)R * (size_t)n;
+        kvs_kivi_key_scores_avx2(rw->k, dk, rw->group, rw->k_bits, rw->k_t0, n, qrows, R, sc, (size_t)n, fold);
+        const __m256 vs = _mm256_set1_ps(scale);
+        size_t i = 0, nn = (size_t)R * (size_t)n;
+        for (; i + 8 <= nn; i += 8) _mm256_storeu_ps(sc + i, _mm256_mul_ps(vs, _mm256_loadu_ps(sc + i)));
+        for (; i < nn; i++) sc[i] *= scale;
+    } else {
+        fused_scores(rw->k_type, rw, qrows, R, scale, dk, sc);
+    }
+    for (int r = 0; r < R; r++) softmax_update(state + (size_t)r * state_stride, sc + (size_t)r * n, n, dv);
+    if (kivi)
+        kvs_kivi_value_accum_avx2(rw->v, rw->v_row, n, dv, rw->group, rw->v_bits, sc, (size_t)n, R, state + 2,
+                                  state_stride);
+    else
+        fused_values(rw->v_type, rw, sc, R, state + 2, state_stride, dv);
+    return true;
+}
+
+static const kvs_attn_vec g_vec_avx2 = {dot_avx2, axpy_avx2, scale_avx2, exp_sum_avx2, tile_avx2, fused_avx2};
 const kvs_attn_vec *kvs_attn_vec_avx2(void) { return &g_vec_avx2; }

@@ -3,15 +3,39 @@
 #ifndef KVS_ATTN_SIMD_H
 #define KVS_ATTN_SIMD_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Online-softmax update of R query rows against one tile of T keys/values
- * (f32, row-major (T, dk) and (T, dv)). Row r sees tile keys [lo[r], hi[r])
+ * (f32, row-major: key t at k + t*dk, value t at v + t*ldv, ldv >= dv so a
+ * latent tile can serve as its own V). Row r sees tile keys [lo[r], hi[r])
  * (empty ranges skip the row) and keeps its running state at
- * state + r * state_stride as (max, sum, acc[dv]). scratch: T floats. */
+ * state + r * state_stride as (max, sum, acc[dv]). scratch: R * T floats. */
 typedef void (*kvs_attn_tile_fn)(const float *const *qrows, int R, const float *k, const float *v,
                                  const int *lo, const int *hi, float scale, float *state,
-                                 size_t state_stride, int dk, int dv, float *scratch);
+                                 size_t state_stride, int dk, int dv, int ldv, float *scratch);
+
+/* n consecutive stored rows of one KV head, read in place by a fused kernel.
+ * Block formats: k_type/v_type are kvs_dtypes and row t is at k + t*k_row.
+ * Per-channel (KIVI) rows: k_type == v_type == KVS_TYPE_COUNT, k is one key
+ * group block (kv/kivi.h) and the rows are its tokens [k_t0, k_t0 + n)
+ * (k_t0 + n <= group); values are per-token rows at v + t*v_row. */
+typedef struct kvs_attn_rows {
+    const uint8_t *k, *v;
+    size_t k_row, v_row;
+    uint32_t k_type, v_type;
+    int n;
+    int k_t0, group, k_bits, v_bits; /* per-channel rows only */
+} kvs_attn_rows;
+
+/* Online-softmax update of R query rows that all see the same n rows,
+ * scoring and accumulating straight from the stored format (no f32 tile).
+ * Returns false, touching nothing, when the formats or R are not handled
+ * (the caller then converts a tile and uses `tile`). scratch: R * n floats. */
+#define KVS_ATTN_FUSED_MAX_ROWS 8 /* query rows (heads per KV head) the fused kernel takes */
+typedef bool (*kvs_attn_fused_fn)(const kvs_attn_rows *rows, const float *const *qrows, int R, float scale,
+                                  float *state, size_t state_stride, int dk, int dv, float *scratch);
 
 typedef struct kvs_attn_vec {
     float (*dot)(const float *a, const float *b, int64_t n);
@@ -20,13 +44,14 @@ typedef struct kvs_attn_vec {
     /* y[i] = exp(x[i] - m) for i < n; returns the sum of the y[i]. */
     float (*exp_sum)(float *y, const float *x, float m, int64_t n);
     kvs_attn_tile_fn tile;
+    kvs_attn_fused_fn fused; /* NULL: no fused path */
 } kvs_attn_vec;
 
 /* The tile update written with a kvs_attn_vec's primitives (scalar path and
  * fallback for head sizes the SIMD tile does not handle). */
 void kvs_attn_tile_generic(const kvs_attn_vec *vec, const float *const *qrows, int R, const float *k,
                            const float *v, const int *lo, const int *hi, float scale, float *state,
-                           size_t state_stride, int dk, int dv, float *scratch);
+                           size_t state_stride, int dk, int dv, int ldv, float *scratch);
 
 const kvs_attn_vec *kvs_attn_vec_get(void);
 const kvs_attn_vec *kvs_attn_vec_scalar(void);

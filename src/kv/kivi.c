@@ -6,6 +6,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/cpu.h"
 #include "core/f16.h"
 
@@ -182,6 +183,43 @@ void kvs_kivi_dequantize_values_ref(const uint8_t *rows, size_t row_stride, int 
         kvs_kivi_dequantize_value_ref(rows + (size_t)i * row_stride, d, G, bits, out + (size_t)i * (size_t)d);
 }
 
+/* ---- attention on the codes: references ---- */
+
+void kvs_kivi_key_scores_ref(const uint8_t *blk, int d, int G, int bits, int t0, int n, const float *const *q,
+                             int R, float *out, size_t out_stride) {
+    (void)G;
+    const uint8_t *codes = blk + (size_t)4 * (size_t)d;
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < n; i++) {
+            double s = 0.0;
+            for (int c = 0; c < d; c++) {
+                const size_t idx = (size_t)(t0 + i) * (size_t)d + (size_t)c;
+                const float x = (float)get_code(codes, idx, bits) * load_f16(blk + 2 * (size_t)c) +
+                                load_f16(blk + 2 * ((size_t)d + (size_t)c));
+                s += (double)q[r][c] * x;
+            }
+            out[(size_t)r * out_stride + (size_t)i] = (float)s;
+        }
+}
+
+void kvs_kivi_value_accum_ref(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits,
+                              const float *p, size_t p_stride, int R, float *acc, size_t acc_stride) {
+    float *x = kvs_malloc(sizeof(float) * (size_t)d);
+    double *s = kvs_malloc(sizeof(double) * (size_t)d);
+    if (!x || !s) { kvs_free(x); kvs_free(s); return; }
+    for (int r = 0; r < R; r++) {
+        for (int c = 0; c < d; c++) s[c] = 0.0;
+        for (int i = 0; i < n; i++) {
+            kvs_kivi_dequantize_value_ref(rows + (size_t)i * row_stride, d, G, bits, x);
+            const double w = p[(size_t)r * p_stride + (size_t)i];
+            for (int c = 0; c < d; c++) s[c] += w * x[c];
+        }
+        for (int c = 0; c < d; c++) acc[(size_t)r * acc_stride + (size_t)c] += (float)s[c];
+    }
+    kvs_free(x);
+    kvs_free(s);
+}
+
 /* ---- Hadamard ---- */
 
 static uint64_t splitmix64(uint64_t z) {
@@ -274,4 +312,27 @@ int kvs_hadamard_inv(float *x, int d, uint64_t sign_seed) {
     if (kvs_hadamard(x, d, 0) != 0) return -1;
     sign_flip(x, d, sign_seed);
     return 0;
+}
+
+void kvs_kivi_key_scores(const uint8_t *blk, int d, int G, int bits, int t0, int n, const float *const *q,
+                         int R, float *out, size_t out_stride, float *fold) {
+#if KVS_KIVI_X86
+    if (kvs_cpu()->avx2) {
+        kvs_kivi_key_scores_avx2(blk, d, G, bits, t0, n, q, R, out, out_stride, fold);
+        return;
+    }
+#endif
+    (void)fold;
+    kvs_kivi_key_scores_ref(blk, d, G, bits, t0, n, q, R, out, out_stride);
+}
+
+void kvs_kivi_value_accum(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits, const float *p,
+                          size_t p_stride, int R, float *acc, size_t acc_stride) {
+#if KVS_KIVI_X86
+    if (kvs_cpu()->avx2) {
+        kvs_kivi_value_accum_avx2(rows, row_stride, n, d, G, bits, p, p_stride, R, acc, acc_stride);
+        return;
+    }
+#endif
+    kvs_kivi_value_accum_ref(rows, row_stride, n, d, G, bits, p, p_stride, R, acc, acc_stride);
 }

@@ -82,6 +82,26 @@ void kvs_kivi_dequantize_values(const uint8_t *rows, size_t row_stride, int n, i
 void kvs_kivi_dequantize_values_ref(const uint8_t *rows, size_t row_stride, int n, int d, int G,
                                     int bits, float *out);
 
+/* ---- attention on the codes (decode fast path, attn/) ----
+ * Scores of R query rows against tokens [t0, t0 + n) of one key block:
+ *     out[r*out_stride + i] = sum_c q[r][c] * key(t0 + i, c)
+ * where key = code*s_c + m_c. The fast twin folds the per-channel scale into
+ * the query once per call (q_c*s_c) and the minimum into one bias per row
+ * (sum_c q_c*m_c), then dots the integer codes (f32 rounding differs from
+ * the reference's dequantize-then-dot by a few ulps of the score's terms).
+ * fold: R*d floats of scratch for the fast twin (unused by the reference). */
+void kvs_kivi_key_scores(const uint8_t *blk, int d, int G, int bits, int t0, int n, const float *const *q,
+                         int R, float *out, size_t out_stride, float *fold);
+void kvs_kivi_key_scores_ref(const uint8_t *blk, int d, int G, int bits, int t0, int n, const float *const *q,
+                             int R, float *out, size_t out_stride);
+/* acc[r*acc_stride + c] += sum_i p[r*p_stride + i] * value_i[c] over n value
+ * rows (row i at rows + i*row_stride, row_stride >= the row's bytes), each
+ * dequantized in registers. */
+void kvs_kivi_value_accum(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits, const float *p,
+                          size_t p_stride, int R, float *acc, size_t acc_stride);
+void kvs_kivi_value_accum_ref(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits,
+                              const float *p, size_t p_stride, int R, float *acc, size_t acc_stride);
+
 /* ---- Hadamard rotation ----
  * x <- H * D * x in place, H the orthonormal Walsh-Hadamard matrix of order d
  * (Sylvester ordering, entries +-1/sqrt(d)), D = diag(+-1) drawn from
@@ -103,6 +123,10 @@ void kvs_kivi_dequantize_keys_avx2(const uint8_t *blk, int d, int G, int bits, i
 void kvs_kivi_dequantize_value_avx2(const uint8_t *row, int d, int G, int bits, float *out);
 void kvs_kivi_dequantize_values_avx2(const uint8_t *rows, size_t row_stride, int n, int d, int G,
                                      int bits, float *out);
+void kvs_kivi_key_scores_avx2(const uint8_t *blk, int d, int G, int bits, int t0, int n, const float *const *q,
+                              int R, float *out, size_t out_stride, float *fold);
+void kvs_kivi_value_accum_avx2(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits,
+                               const float *p, size_t p_stride, int R, float *acc, size_t acc_stride);
 int kvs_hadamard_avx2(float *x, int d, uint64_t sign_seed);
 
 #endif

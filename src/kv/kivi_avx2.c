@@ -9,6 +9,7 @@
  * when kvs_cpu()->avx2 (kv/kivi.c). */
 #include <immintrin.h>
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "core/f16.h"
@@ -203,6 +204,193 @@ void kvs_kivi_dequantize_values_avx2(const uint8_t *rows, size_t row_stride, int
     const unpack8 u = unpack8_make(bits);
     for (int i = 0; i < n; i++)
         value_row_avx2(rows + (size_t)i * row_stride, d, G, bits, u, out + (size_t)i * (size_t)d);
+}
+
+/* ---- attention on the codes ---- */
+
+static inline __m128 hsum4x(__m256 c0, __m256 c1, __m256 c2, __m256 c3) {
+    __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(c0, c1), _mm256_hadd_ps(c2, c3));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* RR (1..3) folded query rows x 4 tokens of codes at a time. */
+static inline __attribute__((always_inline)) void key_scores_rows(const int RR, const uint8_t *codes, size_t cap,
+                                                                  size_t row_bytes, int d, int bits, unpack8 u,
+                                                                  int t0, int n, const float *fq, const float *bias,
+                                                                  float *out, size_t out_stride) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256 a[3][4];
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++)
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < 4; j++) a[r][j] = _mm256_setzero_ps();
+        const size_t o0 = (size_t)(t0 + i) * row_bytes;
+        /* every 8-byte load of these 4 rows inside the block: no tail checks */
+        const bool inside = o0 + 3 * row_bytes + (size_t)(d - 8) * (size_t)bits / 8 + 8 <= cap;
+        for (int c = 0; c < d; c += 8) {
+            const size_t off = o0 + (size_t)c * (size_t)bits / 8;
+            __m256 x[4];
+            if (inside) {
+                _Pragma("GCC unroll 4")
+                for (int j = 0; j < 4; j++) x[j] = codes8(codes + off + (size_t)j * row_bytes, u);
+            } else {
+                _Pragma("GCC unroll 4")
+                for (int j = 0; j < 4; j++) x[j] = codes8_at(codes, off + (size_t)j * row_bytes, cap, bits, u);
+            }
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < RR; r++) {
+                const __m256 qv = _mm256_loadu_ps(fq + (size_t)r * (size_t)d + (size_t)c);
+                _Pragma("GCC unroll 4")
+                for (int j = 0; j < 4; j++) a[r][j] = _mm256_fmadd_ps(qv, x[j], a[r][j]);
+            }
+        }
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++)
+            _mm_storeu_ps(out + (size_t)r * out_stride + (size_t)i,
+                          _mm_add_ps(hsum4x(a[r][0], a[r][1], a[r][2], a[r][3]), _mm_set1_ps(bias[r])));
+    }
+    for (; i < n; i++) {
+        __m256 a[3];
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) a[r] = _mm256_setzero_ps();
+        const size_t o0 = (size_t)(t0 + i) * row_bytes;
+        for (int c = 0; c < d; c += 8) {
+            const __m256 x = codes8_at(codes, o0 + (size_t)c * (size_t)bits / 8, cap, bits, u);
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < RR; r++)
+                a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(fq + (size_t)r * (size_t)d + (size_t)c), x, a[r]);
+        }
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) out[(size_t)r * out_stride + (size_t)i] = hsum8(a[r]) + bias[r];
+    }
+}
+
+void kvs_kivi_key_scores_avx2(const uint8_t *blk, int d, int G, int bits, int t0, int n, const float *const *q,
+                              int R, float *out, size_t out_stride, float *fold) {
+    if (((size_t)d * (size_t)bits) % 8 != 0 || d % 8 != 0) {
+        kvs_kivi_key_scores_ref(blk, d, G, bits, t0, n, q, R, out, out_stride);
+        return;
+    }
+    const unpack8 u = unpack8_make(bits);
+    const uint8_t *codes = blk + (size_t)4 * (size_t)d;
+    const size_t cap = kvs_kivi_key_block_bytes(d, G, bits) - (size_t)4 * (size_t)d;
+    const size_t row_bytes = (size_t)d * (size_t)bits / 8;
+    for (int r0 = 0; r0 < R; r0 += 3) {
+        const int rr = R - r0 < 3 ? R - r0 : 3;
+        float bias[3];
+        for (int r = 0; r < rr; r++) { /* q'_c = q_c s_c, bias = sum_c q_c m_c */
+            const float *qr = q[r0 + r];
+            float *f = fold + (size_t)r * (size_t)d;
+            __m256 b = _mm256_setzero_ps();
+            for (int c = 0; c < d; c += 8) {
+                const __m256 qv = _mm256_loadu_ps(qr + c);
+                _mm256_storeu_ps(f + c, _mm256_mul_ps(qv, load8_f16(blk + 2 * (size_t)c)));
+                b = _mm256_fmadd_ps(qv, load8_f16(blk + 2 * ((size_t)d + (size_t)c)), b);
+            }
+            bias[r] = hsum8(b);
+        }
+        float *o = out + (size_t)r0 * out_stride;
+        if (rr == 3) key_scores_rows(3, codes, cap, row_bytes, d, bits, u, t0, n, fold, bias, o, out_stride);
+        else if (rr == 2) key_scores_rows(2, codes, cap, row_bytes, d, bits, u, t0, n, fold, bias, o, out_stride);
+        else key_scores_rows(1, codes, cap, row_bytes, d, bits, u, t0, n, fold, bias, o, out_stride);
+    }
+}
+
+/* 8 codes at cd + off of a value row; `more`: another row follows this one
+ * in the same buffer, so a load running past the row's codes stays inside
+ * readable memory and the tail path is only needed for the last row */
+static inline __m256 codes8_row(const uint8_t *cd, size_t off, size_t cap, int bits, unpack8 u, bool more) {
+    return more ? codes8(cd + off, u) : codes8_at(cd, off, cap, bits, u);
+}
+
+/* one f16 broadcast to 8 f32 lanes (exact, like load_f16) */
+static inline __m256 bcast_f16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)h));
+}
+
+/* RR (1..3) rows of weights, 16 value channels at a time (one group each
+ * 8-chunk: G % 8 == 0), dequantized in registers. */
+static inline __attribute__((always_inline)) void value_accum_rows(const int RR, const uint8_t *rows,
+                                                                   size_t row_stride, int n, int d, int G,
+                                                                   int bits, unpack8 u, const float *p,
+                                                                   size_t p_stride, float *acc,
+                                                                   size_t acc_stride) {
+    const size_t ng = ((size_t)d + (size_t)G - 1) / (size_t)G;
+    const size_t cap = ((size_t)d * (size_t)bits + 7) / 8;
+    int c = 0;
+    for (; c + 16 <= d; c += 16) {
+        const size_t g0 = (size_t)c / (size_t)G, g1 = (size_t)(c + 8) / (size_t)G;
+        const size_t off = (size_t)c * (size_t)bits / 8;
+        __m256 a[3][2];
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) {
+            a[r][0] = _mm256_loadu_ps(acc + (size_t)r * acc_stride + (size_t)c);
+            a[r][1] = _mm256_loadu_ps(acc + (size_t)r * acc_stride + (size_t)c + 8);
+        }
+        for (int i = 0; i < n; i++) {
+            const uint8_t *row = rows + (size_t)i * row_stride, *cd = row + 4 * ng;
+            const bool more = i + 1 < n; /* a later row follows: 8-byte loads may run into it */
+            const __m256 s0 = bcast_f16(row + 2 * g0), m0 = bcast_f16(row + 2 * (ng + g0));
+            __m256 s1 = s0, m1 = m0; /* G % 16 == 0: both halves in one group */
+            if (g1 != g0) { s1 = bcast_f16(row + 2 * g1); m1 = bcast_f16(row + 2 * (ng + g1)); }
+            const __m256 x0 = _mm256_fmadd_ps(codes8_row(cd, off, cap, bits, u, more), s0, m0);
+            const __m256 x1 = _mm256_fmadd_ps(codes8_row(cd, off + (size_t)bits, cap, bits, u, more), s1, m1);
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < RR; r++) {
+                const __m256 w = _mm256_broadcast_ss(p + (size_t)r * p_stride + (size_t)i);
+                a[r][0] = _mm256_fmadd_ps(w, x0, a[r][0]);
+                a[r][1] = _mm256_fmadd_ps(w, x1, a[r][1]);
+            }
+        }
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) {
+            _mm256_storeu_ps(acc + (size_t)r * acc_stride + (size_t)c, a[r][0]);
+            _mm256_storeu_ps(acc + (size_t)r * acc_stride + (size_t)c + 8, a[r][1]);
+        }
+    }
+    for (; c < d; c += 8) {
+        const size_t g0 = (size_t)c / (size_t)G, off = (size_t)c * (size_t)bits / 8;
+        __m256 a[3];
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) a[r] = _mm256_loadu_ps(acc + (size_t)r * acc_stride + (size_t)c);
+        for (int i = 0; i < n; i++) {
+            const uint8_t *row = rows + (size_t)i * row_stride, *cd = row + 4 * ng;
+            const bool more = i + 1 < n; /* a later row follows: 8-byte loads may run into it */
+            const __m256 x0 = _mm256_fmadd_ps(codes8_row(cd, off, cap, bits, u, more), bcast_f16(row + 2 * g0),
+                                              bcast_f16(row + 2 * (ng + g0)));
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < RR; r++)
+                a[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + (size_t)r * p_stride + (size_t)i), x0, a[r]);
+        }
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) _mm256_storeu_ps(acc + (size_t)r * acc_stride + (size_t)c, a[r]);
+    }
+}
+
+void kvs_kivi_value_accum_avx2(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits,
+                               const float *p, size_t p_stride, int R, float *acc, size_t acc_stride) {
+    if (G % 8 != 0 || d % 8 != 0) {
+        kvs_kivi_value_accum_ref(rows, row_stride, n, d, G, bits, p, p_stride, R, acc, acc_stride);
+        return;
+    }
+    const unpack8 u = unpack8_make(bits);
+    for (int r0 = 0; r0 < R; r0 += 3) {
+        const int rr = R - r0 < 3 ? R - r0 : 3;
+        const float *pr = p + (size_t)r0 * p_stride;
+        float *ar = acc + (size_t)r0 * acc_stride;
+        if (rr == 3) value_accum_rows(3, rows, row_stride, n, d, G, bits, u, pr, p_stride, ar, acc_stride);
+        else if (rr == 2) value_accum_rows(2, rows, row_stride, n, d, G, bits, u, pr, p_stride, ar, acc_stride);
+        else value_accum_rows(1, rows, row_stride, n, d, G, bits, u, pr, p_stride, ar, acc_stride);
+    }
 }
 
 /* ---- Hadamard ---- */
