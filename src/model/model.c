@@ -14,6 +14,7 @@
 static const kvs_arch_ops *const ARCHES[] = {
     &kvs_arch_llama,
     &kvs_arch_qwen2,
+    &kvs_arch_gemma3, &kvs_arch_gemma4,
 };
 #define N_ARCHES (sizeof ARCHES / sizeof *ARCHES)
 
