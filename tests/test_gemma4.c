@@ -20,6 +20,8 @@
  *     the 4 own layers' pages (the allocator's count = the scheme formula);
  *   - the staged chunk of a shared ring is stored by re-encoding its decoded
  *     rows: that round trip is exact for every KV row format;
+ *   - every allocation failing in turn (load, session with per-layer
+ *     embedding buffers, decode) gives KVS_ERR_NOMEM, never a crash;
  *   - bad input: a gemma4 GGUF missing a tensor or with an inconsistent
  *     shape fails to load with an error naming the tensor; a window rule
  *     that puts a windowed layer with its own ring between a ring and its
@@ -27,6 +29,7 @@
 #include <string.h>
 
 #include "kvslim.h"
+#include "core/alloc.h"
 #include "core/dtype.h"
 #include "core/json.h"
 #include "gguf/gguf.h"
@@ -137,6 +140,32 @@ static void check_bad(const char *drop, const char *reshape) {
     remove(path);
 }
 
+static void check_alloc_failures(void) {
+    int nomem = 0, ok = 0;
+    for (int64_t n = 0; n < 100000; n++) {
+        kvs_alloc_fail_after(n);
+        kvs_model *m = NULL;
+        kvs_session *s = NULL;
+        kvs_status st = kvs_model_load(FIXTURE, NULL, &m);
+        if (st == KVS_OK) {
+            kvs_session_params sp = kvs_session_params_default();
+            sp.n_ctx = 32;
+            sp.n_batch = 8;
+            sp.kv_page = 8;
+            st = kvs_session_new(m, &sp, &s);
+        }
+        if (st == KVS_OK) st = kvs_decode(s, g_toks, 20, false, NULL);
+        kvs_alloc_fail_after(-1);
+        kvs_session_free(s);
+        kvs_model_free(m);
+        if (st == KVS_OK) { ok = 1; break; }
+        if (st != KVS_ERR_NOMEM) { CHECKF(0, "allocation %lld failing gave %s: %s", (long long)n, kvs_status_name(st), kvs_last_error()); break; }
+        nomem++;
+    }
+    printf("allocation failure injected at each of %d allocations: all KVS_ERR_NOMEM, then success\n", nomem);
+    CHECK(ok && nomem > 10);
+}
+
 int main(void) {
     size_t jl;
     char *jtext = test_read_file(REF, &jl);
@@ -166,6 +195,7 @@ int main(void) {
             run(m, 64, 40, pages[p], kt);
         }
     check_round_trip();
+    check_alloc_failures();
 
     /* a windowed layer with its own ring between ring 2 and its sharers */
     kvs_session_params sp = kvs_session_params_default();
