@@ -71,9 +71,17 @@ def rope(x, pos, base, factors):
 
 
 class Model:
+    """gemma4, or gemma3 (used by ref_numpy_gemma3.py): gemma3 has no V norm,
+    no shared layers, no per-layer embeddings, local RoPE base 10000, every
+    6th layer global, and q scaled by head_dim^-1/2 (llama.cpp's reading of
+    query_pre_attn_scalar for all sizes but the 27B)."""
+
     def __init__(self, path):
         r = gguf.GGUFReader(path)
-        A = "gemma4"
+        A = bytes(r.fields["general.architecture"].parts[-1]).decode()
+        if A not in ("gemma3", "gemma4"):
+            raise SystemExit(f"architecture {A!r} is neither gemma3 nor gemma4")
+        self.gemma4 = A == "gemma4"
         g = lambda k, d=None: field(r, f"{A}.{k}", d)
         self.L, self.d = g("block_count"), g("embedding_length")
         self.H, self.Hkv = g("attention.head_count"), g("attention.head_count_kv")
@@ -81,7 +89,9 @@ class Model:
         self.eps = g("attention.layer_norm_rms_epsilon")
         self.base, self.base_swa = g("rope.freq_base"), g("rope.freq_base_swa", 10000.0)
         self.W = g("attention.sliding_window")
-        self.swa = [bool(v) for v in g("attention.sliding_window_pattern")]
+        pat = g("attention.sliding_window_pattern", 6)
+        self.swa = [bool(v) for v in pat] if isinstance(pat, list) else [i % pat < pat - 1 for i in range(self.L)]
+        self.scale = 1.0 if self.gemma4 else 1.0 / np.sqrt(self.D)
         self.kv_from = self.L - g("attention.shared_kv_layers", 0)
         self.P = g("embedding_length_per_layer_input", 0)
         self.cap = g("final_logit_softcapping", 0.0)
@@ -105,7 +115,7 @@ class Model:
             proj = (x @ w["per_layer_model_proj.weight"].T / np.sqrt(d)).reshape(T, L, P)
             proj = rmsnorm(proj, w["per_layer_proj_norm.weight"], self.eps)
             ple = (proj + w["per_layer_token_embd.weight"][toks].reshape(T, L, P) * np.sqrt(P)) / np.sqrt(2.0)
-        factors = w.get("rope_freqs.weight")
+        factors = w.get("rope_freqs.weight") if self.gemma4 else None
         kv = {}
         i_idx, j_idx = np.arange(T)[:, None], np.arange(T)[None, :]
         for l in range(L):
@@ -118,7 +128,7 @@ class Model:
                 kraw = (h @ w[p + "attn_k.weight"].T).reshape(T, self.Hkv, self.D)
                 vraw = (h @ w[p + "attn_v.weight"].T).reshape(T, self.Hkv, self.D) if p + "attn_v.weight" in w else kraw
                 k = rope(rmsnorm(kraw, w[p + "attn_k_norm.weight"], self.eps), pos, base, fac)
-                v = rmsnorm(vraw, None, self.eps)
+                v = rmsnorm(vraw, None, self.eps) if self.gemma4 else vraw
                 kv[l] = (k, v)
             k, v = kv[self.source(l)]
             mask = j_idx <= i_idx
@@ -127,7 +137,7 @@ class Model:
             o = np.zeros((T, self.H, self.D))
             g = self.H // self.Hkv
             for hh in range(self.H):
-                s = q[:, hh, :] @ k[:, hh // g, :].T      # scale 1
+                s = (q[:, hh, :] @ k[:, hh // g, :].T) * self.scale
                 s = np.where(mask, s, -np.inf)
                 s = np.exp(s - s.max(axis=1, keepdims=True))
                 s /= s.sum(axis=1, keepdims=True)
