@@ -27,6 +27,7 @@
  *     that puts a windowed layer with its own ring between a ring and its
  *     sharers is refused with a clear error. */
 #include <string.h>
+#include <unistd.h>
 
 #include "kvslim.h"
 #include "core/alloc.h"
@@ -126,7 +127,8 @@ static void check_bad(const char *drop, const char *reshape) {
         if (reshape && strcmp(t->name.s, reshape) == 0) { int64_t tmp = ne[0]; ne[0] = ne[1]; ne[1] = tmp; }
         CHECK(kvs_gguf_writer_add_tensor(w, t->name.s, t->type, t->n_dims, ne, t->data, t->nbytes) == KVS_OK);
     }
-    const char *path = "build/tests/gemma4_bad.gguf";
+    char path[64]; /* not under build/: `make SAN=1 test` has only build-san/ */
+    snprintf(path, sizeof path, "/tmp/kvslim_gemma4_bad_%ld.gguf", (long)getpid());
     CHECK(kvs_gguf_writer_write(w, path) == KVS_OK);
     kvs_gguf_writer_free(w);
     kvs_gguf_close(g);
