@@ -8,7 +8,13 @@ the perplexity of a text at a context size computed the llama.cpp way
 (non-overlapping chunks, second half of each chunk scored, first token
 replaced by BOS when the model adds one).
 
-usage: scripts/ref_llamacpp.py MODEL.gguf NAME [--ctx 512] [--text FILE]
+Each greedy step also records llama.cpp's own top-2 logit gap ("gaps"), so
+a test can tell a real divergence from a near-tie when no exact float64
+reference exists for the architecture. --more-ctx adds perplexities at
+further context sizes ("ppl_more").
+
+usage: scripts/ref_llamacpp.py MODEL.gguf NAME [--ctx 512] [--more-ctx 2048]
+           [--text FILE]
 (needs: pip install llama-cpp-python numpy)
 """
 import argparse
@@ -32,12 +38,15 @@ def greedy(llm, prompt_tokens, n):
     logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
     top = np.argsort(-logits)[:10]
     first = [[int(i), float(logits[i])] for i in top]
-    out = []
+    out, gaps = [], []
     for _ in range(n):
-        t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        lg = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+        t = int(np.argmax(lg))
+        top2 = np.sort(lg)[-2:]
         out.append(t)
+        gaps.append(float(top2[1] - top2[0]))
         llm.eval([t])
-    return out, first
+    return out, first, gaps
 
 
 def perplexity(llm, tokens, n_ctx, bos):
@@ -68,9 +77,10 @@ def main():
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--text", default="/usr/share/common-licenses/GPL-3")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--more-ctx", type=int, action="append", default=[])
     a = ap.parse_args()
 
-    llm = llama_cpp.Llama(model_path=a.model, n_ctx=max(a.ctx, 256), n_batch=512,
+    llm = llama_cpp.Llama(model_path=a.model, n_ctx=max([a.ctx, 256] + a.more_ctx), n_batch=512,
                           logits_all=True, n_threads=a.threads, verbose=False)
     add_bos = llm._model.add_bos_token() if hasattr(llm._model, "add_bos_token") else False
     bos = llm.token_bos() if add_bos else None
@@ -78,14 +88,21 @@ def main():
            "model": a.model.split("/")[-1], "add_bos": bool(add_bos), "prompts": []}
     for p in PROMPTS:
         toks = llm.tokenize(p.encode(), add_bos=bool(add_bos), special=False)
-        cont, top = greedy(llm, toks, 32)
-        res["prompts"].append({"text": p, "prompt_tokens": toks, "greedy": cont, "top_logits": top})
+        cont, top, gaps = greedy(llm, toks, 32)
+        res["prompts"].append({"text": p, "prompt_tokens": toks, "greedy": cont, "top_logits": top,
+                               "gaps": gaps})
         print(f"{p!r}: {llm.detokenize(cont).decode(errors='replace')!r}", file=sys.stderr)
     text = open(a.text, "rb").read()
     toks = llm.tokenize(text, add_bos=bool(add_bos), special=False)
     ppl, n_chunks, count = perplexity(llm, toks, a.ctx, bos)
     res["ppl"] = {"file": a.text, "ctx": a.ctx, "n_tokens": len(toks), "chunks": n_chunks,
                   "scored": count, "ppl": ppl}
+    if a.more_ctx:
+        res["ppl_more"] = []
+    for c in a.more_ctx:
+        ppl, n_chunks, count = perplexity(llm, toks, c, bos)
+        res["ppl_more"].append({"ctx": c, "chunks": n_chunks, "scored": count, "ppl": ppl})
+        print(f"ctx {c}: ppl {ppl:.4f}", file=sys.stderr)
     out = f"tests/data/ref_{a.name}.json"
     with open(out, "w") as f:
         json.dump(res, f, indent=1)

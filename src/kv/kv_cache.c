@@ -93,10 +93,21 @@ kvs_status kvs_kv_cache_new(const kvs_kv_scheme *schemes, int32_t n_layers, uint
                 kvs_kv_cache_free(c);
                 return kvs_fail(KVS_ERR_INVALID_ARG, "kv cache: layer %d shares layer %d, which is not an earlier layer with its own cache", i, src);
             }
-            if (L[src].scheme.window) {
+            /* A windowed source defers storing each chunk until its last
+             * sharer has read the ring (arch/attend.c), with the chunk staged
+             * in the session's one staging buffer: no other windowed layer
+             * with its own ring may stage in between, and the staged rows
+             * must be plain (not latent). */
+            if (L[src].scheme.window && L[src].scheme.store == KVS_KV_STORE_LATENT) {
                 kvs_kv_cache_free(c);
-                return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: layer %d shares windowed layer %d (not supported yet)", i, src);
+                return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: layer %d shares windowed latent layer %d (not supported)", i, src);
             }
+            for (int32_t j = src + 1; L[src].scheme.window && j < i; j++)
+                if (schemes[j].window && (schemes[j].store == KVS_KV_STORE_FULL || schemes[j].store == KVS_KV_STORE_LATENT)) {
+                    kvs_kv_cache_free(c);
+                    return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: layer %d shares windowed layer %d across windowed layer %d "
+                                    "with its own cache (not supported)", i, src, j);
+                }
             L[i].source = src;
             continue;
         }

@@ -71,5 +71,6 @@ void kvs_model_count_weights(kvs_model *m);
 extern const kvs_arch_ops kvs_arch_llama, kvs_arch_qwen2;
 extern const kvs_arch_ops kvs_arch_deepseek2;
 extern const kvs_arch_ops kvs_arch_deepseek4;
+extern const kvs_arch_ops kvs_arch_gemma3, kvs_arch_gemma4;
 
 #endif
