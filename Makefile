@@ -67,8 +67,9 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libkvslim.a
 test: all models
 	@BUILD=$(BUILD) bash tests/run.sh
 
+# the default model and Gemma 3 270M (the test suite checks both against llama.cpp)
 models:
-	bash scripts/fetch_models.sh
+	bash scripts/fetch_models.sh smollm2-135m-instruct-q4_1.gguf gemma-3-270m-q4_k_m.gguf
 
 demo: all models
 	bash scripts/demo.sh
