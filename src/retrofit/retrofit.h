@@ -142,4 +142,9 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_hparams *hp, const
                                 kvs_retro_plan **out);
 void kvs_retro_plan_free(kvs_retro_plan *p);
 
+/* Writes in's keys and tensors plus the plan's (rules: kvslim.kv.rules, ""
+ * for none) to path via a temporary file; path must not be in's file. */
+struct kvs_gguf;
+kvs_status kvs_retro_write(const struct kvs_gguf *in, const kvs_retro_plan *p, const char *rules, const char *path);
+
 #endif
