@@ -33,6 +33,7 @@ static void usage(void) {
             "                        without, any kv rule settings (e.g. q4k4v,rotate)\n"
             "  --calib-ctx N         calibration window in tokens (1024)\n"
             "  --calib-tokens N      use at most N calibration tokens (16384)\n"
+            "  --calib-cache FILE    reuse calibration statistics from FILE, or save them there\n"
             "  -t, --threads N       threads (all CPUs)\n"
             "  -o, --output FILE     output GGUF (must differ from the input)\n");
 }
@@ -59,7 +60,7 @@ static bool parse_latent(const char *v, kvs_retro_opts *o) {
 
 int cmd_compress(int argc, char **argv); /* dispatched from kvslim.c */
 int cmd_compress(int argc, char **argv) {
-    const char *in_path = NULL, *out_path = NULL, *kv = NULL, *calib[16];
+    const char *in_path = NULL, *out_path = NULL, *kv = NULL, *calib[16], *cache = NULL;
     int n_calib = 0;
     long long threads = 0, calib_ctx = 1024, calib_max = 16384, x;
     kvs_retro_opts o = {.mode = KVS_RETRO_NONE, .latent_type = KVS_TYPE_F16};
@@ -91,6 +92,7 @@ int cmd_compress(int argc, char **argv) {
             if (!cli_parse_int(v, 0, 4096, &x)) { fprintf(stderr, "kvslim compress: bad --share '%s'\n", v); return 2; }
             o.share = (int32_t)x;
         } else if (!strcmp(a, "--kv")) { VAL(); kv = v; }
+        else if (!strcmp(a, "--calib-cache")) { VAL(); cache = v; }
         else if (!strcmp(a, "--calib-ctx")) {
             VAL();
             if (!cli_parse_int(v, 16, 1 << 20, &calib_ctx)) { fprintf(stderr, "kvslim compress: bad --calib-ctx '%s'\n", v); return 2; }
@@ -103,7 +105,7 @@ int cmd_compress(int argc, char **argv) {
         } else { fprintf(stderr, "kvslim compress: unknown option '%s' (see --help)\n", a); return 2; }
 #undef VAL
     }
-    if (!in_path || !out_path || !n_calib) {
+    if (!in_path || !out_path || (!n_calib && !cache)) {
         usage();
         fprintf(stderr, "kvslim compress: need -m IN, --calib TEXT and -o OUT\n");
         return 2;
@@ -162,32 +164,41 @@ int cmd_compress(int argc, char **argv) {
         kvs_free(tmp);
         if (e != KVS_OK) { fprintf(stderr, "kvslim compress: --kv: %s\n", kvs_last_error()); goto done; }
     }
-    /* calibration text: the files joined */
-    size_t tlen = 0;
-    for (int i = 0; i < n_calib; i++) {
-        size_t len;
-        char *t = cli_read_file(calib[i], &len);
-        if (!t) goto done;
-        char *nt = realloc(text, tlen + len + 3);
-        if (!nt) { free(t); fprintf(stderr, "kvslim compress: out of memory\n"); goto done; }
-        text = nt;
-        memcpy(text + tlen, t, len);
-        tlen += len;
-        memcpy(text + tlen, "\n\n", 3);
-        tlen += 2;
-        free(t);
-    }
-    size_t n_tok = 0;
-    if (!(toks = cli_tokenize(m, text, tlen, -1, false, &n_tok))) goto done;
-    if ((long long)n_tok > calib_max) n_tok = (size_t)calib_max;
-    fprintf(stderr, "calibration: %zu tokens from %d file(s), windows of %lld\n", n_tok, n_calib, calib_ctx);
-    double t0 = cli_now();
-    if (kvs_calib_run(m, toks, (int64_t)n_tok, (uint32_t)calib_ctx, (int32_t)threads, on_progress, &t0, &c) != KVS_OK) {
+    FILE *cf = cache ? fopen(cache, "rb") : NULL;
+    if (cf) {
+        fclose(cf);
+        if (kvs_calib_load(m, cache, &c) != KVS_OK) { cli_error("calibration cache"); goto done; }
+        fprintf(stderr, "calibration: %llu tokens of statistics from %s\n", (unsigned long long)c->n_tokens, cache);
+    } else {
+        if (!n_calib) { fprintf(stderr, "kvslim compress: no --calib text and no cache at '%s'\n", cache); goto done; }
+        /* calibration text: the files joined */
+        size_t tlen = 0;
+        for (int i = 0; i < n_calib; i++) {
+            size_t len;
+            char *t = cli_read_file(calib[i], &len);
+            if (!t) goto done;
+            char *nt = realloc(text, tlen + len + 3);
+            if (!nt) { free(t); fprintf(stderr, "kvslim compress: out of memory\n"); goto done; }
+            text = nt;
+            memcpy(text + tlen, t, len);
+            tlen += len;
+            memcpy(text + tlen, "\n\n", 3);
+            tlen += 2;
+            free(t);
+        }
+        size_t n_tok = 0;
+        if (!(toks = cli_tokenize(m, text, tlen, -1, false, &n_tok))) goto done;
+        if ((long long)n_tok > calib_max) n_tok = (size_t)calib_max;
+        fprintf(stderr, "calibration: %zu tokens from %d file(s), windows of %lld\n", n_tok, n_calib, calib_ctx);
+        double t0 = cli_now();
+        if (kvs_calib_run(m, toks, (int64_t)n_tok, (uint32_t)calib_ctx, (int32_t)threads, on_progress, &t0, &c) != KVS_OK) {
+            fprintf(stderr, "\n");
+            cli_error("calibration");
+            goto done;
+        }
         fprintf(stderr, "\n");
-        cli_error("calibration");
-        goto done;
+        if (cache && kvs_calib_save(c, cache) != KVS_OK) { cli_error("calibration cache"); goto done; }
     }
-    fprintf(stderr, "\n");
     if (kvs_retro_plan_build(c, &m->hp, &o, &p) != KVS_OK) { cli_error("compress"); goto done; }
     /* shared layers as rules */
     for (int32_t l = 0; l < p->n_layer; l++) {

@@ -4,6 +4,7 @@
  * matrices, so memory does not grow with the text), per-dim query energy,
  * and the cross-layer dot products that measure how well one layer's K/V
  * stands in for another's. Activations are never stored beyond one chunk. */
+#include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -166,6 +167,53 @@ kvs_status kvs_calib_run(const kvs_model *m, const kvs_token *tokens, int64_t n_
         symmetrize(c->kk_rot + (size_t)l * c->kd * c->kd, c->kd);
         symmetrize(c->vv + (size_t)l * c->vd * c->vd, c->vd);
     }
+    *out = c;
+    return KVS_OK;
+}
+
+/* ---- statistics file (--calib-cache): a header of dims, then the f64 arrays */
+#define CALIB_MAGIC 0x6b7673636c696231ull /* "kvsclib1" */
+
+static bool calib_io(FILE *f, kvs_calib *c, bool wr) {
+    size_t L = (size_t)c->n_layer, kd = (size_t)c->kd, vd = (size_t)c->vd;
+    struct { double *p; size_t n; } a[] = {
+        {c->kk, L * kd * kd}, {c->kk_rot, L * kd * kd}, {c->vv, L * vd * vd}, {c->qq, L * kd},
+        {c->k2, L}, {c->v2, L}, {c->dot_k, L * L}, {c->dot_v, L * L},
+    };
+    for (size_t i = 0; i < sizeof a / sizeof *a; i++)
+        if ((wr ? fwrite(a[i].p, sizeof(double), a[i].n, f) : fread(a[i].p, sizeof(double), a[i].n, f)) != a[i].n)
+            return false;
+    return true;
+}
+
+kvs_status kvs_calib_save(const kvs_calib *c, const char *path) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return kvs_fail(KVS_ERR_IO, "calibration cache: cannot create '%s'", path);
+    uint64_t h[8] = {CALIB_MAGIC, (uint64_t)c->n_layer, (uint64_t)c->n_head, (uint64_t)c->n_kv,
+                     (uint64_t)c->dk, (uint64_t)c->dv, c->n_tokens, 0};
+    bool ok = fwrite(h, sizeof h, 1, f) == 1 && calib_io(f, (kvs_calib *)c, true);
+    if (fclose(f) != 0) ok = false;
+    if (!ok) { remove(path); return kvs_fail(KVS_ERR_IO, "calibration cache: cannot write '%s'", path); }
+    return KVS_OK;
+}
+
+kvs_status kvs_calib_load(const kvs_model *m, const char *path, kvs_calib **out) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return kvs_fail(KVS_ERR_IO, "calibration cache: cannot open '%s'", path);
+    const kvs_hparams *hp = &m->hp;
+    uint64_t h[8];
+    kvs_calib *c = NULL;
+    kvs_status st = KVS_OK;
+    if (fread(h, sizeof h, 1, f) != 1 || h[0] != CALIB_MAGIC || h[1] != (uint64_t)hp->n_layer ||
+        h[2] != (uint64_t)hp->n_head || h[3] != (uint64_t)hp->n_head_kv || h[4] != (uint64_t)hp->head_dim_k ||
+        h[5] != (uint64_t)hp->head_dim_v)
+        st = kvs_fail(KVS_ERR_FORMAT, "calibration cache '%s' is not for this model's geometry", path);
+    if (st == KVS_OK) st = calib_alloc(m, 1, &c);
+    if (st == KVS_OK && !calib_io(f, c, false)) st = kvs_fail(KVS_ERR_FORMAT, "calibration cache '%s' is truncated", path);
+    fclose(f);
+    if (st != KVS_OK) { kvs_calib_free(c); return st; }
+    c->n_tokens = h[6];
     *out = c;
     return KVS_OK;
 }

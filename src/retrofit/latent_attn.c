@@ -112,6 +112,8 @@ static void make_rows(const kvs_retro_layer *rl, const float *k, const float *v,
         const float *kt = k + t * kd, *vt = v + t * vd;
         mat_vec(row, rl->v_basis, vt, rl->rv, vd);
         mat_vec(row + rl->rv, rl->k_basis, kt, rl->rk, kd);
+        if (rl->v_scale) for (int32_t j = 0; j < rl->rv; j++) row[j] /= rl->v_scale[j];
+        if (rl->k_scale) for (int32_t j = 0; j < rl->rk; j++) row[rl->rv + j] /= rl->k_scale[j];
         for (int32_t i = 0; i < rl->keep; i++) row[rl->rv + rl->rk + i] = kt[rl->keep_idx[i]];
     }
 }
@@ -128,7 +130,7 @@ static void lift_values(kvs_session *s, const kvs_retro_layer *rl, const float *
             memset(o, 0, sizeof(float) * (size_t)dv);
             for (int32_t j = 0; j < rl->rv; j++) {
                 const float *b = rl->v_basis + (size_t)j * vd + off;
-                const float aj = a[j];
+                const float aj = rl->v_scale ? a[j] * rl->v_scale[j] : a[j];
                 for (int32_t e = 0; e < dv; e++) o[e] += aj * b[e];
             }
         }
@@ -160,7 +162,7 @@ static kvs_status attend_pre(kvs_session *s, const kvs_retro_layer *rl, kvs_retr
         memset(kr, 0, sizeof(float) * (size_t)kd);
         for (int32_t j = 0; j < rl->rk; j++) {
             const float *b = rl->k_basis + (size_t)j * kd;
-            const float c = ck[j];
+            const float c = rl->k_scale ? ck[j] * rl->k_scale[j] : ck[j];
             for (int32_t e = 0; e < kd; e++) kr[e] += c * b[e];
         }
         for (int32_t g = 0; g < hp->n_head_kv; g++)
@@ -196,7 +198,7 @@ static kvs_status attend_keep(kvs_session *s, const kvs_retro_layer *rl, kvs_ret
                 const float *b = rl->k_basis + (size_t)j * kd + (size_t)g * dk;
                 float acc = 0.0f;
                 for (int32_t e = 0; e < dk; e++) acc += b[e] * q[e];
-                x[rl->rv + j] = acc;
+                x[rl->rv + j] = rl->k_scale ? acc * rl->k_scale[j] : acc;
             }
             for (int32_t i = 0; i < rl->keep; i++) {
                 int32_t idx = rl->keep_idx[i];

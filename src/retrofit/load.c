@@ -1,6 +1,7 @@
 /* Loading a retrofitted (compressed) model: the kvslim.latent.* and
  * kvslim.kv.rules metadata and the per-layer projection tensors, validated
  * against the model's geometry, and the per-layer schemes they imply. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,20 @@ static kvs_status load_basis(kvs_loader *L, int32_t layer, const char *suffix, i
         return kvs_fail(KVS_ERR_FORMAT, "model: tensor '%s' must be F32 [%d, %d] (got type %u, %u dims, [%lld, %lld])",
                         name, cols, rows, t->type, t->n_dims, (long long)t->ne[0], (long long)t->ne[1]);
     *out = t->data;
+    return KVS_OK;
+}
+
+/* Optional blk.N.<suffix> of n positive scales (absent: all 1). */
+static kvs_status load_scale(kvs_loader *L, int32_t layer, const char *suffix, int32_t n, const float **out) {
+    char name[96];
+    snprintf(name, sizeof name, "blk.%d.%s", layer, suffix);
+    *out = NULL;
+    if (!n) return KVS_OK;
+    KVS_TRY(kvs_load_vector(L, name, n, out, false));
+    for (int32_t j = 0; *out && j < n; j++)
+        if (!((*out)[j] > 0) || !isfinite((*out)[j]))
+            return kvs_fail(KVS_ERR_FORMAT, "model: tensor '%s': entry %d (%g) is not a positive scale", name, j,
+                            (double)(*out)[j]);
     return KVS_OK;
 }
 
@@ -93,6 +108,8 @@ kvs_status kvs_retro_load(kvs_loader *L, const kvs_retro **out) {
             if (!rl->rv) continue;
             if (rl->rk) KVS_TRY(load_basis(L, i, KVS_RETRO_T_KBASIS, rl->rk, kd, &rl->k_basis));
             KVS_TRY(load_basis(L, i, KVS_RETRO_T_VBASIS, rl->rv, vd, &rl->v_basis));
+            KVS_TRY(load_scale(L, i, KVS_RETRO_T_KSCALE, rl->rk, &rl->k_scale));
+            KVS_TRY(load_scale(L, i, KVS_RETRO_T_VSCALE, rl->rv, &rl->v_scale));
             if (!rl->keep) continue;
             char name[96];
             snprintf(name, sizeof name, "blk.%d.%s", i, KVS_RETRO_T_KEEP);

@@ -38,11 +38,13 @@ void kvs_retro_plan_free(kvs_retro_plan *p) {
     if (!p) return;
     for (int32_t i = 0; i < p->n_layer; i++) {
         if (p->k_basis) kvs_free(p->k_basis[i]);
+        if (p->k_scale) kvs_free(p->k_scale[i]);
+        if (p->v_scale) kvs_free(p->v_scale[i]);
         if (p->v_basis) kvs_free(p->v_basis[i]);
         if (p->keep_idx) kvs_free(p->keep_idx[i]);
     }
     kvs_free(p->rk); kvs_free(p->rv); kvs_free(p->keep); kvs_free(p->shared);
-    kvs_free(p->k_basis); kvs_free(p->v_basis); kvs_free(p->keep_idx);
+    kvs_free(p->k_basis); kvs_free(p->v_basis); kvs_free(p->k_scale); kvs_free(p->v_scale); kvs_free(p->keep_idx);
     kvs_free(p->k_lost); kvs_free(p->v_lost);
     kvs_free(p);
 }
@@ -144,6 +146,17 @@ static int32_t round_to(int32_t x, int32_t g, int32_t lo, int32_t hi) {
     return r;
 }
 
+/* Per-direction RMS (sqrt(eigenvalue / tokens)), floored at 1e-3 of the
+ * largest so an empty direction cannot blow up the stored coordinate. */
+static void rms_scales(const double *w, int32_t r, uint64_t n_tokens, float *out) {
+    double n = n_tokens ? (double)n_tokens : 1.0, top = r ? sqrt(w[0] / n) : 0.0;
+    for (int32_t j = 0; j < r; j++) {
+        double s = sqrt(w[j] / n);
+        if (s < 1e-3 * top) s = 1e-3 * top;
+        out[j] = s > 0 ? (float)s : 1.0f;
+    }
+}
+
 typedef struct cand { double v; int32_t layer; bool key; } cand;
 
 static int cand_cmp(const void *a, const void *b) {
@@ -178,13 +191,14 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_hparams *hp, const
     p->rk = kvs_calloc(n, sizeof(int32_t)); p->rv = kvs_calloc(n, sizeof(int32_t));
     p->keep = kvs_calloc(n, sizeof(int32_t)); p->shared = kvs_calloc(n, sizeof(int32_t));
     p->k_basis = kvs_calloc(n, sizeof(float *)); p->v_basis = kvs_calloc(n, sizeof(float *));
+    p->k_scale = kvs_calloc(n, sizeof(float *)); p->v_scale = kvs_calloc(n, sizeof(float *));
     p->keep_idx = kvs_calloc(n, sizeof(int32_t *));
     p->k_lost = kvs_calloc(n, sizeof(double)); p->v_lost = kvs_calloc(n, sizeof(double));
     double *kw = kvs_malloc(sizeof(double) * n * kd), *vw = kvs_malloc(sizeof(double) * n * vd);
     double *kvec = kvs_malloc(sizeof(double) * n * kd * kd), *vvec = kvs_malloc(sizeof(double) * n * vd * vd);
     cand *cands = kvs_malloc(sizeof(cand) * n * (size_t)(kd + vd));
     kvs_status st = KVS_OK;
-    if (!p->rk || !p->rv || !p->keep || !p->shared || !p->k_basis || !p->v_basis || !p->keep_idx || !p->k_lost ||
+    if (!p->rk || !p->rv || !p->keep || !p->shared || !p->k_basis || !p->v_basis || !p->k_scale || !p->v_scale || !p->keep_idx || !p->k_lost ||
         !p->v_lost || !kw || !vw || !kvec || !vvec || !cands)
         st = kvs_fail(KVS_ERR_NOMEM, "compress: out of memory");
     if (st == KVS_OK) choose_shared(c, o->share, p->shared);
@@ -245,7 +259,14 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_hparams *hp, const
         if (p->shared[l] >= 0) continue;
         p->k_basis[l] = kvs_malloc(sizeof(float) * (size_t)(p->rk[l] ? p->rk[l] : 1) * kd);
         p->v_basis[l] = kvs_malloc(sizeof(float) * (size_t)p->rv[l] * vd);
-        if (!p->k_basis[l] || !p->v_basis[l]) { st = kvs_fail(KVS_ERR_NOMEM, "compress: out of memory"); break; }
+        p->k_scale[l] = kvs_malloc(sizeof(float) * (size_t)(p->rk[l] ? p->rk[l] : 1));
+        p->v_scale[l] = kvs_malloc(sizeof(float) * (size_t)p->rv[l]);
+        if (!p->k_basis[l] || !p->v_basis[l] || !p->k_scale[l] || !p->v_scale[l]) {
+            st = kvs_fail(KVS_ERR_NOMEM, "compress: out of memory");
+            break;
+        }
+        rms_scales(kw + (size_t)l * kd, p->rk[l], c->n_tokens, p->k_scale[l]);
+        rms_scales(vw + (size_t)l * vd, p->rv[l], c->n_tokens, p->v_scale[l]);
         for (size_t i = 0; i < (size_t)p->rk[l] * kd; i++) p->k_basis[l][i] = (float)kvec[(size_t)l * kd * kd + i];
         for (size_t i = 0; i < (size_t)p->rv[l] * vd; i++) p->v_basis[l][i] = (float)vvec[(size_t)l * vd * vd + i];
         double tk = 0, dk_ = 0, tv = 0, dv_ = 0;

@@ -8,9 +8,12 @@
  *
  *     [ c_v (rv) | c_k (rk) | kept key dims (keep) ]
  *
- * c_v = Bv v (v: the layer's n_kv*dv values), c_k = Bk k; Bk (rk, kd) and
- * Bv (rv, vd) have orthonormal rows (principal directions of calibration
- * activations), so the reconstruction is Bk^T c_k, Bv^T c_v. Mode PRE
+ * c_v = Sv^-1 Bv v (v: the layer's n_kv*dv values), c_k = Sk^-1 Bk k;
+ * Bk (rk, kd) and Bv (rv, vd) have orthonormal rows (principal directions of
+ * calibration activations) and S = diag(scale) is each direction's RMS on
+ * the calibration text, so every stored coordinate has unit scale (a block
+ * format then spends its range evenly instead of on the first direction);
+ * the reconstruction is Bk^T Sk c_k, Bv^T Sv c_v. Mode PRE
  * compresses pre-RoPE keys and rebuilds them (then RoPE at true positions)
  * before attention. Mode KEEP keeps `keep` rotary dims of the post-RoPE keys
  * exactly and compresses the other post-RoPE dims (Bk is zero on the kept
@@ -40,6 +43,8 @@ typedef struct kvs_retro_layer {
     int32_t rk, rv, keep;       /* all 0: the layer is not latent          */
     const float *k_basis;       /* (rk, kd) orthonormal rows               */
     const float *v_basis;       /* (rv, vd)                                */
+    const float *k_scale;       /* (rk) stored coordinate = (Bk k)_j / k_scale_j */
+    const float *v_scale;       /* (rv)                                    */
     int32_t *keep_idx;          /* (keep) ascending dims of (n_kv*dk)      */
 } kvs_retro_layer;
 
@@ -57,6 +62,8 @@ typedef struct kvs_retro {
 #define KVS_RETRO_KEY_VER   "kvslim.compress.version"
 #define KVS_RETRO_T_KBASIS  "kvs_k_basis"          /* blk.N.kvs_k_basis F32 [kd, rk]  */
 #define KVS_RETRO_T_VBASIS  "kvs_v_basis"          /* blk.N.kvs_v_basis F32 [vd, rv]  */
+#define KVS_RETRO_T_KSCALE  "kvs_k_scale"          /* blk.N.kvs_k_scale F32 [rk]      */
+#define KVS_RETRO_T_VSCALE  "kvs_v_scale"          /* blk.N.kvs_v_scale F32 [rv]      */
 #define KVS_RETRO_T_KEEP    "kvs_k_keep"           /* blk.N.kvs_k_keep  F32 [keep] dim indices */
 
 /* Reads the keys above (if any) into *out (NULL when the file carries no
@@ -111,6 +118,10 @@ kvs_status kvs_calib_run(const kvs_model *m, const kvs_token *tokens, int64_t n_
                          int32_t n_threads, void (*progress)(void *, int64_t done, int64_t total), void *pctx,
                          kvs_calib **out);
 void kvs_calib_free(kvs_calib *c);
+/* The statistics to / from a file (reuse across compress runs); loading
+ * checks the model geometry. */
+kvs_status kvs_calib_save(const kvs_calib *c, const char *path);
+kvs_status kvs_calib_load(const kvs_model *m, const char *path, kvs_calib **out);
 
 /* ---- subspaces and ranks (lowrank.c) ------------------------------------ */
 /* Eigen-decomposition of a symmetric n x n matrix (LAPACKE dsyevd):
@@ -123,6 +134,7 @@ typedef struct kvs_retro_plan {
     int32_t *rk, *rv, *keep;      /* (n_layer) */
     int32_t *shared;              /* (n_layer) source layer or -1 */
     float **k_basis, **v_basis;   /* (n_layer) -> (rk, kd), (rv, vd) */
+    float **k_scale, **v_scale;   /* (n_layer) -> (rk), (rv) */
     int32_t **keep_idx;           /* (n_layer) -> (keep) */
     double *k_lost, *v_lost;      /* (n_layer) fraction of calibration energy dropped */
 } kvs_retro_plan;

@@ -45,6 +45,16 @@ kvs_status kvs_retro_write(const kvs_gguf *in, const kvs_retro_plan *p, const ch
         ne[0] = p->vd; ne[1] = p->rv[l];
         if (st == KVS_OK)
             st = kvs_gguf_writer_add_tensor(w, name, KVS_TYPE_F32, 2, ne, p->v_basis[l], sizeof(float) * (size_t)p->vd * p->rv[l]);
+        if (st == KVS_OK && p->k_scale && p->rk[l]) {
+            snprintf(name, sizeof name, "blk.%d.%s", l, KVS_RETRO_T_KSCALE);
+            ne[0] = p->rk[l];
+            st = kvs_gguf_writer_add_tensor(w, name, KVS_TYPE_F32, 1, ne, p->k_scale[l], sizeof(float) * (size_t)p->rk[l]);
+        }
+        if (st == KVS_OK && p->v_scale) {
+            snprintf(name, sizeof name, "blk.%d.%s", l, KVS_RETRO_T_VSCALE);
+            ne[0] = p->rv[l];
+            st = kvs_gguf_writer_add_tensor(w, name, KVS_TYPE_F32, 1, ne, p->v_scale[l], sizeof(float) * (size_t)p->rv[l]);
+        }
         if (st == KVS_OK && p->keep[l]) {
             kvs_free(idx);
             idx = kvs_malloc(sizeof(float) * (size_t)p->keep[l]);
