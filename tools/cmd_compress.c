@@ -154,6 +154,25 @@ int cmd_compress(int argc, char **argv) {
     }
     kvs_model_params mp = kvs_model_params_default();
     if (kvs_model_load(in_path, &mp, &m) != KVS_OK) { cli_error(in_path); goto done; }
+    /* options that the model's geometry rules out, before calibrating */
+    {
+        const kvs_hparams *hp = &m->hp;
+        int32_t kd = hp->n_head_kv * hp->head_dim_k, vd = hp->n_head_kv * hp->head_dim_v;
+        if (latent && o.rank > (kd < vd ? kd : vd)) {
+            fprintf(stderr, "kvslim compress: --latent r=%d: rank larger than the layer's key/value width "
+                    "(%d KV heads x head dim %d = %d)\n", o.rank, hp->n_head_kv, hp->head_dim_k, kd < vd ? kd : vd);
+            goto done;
+        }
+        if (o.rope_keep && 2 * o.rope_keep > hp->rope.n_dims) {
+            fprintf(stderr, "kvslim compress: --rope-keep %d: a KV head has only %d rotary pairs\n", o.rope_keep,
+                    hp->rope.n_dims / 2);
+            goto done;
+        }
+        if (o.share >= hp->n_layer) {
+            fprintf(stderr, "kvslim compress: --share %d: the model has only %d layers\n", o.share, hp->n_layer);
+            goto done;
+        }
+    }
     /* the rules must parse before any work */
     {
         const kvs_hparams *hp = &m->hp;
