@@ -47,10 +47,10 @@ static kvs_token *tokenize_file(const kvs_model *m, const char *path, size_t *n)
 }
 
 /* Build, write and reload one plan; returns the loaded model or NULL. */
-static kvs_model *make_file(const kvs_gguf *g, const kvs_calib *c, const kvs_hparams *hp, kvs_retro_opts o,
+static kvs_model *make_file(const kvs_gguf *g, const kvs_calib *c, const kvs_model *m, kvs_retro_opts o,
                             const char *rules, const char *name, char *path_out) {
     kvs_retro_plan *p = NULL;
-    kvs_status st = kvs_retro_plan_build(c, hp, &o, &p);
+    kvs_status st = kvs_retro_plan_build(c, m, &o, &p);
     CHECKF(st == KVS_OK, "%s: plan: %s", name, kvs_last_error());
     if (st != KVS_OK) return NULL;
     char r[512];
@@ -65,10 +65,10 @@ static kvs_model *make_file(const kvs_gguf *g, const kvs_calib *c, const kvs_hpa
     st = kvs_retro_write(g, p, r, path);
     kvs_retro_plan_free(p);
     CHECKF(st == KVS_OK, "%s: write: %s", name, kvs_last_error());
-    kvs_model *m = NULL;
-    st = kvs_model_load(path, NULL, &m);
+    kvs_model *out = NULL;
+    st = kvs_model_load(path, NULL, &out);
     CHECKF(st == KVS_OK, "%s: load: %s", name, kvs_last_error());
-    return m;
+    return out;
 }
 
 /* Decode n tokens; allocated pages must equal the scheme formula. */
@@ -216,15 +216,15 @@ int main(void) {
     /* bad plans */
     kvs_retro_plan *p = NULL;
     kvs_retro_opts bad = {.mode = KVS_RETRO_PRE, .rank = kd + 8, .latent_type = KVS_TYPE_F16, .granule = 8};
-    CHECK(kvs_retro_plan_build(c, hp, &bad, &p) == KVS_ERR_INVALID_ARG && !p);
+    CHECK(kvs_retro_plan_build(c, m, &bad, &p) == KVS_ERR_INVALID_ARG && !p);
     CHECK(strstr(kvs_last_error(), "rank") != NULL);
     bad = (kvs_retro_opts){.mode = KVS_RETRO_KEEP, .rank = 32, .rope_keep = 0, .latent_type = KVS_TYPE_F16, .granule = 8};
-    CHECK(kvs_retro_plan_build(c, hp, &bad, &p) == KVS_ERR_INVALID_ARG && !p);
+    CHECK(kvs_retro_plan_build(c, m, &bad, &p) == KVS_ERR_INVALID_ARG && !p);
     bad = (kvs_retro_opts){.mode = KVS_RETRO_NONE, .share = hp->n_layer};
-    CHECK(kvs_retro_plan_build(c, hp, &bad, &p) == KVS_ERR_INVALID_ARG && !p);
+    CHECK(kvs_retro_plan_build(c, m, &bad, &p) == KVS_ERR_INVALID_ARG && !p);
     /* unwritable output: error, nothing written */
     bad = (kvs_retro_opts){.mode = KVS_RETRO_PRE, .rank = 32, .latent_type = KVS_TYPE_F16, .granule = 8};
-    CHECK(kvs_retro_plan_build(c, hp, &bad, &p) == KVS_OK && p);
+    CHECK(kvs_retro_plan_build(c, m, &bad, &p) == KVS_OK && p);
     if (p) {
         CHECK(kvs_retro_write(g, p, "", "/nonexistent-dir/out.gguf") != KVS_OK);
         CHECK(access("/nonexistent-dir/out.gguf", F_OK) != 0);
@@ -232,17 +232,18 @@ int main(void) {
     }
 
     char f_pre[256] = "", f_keep[256] = "", f_low[256] = "", f_share[256] = "", f_mix[256] = "";
-    kvs_retro_opts o_pre = {.mode = KVS_RETRO_PRE, .rank = kd, .latent_type = KVS_TYPE_F32, .granule = 8};
+    /* full rank: exact whether weighted or not; one of each */
+    kvs_retro_opts o_pre = {.mode = KVS_RETRO_PRE, .rank = kd, .latent_type = KVS_TYPE_F32, .granule = 8, .weighted = true};
     kvs_retro_opts o_keep = {.mode = KVS_RETRO_KEEP, .rank = kd, .rope_keep = 4, .latent_type = KVS_TYPE_F32, .granule = 8};
     kvs_retro_opts o_low = {.mode = KVS_RETRO_PRE, .rank = 32, .latent_type = KVS_TYPE_F16, .granule = 8};
     kvs_retro_opts o_share = {.mode = KVS_RETRO_NONE, .share = 3};
     kvs_retro_opts o_mix = {.mode = KVS_RETRO_KEEP, .budget = 30 * 96 * 34 / 32.0, .rope_keep = 2, .share = 2,
-                            .latent_type = KVS_TYPE_Q8_0, .granule = 32};
-    kvs_model *m_pre = make_file(g, c, hp, o_pre, "f32", "pre", f_pre);
-    kvs_model *m_keep = make_file(g, c, hp, o_keep, "f32", "keep", f_keep);
-    kvs_model *m_low = make_file(g, c, hp, o_low, "", "low", f_low);
-    kvs_model *m_share = make_file(g, c, hp, o_share, "", "share", f_share);
-    kvs_model *m_mix = make_file(g, c, hp, o_mix, "q8_0", "mix", f_mix);
+                            .latent_type = KVS_TYPE_Q8_0, .granule = 32, .weighted = true};
+    kvs_model *m_pre = make_file(g, c, m, o_pre, "f32", "pre", f_pre);
+    kvs_model *m_keep = make_file(g, c, m, o_keep, "f32", "keep", f_keep);
+    kvs_model *m_low = make_file(g, c, m, o_low, "", "low", f_low);
+    kvs_model *m_share = make_file(g, c, m, o_share, "", "share", f_share);
+    kvs_model *m_mix = make_file(g, c, m, o_mix, "q8_0", "mix", f_mix);
 
     if (m_pre) check_bytes(m_pre, ev, 300, KVS_KV_F16, "pre", hp->n_layer, 0);
     if (m_keep) check_bytes(m_keep, ev, 300, KVS_KV_F16, "keep", hp->n_layer, 0);

@@ -29,6 +29,8 @@ static void usage(void) {
             "                        calibration text), compress the rest post-RoPE; decode\n"
             "                        runs in latent space\n"
             "  --share N             N layers reuse an earlier layer's KV (least measured error)\n"
+            "  --weights attn|plain  subspaces weighted by what an error costs (query energy for\n"
+            "                        keys, W_o column norms for values; default attn) or plain PCA\n"
             "  --kv FORMAT           element format on top: with --latent f32|f16|bf16|q8_0|q4_0;\n"
             "                        without, any kv rule settings (e.g. q4k4v,rotate)\n"
             "  --calib-ctx N         calibration window in tokens (1024)\n"
@@ -63,7 +65,7 @@ int cmd_compress(int argc, char **argv) {
     const char *in_path = NULL, *out_path = NULL, *kv = NULL, *calib[16], *cache = NULL;
     int n_calib = 0;
     long long threads = 0, calib_ctx = 1024, calib_max = 16384, x;
-    kvs_retro_opts o = {.mode = KVS_RETRO_NONE, .latent_type = KVS_TYPE_F16};
+    kvs_retro_opts o = {.mode = KVS_RETRO_NONE, .latent_type = KVS_TYPE_F16, .weighted = true};
     bool latent = false, rope_pre = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -93,6 +95,12 @@ int cmd_compress(int argc, char **argv) {
             o.share = (int32_t)x;
         } else if (!strcmp(a, "--kv")) { VAL(); kv = v; }
         else if (!strcmp(a, "--calib-cache")) { VAL(); cache = v; }
+        else if (!strcmp(a, "--weights")) {
+            VAL();
+            if (!strcmp(v, "plain")) o.weighted = false;
+            else if (!strcmp(v, "attn")) o.weighted = true;
+            else { fprintf(stderr, "kvslim compress: bad --weights '%s' (want attn or plain)\n", v); return 2; }
+        }
         else if (!strcmp(a, "--calib-ctx")) {
             VAL();
             if (!cli_parse_int(v, 16, 1 << 20, &calib_ctx)) { fprintf(stderr, "kvslim compress: bad --calib-ctx '%s'\n", v); return 2; }
@@ -218,7 +226,7 @@ int cmd_compress(int argc, char **argv) {
         fprintf(stderr, "\n");
         if (cache && kvs_calib_save(c, cache) != KVS_OK) { cli_error("calibration cache"); goto done; }
     }
-    if (kvs_retro_plan_build(c, &m->hp, &o, &p) != KVS_OK) { cli_error("compress"); goto done; }
+    if (kvs_retro_plan_build(c, m, &o, &p) != KVS_OK) { cli_error("compress"); goto done; }
     /* shared layers as rules */
     for (int32_t l = 0; l < p->n_layer; l++) {
         if (p->shared[l] < 0) continue;

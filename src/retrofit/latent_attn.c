@@ -106,12 +106,22 @@ static void mat_vec(float *y, const float *B, const float *x, int32_t rows, int3
 
 /* Latent rows of the chunk: [Bv v | Bk k | k at kept dims]. */
 static void make_rows(const kvs_retro_layer *rl, const float *k, const float *v, int64_t n, int32_t kd, int32_t vd,
-                      float *rows, int64_t d) {
+                      float *rows, int64_t d, float *tmp) {
     for (int64_t t = 0; t < n; t++) {
         float *row = rows + t * d;
         const float *kt = k + t * kd, *vt = v + t * vd;
-        mat_vec(row, rl->v_basis, vt, rl->rv, vd);
-        mat_vec(row + rl->rv, rl->k_basis, kt, rl->rk, kd);
+        if (rl->v_dim) {
+            for (int32_t e = 0; e < vd; e++) tmp[e] = vt[e] * rl->v_dim[e];
+            mat_vec(row, rl->v_basis, tmp, rl->rv, vd);
+        } else {
+            mat_vec(row, rl->v_basis, vt, rl->rv, vd);
+        }
+        if (rl->k_dim) {
+            for (int32_t e = 0; e < kd; e++) tmp[e] = kt[e] * rl->k_dim[e];
+            mat_vec(row + rl->rv, rl->k_basis, tmp, rl->rk, kd);
+        } else {
+            mat_vec(row + rl->rv, rl->k_basis, kt, rl->rk, kd);
+        }
         if (rl->v_scale) for (int32_t j = 0; j < rl->rv; j++) row[j] /= rl->v_scale[j];
         if (rl->k_scale) for (int32_t j = 0; j < rl->rk; j++) row[rl->rv + j] /= rl->k_scale[j];
         for (int32_t i = 0; i < rl->keep; i++) row[rl->rv + rl->rk + i] = kt[rl->keep_idx[i]];
@@ -133,6 +143,7 @@ static void lift_values(kvs_session *s, const kvs_retro_layer *rl, const float *
                 const float aj = rl->v_scale ? a[j] * rl->v_scale[j] : a[j];
                 for (int32_t e = 0; e < dv; e++) o[e] += aj * b[e];
             }
+            if (rl->v_dim) for (int32_t e = 0; e < dv; e++) o[e] /= rl->v_dim[off + e];
         }
 }
 
@@ -165,6 +176,7 @@ static kvs_status attend_pre(kvs_session *s, const kvs_retro_layer *rl, kvs_retr
             const float c = rl->k_scale ? ck[j] * rl->k_scale[j] : ck[j];
             for (int32_t e = 0; e < kd; e++) kr[e] += c * b[e];
         }
+        if (rl->k_dim) for (int32_t e = 0; e < kd; e++) kr[e] /= rl->k_dim[e];
         for (int32_t g = 0; g < hp->n_head_kv; g++)
             memcpy(st->krec + ((size_t)g * T + p) * dk, kr + (size_t)g * dk, sizeof(float) * (size_t)dk);
     }
@@ -197,7 +209,10 @@ static kvs_status attend_keep(kvs_session *s, const kvs_retro_layer *rl, kvs_ret
             for (int32_t j = 0; j < rl->rk; j++) {
                 const float *b = rl->k_basis + (size_t)j * kd + (size_t)g * dk;
                 float acc = 0.0f;
-                for (int32_t e = 0; e < dk; e++) acc += b[e] * q[e];
+                if (rl->k_dim)
+                    for (int32_t e = 0; e < dk; e++) acc += b[e] * q[e] / rl->k_dim[(size_t)g * dk + e];
+                else
+                    for (int32_t e = 0; e < dk; e++) acc += b[e] * q[e];
                 x[rl->rv + j] = rl->k_scale ? acc * rl->k_scale[j] : acc;
             }
             for (int32_t i = 0; i < rl->keep; i++) {
@@ -226,7 +241,9 @@ kvs_status kvs_retro_attend(kvs_session *s, const kvs_retro *r, kvs_retro_state 
         kvs_rope_apply(rope, s->k, n, hp->n_head_kv, hp->head_dim_k, s->pos);
     }
     if (own) {
-        make_rows(rl, s->k, s->v, n, kd, vd, st->rows, d);
+        float tmp[2048]; /* one weighted K or V row */
+        if (kd > 2048 || vd > 2048) return kvs_fail(KVS_ERR_UNSUPPORTED, "retrofit: K/V width %d/%d too large", kd, vd);
+        make_rows(rl, s->k, s->v, n, kd, vd, st->rows, d, tmp);
         kvs_status e = kvs_kv_cache_store(s->kv, layer, s->n_past, n, st->rows, NULL);
         if (e != KVS_OK) return e;
     }

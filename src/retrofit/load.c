@@ -110,6 +110,8 @@ kvs_status kvs_retro_load(kvs_loader *L, const kvs_retro **out) {
             KVS_TRY(load_basis(L, i, KVS_RETRO_T_VBASIS, rl->rv, vd, &rl->v_basis));
             KVS_TRY(load_scale(L, i, KVS_RETRO_T_KSCALE, rl->rk, &rl->k_scale));
             KVS_TRY(load_scale(L, i, KVS_RETRO_T_VSCALE, rl->rv, &rl->v_scale));
+            KVS_TRY(load_scale(L, i, KVS_RETRO_T_KDIM, rl->rk ? kd : 0, &rl->k_dim));
+            KVS_TRY(load_scale(L, i, KVS_RETRO_T_VDIM, vd, &rl->v_dim));
             if (!rl->keep) continue;
             char name[96];
             snprintf(name, sizeof name, "blk.%d.%s", i, KVS_RETRO_T_KEEP);

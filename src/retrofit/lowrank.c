@@ -39,12 +39,15 @@ void kvs_retro_plan_free(kvs_retro_plan *p) {
     for (int32_t i = 0; i < p->n_layer; i++) {
         if (p->k_basis) kvs_free(p->k_basis[i]);
         if (p->k_scale) kvs_free(p->k_scale[i]);
+        if (p->k_dim) kvs_free(p->k_dim[i]);
+        if (p->v_dim) kvs_free(p->v_dim[i]);
         if (p->v_scale) kvs_free(p->v_scale[i]);
         if (p->v_basis) kvs_free(p->v_basis[i]);
         if (p->keep_idx) kvs_free(p->keep_idx[i]);
     }
     kvs_free(p->rk); kvs_free(p->rv); kvs_free(p->keep); kvs_free(p->shared);
-    kvs_free(p->k_basis); kvs_free(p->v_basis); kvs_free(p->k_scale); kvs_free(p->v_scale); kvs_free(p->keep_idx);
+    kvs_free(p->k_basis); kvs_free(p->v_basis); kvs_free(p->k_scale); kvs_free(p->v_scale);
+    kvs_free(p->k_dim); kvs_free(p->v_dim); kvs_free(p->keep_idx);
     kvs_free(p->k_lost); kvs_free(p->v_lost);
     kvs_free(p);
 }
@@ -157,6 +160,66 @@ static void rms_scales(const double *w, int32_t r, uint64_t n_tokens, float *out
     }
 }
 
+/* D = sqrt(w / mean(w)), floored at 0.01: per-dim weights of unit mean square. */
+static void normalize_weights(const double *w, int32_t n, float *out) {
+    double mean = 0;
+    for (int32_t i = 0; i < n; i++) mean += w[i];
+    mean /= n > 0 ? n : 1;
+    for (int32_t i = 0; i < n; i++) {
+        double d = mean > 0 ? sqrt(w[i] / mean) : 1.0;
+        out[i] = (float)(d < 0.01 ? 0.01 : d);
+    }
+}
+
+/* Key dims weighted by the query energy that multiplies them; a rotary
+ * pair shares one weight (RoPE mixes the two dims). */
+static void key_weights(const kvs_calib *c, const kvs_hparams *hp, int32_t l, float *out) {
+    const int32_t dk = c->dk, n_rot = hp->rope.n_dims < dk ? hp->rope.n_dims : dk, half = n_rot / 2;
+    const double *qq = c->qq + (size_t)l * c->kd;
+    double w[4096];
+    for (int32_t i = 0; i < c->kd; i++) w[i] = qq[i];
+    for (int32_t g = 0; g < c->n_kv; g++)
+        for (int32_t p = 0; p < half; p++) {
+            int32_t a = g * dk + (hp->rope.mode == KVS_ROPE_NEOX ? p : 2 * p);
+            int32_t b = g * dk + (hp->rope.mode == KVS_ROPE_NEOX ? p + half : 2 * p + 1);
+            w[a] = w[b] = 0.5 * (qq[a] + qq[b]);
+        }
+    normalize_weights(w, c->kd, out);
+}
+
+/* Value dims weighted by the squared norms of the W_o columns they feed
+ * (summed over the query heads of the KV group). */
+static kvs_status value_weights(const kvs_calib *c, const kvs_model *m, int32_t l, float *out) {
+    const kvs_weight *wo = &m->layers[l].wo;
+    const kvs_type_traits *tt = kvs_type_traits_of(wo->type);
+    const int32_t group = c->n_head / c->n_kv, dv = c->dv;
+    double *col = kvs_calloc((size_t)wo->n_in, sizeof(double));
+    float *row = kvs_malloc(sizeof(float) * (size_t)wo->n_in);
+    double w[4096];
+    if (!col || !row || !tt || !tt->to_float || c->vd > 4096) {
+        kvs_free(col); kvs_free(row);
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "compress: cannot read layer %d's output projection", l);
+    }
+    for (int64_t r = 0; r < wo->n_out; r++) {
+        tt->to_float((const uint8_t *)wo->data + (size_t)r * wo->row_bytes, row, wo->n_in);
+        for (int64_t i = 0; i < wo->n_in; i++) col[i] += (double)row[i] * row[i];
+    }
+    for (int32_t i = 0; i < c->vd; i++) w[i] = 0;
+    for (int32_t h = 0; h < c->n_head; h++)
+        for (int32_t e = 0; e < dv; e++) w[(h / group) * dv + e] += col[(size_t)h * dv + e];
+    normalize_weights(w, c->vd, out);
+    kvs_free(col);
+    kvs_free(row);
+    return KVS_OK;
+}
+
+/* out = D m D for per-dim weights D (NULL: copy). */
+static void weigh(const double *m, const float *D, int32_t d, double *out) {
+    for (int32_t i = 0; i < d; i++)
+        for (int32_t j = 0; j < d; j++)
+            out[(size_t)i * d + j] = m[(size_t)i * d + j] * (D ? (double)D[i] * D[j] : 1.0);
+}
+
 typedef struct cand { double v; int32_t layer; bool key; } cand;
 
 static int cand_cmp(const void *a, const void *b) {
@@ -164,9 +227,14 @@ static int cand_cmp(const void *a, const void *b) {
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_hparams *hp, const kvs_retro_opts *o,
+kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kvs_retro_opts *o,
                                 kvs_retro_plan **out) {
     *out = NULL;
+    const kvs_hparams *hp = &m->hp;
+    if (hp->n_layer != c->n_layer || hp->n_head_kv * hp->head_dim_k != c->kd || hp->n_head_kv * hp->head_dim_v != c->vd)
+        return kvs_fail(KVS_ERR_INVALID_ARG, "compress: calibration statistics do not match the model");
+    if (c->kd > 4096 || c->vd > 4096)
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "compress: K/V width %d/%d above 4096", c->kd, c->vd);
     const int32_t L = c->n_layer, kd = c->kd, vd = c->vd;
     if (o->rank < 0 || o->budget < 0 || o->rope_keep < 0 || o->share < 0)
         return kvs_fail(KVS_ERR_INVALID_ARG, "compress: negative rank, budget, --rope-keep or --share");
@@ -192,13 +260,16 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_hparams *hp, const
     p->keep = kvs_calloc(n, sizeof(int32_t)); p->shared = kvs_calloc(n, sizeof(int32_t));
     p->k_basis = kvs_calloc(n, sizeof(float *)); p->v_basis = kvs_calloc(n, sizeof(float *));
     p->k_scale = kvs_calloc(n, sizeof(float *)); p->v_scale = kvs_calloc(n, sizeof(float *));
+    p->k_dim = kvs_calloc(n, sizeof(float *)); p->v_dim = kvs_calloc(n, sizeof(float *));
+    double *ktr = kvs_calloc(n, sizeof(double)), *vtr = kvs_calloc(n, sizeof(double));
+    double *wm = kvs_malloc(sizeof(double) * (size_t)(kd > vd ? kd : vd) * (kd > vd ? kd : vd));
     p->keep_idx = kvs_calloc(n, sizeof(int32_t *));
     p->k_lost = kvs_calloc(n, sizeof(double)); p->v_lost = kvs_calloc(n, sizeof(double));
     double *kw = kvs_malloc(sizeof(double) * n * kd), *vw = kvs_malloc(sizeof(double) * n * vd);
     double *kvec = kvs_malloc(sizeof(double) * n * kd * kd), *vvec = kvs_malloc(sizeof(double) * n * vd * vd);
     cand *cands = kvs_malloc(sizeof(cand) * n * (size_t)(kd + vd));
     kvs_status st = KVS_OK;
-    if (!p->rk || !p->rv || !p->keep || !p->shared || !p->k_basis || !p->v_basis || !p->k_scale || !p->v_scale || !p->keep_idx || !p->k_lost ||
+    if (!p->rk || !p->rv || !p->keep || !p->shared || !p->k_basis || !p->v_basis || !p->k_scale || !p->v_scale || !p->k_dim || !p->v_dim || !ktr || !vtr || !wm || !p->keep_idx || !p->k_lost ||
         !p->v_lost || !kw || !vw || !kvec || !vvec || !cands)
         st = kvs_fail(KVS_ERR_NOMEM, "compress: out of memory");
     if (st == KVS_OK) choose_shared(c, o->share, p->shared);
@@ -211,8 +282,19 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_hparams *hp, const
             if (!p->keep_idx[l]) { st = kvs_fail(KVS_ERR_NOMEM, "compress: out of memory"); break; }
             p->keep[l] = choose_keep(c, l, o->rope_keep, hp->rope.mode, hp->rope.n_dims, p->keep_idx[l]);
         }
-        st = sub_eig(kk, kd, p->keep_idx[l], p->keep[l], kw + (size_t)l * kd, kvec + (size_t)l * kd * kd);
-        if (st == KVS_OK) st = kvs_lowrank_eig(c->vv + (size_t)l * vd * vd, vd, vw + (size_t)l * vd, vvec + (size_t)l * vd * vd);
+        if (o->weighted) {
+            p->k_dim[l] = kvs_malloc(sizeof(float) * (size_t)kd);
+            p->v_dim[l] = kvs_malloc(sizeof(float) * (size_t)vd);
+            if (!p->k_dim[l] || !p->v_dim[l]) { st = kvs_fail(KVS_ERR_NOMEM, "compress: out of memory"); break; }
+            key_weights(c, hp, l, p->k_dim[l]);
+            if ((st = value_weights(c, m, l, p->v_dim[l])) != KVS_OK) break;
+        }
+        weigh(kk, p->k_dim[l], kd, wm);
+        for (int32_t i = 0; i < kd; i++) ktr[l] += wm[(size_t)i * kd + i];
+        st = sub_eig(wm, kd, p->keep_idx[l], p->keep[l], kw + (size_t)l * kd, kvec + (size_t)l * kd * kd);
+        weigh(c->vv + (size_t)l * vd * vd, p->v_dim[l], vd, wm);
+        for (int32_t i = 0; i < vd; i++) vtr[l] += wm[(size_t)i * vd + i];
+        if (st == KVS_OK) st = kvs_lowrank_eig(wm, vd, vw + (size_t)l * vd, vvec + (size_t)l * vd * vd);
     }
     /* ranks */
     if (st == KVS_OK && o->mode != KVS_RETRO_NONE) {
@@ -269,16 +351,14 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_hparams *hp, const
         rms_scales(vw + (size_t)l * vd, p->rv[l], c->n_tokens, p->v_scale[l]);
         for (size_t i = 0; i < (size_t)p->rk[l] * kd; i++) p->k_basis[l][i] = (float)kvec[(size_t)l * kd * kd + i];
         for (size_t i = 0; i < (size_t)p->rv[l] * vd; i++) p->v_basis[l][i] = (float)vvec[(size_t)l * vd * vd + i];
-        double tk = 0, dk_ = 0, tv = 0, dv_ = 0;
-        const double *kk = (o->mode == KVS_RETRO_PRE ? c->kk : c->kk_rot) + (size_t)l * kd * kd;
-        for (int32_t i = 0; i < kd; i++) tk += kk[(size_t)i * kd + i];
+        double tk = ktr[l], dk_ = 0, tv = vtr[l], dv_ = 0;
         for (int32_t i = p->rk[l]; i < kd - p->keep[l]; i++) dk_ += kw[(size_t)l * kd + i];
-        for (int32_t i = 0; i < vd; i++) tv += vw[(size_t)l * vd + i];
         for (int32_t i = p->rv[l]; i < vd; i++) dv_ += vw[(size_t)l * vd + i];
         p->k_lost[l] = tk > 0 ? dk_ / tk : 0;
         p->v_lost[l] = tv > 0 ? dv_ / tv : 0;
     }
     kvs_free(kw); kvs_free(vw); kvs_free(kvec); kvs_free(vvec); kvs_free(cands);
+    kvs_free(ktr); kvs_free(vtr); kvs_free(wm);
     if (st != KVS_OK) { kvs_retro_plan_free(p); return st; }
     *out = p;
     return KVS_OK;

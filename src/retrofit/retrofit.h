@@ -13,7 +13,10 @@
  * calibration activations) and S = diag(scale) is each direction's RMS on
  * the calibration text, so every stored coordinate has unit scale (a block
  * format then spends its range evenly instead of on the first direction);
- * the reconstruction is Bk^T Sk c_k, Bv^T Sv c_v. Mode PRE
+ * the reconstruction is Bk^T Sk c_k, Bv^T Sv c_v. Optional per-dim weights
+ * D (attention-aware: how much an error in that dim costs - query energy for
+ * keys, W_o column norms for values) make the subspace that of D k:
+ * c = S^-1 B (D k), k = D^-1 B^T S c. Mode PRE
  * compresses pre-RoPE keys and rebuilds them (then RoPE at true positions)
  * before attention. Mode KEEP keeps `keep` rotary dims of the post-RoPE keys
  * exactly and compresses the other post-RoPE dims (Bk is zero on the kept
@@ -45,6 +48,7 @@ typedef struct kvs_retro_layer {
     const float *v_basis;       /* (rv, vd)                                */
     const float *k_scale;       /* (rk) stored coordinate = (Bk k)_j / k_scale_j */
     const float *v_scale;       /* (rv)                                    */
+    const float *k_dim, *v_dim; /* (kd), (vd) per-dim weights D, or NULL   */
     int32_t *keep_idx;          /* (keep) ascending dims of (n_kv*dk)      */
 } kvs_retro_layer;
 
@@ -64,6 +68,8 @@ typedef struct kvs_retro {
 #define KVS_RETRO_T_VBASIS  "kvs_v_basis"          /* blk.N.kvs_v_basis F32 [vd, rv]  */
 #define KVS_RETRO_T_KSCALE  "kvs_k_scale"          /* blk.N.kvs_k_scale F32 [rk]      */
 #define KVS_RETRO_T_VSCALE  "kvs_v_scale"          /* blk.N.kvs_v_scale F32 [rv]      */
+#define KVS_RETRO_T_KDIM    "kvs_k_dim"            /* blk.N.kvs_k_dim   F32 [kd]      */
+#define KVS_RETRO_T_VDIM    "kvs_v_dim"            /* blk.N.kvs_v_dim   F32 [vd]      */
 #define KVS_RETRO_T_KEEP    "kvs_k_keep"           /* blk.N.kvs_k_keep  F32 [keep] dim indices */
 
 /* Reads the keys above (if any) into *out (NULL when the file carries no
@@ -135,6 +141,7 @@ typedef struct kvs_retro_plan {
     int32_t *shared;              /* (n_layer) source layer or -1 */
     float **k_basis, **v_basis;   /* (n_layer) -> (rk, kd), (rv, vd) */
     float **k_scale, **v_scale;   /* (n_layer) -> (rk), (rv) */
+    float **k_dim, **v_dim;       /* (n_layer) -> (kd), (vd), NULL = unweighted */
     int32_t **keep_idx;           /* (n_layer) -> (keep) */
     double *k_lost, *v_lost;      /* (n_layer) fraction of calibration energy dropped */
 } kvs_retro_plan;
@@ -146,11 +153,12 @@ typedef struct kvs_retro_opts {
     int32_t rope_keep;            /* KEEP: rotary pairs kept per KV head      */
     int32_t share;                /* layers to share                          */
     kvs_dtype latent_type;        /* element format of latent rows            */
+    bool weighted;                /* attention-aware per-dim weights          */
     int32_t granule;              /* rank granule (8 float, 32 block formats) */
 } kvs_retro_opts;
 
 /* Chooses shared layers, ranks, bases and kept dims. Errors name the option. */
-kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_hparams *hp, const kvs_retro_opts *o,
+kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kvs_retro_opts *o,
                                 kvs_retro_plan **out);
 void kvs_retro_plan_free(kvs_retro_plan *p);
 
