@@ -20,6 +20,9 @@ void kvs_calib_free(kvs_calib *c) {
     kvs_free(c->qq);
     kvs_free(c->k2);
     kvs_free(c->v2);
+    kvs_free(c->ks);
+    kvs_free(c->ks_rot);
+    kvs_free(c->vs);
     kvs_free(c->dot_k);
     kvs_free(c->dot_v);
     kvs_free(c->chunk_k);
@@ -64,6 +67,13 @@ static void on_capture(void *ctx, int32_t l, int64_t n, const int32_t *pos, cons
     memcpy(c->rot, k, sizeof(float) * (size_t)(n * kd));
     kvs_rope_apply(&c->rope, c->rot, n, c->n_kv, c->dk, pos);
     add_outer(c->kk_rot + (size_t)l * kd * kd, c->rot, n, kd, cc->col);
+    for (int64_t t = 0; t < n; t++) {
+        for (int32_t i = 0; i < kd; i++) {
+            c->ks[(size_t)l * kd + i] += k[t * kd + i];
+            c->ks_rot[(size_t)l * kd + i] += c->rot[t * kd + i];
+        }
+        for (int32_t i = 0; i < vd; i++) c->vs[(size_t)l * vd + i] += v[t * vd + i];
+    }
     /* query energy per key dim (pre-RoPE; a rotary pair's sum is invariant) */
     double *qq = c->qq + (size_t)l * kd;
     for (int64_t t = 0; t < n; t++)
@@ -105,11 +115,14 @@ static kvs_status calib_alloc(const kvs_model *m, int64_t n_batch, kvs_calib **o
     c->k2 = kvs_calloc(L, sizeof(double));
     c->v2 = kvs_calloc(L, sizeof(double));
     c->dot_k = kvs_calloc(L * L, sizeof(double));
+    c->ks = kvs_calloc(L * kd, sizeof(double));
+    c->ks_rot = kvs_calloc(L * kd, sizeof(double));
+    c->vs = kvs_calloc(L * vd, sizeof(double));
     c->dot_v = kvs_calloc(L * L, sizeof(double));
     c->chunk_k = kvs_malloc(sizeof(float) * L * (size_t)n_batch * kd);
     c->chunk_v = kvs_malloc(sizeof(float) * L * (size_t)n_batch * vd);
     c->rot = kvs_malloc(sizeof(float) * (size_t)n_batch * kd);
-    if (!c->kk || !c->kk_rot || !c->vv || !c->qq || !c->k2 || !c->v2 || !c->dot_k || !c->dot_v || !c->chunk_k ||
+    if (!c->kk || !c->kk_rot || !c->vv || !c->qq || !c->k2 || !c->v2 || !c->dot_k || !c->dot_v || !c->ks || !c->ks_rot || !c->vs || !c->chunk_k ||
         !c->chunk_v || !c->rot) {
         kvs_calib_free(c);
         return kvs_fail(KVS_ERR_NOMEM, "calibration: out of memory");
@@ -172,13 +185,14 @@ kvs_status kvs_calib_run(const kvs_model *m, const kvs_token *tokens, int64_t n_
 }
 
 /* ---- statistics file (--calib-cache): a header of dims, then the f64 arrays */
-#define CALIB_MAGIC 0x6b7673636c696231ull /* "kvsclib1" */
+#define CALIB_MAGIC 0x6b7673636c696232ull /* "kvsclib2" */
 
 static bool calib_io(FILE *f, kvs_calib *c, bool wr) {
     size_t L = (size_t)c->n_layer, kd = (size_t)c->kd, vd = (size_t)c->vd;
     struct { double *p; size_t n; } a[] = {
         {c->kk, L * kd * kd}, {c->kk_rot, L * kd * kd}, {c->vv, L * vd * vd}, {c->qq, L * kd},
         {c->k2, L}, {c->v2, L}, {c->dot_k, L * L}, {c->dot_v, L * L},
+        {c->ks, L * kd}, {c->ks_rot, L * kd}, {c->vs, L * vd},
     };
     for (size_t i = 0; i < sizeof a / sizeof *a; i++)
         if ((wr ? fwrite(a[i].p, sizeof(double), a[i].n, f) : fread(a[i].p, sizeof(double), a[i].n, f)) != a[i].n)

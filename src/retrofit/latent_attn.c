@@ -110,18 +110,12 @@ static void make_rows(const kvs_retro_layer *rl, const float *k, const float *v,
     for (int64_t t = 0; t < n; t++) {
         float *row = rows + t * d;
         const float *kt = k + t * kd, *vt = v + t * vd;
-        if (rl->v_dim) {
-            for (int32_t e = 0; e < vd; e++) tmp[e] = vt[e] * rl->v_dim[e];
-            mat_vec(row, rl->v_basis, tmp, rl->rv, vd);
-        } else {
-            mat_vec(row, rl->v_basis, vt, rl->rv, vd);
-        }
-        if (rl->k_dim) {
-            for (int32_t e = 0; e < kd; e++) tmp[e] = kt[e] * rl->k_dim[e];
-            mat_vec(row + rl->rv, rl->k_basis, tmp, rl->rk, kd);
-        } else {
-            mat_vec(row + rl->rv, rl->k_basis, kt, rl->rk, kd);
-        }
+        for (int32_t e = 0; e < vd; e++)
+            tmp[e] = (vt[e] - (rl->v_mean ? rl->v_mean[e] : 0.0f)) * (rl->v_dim ? rl->v_dim[e] : 1.0f);
+        mat_vec(row, rl->v_basis, tmp, rl->rv, vd);
+        for (int32_t e = 0; e < kd; e++)
+            tmp[e] = (kt[e] - (rl->k_mean ? rl->k_mean[e] : 0.0f)) * (rl->k_dim ? rl->k_dim[e] : 1.0f);
+        mat_vec(row + rl->rv, rl->k_basis, tmp, rl->rk, kd);
         if (rl->v_scale) for (int32_t j = 0; j < rl->rv; j++) row[j] /= rl->v_scale[j];
         if (rl->k_scale) for (int32_t j = 0; j < rl->rk; j++) row[rl->rv + j] /= rl->k_scale[j];
         for (int32_t i = 0; i < rl->keep; i++) row[rl->rv + rl->rk + i] = kt[rl->keep_idx[i]];
@@ -144,6 +138,7 @@ static void lift_values(kvs_session *s, const kvs_retro_layer *rl, const float *
                 for (int32_t e = 0; e < dv; e++) o[e] += aj * b[e];
             }
             if (rl->v_dim) for (int32_t e = 0; e < dv; e++) o[e] /= rl->v_dim[off + e];
+            if (rl->v_mean) for (int32_t e = 0; e < dv; e++) o[e] += rl->v_mean[off + e];
         }
 }
 
@@ -177,6 +172,7 @@ static kvs_status attend_pre(kvs_session *s, const kvs_retro_layer *rl, kvs_retr
             for (int32_t e = 0; e < kd; e++) kr[e] += c * b[e];
         }
         if (rl->k_dim) for (int32_t e = 0; e < kd; e++) kr[e] /= rl->k_dim[e];
+        if (rl->k_mean) for (int32_t e = 0; e < kd; e++) kr[e] += rl->k_mean[e];
         for (int32_t g = 0; g < hp->n_head_kv; g++)
             memcpy(st->krec + ((size_t)g * T + p) * dk, kr + (size_t)g * dk, sizeof(float) * (size_t)dk);
     }

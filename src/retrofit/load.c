@@ -111,9 +111,13 @@ kvs_status kvs_retro_load(kvs_loader *L, const kvs_retro **out) {
             KVS_TRY(load_scale(L, i, KVS_RETRO_T_KSCALE, rl->rk, &rl->k_scale));
             KVS_TRY(load_scale(L, i, KVS_RETRO_T_VSCALE, rl->rv, &rl->v_scale));
             KVS_TRY(load_scale(L, i, KVS_RETRO_T_KDIM, rl->rk ? kd : 0, &rl->k_dim));
+            char name[96];
+            snprintf(name, sizeof name, "blk.%d.%s", i, KVS_RETRO_T_KMEAN);
+            KVS_TRY(kvs_load_vector(L, name, kd, &rl->k_mean, false));
+            snprintf(name, sizeof name, "blk.%d.%s", i, KVS_RETRO_T_VMEAN);
+            KVS_TRY(kvs_load_vector(L, name, vd, &rl->v_mean, false));
             KVS_TRY(load_scale(L, i, KVS_RETRO_T_VDIM, vd, &rl->v_dim));
             if (!rl->keep) continue;
-            char name[96];
             snprintf(name, sizeof name, "blk.%d.%s", i, KVS_RETRO_T_KEEP);
             const float *idx;
             KVS_TRY(kvs_load_vector(L, name, rl->keep, &idx, true));

@@ -40,6 +40,8 @@ void kvs_retro_plan_free(kvs_retro_plan *p) {
         if (p->k_basis) kvs_free(p->k_basis[i]);
         if (p->k_scale) kvs_free(p->k_scale[i]);
         if (p->k_dim) kvs_free(p->k_dim[i]);
+        if (p->k_mean) kvs_free(p->k_mean[i]);
+        if (p->v_mean) kvs_free(p->v_mean[i]);
         if (p->v_dim) kvs_free(p->v_dim[i]);
         if (p->v_scale) kvs_free(p->v_scale[i]);
         if (p->v_basis) kvs_free(p->v_basis[i]);
@@ -47,7 +49,7 @@ void kvs_retro_plan_free(kvs_retro_plan *p) {
     }
     kvs_free(p->rk); kvs_free(p->rv); kvs_free(p->keep); kvs_free(p->shared);
     kvs_free(p->k_basis); kvs_free(p->v_basis); kvs_free(p->k_scale); kvs_free(p->v_scale);
-    kvs_free(p->k_dim); kvs_free(p->v_dim); kvs_free(p->keep_idx);
+    kvs_free(p->k_dim); kvs_free(p->v_dim); kvs_free(p->k_mean); kvs_free(p->v_mean); kvs_free(p->keep_idx);
     kvs_free(p->k_lost); kvs_free(p->v_lost);
     kvs_free(p);
 }
@@ -220,6 +222,12 @@ static void weigh(const double *m, const float *D, int32_t d, double *out) {
             out[(size_t)i * d + j] = m[(size_t)i * d + j] * (D ? (double)D[i] * D[j] : 1.0);
 }
 
+/* out = m - s s^T / N: the second moment about the mean (sum s of N rows). */
+static void center(const double *m, const double *s, double N, int32_t d, double *out) {
+    for (int32_t i = 0; i < d; i++)
+        for (int32_t j = 0; j < d; j++) out[(size_t)i * d + j] = m[(size_t)i * d + j] - s[i] * s[j] / N;
+}
+
 typedef struct cand { double v; int32_t layer; bool key; } cand;
 
 static int cand_cmp(const void *a, const void *b) {
@@ -261,15 +269,17 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
     p->k_basis = kvs_calloc(n, sizeof(float *)); p->v_basis = kvs_calloc(n, sizeof(float *));
     p->k_scale = kvs_calloc(n, sizeof(float *)); p->v_scale = kvs_calloc(n, sizeof(float *));
     p->k_dim = kvs_calloc(n, sizeof(float *)); p->v_dim = kvs_calloc(n, sizeof(float *));
+    p->k_mean = kvs_calloc(n, sizeof(float *)); p->v_mean = kvs_calloc(n, sizeof(float *));
     double *ktr = kvs_calloc(n, sizeof(double)), *vtr = kvs_calloc(n, sizeof(double));
     double *wm = kvs_malloc(sizeof(double) * (size_t)(kd > vd ? kd : vd) * (kd > vd ? kd : vd));
+    double *cm = kvs_malloc(sizeof(double) * (size_t)(kd > vd ? kd : vd) * (kd > vd ? kd : vd));
     p->keep_idx = kvs_calloc(n, sizeof(int32_t *));
     p->k_lost = kvs_calloc(n, sizeof(double)); p->v_lost = kvs_calloc(n, sizeof(double));
     double *kw = kvs_malloc(sizeof(double) * n * kd), *vw = kvs_malloc(sizeof(double) * n * vd);
     double *kvec = kvs_malloc(sizeof(double) * n * kd * kd), *vvec = kvs_malloc(sizeof(double) * n * vd * vd);
     cand *cands = kvs_malloc(sizeof(cand) * n * (size_t)(kd + vd));
     kvs_status st = KVS_OK;
-    if (!p->rk || !p->rv || !p->keep || !p->shared || !p->k_basis || !p->v_basis || !p->k_scale || !p->v_scale || !p->k_dim || !p->v_dim || !ktr || !vtr || !wm || !p->keep_idx || !p->k_lost ||
+    if (!p->rk || !p->rv || !p->keep || !p->shared || !p->k_basis || !p->v_basis || !p->k_scale || !p->v_scale || !p->k_dim || !p->v_dim || !p->k_mean || !p->v_mean || !ktr || !vtr || !wm || !cm || !p->keep_idx || !p->k_lost ||
         !p->v_lost || !kw || !vw || !kvec || !vvec || !cands)
         st = kvs_fail(KVS_ERR_NOMEM, "compress: out of memory");
     if (st == KVS_OK) choose_shared(c, o->share, p->shared);
@@ -289,10 +299,21 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
             key_weights(c, hp, l, p->k_dim[l]);
             if ((st = value_weights(c, m, l, p->v_dim[l])) != KVS_OK) break;
         }
-        weigh(kk, p->k_dim[l], kd, wm);
+        /* centered: the mean is stored exactly (or cancels in softmax) */
+        const double *ksum = (o->mode == KVS_RETRO_PRE ? c->ks : c->ks_rot) + (size_t)l * kd;
+        const double *vsum = c->vs + (size_t)l * vd;
+        p->k_mean[l] = kvs_malloc(sizeof(float) * (size_t)kd);
+        p->v_mean[l] = kvs_malloc(sizeof(float) * (size_t)vd);
+        if (!p->k_mean[l] || !p->v_mean[l]) { st = kvs_fail(KVS_ERR_NOMEM, "compress: out of memory"); break; }
+        const double N = c->n_tokens ? (double)c->n_tokens : 1.0;
+        for (int32_t i = 0; i < kd; i++) p->k_mean[l][i] = (float)(ksum[i] / N);
+        for (int32_t i = 0; i < vd; i++) p->v_mean[l][i] = (float)(vsum[i] / N);
+        center(kk, ksum, N, kd, cm);
+        weigh(cm, p->k_dim[l], kd, wm);
         for (int32_t i = 0; i < kd; i++) ktr[l] += wm[(size_t)i * kd + i];
         st = sub_eig(wm, kd, p->keep_idx[l], p->keep[l], kw + (size_t)l * kd, kvec + (size_t)l * kd * kd);
-        weigh(c->vv + (size_t)l * vd * vd, p->v_dim[l], vd, wm);
+        center(c->vv + (size_t)l * vd * vd, vsum, N, vd, cm);
+        weigh(cm, p->v_dim[l], vd, wm);
         for (int32_t i = 0; i < vd; i++) vtr[l] += wm[(size_t)i * vd + i];
         if (st == KVS_OK) st = kvs_lowrank_eig(wm, vd, vw + (size_t)l * vd, vvec + (size_t)l * vd * vd);
     }
@@ -358,7 +379,7 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
         p->v_lost[l] = tv > 0 ? dv_ / tv : 0;
     }
     kvs_free(kw); kvs_free(vw); kvs_free(kvec); kvs_free(vvec); kvs_free(cands);
-    kvs_free(ktr); kvs_free(vtr); kvs_free(wm);
+    kvs_free(ktr); kvs_free(vtr); kvs_free(wm); kvs_free(cm);
     if (st != KVS_OK) { kvs_retro_plan_free(p); return st; }
     *out = p;
     return KVS_OK;

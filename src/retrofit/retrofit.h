@@ -16,7 +16,12 @@
  * the reconstruction is Bk^T Sk c_k, Bv^T Sv c_v. Optional per-dim weights
  * D (attention-aware: how much an error in that dim costs - query energy for
  * keys, W_o column norms for values) make the subspace that of D k:
- * c = S^-1 B (D k), k = D^-1 B^T S c. Mode PRE
+ * c = S^-1 B (D k), k = D^-1 B^T S c. The directions are those of the
+ * centered activations: the calibration mean m is subtracted before
+ * projecting (c = S^-1 B D (k - m)) and added back after (values: the
+ * attention weights sum to 1, so out_h = m_v + lifted latent; PRE keys:
+ * k = m + ...). KEEP keys never add it back: q . m is the same for every
+ * key of a query, and softmax ignores a constant. Mode PRE
  * compresses pre-RoPE keys and rebuilds them (then RoPE at true positions)
  * before attention. Mode KEEP keeps `keep` rotary dims of the post-RoPE keys
  * exactly and compresses the other post-RoPE dims (Bk is zero on the kept
@@ -49,6 +54,7 @@ typedef struct kvs_retro_layer {
     const float *k_scale;       /* (rk) stored coordinate = (Bk k)_j / k_scale_j */
     const float *v_scale;       /* (rv)                                    */
     const float *k_dim, *v_dim; /* (kd), (vd) per-dim weights D, or NULL   */
+    const float *k_mean, *v_mean; /* (kd), (vd) calibration means, or NULL */
     int32_t *keep_idx;          /* (keep) ascending dims of (n_kv*dk)      */
 } kvs_retro_layer;
 
@@ -70,6 +76,8 @@ typedef struct kvs_retro {
 #define KVS_RETRO_T_VSCALE  "kvs_v_scale"          /* blk.N.kvs_v_scale F32 [rv]      */
 #define KVS_RETRO_T_KDIM    "kvs_k_dim"            /* blk.N.kvs_k_dim   F32 [kd]      */
 #define KVS_RETRO_T_VDIM    "kvs_v_dim"            /* blk.N.kvs_v_dim   F32 [vd]      */
+#define KVS_RETRO_T_KMEAN   "kvs_k_mean"           /* blk.N.kvs_k_mean  F32 [kd]      */
+#define KVS_RETRO_T_VMEAN   "kvs_v_mean"           /* blk.N.kvs_v_mean  F32 [vd]      */
 #define KVS_RETRO_T_KEEP    "kvs_k_keep"           /* blk.N.kvs_k_keep  F32 [keep] dim indices */
 
 /* Reads the keys above (if any) into *out (NULL when the file carries no
@@ -109,6 +117,7 @@ typedef struct kvs_calib {
     double *vv;       /* (n_layer, vd, vd) sum v v^T                    */
     double *qq;       /* (n_layer, kd) per key dim: sum over the group's query heads of q^2 (post-RoPE) */
     double *k2, *v2;  /* (n_layer) sum |k|^2, |v|^2                     */
+    double *ks, *ks_rot, *vs; /* (n_layer, kd|vd) sums of k (pre/post-RoPE) and v */
     double *dot_k, *dot_v; /* (n_layer, n_layer) [i][j] sum k_i . k_j (j < i) */
     /* capture scratch */
     float *chunk_k, *chunk_v; /* (n_layer, n_batch, kd|vd) this chunk's activations */
@@ -142,6 +151,7 @@ typedef struct kvs_retro_plan {
     float **k_basis, **v_basis;   /* (n_layer) -> (rk, kd), (rv, vd) */
     float **k_scale, **v_scale;   /* (n_layer) -> (rk), (rv) */
     float **k_dim, **v_dim;       /* (n_layer) -> (kd), (vd), NULL = unweighted */
+    float **k_mean, **v_mean;     /* (n_layer) -> (kd), (vd) */
     int32_t **keep_idx;           /* (n_layer) -> (keep) */
     double *k_lost, *v_lost;      /* (n_layer) fraction of calibration energy dropped */
 } kvs_retro_plan;

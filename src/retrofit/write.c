@@ -65,6 +65,16 @@ kvs_status kvs_retro_write(const kvs_gguf *in, const kvs_retro_plan *p, const ch
             ne[0] = p->vd;
             st = kvs_gguf_writer_add_tensor(w, name, KVS_TYPE_F32, 1, ne, p->v_dim[l], sizeof(float) * (size_t)p->vd);
         }
+        if (st == KVS_OK && p->k_mean && p->k_mean[l]) {
+            snprintf(name, sizeof name, "blk.%d.%s", l, KVS_RETRO_T_KMEAN);
+            ne[0] = p->kd;
+            st = kvs_gguf_writer_add_tensor(w, name, KVS_TYPE_F32, 1, ne, p->k_mean[l], sizeof(float) * (size_t)p->kd);
+        }
+        if (st == KVS_OK && p->v_mean && p->v_mean[l]) {
+            snprintf(name, sizeof name, "blk.%d.%s", l, KVS_RETRO_T_VMEAN);
+            ne[0] = p->vd;
+            st = kvs_gguf_writer_add_tensor(w, name, KVS_TYPE_F32, 1, ne, p->v_mean[l], sizeof(float) * (size_t)p->vd);
+        }
         if (st == KVS_OK && p->keep[l]) {
             kvs_free(idx);
             idx = kvs_malloc(sizeof(float) * (size_t)p->keep[l]);
