@@ -232,8 +232,9 @@ int main(void) {
     }
 
     char f_pre[256] = "", f_keep[256] = "", f_low[256] = "", f_share[256] = "", f_mix[256] = "";
-    /* full rank: exact whether weighted or not; one of each */
-    kvs_retro_opts o_pre = {.mode = KVS_RETRO_PRE, .rank = kd, .latent_type = KVS_TYPE_F32, .granule = 8, .weighted = true};
+    /* full rank: exact whether weighted / centered or not; one of each */
+    kvs_retro_opts o_pre = {.mode = KVS_RETRO_PRE, .rank = kd, .latent_type = KVS_TYPE_F32, .granule = 8, .weighted = true,
+                            .center = true};
     kvs_retro_opts o_keep = {.mode = KVS_RETRO_KEEP, .rank = kd, .rope_keep = 4, .latent_type = KVS_TYPE_F32, .granule = 8};
     kvs_retro_opts o_low = {.mode = KVS_RETRO_PRE, .rank = 32, .latent_type = KVS_TYPE_F16, .granule = 8};
     kvs_retro_opts o_share = {.mode = KVS_RETRO_NONE, .share = 3};

@@ -30,7 +30,8 @@ static void usage(void) {
             "                        runs in latent space\n"
             "  --share N             N layers reuse an earlier layer's KV (least measured error)\n"
             "  --weights attn|plain  subspaces weighted by what an error costs (query energy for\n"
-            "                        keys, W_o column norms for values; default attn) or plain PCA\n"
+            "                        keys, W_o column norms for values) or plain PCA (default)\n"
+            "  --center              subspaces of the centered activations, means stored\n"
             "  --kv FORMAT           element format on top: with --latent f32|f16|bf16|q8_0|q4_0;\n"
             "                        without, any kv rule settings (e.g. q4k4v,rotate)\n"
             "  --calib-ctx N         calibration window in tokens (1024)\n"
@@ -65,7 +66,7 @@ int cmd_compress(int argc, char **argv) {
     const char *in_path = NULL, *out_path = NULL, *kv = NULL, *calib[16], *cache = NULL;
     int n_calib = 0;
     long long threads = 0, calib_ctx = 1024, calib_max = 16384, x;
-    kvs_retro_opts o = {.mode = KVS_RETRO_NONE, .latent_type = KVS_TYPE_F16, .weighted = true};
+    kvs_retro_opts o = {.mode = KVS_RETRO_NONE, .latent_type = KVS_TYPE_F16};
     bool latent = false, rope_pre = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -95,6 +96,7 @@ int cmd_compress(int argc, char **argv) {
             o.share = (int32_t)x;
         } else if (!strcmp(a, "--kv")) { VAL(); kv = v; }
         else if (!strcmp(a, "--calib-cache")) { VAL(); cache = v; }
+        else if (!strcmp(a, "--center")) o.center = true;
         else if (!strcmp(a, "--weights")) {
             VAL();
             if (!strcmp(v, "plain")) o.weighted = false;

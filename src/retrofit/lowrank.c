@@ -299,7 +299,10 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
             key_weights(c, hp, l, p->k_dim[l]);
             if ((st = value_weights(c, m, l, p->v_dim[l])) != KVS_OK) break;
         }
-        /* centered: the mean is stored exactly (or cancels in softmax) */
+        /* centered (--center): the mean is stored exactly (or cancels in
+         * softmax); otherwise the mean is 0 and the directions are those of
+         * the raw second moments, which map 0 to 0 - measured better at low
+         * rank (an attention sink's near-zero value stays near zero) */
         const double *ksum = (o->mode == KVS_RETRO_PRE ? c->ks : c->ks_rot) + (size_t)l * kd;
         const double *vsum = c->vs + (size_t)l * vd;
         p->k_mean[l] = kvs_malloc(sizeof(float) * (size_t)kd);
@@ -308,10 +311,17 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
         const double N = c->n_tokens ? (double)c->n_tokens : 1.0;
         for (int32_t i = 0; i < kd; i++) p->k_mean[l][i] = (float)(ksum[i] / N);
         for (int32_t i = 0; i < vd; i++) p->v_mean[l][i] = (float)(vsum[i] / N);
+        if (!o->center) {
+            memset(p->k_mean[l], 0, sizeof(float) * (size_t)kd);
+            memset(p->v_mean[l], 0, sizeof(float) * (size_t)vd);
+            memcpy(cm, kk, sizeof(double) * (size_t)kd * kd);
+        } else
         center(kk, ksum, N, kd, cm);
         weigh(cm, p->k_dim[l], kd, wm);
         for (int32_t i = 0; i < kd; i++) ktr[l] += wm[(size_t)i * kd + i];
         st = sub_eig(wm, kd, p->keep_idx[l], p->keep[l], kw + (size_t)l * kd, kvec + (size_t)l * kd * kd);
+        if (!o->center) memcpy(cm, c->vv + (size_t)l * vd * vd, sizeof(double) * (size_t)vd * vd);
+        else
         center(c->vv + (size_t)l * vd * vd, vsum, N, vd, cm);
         weigh(cm, p->v_dim[l], vd, wm);
         for (int32_t i = 0; i < vd; i++) vtr[l] += wm[(size_t)i * vd + i];

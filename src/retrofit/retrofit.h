@@ -164,6 +164,7 @@ typedef struct kvs_retro_opts {
     int32_t share;                /* layers to share                          */
     kvs_dtype latent_type;        /* element format of latent rows            */
     bool weighted;                /* attention-aware per-dim weights          */
+    bool center;                  /* subspaces of centered activations        */
     int32_t granule;              /* rank granule (8 float, 32 block formats) */
 } kvs_retro_opts;
 
