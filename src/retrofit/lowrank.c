@@ -271,6 +271,7 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
     p->k_dim = kvs_calloc(n, sizeof(float *)); p->v_dim = kvs_calloc(n, sizeof(float *));
     p->k_mean = kvs_calloc(n, sizeof(float *)); p->v_mean = kvs_calloc(n, sizeof(float *));
     double *ktr = kvs_calloc(n, sizeof(double)), *vtr = kvs_calloc(n, sizeof(double));
+    double *kvar = kvs_calloc(n, sizeof(double)), *vvar = kvs_calloc(n, sizeof(double));
     double *wm = kvs_malloc(sizeof(double) * (size_t)(kd > vd ? kd : vd) * (kd > vd ? kd : vd));
     double *cm = kvs_malloc(sizeof(double) * (size_t)(kd > vd ? kd : vd) * (kd > vd ? kd : vd));
     p->keep_idx = kvs_calloc(n, sizeof(int32_t *));
@@ -279,7 +280,7 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
     double *kvec = kvs_malloc(sizeof(double) * n * kd * kd), *vvec = kvs_malloc(sizeof(double) * n * vd * vd);
     cand *cands = kvs_malloc(sizeof(cand) * n * (size_t)(kd + vd));
     kvs_status st = KVS_OK;
-    if (!p->rk || !p->rv || !p->keep || !p->shared || !p->k_basis || !p->v_basis || !p->k_scale || !p->v_scale || !p->k_dim || !p->v_dim || !p->k_mean || !p->v_mean || !ktr || !vtr || !wm || !cm || !p->keep_idx || !p->k_lost ||
+    if (!p->rk || !p->rv || !p->keep || !p->shared || !p->k_basis || !p->v_basis || !p->k_scale || !p->v_scale || !p->k_dim || !p->v_dim || !p->k_mean || !p->v_mean || !ktr || !vtr || !kvar || !vvar || !wm || !cm || !p->keep_idx || !p->k_lost ||
         !p->v_lost || !kw || !vw || !kvec || !vvec || !cands)
         st = kvs_fail(KVS_ERR_NOMEM, "compress: out of memory");
     if (st == KVS_OK) choose_shared(c, o->share, p->shared);
@@ -318,12 +319,22 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
         } else
         center(kk, ksum, N, kd, cm);
         weigh(cm, p->k_dim[l], kd, wm);
+        for (int32_t i = 0; i < kd; i++) {
+            double dd = p->k_dim[l] ? (double)p->k_dim[l][i] * p->k_dim[l][i] : 1.0;
+            bool kept = false;
+            for (int32_t j = 0; j < p->keep[l]; j++) kept |= p->keep_idx[l][j] == i;
+            if (!kept) kvar[l] += dd * (kk[(size_t)i * kd + i] - ksum[i] * ksum[i] / N);
+        }
         for (int32_t i = 0; i < kd; i++) ktr[l] += wm[(size_t)i * kd + i];
         st = sub_eig(wm, kd, p->keep_idx[l], p->keep[l], kw + (size_t)l * kd, kvec + (size_t)l * kd * kd);
         if (!o->center) memcpy(cm, c->vv + (size_t)l * vd * vd, sizeof(double) * (size_t)vd * vd);
         else
         center(c->vv + (size_t)l * vd * vd, vsum, N, vd, cm);
         weigh(cm, p->v_dim[l], vd, wm);
+        for (int32_t i = 0; i < vd; i++) {
+            double dd = p->v_dim[l] ? (double)p->v_dim[l][i] * p->v_dim[l][i] : 1.0;
+            vvar[l] += dd * (c->vv[(size_t)l * vd * vd + (size_t)i * vd + i] - vsum[i] * vsum[i] / N);
+        }
         for (int32_t i = 0; i < vd; i++) vtr[l] += wm[(size_t)i * vd + i];
         if (st == KVS_OK) st = kvs_lowrank_eig(wm, vd, vw + (size_t)l * vd, vvec + (size_t)l * vd * vd);
     }
@@ -335,9 +346,10 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
             if (p->shared[l] >= 0) continue;
             int32_t mk = kd - p->keep[l];
             fixed_el += p->keep[l];
-            double tk = 0, tv = 0;
-            for (int32_t i = 0; i < mk; i++) tk += kw[(size_t)l * kd + i];
-            for (int32_t i = 0; i < vd; i++) tv += vw[(size_t)l * vd + i];
+            /* each direction's share of its layer's variance (the centered
+             * trace): the mean direction of uncentered keys would otherwise
+             * make every other key direction look negligible */
+            double tk = kvar[l], tv = vvar[l];
             for (int32_t i = 0; i < mk; i++) cands[nc++] = (cand){kw[(size_t)l * kd + i] / (tk > 0 ? tk : 1), l, true};
             for (int32_t i = 0; i < vd; i++) cands[nc++] = (cand){vw[(size_t)l * vd + i] / (tv > 0 ? tv : 1), l, false};
             p->rk[l] = p->rv[l] = 0;
@@ -389,7 +401,7 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
         p->v_lost[l] = tv > 0 ? dv_ / tv : 0;
     }
     kvs_free(kw); kvs_free(vw); kvs_free(kvec); kvs_free(vvec); kvs_free(cands);
-    kvs_free(ktr); kvs_free(vtr); kvs_free(wm); kvs_free(cm);
+    kvs_free(ktr); kvs_free(vtr); kvs_free(kvar); kvs_free(vvar); kvs_free(wm); kvs_free(cm);
     if (st != KVS_OK) { kvs_retro_plan_free(p); return st; }
     *out = p;
     return KVS_OK;
