@@ -48,13 +48,16 @@ if [ -f "$M" ]; then
   expect no-cal     1 "cannot open"             -- "$K" compress -m "$M" --calib /nonexistent.txt --latent r=64 -o "$O"
   [ "$(cksum < "$M")" = "$sum" ] && pass=$((pass+1)) || { echo "FAIL input changed"; fail=$((fail+1)); }
   if [ "${KVS_SKIP_SLOW:-0}" != 1 ] && [ -f "$CAL" ]; then
-    expect compress-ok 0 "wrote"              -- "$K" compress -m "$M" --calib "$CAL" --calib-tokens 512 --calib-ctx 256 --latent r=64 --share 2 -t 2 -o "$O"
-    if [ -f "$O" ]; then
-      expect info-latent 0 "latent 64\+64"    -- "$K" info -m "$O"
-      expect info-shared 0 "shared<-"         -- "$K" info -m "$O"
-      expect run-latent  0 "generated: 8 tokens" -- "$K" run -m "$O" -p "Once upon a time" -n 8 --temp 0 --ignore-eos -t 2
+    G2="$tmp/good.gguf"   # expect removes out.gguf before each case
+    expect compress-ok 0 "wrote"              -- "$K" compress -m "$M" --calib "$CAL" --calib-tokens 512 --calib-ctx 256 --latent r=64 --share 2 -t 2 -o "$G2"
+    if [ -f "$G2" ]; then
+      expect info-latent 0 "latent 64\+64"    -- "$K" info -m "$G2"
+      expect info-shared 0 "shared<-"         -- "$K" info -m "$G2"
+      expect run-latent  0 "generated: 8 tokens" -- "$K" run -m "$G2" -p "Once upon a time" -n 8 --temp 0 --ignore-eos -t 2
       head -c 6000 /usr/share/common-licenses/GPL-3 > "$tmp/eval.txt"
-      expect ppl-latent  0 "perplexity: [0-9]" -- "$K" ppl -m "$O" -f "$tmp/eval.txt" -c 256 --chunks 1 -t 2
+      expect ppl-latent  0 "perplexity: [0-9]" -- "$K" ppl -m "$G2" -f "$tmp/eval.txt" -c 256 --chunks 1 -t 2
+    else
+      echo "FAIL compress-ok wrote no file"; fail=$((fail+1))
     fi
   fi
 else
