@@ -27,6 +27,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "plan")) return kvs_cmd_plan(argc - 1, argv + 1);
+    if (!strcmp(cmd, "compress")) { extern int cmd_compress(int, char **); return cmd_compress(argc - 1, argv + 1); }
     fprintf(stderr, "kvslim: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

@@ -3,15 +3,21 @@
  * grouped-query attention over the session's KV cache and a SwiGLU FFN. Batched: n tokens go through each matmul together, and
  * the per-token stages (residual + norm, RoPE + cache store, SwiGLU) are
  * split across the thread pool for batches. The attention step (RoPE, cache
- * store, attention over the layer's scheme) is shared: arch/attend.c. */
+ * store, attention over the layer's scheme) is shared: arch/attend.c.
+ * A retrofitted file (kvslim compress) adds latent layers, which attend
+ * through src/retrofit/latent_attn.c, and an optional capture hook (for
+ * calibration) sees each layer's pre-RoPE q/k/v; both live in the session's
+ * llama_state and cost one NULL check when unused. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "arch/attend.h"
 #include "model/loader.h"
 #include "model/session.h"
+#include "retrofit/retrofit.h"
 
 #define PAR_MIN_TOKENS KVS_PAR_MIN_TOKENS
 
@@ -34,6 +40,13 @@ static void glu_rows(void *ctx, int64_t lo, int64_t hi) {
     kvs_swiglu(t->gate + lo * t->n_ff, t->gate + lo * t->n_ff, t->up + lo * t->n_ff, (hi - lo) * t->n_ff);
 }
 
+/* Per-session state (s->ext). */
+typedef struct llama_state {
+    kvs_capture_fn capture;
+    void *capture_ctx;
+    kvs_retro_state *retro;  /* latent attention scratch; NULL without latent layers */
+} llama_state;
+
 static kvs_status llama_forward(kvs_session *s, const kvs_token *tokens, int64_t n, bool all_logits,
                              float *logits) {
     const kvs_model *m = s->model;
@@ -53,6 +66,8 @@ static kvs_status llama_forward(kvs_session *s, const kvs_token *tokens, int64_t
     /* s->up holds the pending residual delta (the previous FFN output) so
      * the add fuses into the next norm; NULL before the first layer */
     const float *pending = NULL;
+    const llama_state *ls = s->ext;
+    const kvs_retro *retro = m->ext;
 
     for (int32_t l = 0; l < hp->n_layer; l++) {
         const kvs_layer_weights *w = &m->layers[l];
@@ -64,7 +79,13 @@ static kvs_status llama_forward(kvs_session *s, const kvs_token *tokens, int64_t
             {.w = &w->wv, .y = s->v, .y_stride = vd, .bias = w->bv},
         };
         if ((st = kvs_matmul_run(s->mm, s->pool, s->xn, n, qkv, 3)) != KVS_OK) return st;
-        if ((st = kvs_arch_attend(s, l, n, &hp->rope, 1.0f / sqrtf((float)hp->head_dim_k))) != KVS_OK) return st;
+        if (ls && ls->capture) ls->capture(ls->capture_ctx, l, n, s->pos, s->q, s->k, s->v);
+        const float scale = 1.0f / sqrtf((float)hp->head_dim_k);
+        if (ls && ls->retro && kvs_retro_layer_latent(s, retro, l))
+            st = kvs_retro_attend(s, retro, ls->retro, l, n, &hp->rope, scale);
+        else
+            st = kvs_arch_attend(s, l, n, &hp->rope, scale);
+        if (st != KVS_OK) return st;
 
         kvs_mm_out o = {.w = &w->wo, .y = s->xn, .y_stride = d};
         if ((st = kvs_matmul_run(s->mm, s->pool, s->att, n, &o, 1)) != KVS_OK) return st;
@@ -125,6 +146,40 @@ static kvs_status load_family(kvs_loader *L, kvs_rope_mode mode, bool biases) {
         KVS_TRY(kvs_load_matrix(L, NAME("ffn_down.weight"), hp->n_ff, hp->n_embd, &w->ffn_down, true));
 #undef NAME
     }
+    const kvs_retro *retro;
+    KVS_TRY(kvs_retro_load(L, &retro));
+    m->ext = (void *)retro;
+    return KVS_OK;
+}
+
+static void llama_schemes(const kvs_model *m, kvs_dtype kv_type, kvs_kv_scheme *out) {
+    kvs_retro_schemes(m, m->ext, kv_type, out);
+}
+
+static void llama_session_free(kvs_session *s) {
+    llama_state *ls = s->ext;
+    if (!ls) return;
+    kvs_retro_state_free(ls->retro);
+    kvs_free(ls);
+    s->ext = NULL;
+}
+
+static kvs_status llama_session_init(kvs_session *s) {
+    llama_state *ls = kvs_calloc(1, sizeof *ls);
+    if (!ls) return kvs_fail(KVS_ERR_NOMEM, "session: out of memory");
+    s->ext = ls;
+    const kvs_retro *r = s->model->ext;
+    if (r && r->mode != KVS_RETRO_NONE) return kvs_retro_state_new(s, r, &ls->retro);
+    return KVS_OK;
+}
+
+kvs_status kvs_llama_set_capture(kvs_session *s, kvs_capture_fn fn, void *ctx) {
+    if (!s || (s->model->ops != &kvs_arch_llama && s->model->ops != &kvs_arch_qwen2) || !s->ext)
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "capture: architecture '%s' has no capture hook (llama, qwen2 only)",
+                        s ? s->model->arch_name : "?");
+    llama_state *ls = s->ext;
+    ls->capture = fn;
+    ls->capture_ctx = ctx;
     return KVS_OK;
 }
 
@@ -132,8 +187,10 @@ static kvs_status load_llama(kvs_loader *L) { return load_family(L, KVS_ROPE_NOR
 static kvs_status load_qwen2(kvs_loader *L) { return load_family(L, KVS_ROPE_NEOX, true); }
 
 const kvs_arch_ops kvs_arch_llama = {
-    .name = "llama", .load = load_llama, .default_schemes = kvs_model_full_schemes, .forward = llama_forward,
+    .name = "llama", .load = load_llama, .default_schemes = llama_schemes, .session_init = llama_session_init,
+    .session_free = llama_session_free, .forward = llama_forward,
 };
 const kvs_arch_ops kvs_arch_qwen2 = {
-    .name = "qwen2", .load = load_qwen2, .default_schemes = kvs_model_full_schemes, .forward = llama_forward,
+    .name = "qwen2", .load = load_qwen2, .default_schemes = llama_schemes, .session_init = llama_session_init,
+    .session_free = llama_session_free, .forward = llama_forward,
 };
