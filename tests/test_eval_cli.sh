@@ -23,7 +23,7 @@ expect no-file      2 "text file with -f"           -- "$K" eval --kv q8_0
 expect bad-flag     2 "unknown option"              -- "$K" eval --kv q8_0 -f "$T" --bogus
 expect bad-passkey  2 "bad value 'x1k'"             -- "$K" eval --kv q8_0 -f "$T" --passkey x1k
 expect pk-over-ctx  2 "passkey length 2048 exceeds the context -c 1024" -- "$K" eval --kv q8_0 -f "$T" -c 1024 --passkey 2k
-expect bad-depth    2 "bad value '1.5'"             -- "$K" eval --kv q8_0 -f "$T" --depths 0.5,1.5
+expect bad-depth    2 "bad value '0.5,1.5' for --depths"             -- "$K" eval --kv q8_0 -f "$T" --depths 0.5,1.5
 expect bad-evict    2 "bad 'h2o=8\+16'"             -- "$K" eval --kv h2o=8+16 -f "$T"
 expect evict-range  2 "cannot take a layer range"   -- "$K" eval --kv 0-3:h2o=64 -f "$T"
 expect kv-window    2 "give each scheme whole"      -- "$K" eval --kv q8_0 --kv-window 64 -f "$T"

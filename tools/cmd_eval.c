@@ -100,8 +100,9 @@ static bool parse_scheme(const char *text, scheme *sc) {
         char kept[512] = "";
         char *save_s = NULL;
         for (char *set = strtok_r(rule, ",", &save_s); set; set = strtok_r(NULL, ",", &save_s)) {
-            kvs_evict_policy p = !strncmp(set, "h2o=", 4) ? KVS_EVICT_H2O : !strncmp(set, "snapkv=", 7) ? KVS_EVICT_SNAPKV
-                                                                                                     : KVS_EVICT_NONE;
+            const char *body = strchr(set, ':') ? strchr(set, ':') + 1 : set; /* after a layer range */
+            kvs_evict_policy p = !strncmp(body, "h2o=", 4) ? KVS_EVICT_H2O : !strncmp(body, "snapkv=", 7) ? KVS_EVICT_SNAPKV
+                                                                                                       : KVS_EVICT_NONE;
             if (p == KVS_EVICT_NONE) {
                 if (kept[0]) strcat(kept, ",");
                 strcat(kept, set);
