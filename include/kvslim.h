@@ -193,6 +193,82 @@ typedef struct kvs_ppl_result {
 kvs_status kvs_perplexity(kvs_session *s, const kvs_token *tokens, size_t n_tokens,
                           kvs_progress_fn progress, void *user, kvs_ppl_result *out);
 
+
+/* ---- quality meter (kvslim eval) ---------------------------------------- */
+
+/* Divergence of one next-token distribution from a reference, both given as
+ * logits over n_vocab entries: KL(P_ref || P) in nats, computed exactly in
+ * double from the full log-softmax of each. */
+double kvs_logits_kl(const float *ref_logits, const float *logits, int32_t n_vocab);
+/* Index of the largest logit (the first one on ties). */
+int32_t kvs_logits_argmax(const float *logits, int32_t n_vocab);
+
+/* Quality of a session's cache against a reference session's on the same
+ * tokens, accumulated over calls of kvs_compare; zero it before the first
+ * call, kvs_cmp_finish() fills the summary fields, kvs_cmp_free() releases
+ * the per-token KL values it keeps for the percentiles. */
+typedef struct kvs_cmp_result {
+    /* summary (after kvs_cmp_finish) */
+    double ppl, nll, nll_stderr;   /* this session's perplexity                 */
+    double kl_mean, kl_p99, kl_max;/* KL(P_ref || P) per scored token, nats     */
+    double top1;                   /* fraction of tokens whose argmax agrees    */
+    uint64_t n_scored, n_chunks;
+    /* accumulators */
+    double sum_nll, sum_nll2, sum_kl;
+    uint64_t n_top1;
+    double *kl_values;             /* (n_scored) */
+    size_t kl_cap;
+} kvs_cmp_result;
+
+/* Perplexity, KL and top-1 agreement of n_cand candidate sessions against
+ * ref, computed in lockstep so the reference logits are computed once and
+ * never stored beyond one sub-batch: the tokens are cut into chunks of
+ * n_ctx (the llama.cpp perplexity convention: each chunk from an empty
+ * cache, first token BOS when the model adds one, second half scored); every
+ * session prefills the first half, then the second half goes through all
+ * sessions sub-batch by sub-batch and each candidate's logits are compared
+ * with the reference's for the same positions. Every session needs a context
+ * of at least n_ctx. ref_out accumulates the reference's own perplexity
+ * (may be NULL); out has n_cand entries. progress gets chunks done. */
+kvs_status kvs_compare(kvs_session *ref, kvs_session *const *cand, int n_cand, const kvs_token *tokens,
+                       size_t n_tokens, uint32_t n_ctx, kvs_progress_fn progress, void *user,
+                       kvs_cmp_result *ref_out, kvs_cmp_result *out);
+void kvs_cmp_finish(kvs_cmp_result *r);
+void kvs_cmp_free(kvs_cmp_result *r);
+
+/* Passkey retrieval prompt: an instruction, n_filler repetitions of a filler
+ * paragraph with the sentence giving `key` inserted after
+ * round(depth * n_filler) of them (depth in [0, 1]), then the question.
+ * Returns a malloc'd string (caller frees) or NULL. */
+char *kvs_passkey_text(uint32_t n_filler, double depth, uint32_t key);
+/* The question at the end of kvs_passkey_text, for chat-formatted prompts:
+ * the text before it and the question are split at this string. */
+const char *kvs_passkey_question(void);
+/* Exact match: the first run of digits in `answer` equals key's digits. */
+bool kvs_passkey_match(const char *answer, uint32_t key);
+
+/* ---- eviction ------------------------------------------------------------- */
+
+typedef enum kvs_evict_policy {
+    KVS_EVICT_NONE   = 0,
+    KVS_EVICT_H2O    = 1, /* heavy hitters: accumulated attention mass       */
+    KVS_EVICT_SNAPKV = 2, /* after each prompt chunk: attention of its last
+                             `window` queries, max-pooled, picks the kept set */
+} kvs_evict_policy;
+
+/* Bound every full-attention layer (not windowed, not shared, row formats,
+ * not per-channel) to `budget` cached tokens per KV head. H2O: the first
+ * `sinks` and the newest `window` tokens are always kept, the rest by
+ * accumulated attention. SnapKV: a prompt chunk is compressed to `budget`
+ * tokens: the newest `window` (its observation window) plus the highest
+ * scoring older ones; single-token steps append without evicting until the
+ * next chunk. Call on a fresh or reset session; KVS_EVICT_NONE turns it off. */
+kvs_status kvs_session_set_eviction(kvs_session *s, kvs_evict_policy policy, uint32_t budget, uint32_t window,
+                                    uint32_t sinks);
+/* KV bytes the session holds at n_tokens, counting evicting layers at their
+ * budget (kvs_session_kv_bytes_at counts them as full layers). */
+uint64_t kvs_session_kv_bytes_at_evict(const kvs_session *s, uint64_t n_tokens);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "kv/kivi.h"
+#include "kv/kv_evict.h"
 
 #define ROTATE_SEED 0x6b76736c696dull /* fixed: keys and queries rotate alike */
 
@@ -87,13 +88,16 @@ kvs_status kvs_arch_attend(kvs_session *s, int32_t layer, int64_t n, const kvs_r
     const bool own = L->pages != NULL, win = own && L->scheme.window;
     const bool shared_win = !own && src->pages && ls->window;
     const bool grouped = own && L->scheme.layout == KVS_KV_LAYOUT_CHANNEL; /* groups span chunk splits */
-    rope_store_task rt = {.s = s, .rope = rope, .layer = layer, .store = own && !win && !grouped, .rotate = ls->rotate != 0};
+    const bool evict = kvs_kv_evict_on(s->kv->evict, layer); /* kept tokens + the chunk, stored after scoring */
+    rope_store_task rt = {.s = s, .rope = rope, .layer = layer, .store = own && !win && !grouped && !evict, .rotate = ls->rotate != 0};
     kvs_pool_for(s->pool, n, KVS_PAR_MIN_TOKENS, rope_store_rows, &rt);
     if (atomic_load(&rt.status) != KVS_OK)
         return kvs_fail((kvs_status)atomic_load(&rt.status), "layer %d: KV cache store failed", layer);
     if (grouped && (st = kvs_kv_cache_store(s->kv, layer, s->n_past, n, s->k, s->v)) != KVS_OK) return st;
     int n_segs;
-    if (win) {
+    if (evict) {
+        n_segs = kvs_kv_evict_segments(s->kv->evict, s->kv, layer, s->n_past, n, s->k, s->v, s->segs, s->max_segs);
+    } else if (win) {
         n_segs = kvs_kv_cache_segments(s->kv, layer, s->n_past, s->segs, s->max_segs - 1);
         s->segs[n_segs++] = kvs_kv_cache_stage(s->kv, layer, s->staging, s->n_past, n, s->k, s->v);
     } else if (shared_win) {
@@ -113,5 +117,7 @@ kvs_status kvs_arch_attend(kvs_session *s, int32_t layer, int64_t n, const kvs_r
     if (win && last_sharer(s->kv, layer) < 0 && (st = kvs_kv_cache_store(s->kv, layer, s->n_past, n, s->k, s->v)) != KVS_OK)
         return st;
     if (shared_win && last_sharer(s->kv, L->source) == layer && (st = commit_staged(s, L->source, n)) != KVS_OK) return st;
+    if (evict && (st = kvs_kv_evict_update(s->kv->evict, s->kv, layer, s->pool, s->q, hp->n_head, n, s->k, s->v, scale)) != KVS_OK)
+        return st;
     return KVS_OK;
 }

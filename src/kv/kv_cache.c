@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/f16.h"
 #include "kv/kivi.h"
+#include "kv/kv_evict.h"
 
 #define KVS_DEFAULT_PAGE 256
 
@@ -208,11 +209,13 @@ void kvs_kv_cache_clear(kvs_kv_cache *c) {
         L->n_stored = 0;
     }
     c->bytes = 0;
+    kvs_kv_evict_clear(c->evict);
 }
 
 void kvs_kv_cache_free(kvs_kv_cache *c) {
     if (!c) return;
     kvs_kv_cache_clear(c);
+    kvs_kv_evict_free(c->evict);
     for (int32_t i = 0; i < c->n_layers; i++) {
         kvs_free(c->layers[i].pages);
         kvs_free(c->layers[i].cpages);
@@ -231,6 +234,7 @@ kvs_status kvs_kv_cache_reserve(kvs_kv_cache *c, uint64_t n_pos) {
         const kvs_kv_layer *L = &c->layers[i];
         if (!L->pages) continue;
         uint64_t used = n_pos < L->slots ? n_pos : L->slots;
+        if (kvs_kv_evict_on(c->evict, i)) used = kvs_kv_evict_slots(c->evict, i, n_pos); /* kept + this chunk */
         if (channel(L)) {
             used = n_pos / L->scheme.group * L->scheme.group; /* complete groups only */
             if (n_pos && !L->resid) need += resid_bytes(L);
@@ -251,6 +255,7 @@ kvs_status kvs_kv_cache_reserve(kvs_kv_cache *c, uint64_t n_pos) {
         kvs_kv_layer *L = &c->layers[i];
         if (!L->pages) continue;
         uint64_t used = n_pos < L->slots ? n_pos : L->slots;
+        if (kvs_kv_evict_on(c->evict, i)) used = kvs_kv_evict_slots(c->evict, i, n_pos);
         if (channel(L)) {
             used = n_pos / L->scheme.group * L->scheme.group;
             if (n_pos && !L->resid) {
@@ -308,6 +313,13 @@ static void slot_ptrs(const kvs_kv_layer *L, uint64_t slot, uint8_t **k, uint8_t
     uint64_t o = slot % L->page_tokens;
     *k = page + o * L->k_row;
     *v = latent(L) ? *k : page + (size_t)L->scheme.n_kv_heads * L->page_tokens * L->k_row + o * L->v_row;
+}
+
+void kvs_kv_cache_row(const kvs_kv_cache *c, int32_t layer, uint64_t slot, int32_t head, uint8_t **k, uint8_t **v) {
+    const kvs_kv_layer *L = &c->layers[layer];
+    slot_ptrs(L, slot, k, v);
+    *k += (size_t)head * L->page_tokens * L->k_row;
+    *v += (size_t)head * L->page_tokens * L->v_row;
 }
 
 /* Quantize the complete group that ends at position `last` from the

@@ -85,6 +85,7 @@ typedef struct kvs_kv_cache {
     kvs_kv_layer *layers;    /* (n_layers) */
     uint64_t bytes;          /* bytes of pages currently allocated */
     uint64_t budget;         /* 0 = unlimited */
+    struct kvs_kv_evict *evict; /* token eviction (kv/kv_evict.h), NULL = none */
 } kvs_kv_cache;
 
 /* Validates the schemes (shared sources must be earlier, non-shared layers
@@ -130,5 +131,9 @@ uint8_t *kvs_kv_cache_entry_row(kvs_kv_cache *c, int32_t layer, uint64_t j, uint
 size_t kvs_kv_cache_staging_bytes(const kvs_kv_cache *c, int32_t layer, int64_t n);
 kvs_kv_segment kvs_kv_cache_stage(const kvs_kv_cache *c, int32_t layer, uint8_t *buf, uint64_t pos0,
                                   int64_t n, const float *k, const float *v);
+
+/* Pointers to one KV head's key and value rows in a slot of a row-format
+ * (non-latent, non-per-channel) layer's pages (token eviction moves rows). */
+void kvs_kv_cache_row(const kvs_kv_cache *c, int32_t layer, uint64_t slot, int32_t head, uint8_t **k, uint8_t **v);
 
 #endif
