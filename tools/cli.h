@@ -48,5 +48,7 @@ int cmd_run(int argc, char **argv);
 int cmd_ppl(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_compress(int argc, char **argv);
 
 #endif

@@ -61,7 +61,6 @@ static bool parse_latent(const char *v, kvs_retro_opts *o) {
     return false;
 }
 
-int cmd_compress(int argc, char **argv); /* dispatched from kvslim.c */
 int cmd_compress(int argc, char **argv) {
     const char *in_path = NULL, *out_path = NULL, *kv = NULL, *calib[16], *cache = NULL;
     int n_calib = 0;

@@ -9,8 +9,6 @@
 
 #include "cli.h"
 
-int cmd_eval(int argc, char **argv);
-
 #define MAX_SCHEMES 32
 #define MAX_FILES 8
 #define MAX_PK 8

@@ -16,7 +16,8 @@ static void usage(FILE *f) {
             "  info    model architecture, sizes and KV bytes per token\n"
             "  bench   prefill/decode speed at several KV depths vs the memory limit\n"
             "  plan    KV memory, max context, concurrency and cost on given hardware\n"
-            "  eval    quality of KV schemes vs an uncompressed cache (ppl, KL, passkey, speed)\n");
+            "  eval    quality of KV schemes vs an uncompressed cache (ppl, KL, passkey, speed)\n"
+            "  compress  retrofit latent KV / layer sharing onto a GQA model, write a GGUF\n");
 }
 
 int main(int argc, char **argv) {
@@ -27,9 +28,9 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "ppl")) return cmd_ppl(argc - 1, argv + 1);
     if (!strcmp(cmd, "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
-    if (!strcmp(cmd, "eval")) { extern int cmd_eval(int, char **); return cmd_eval(argc - 1, argv + 1); }
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "plan")) return kvs_cmd_plan(argc - 1, argv + 1);
-    if (!strcmp(cmd, "compress")) { extern int cmd_compress(int, char **); return cmd_compress(argc - 1, argv + 1); }
+    if (!strcmp(cmd, "compress")) return cmd_compress(argc - 1, argv + 1);
     fprintf(stderr, "kvslim: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;
