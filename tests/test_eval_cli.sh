@@ -38,9 +38,9 @@ if [ -f "$M" ]; then
   # a real run: f16 against the f16 reference must change nothing
   expect run-table    0 "^\*?f16 .* 0\.00000 .* 100\.00" -- "$K" eval -m "$M" -t 2 -c 64 --chunks 1 -f "$T" --kv f16 --kv q4_0 --kv h2o=32+8 --gen 2 --plot "$tmp/p.svg"
   grep -q "</svg>" "$tmp/p.svg" && grep -q "h2o=32+8" "$tmp/p.svg" && pass=$((pass+1)) || { echo "FAIL plot: no SVG"; fail=$((fail+1)); }
-  expect run-json     0 '"scheme": "q8_0".*"kl_mean"' -- "$K" eval -m "$M" -t 2 -c 128 --chunks 1 -f "$T" --kv q8_0 --passkey 128 --depths 0.5 --json
+  expect run-json     0 '"scheme": "q8_0".*"kl_mean"' -- "$K" eval -m "$M" -t 2 -c 256 --chunks 1 -f "$T" --kv q8_0 --passkey 256 --depths 0.5 --json
   n=$(grep -c '^{' "$tmp/out"); [ "$n" -eq 2 ] && pass=$((pass+1)) || { echo "FAIL json: $n objects, want 2 (reference + one scheme)"; fail=$((fail+1)); }
-  grep -q '"passkey": {"128": ' "$tmp/out" && pass=$((pass+1)) || { echo "FAIL json: no passkey result"; fail=$((fail+1)); }
+  grep -q '"passkey": {"256": ' "$tmp/out" && pass=$((pass+1)) || { echo "FAIL json: no passkey result"; fail=$((fail+1)); }
 fi
 echo "test_eval_cli.sh: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
