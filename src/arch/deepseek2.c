@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "arch/attend.h"
+#include "arch/stages.h"
 #include "core/alloc.h"
 #include "core/error.h"
 #include "model/loader.h"
@@ -75,25 +76,6 @@ typedef struct ds2_session {
 } ds2_session;
 
 /* ---- forward ---------------------------------------------------------- */
-
-typedef struct norm_task {
-    float *x; const float *delta; float *y; const float *w;
-    int64_t d; float eps;
-} norm_task;
-
-/* x += delta (if any); y = rmsnorm(x) * w, for token rows [lo, hi). */
-static void norm_rows(void *ctx, int64_t lo, int64_t hi) {
-    const norm_task *t = ctx;
-    if (t->delta) kvs_add(t->x + lo * t->d, t->delta + lo * t->d, (hi - lo) * t->d);
-    kvs_rmsnorm(t->y + lo * t->d, t->x + lo * t->d, t->w, hi - lo, t->d, t->eps);
-}
-
-typedef struct glu_task { float *gate; const float *up; int64_t n_ff; } glu_task;
-
-static void glu_rows(void *ctx, int64_t lo, int64_t hi) {
-    const glu_task *t = ctx;
-    kvs_swiglu(t->gate + lo * t->n_ff, t->gate + lo * t->n_ff, t->up + lo * t->n_ff, (hi - lo) * t->n_ff);
-}
 
 /* y[t, h] = W[h] x[t, h] for every token and head: the per-head absorption
  * (W_UK^T) and expansion (W_UV) products. Decode (few tokens): one dispatch
@@ -176,8 +158,7 @@ static kvs_status swiglu_ffn(kvs_session *s, const kvs_weight *g, const kvs_weig
     int64_t nff = g->n_out;
     kvs_mm_out gu[2] = {{.w = g, .y = s->gate, .y_stride = nff}, {.w = u, .y = s->up, .y_stride = nff}};
     if ((st = kvs_matmul_run(s->mm, s->pool, s->xn, n, gu, 2)) != KVS_OK) return st;
-    glu_task gt = {s->gate, s->up, nff};
-    kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, glu_rows, &gt);
+    kvs_stage_glu(s, n, s->gate, s->up, nff, false);
     kvs_mm_out dn = {.w = d, .y = out, .y_stride = s->model->hp.n_embd};
     return kvs_matmul_run(s->mm, s->pool, s->gate, n, &dn, 1);
 }
@@ -251,11 +232,9 @@ static kvs_status ds2_forward(kvs_session *s, const kvs_token *tokens, int64_t n
     const float *pending = NULL; /* previous FFN output, added in the next norm */
     for (int32_t l = 0; l < hp->n_layer; l++) {
         const ds2_layer *w = &dm->layers[l];
-        norm_task nt = {s->x, pending, s->xn, w->attn_norm, d, hp->norm_eps};
-        kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, norm_rows, &nt);
+        kvs_stage_add_norm(s, n, s->x, pending, s->xn, w->attn_norm, d, hp->norm_eps);
         if ((st = attention(s, l, n)) != KVS_OK) return st;
-        norm_task nf = {s->x, s->xn, s->xn, w->ffn_norm, d, hp->norm_eps};
-        kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, norm_rows, &nf);
+        kvs_stage_add_norm(s, n, s->x, s->xn, s->xn, w->ffn_norm, d, hp->norm_eps);
         if (w->moe) st = moe(s, l, n);
         else st = swiglu_ffn(s, &w->ffn_gate, &w->ffn_up, &w->ffn_down, n, ((ds2_session *)s->ext)->ffn_out);
         if (st != KVS_OK) return st;

@@ -26,6 +26,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "arch/attend.h"
+#include "arch/stages.h"
 #include "model/loader.h"
 #include "model/session.h"
 
@@ -115,13 +116,6 @@ static void qkv_norm_rows(void *ctx, int64_t lo, int64_t hi) {
     if (t->v_norm) kvs_rmsnorm(v, v, NULL, n * hp->n_head_kv, dv, hp->norm_eps);
 }
 
-typedef struct glu_task { float *gate; const float *up; int64_t n_ff; } glu_task;
-
-static void glu_rows(void *ctx, int64_t lo, int64_t hi) {
-    const glu_task *t = ctx;
-    kvs_geglu(t->gate + lo * t->n_ff, t->gate + lo * t->n_ff, t->up + lo * t->n_ff, (hi - lo) * t->n_ff);
-}
-
 /* gemma4 per-layer inputs for the chunk: ple[t] = (rmsnorm(x[t] Wp / sqrt(d))
  * * proj_norm + ple_embd[tok] * sqrt(n_ple)) / sqrt(2), per layer slice; x is
  * the scaled token embedding. */
@@ -208,8 +202,7 @@ static kvs_status gemma_forward(kvs_session *s, const kvs_token *tokens, int64_t
             {.w = &w->ffn_up, .y = s->up, .y_stride = hp->n_ff},
         };
         if ((st = kvs_matmul_run(s->mm, s->pool, s->xn, n, gu, 2)) != KVS_OK) return st;
-        glu_task gt = {s->gate, s->up, hp->n_ff};
-        kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, glu_rows, &gt);
+        kvs_stage_glu(s, n, s->gate, s->up, hp->n_ff, true);
         kvs_mm_out dn = {.w = &w->ffn_down, .y = s->up, .y_stride = d};
         if ((st = kvs_matmul_run(s->mm, s->pool, s->gate, n, &dn, 1)) != KVS_OK) return st;
         res_run(s, n, s->up, w->post_ffw_norm, g->n_ple ? 1.0f : w->out_scale, NULL, NULL);

@@ -15,30 +15,11 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "arch/attend.h"
+#include "arch/stages.h"
 #include "model/loader.h"
 #include "model/session.h"
 #include "retrofit/retrofit.h"
 
-#define PAR_MIN_TOKENS KVS_PAR_MIN_TOKENS
-
-/* x += delta (if any); y = rmsnorm(x) * w, for token rows [lo, hi). */
-typedef struct norm_task {
-    float *x; const float *delta; float *y; const float *w;
-    int64_t d; float eps;
-} norm_task;
-
-static void norm_rows(void *ctx, int64_t lo, int64_t hi) {
-    const norm_task *t = ctx;
-    if (t->delta) kvs_add(t->x + lo * t->d, t->delta + lo * t->d, (hi - lo) * t->d);
-    kvs_rmsnorm(t->y + lo * t->d, t->x + lo * t->d, t->w, hi - lo, t->d, t->eps);
-}
-
-typedef struct glu_task { float *gate; const float *up; int64_t n_ff; } glu_task;
-
-static void glu_rows(void *ctx, int64_t lo, int64_t hi) {
-    const glu_task *t = ctx;
-    kvs_swiglu(t->gate + lo * t->n_ff, t->gate + lo * t->n_ff, t->up + lo * t->n_ff, (hi - lo) * t->n_ff);
-}
 
 /* Per-session state (s->ext). */
 typedef struct llama_state {
@@ -71,8 +52,7 @@ static kvs_status llama_forward(kvs_session *s, const kvs_token *tokens, int64_t
 
     for (int32_t l = 0; l < hp->n_layer; l++) {
         const kvs_layer_weights *w = &m->layers[l];
-        norm_task nt = {s->x, pending, s->xn, w->attn_norm, d, hp->norm_eps};
-        kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, norm_rows, &nt);
+        kvs_stage_add_norm(s, n, s->x, pending, s->xn, w->attn_norm, d, hp->norm_eps);
         kvs_mm_out qkv[3] = {
             {.w = &w->wq, .y = s->q, .y_stride = qd, .bias = w->bq},
             {.w = &w->wk, .y = s->k, .y_stride = kd, .bias = w->bk},
@@ -91,15 +71,13 @@ static kvs_status llama_forward(kvs_session *s, const kvs_token *tokens, int64_t
         if ((st = kvs_matmul_run(s->mm, s->pool, s->att, n, &o, 1)) != KVS_OK) return st;
         /* x += attention output; xn = ffn_norm(x). The norm writes xn in place
          * of the delta it reads: each row is read fully before it is written. */
-        norm_task nf = {s->x, s->xn, s->xn, w->ffn_norm, d, hp->norm_eps};
-        kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, norm_rows, &nf);
+        kvs_stage_add_norm(s, n, s->x, s->xn, s->xn, w->ffn_norm, d, hp->norm_eps);
         kvs_mm_out gu[2] = {
             {.w = &w->ffn_gate, .y = s->gate, .y_stride = hp->n_ff},
             {.w = &w->ffn_up, .y = s->up, .y_stride = hp->n_ff},
         };
         if ((st = kvs_matmul_run(s->mm, s->pool, s->xn, n, gu, 2)) != KVS_OK) return st;
-        glu_task gt = {s->gate, s->up, hp->n_ff};
-        kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, glu_rows, &gt);
+        kvs_stage_glu(s, n, s->gate, s->up, hp->n_ff, false);
         kvs_mm_out dn = {.w = &w->ffn_down, .y = s->up, .y_stride = d};
         if ((st = kvs_matmul_run(s->mm, s->pool, s->gate, n, &dn, 1)) != KVS_OK) return st;
         pending = s->up;
