@@ -9,7 +9,11 @@
 #
 # usage: scripts/bench_mla.sh            env: PY (python with numpy+gguf),
 #        PEER=1 PEER_PY=/work/venv-ref/bin/python scripts/bench_mla.sh
-#        THREADS (2), DEPTHS (0,1024,4096), NGEN (32), REPS (2), KV (f16)
+#        THREADS (2), DEPTHS (0,1024,4096), NGEN (32), REPS (2), KV (f16, or q8_0:
+#        the int8 latent path), FILL=1 (reach each depth with random cache
+#        rows instead of a prefill: same decode work, no prefill cost),
+#        KVSLIM (binary, default build/kvslim: e.g. an older build for A/B),
+#        JSON=1 (kvslim's --json lines, with CPU ms per token)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -26,9 +30,15 @@ if [ ! -f "$OUT" ]; then
     echo "generating $OUT (about 340 MB)..." >&2
     "$PY" scripts/gen_fixture_deepseek2.py --config bench -o "$OUT"
 fi
-[ -x build/kvslim ] || make -j2 >&2
+KVSLIM=${KVSLIM:-build/kvslim}
+[ -x "$KVSLIM" ] || make -j2 >&2
+EXTRA=()
+PREFILL=512
+if [ "${FILL:-0}" = 1 ]; then EXTRA+=(--fill-random); PREFILL=0; fi
+if [ "${JSON:-0}" = 1 ]; then EXTRA+=(--json); fi
 set -x
-build/kvslim bench -m "$OUT" -t "$THREADS" -c "$CTX" --kv "$KV" -p 512 -n "$NGEN" -d "$DEPTHS" -r "$REPS" --bw-gib 0
+"$KVSLIM" bench -m "$OUT" -t "$THREADS" -c "$CTX" --kv "$KV" -p "$PREFILL" -n "$NGEN" -d "$DEPTHS" -r "$REPS" \
+    --bw-gib 0 "${EXTRA[@]}"
 if [ "${PEER:-0}" = 1 ]; then
     "${PEER_PY:-/work/venv-ref/bin/python}" scripts/bench_llamacpp.py "$OUT" -t "$THREADS" -p 512 -n "$NGEN" \
         -d "$DEPTHS" -r "$REPS"

@@ -11,6 +11,9 @@ Configurations (--config):
          normalized weights, routed scaling 2.5, expert groups (4, 2 used).
   c      as (a) but in the legacy format: one combined attn_kv_b per layer
          and no key_length_mla/value_length_mla keys.
+  d      as (a) with 16 heads and latent 64 + rope 32 (rows of 96 = three
+         32-element blocks): decode runs the many-head latent kernel
+         (src/attn/attn_latent*.c), incl. its int8 path with a q8_0 cache.
   bench  DeepSeek-V2-Lite-shaped attention (27 layers, hidden 2048, 16
          heads, latent 512 + rope 64, nope 128, v 128) with a small dense FFN
          in every layer and Q4_0 weights; for speed runs only (~350 MB,
@@ -21,7 +24,7 @@ weights with f32 activations, so the numpy reference
 (scripts/ref_numpy_deepseek2.py, float64 on the same stored values) can be
 compared tightly.
 
-usage: gen_fixture_deepseek2.py --config a|b|c|bench -o OUT.gguf [--seed N] [--n-layer N]
+usage: gen_fixture_deepseek2.py --config a|b|c|d|bench -o OUT.gguf [--seed N] [--n-layer N]
 needs: numpy, gguf (PyPI)
 """
 import argparse
@@ -50,6 +53,7 @@ CONFIGS = {
                   vocab=1024, ctx=163840, kvb_split=True, quant="q4_0"),
 }
 CONFIGS["c"] = dict(CONFIGS["a"], kvb_split=False)
+CONFIGS["d"] = dict(CONFIGS["a"], n_head=16, kv_lora=64, rope=32)
 
 
 def tokenizer(w, n_vocab):
@@ -86,7 +90,7 @@ def main():
         c["n_layer"] = a.n_layer
     if a.n_dense is not None:
         c["n_dense"] = a.n_dense
-    seed = a.seed if a.seed is not None else {"a": 11, "b": 22, "c": 11, "bench": 7}[a.config]
+    seed = a.seed if a.seed is not None else {"a": 11, "b": 22, "c": 11, "d": 33, "bench": 7}[a.config]
     rng = np.random.default_rng(seed)
     qtype = gguf.GGMLQuantizationType.Q4_0 if c["quant"] == "q4_0" else None
 

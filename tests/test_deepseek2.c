@@ -10,10 +10,13 @@
  *                     YaRN factor 40 (mscale^2 = 1.87 in the attention scale)
  *   deepseek2_c.gguf  the weights of (a) in the legacy combined attn_kv_b
  *                     format: must give (a)'s logits
+ *   deepseek2_d.gguf  (a) with 16 heads and latent 64 + rope 32: decode
+ *                     runs the many-head latent kernel (attn_latent.h)
  * Reference (scripts/ref_numpy_deepseek2.py, float64, EXPANDED attention
  * per head, from the DeepSeek papers and model.py):
  *   a: ref_numpy_deepseek2.py deepseek2_a.gguf deepseek2_a.ref.gguf --seed 2
  *   b: ref_numpy_deepseek2.py deepseek2_b.gguf deepseek2_b.ref.gguf --seed 8
+ *   d: ref_numpy_deepseek2.py deepseek2_d.gguf deepseek2_d.ref.gguf --seed 3
  * 64 tokens; the reference refuses seeds whose closest expert/group choice is
  * within 1e-4 (here >= 1.3e-3), so float32 rounding cannot flip a routing.
  *
@@ -27,7 +30,10 @@
  * layers (observed <= 7.4e-7 over all paths). A real defect (wrong YaRN ramp,
  * missing mscale, rope on the wrong pairs, a routing or normalization error,
  * absorbed != expanded) moves logits by >= 1e-2. With an f16 cache (the
- * default) the stored latent is rounded to 2^-11: tolerance 5e-3.
+ * default) the stored latent is rounded to 2^-11: tolerance 5e-3. With a
+ * q8_0 cache (d only: its rows are whole 32-element blocks) token-by-token
+ * decode stores rows rounded to absmax/254 and, with 16 heads, scores them
+ * with the query quantized the same way (int8 path): tolerance 5e-2.
  *
  * Also: malformed files (a missing tensor, misshaped tensors) fail to load
  * with KVS_ERR_FORMAT and a message naming the tensor; a layer sharing an
@@ -85,7 +91,7 @@ static kvs_session *new_session(kvs_model *m, uint32_t n_batch, int threads, kvs
     return s;
 }
 
-static double g_worst_f32, g_worst_f16;
+static double g_worst_f32, g_worst_f16, g_worst_q8 = -1.0;
 
 static void check_paths(const char *model_path, const ref *r) {
     kvs_model *m = NULL;
@@ -138,6 +144,17 @@ static void check_paths(const char *model_path, const ref *r) {
         printf("  %s, f16 KV decode: %.2e\n", model_path, e);
         CHECKF(e <= 5e-3, "%s f16 KV: error %.3g > 5e-3", model_path, e);
         if (e > g_worst_f16 || e != e) g_worst_f16 = e;
+        kvs_session_free(s);
+    }
+    /* q8_0 cache where the latent rows are whole blocks */
+    s = strstr(model_path, "deepseek2_d") ? new_session(m, 64, 2, KVS_KV_Q8_0) : NULL;
+    if (s) {
+        for (int t = 0; t < NT; t++)
+            CHECK(kvs_decode(s, (const kvs_token *)r->tokens + t, 1, false, lg + t * V) == KVS_OK);
+        double e = rel_err(lg, r->logits, NT * V);
+        printf("  %s, q8_0 KV decode: %.2e\n", model_path, e);
+        CHECKF(e <= 5e-2, "%s q8_0 KV: error %.3g > 5e-2", model_path, e);
+        if (e > g_worst_q8 || e != e) g_worst_q8 = e;
         kvs_session_free(s);
     }
     /* the forward writes latent rows: a rule making a layer full is refused */
@@ -292,16 +309,21 @@ static void test_alloc_failures(void) {
 int main(void) {
     test_routing();
     test_yarn();
-    ref ra = {0}, rb = {0};
+    ref ra = {0}, rb = {0}, rd = {0};
     bool oka = load_ref("tests/data/deepseek2_a.ref.gguf", &ra), okb = load_ref("tests/data/deepseek2_b.ref.gguf", &rb);
-    CHECK(oka && okb);
+    bool okd = load_ref("tests/data/deepseek2_d.ref.gguf", &rd);
+    CHECK(oka && okb && okd);
     if (oka) check_paths("tests/data/deepseek2_a.gguf", &ra);
     if (oka) check_paths("tests/data/deepseek2_c.gguf", &ra);
     if (okb) check_paths("tests/data/deepseek2_b.gguf", &rb);
-    printf("  worst: f32 KV %.2e (tolerance 1e-5), f16 KV %.2e (tolerance 5e-3)\n", g_worst_f32, g_worst_f16);
+    if (okd) check_paths("tests/data/deepseek2_d.gguf", &rd);
+    CHECK(g_worst_q8 >= 0.0); /* the q8_0 path ran */
+    printf("  worst: f32 KV %.2e (tolerance 1e-5), f16 KV %.2e (tolerance 5e-3), q8_0 KV %.2e (tolerance 5e-2)\n",
+           g_worst_f32, g_worst_f16, g_worst_q8);
     test_bad_files();
     test_alloc_failures();
     free(ra.logits);
     free(rb.logits);
+    free(rd.logits);
     return test_finish("test_deepseek2");
 }

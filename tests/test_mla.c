@@ -38,6 +38,11 @@
  *    q8_0 8e-2 (observed over several seeds at most 1e-3, 8e-3, 1.9e-2:
  *    4-5x margin) and q4_0 0.6 (observed 0.23: only a sanity bound; its
  *    kernel error is held to 1e-4 by the first check like every format).
+ *  - decode with many heads (>= KVS_ATTN_LATENT_MIN_ROWS) over a q8_0 cache:
+ *    the latent kernel scores with the query quantized to int8 per 32-element
+ *    block, so "kernel vs expanded" is bounded by that quantization, 5e-2
+ *    (observed 1.4e-2); the kernel must equal kvs_attn_ref run with that
+ *    dequantized query within 1e-4 (observed 1e-6).
  * The cache must also hold exactly kvs_kv_scheme_bytes(scheme, T) bytes
  * after reserving T positions.
  *
@@ -46,6 +51,7 @@
 #include <string.h>
 
 #include "attn/attn.h"
+#include "attn/attn_latent.h"
 #include "core/dtype.h"
 #include "core/threads.h"
 #include "kv/kv_cache.h"
@@ -73,11 +79,12 @@ typedef struct shape {
 } shape;
 
 /* Worst error seen per check kind, for the summary line. */
-enum { W_KERNEL, W_REF, W_EXACT_F16, W_EXACT_BF16, W_EXACT_Q8, W_EXACT_Q4, W_COUNT };
+enum { W_KERNEL, W_REF, W_EXACT_F16, W_EXACT_BF16, W_EXACT_Q8, W_EXACT_Q4, W_INT8Q, W_INT8Q_REF, W_COUNT };
 static double g_worst[W_COUNT];
 static const char *const g_worst_name[W_COUNT] = {"kernel vs expanded (same latent)", "f64 ref vs expanded",
                                                   "f16 cache vs exact", "bf16 cache vs exact",
-                                                  "q8_0 cache vs exact", "q4_0 cache vs exact"};
+                                                  "q8_0 cache vs exact", "q4_0 cache vs exact",
+                                                  "q8_0 int8-query decode vs expanded", "q8_0 int8-query decode vs ref"};
 
 /* Random model pieces for one (shape, T). */
 typedef struct mla_inputs {
@@ -389,8 +396,32 @@ static void run_format(kvs_pool *pools[2], const mla_inputs *in, kvs_dtype type,
         CHECKF(kvs_attn_run(at, pools[th], &a) == KVS_OK, "%s: attn_run decode", what);
         project_out(in, 1, ol, got);
         e = rel_err(want + last, got, (size_t)s.H * s.dv);
-        note(W_KERNEL, e);
-        CHECKF(e <= 1e-4, "%s threads %d: decode absorbed vs expanded: rel err %.3g", what, th + 1, e);
+        /* many heads over q8_0 rows: the latent kernel scores with the query
+         * quantized to int8 per 32-block (attn_latent.h); that moves scores
+         * of std ~2 by ~1e-2 (bound 5e-2, observed ~1.5e-2), and the kernel
+         * must match the float64 reference given that quantized query */
+        const bool int8_q = type == KVS_TYPE_Q8_0 && s.H >= KVS_ATTN_LATENT_MIN_ROWS;
+        note(int8_q ? W_INT8Q : W_KERNEL, e);
+        CHECKF(e <= (int8_q ? 5e-2 : 1e-4), "%s threads %d: decode absorbed vs expanded: rel err %.3g", what, th + 1, e);
+        if (int8_q) {
+            float *qq = malloc(sizeof(float) * (size_t)s.H * D), *ol2 = malloc(sizeof(float) * (size_t)s.H * s.r);
+            int16_t *qi = malloc(sizeof(int16_t) * (size_t)D);
+            float *qd = malloc(sizeof(float) * (size_t)(D / 32));
+            double *got2 = malloc(sizeof(double) * (size_t)s.H * s.dv);
+            for (int h = 0; h < s.H; h++) {
+                kvs_attn_latent_quant_q(a.q + (size_t)h * D, D, 1.0f, qi, qd);
+                for (int c = 0; c < D; c++) qq[(size_t)h * D + c] = (float)qi[c] * qd[c / 32];
+            }
+            kvs_attn_args aq = a;
+            aq.q = qq;
+            aq.out = ol2;
+            kvs_attn_ref(&aq);
+            project_out(in, 1, ol2, got2);
+            e = rel_err(got2, got, (size_t)s.H * s.dv);
+            note(W_INT8Q_REF, e);
+            CHECKF(e <= 1e-4, "%s threads %d: decode vs float64 ref with the int8 query: rel err %.3g", what, th + 1, e);
+            free(qq); free(ol2); free(qi); free(qd); free(got2);
+        }
         if (type != KVS_TYPE_F32) {
             e = rel_err(exact + last, got, (size_t)s.H * s.dv);
             note(slot, e);

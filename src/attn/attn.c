@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "attn/attn_latent.h"
 #include "attn/attn_simd.h"
 #include "core/alloc.h"
 #include "core/cpu.h"
@@ -179,6 +180,7 @@ typedef struct attn_task {
     const kvs_attn_args *a;
     kvs_attn *at;
     const kvs_attn_vec *vec;
+    kvs_attn_latent_fn latent; /* many-head latent decode (attn_latent.h) */
     int32_t group, dk, dv, tile, tile_alias; /* tile rows: K+V tiles; latent K-only tiles */
     size_t tile_floats;     /* K+V tile floats at the start of each thread buffer */
     int64_t qblock;         /* queries per item: ATTN_QBLOCK, fewer for wide groups */
@@ -258,6 +260,46 @@ static bool fused_segment(const attn_task *tk, const kvs_kv_segment *sg, int64_t
     return true;
 }
 
+/* Decode with many heads over latent segments (V aliases K): every visible
+ * row range of the item's key span [r0, r1) goes to the latent kernel in one
+ * call (scratch: the whole thread buffer). Returns false, having done
+ * nothing, when a segment is not a latent view or the kernel does not take
+ * its format. */
+#define ATTN_LATENT_RANGES 64
+static bool latent_item(const attn_task *tk, float *tbuf, const vis *qv, const float *const *qrows, int R,
+                        int64_t r0, int64_t r1, float *state) {
+    const kvs_attn_args *a = tk->a;
+    kvs_attn_rows rws[ATTN_LATENT_RANGES];
+    int n = 0;
+    bool first = true;
+    for (int s = 0; s < a->n_segs; s++)
+        if (!v_aliases_k(&a->segs[s], tk->dk, tk->dv)) return false;
+    int64_t base = 0;
+    for (int s = 0; s < a->n_segs; base += a->segs[s].n, s++) {
+        const kvs_kv_segment *sg = &a->segs[s];
+        int64_t t_lo = r0 > base ? r0 - base : 0, t_hi = r1 - base < sg->n ? r1 - base : sg->n;
+        if (t_lo >= t_hi) continue;
+        for (int w = 0; w < 2; w++) {
+            int64_t l = qv->lo[w] - sg->pos0, h = qv->hi[w] - sg->pos0;
+            if (l < t_lo) l = t_lo;
+            if (h > t_hi) h = t_hi;
+            if (l >= h) continue;
+            rws[n++] = (kvs_attn_rows){.k = sg->k + (size_t)l * sg->k_row, .v = sg->v + (size_t)l * sg->v_row,
+                                       .k_row = sg->k_row, .v_row = sg->v_row, .k_type = sg->k_type,
+                                       .v_type = sg->v_type, .n = (int)(h - l)};
+            if (n == ATTN_LATENT_RANGES) {
+                if (!tk->latent(rws, n, qrows, R, a->scale, state, tk->state_floats, tk->dk, tk->dv, tbuf) && first)
+                    return false;
+                first = false;
+                n = 0;
+            }
+        }
+    }
+    if (n > 0 && !tk->latent(rws, n, qrows, R, a->scale, state, tk->state_floats, tk->dk, tk->dv, tbuf) && first)
+        return false;
+    return true;
+}
+
 /* One item: KV head kh, queries [q0, q1), the keys whose index in the
  * concatenated segments lies in [r0, r1). Writes the unnormalised state
  * (m, l, acc) of each (query, head of the group). */
@@ -287,6 +329,8 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
         st[0] = -INFINITY; st[1] = 0.0f;
         memset(st + 2, 0, sizeof(float) * (size_t)dv);
     }
+    if (nq == 1 && R >= KVS_ATTN_LATENT_MIN_ROWS && latent_item(tk, tbuf, &qv[0], qrows, R, r0, r1, state))
+        return;
     int64_t base = 0; /* key index of the current segment's first row */
     for (int s = 0; s < a->n_segs; base += a->segs[s].n, s++) {
         const kvs_kv_segment *sg = &a->segs[s];
@@ -371,7 +415,7 @@ static void attn_worker(void *ctx, int ith, int nth) {
 }
 
 kvs_status kvs_attn_run(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *a) {
-    attn_task tk = {.a = a, .at = at, .vec = kvs_attn_vec_get()};
+    attn_task tk = {.a = a, .at = at, .vec = kvs_attn_vec_get(), .latent = kvs_attn_latent_get()};
     tk.dk = a->head_dim_k;
     tk.dv = a->head_dim_v;
     const int32_t n_kv_heads = a->n_kv_heads;
@@ -409,6 +453,10 @@ kvs_status kvs_attn_run(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *a) {
     int max_t = tk.tile > tk.tile_alias ? tk.tile : tk.tile_alias;
     if (max_t < ATTN_FUSED_CHUNK) max_t = ATTN_FUSED_CHUNK;
     size_t tf = tk.tile_floats + (size_t)ATTN_MAX_ROWS * max_t + (size_t)KVS_ATTN_FUSED_MAX_ROWS * tk.dk + 16;
+    if (a->n_q == 1 && tk.group >= KVS_ATTN_LATENT_MIN_ROWS && tk.dk % 32 == 0 && tk.dv % 32 == 0) {
+        size_t lf = kvs_attn_latent_scratch_floats(tk.group, tk.dk, tk.dv);
+        if (lf > tf) tf = lf;
+    }
     if (tf > at->thread_floats || nth > at->n_threads) {
         kvs_aligned_free(at->thread_buf);
         at->n_threads = nth > at->n_threads ? nth : at->n_threads;
