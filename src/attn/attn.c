@@ -218,13 +218,32 @@ static bool kivi_segment(const kvs_kv_segment *sg) {
     return sg->decode && sg->k_type == KVS_TYPE_COUNT && sg->v_type == KVS_TYPE_COUNT && sg->group > 0;
 }
 
+/* Ask for the K and V bytes of rows [t0, t0 + n) of KV head kh of a segment
+ * (block rows, or the per-channel key groups holding them) to come to L2. A
+ * decode streams every row once from DRAM; the hardware prefetchers stop at
+ * 4 KiB page edges and pages of the cache are separate allocations, so the
+ * kernel asks for the next chunk while it computes on this one. */
+static void prefetch_chunk(const kvs_kv_segment *sg, int64_t kh, int64_t t0, int64_t n) {
+    if (n <= 0) return;
+    const uint8_t *k = sg->k + kh * sg->k_head_stride, *v = sg->v + kh * sg->v_head_stride;
+    if (kivi_segment(sg)) {
+        const int64_t G = sg->group, g0 = t0 / G, g1 = (t0 + n + G - 1) / G;
+        prefetch_rows(k + (size_t)g0 * sg->k_row, (size_t)(g1 - g0) * sg->k_row);
+    } else {
+        prefetch_rows(k + (size_t)t0 * sg->k_row, (size_t)n * sg->k_row);
+    }
+    prefetch_rows(v + (size_t)t0 * sg->v_row, (size_t)n * sg->v_row);
+}
+
 /* Decode (one query, so every row of the group sees the same keys): feed
  * the visible rows [t_lo, t_hi) of a segment to the fused kernel in chunks
- * (per-channel chunks stop at key group edges). Returns false, having done
- * nothing, when the fused kernel does not take this segment. */
+ * (per-channel chunks stop at key group edges), prefetching the next chunk,
+ * or the first rows [0, next_n) of the next segment `next` after the last.
+ * Returns false, having done nothing, when the fused kernel does not take
+ * this segment. */
 static bool fused_segment(const attn_task *tk, const kvs_kv_segment *sg, int64_t kh, const vis *qv,
                           const float *const *qrows, int R, int64_t t_lo, int64_t t_hi, float *state,
-                          float *scratch) {
+                          float *scratch, const kvs_kv_segment *next, int64_t next_n) {
     const int32_t dk = tk->dk, dv = tk->dv;
     const bool kivi = kivi_segment(sg);
     if (sg->decode && !kivi) return false;
@@ -248,6 +267,8 @@ static bool fused_segment(const attn_task *tk, const kvs_kv_segment *sg, int64_t
             }
             rw.v = vbase + (size_t)t0 * sg->v_row;
             rw.n = (int)nt;
+            if (t0 + nt < h) prefetch_chunk(sg, kh, t0 + nt, h - t0 - nt < ATTN_FUSED_CHUNK ? h - t0 - nt : ATTN_FUSED_CHUNK);
+            else if (w == 1 && next) prefetch_chunk(next, kh, 0, next_n < ATTN_FUSED_CHUNK ? next_n : ATTN_FUSED_CHUNK);
             if (!tk->vec->fused(&rw, qrows, R, tk->a->scale, state, tk->state_floats, dk, dv, scratch)) {
                 if (first) return false;
                 /* same segment, same formats: cannot change mid-way */
@@ -295,8 +316,12 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
         if (ulo - sg->pos0 > t_lo) t_lo = ulo - sg->pos0;
         if (uhi - sg->pos0 < t_hi) t_hi = uhi - sg->pos0;
         if (t_lo >= t_hi) continue;
-        if (nq == 1 && tk->vec->fused && fused_segment(tk, sg, kh, &qv[0], qrows, R, t_lo, t_hi, state, scratch))
-            continue;
+        if (nq == 1 && tk->vec->fused) {
+            /* the next segment's first rows this item reads, for prefetching */
+            const kvs_kv_segment *nx = s + 1 < a->n_segs && base + sg->n < r1 ? &a->segs[s + 1] : NULL;
+            int64_t nx_n = nx ? (r1 - base - sg->n < nx->n ? r1 - base - sg->n : nx->n) : 0;
+            if (fused_segment(tk, sg, kh, &qv[0], qrows, R, t_lo, t_hi, state, scratch, nx, nx_n)) continue;
+        }
         const bool alias = v_aliases_k(sg, dk, dv);
         const int T = alias ? tk->tile_alias : tk->tile;
         float *kbuf = tbuf, *vbuf = tbuf + (size_t)T * dk;

@@ -150,14 +150,24 @@ static bool type_ok(uint32_t t) {
     return t == KVS_TYPE_F32 || t == KVS_TYPE_F16 || t == KVS_TYPE_BF16 || t == KVS_TYPE_Q8_0 || t == KVS_TYPE_Q4_0;
 }
 
-/* ---- scores: RR (1..3) query rows x 4 keys per register block ---- */
+/* ---- scores: RR (1..3) query rows x KB (3 or 4) keys per register block ----
+ * f32 tiles (L1-resident) use 3 x 4 (12 accumulators, the 4 key vectors and
+ * one query vector: GCC folds the f32 key loads into the FMAs). Stored rows
+ * that need a conversion use 3 x 3: 9 accumulators + 3 converted key vectors
+ * + 1 query vector = 13 registers; 3 x 4 there needs 17 of the 16 ymm
+ * registers and the spill in the inner loop cost a third of the time. */
+
+static inline __attribute__((always_inline)) __m128 hsum_keys(const int KB, __m256 c0, __m256 c1, __m256 c2, __m256 c3) {
+    return KB == 4 ? hsum4(c0, c1, c2, c3) : hsum4(c0, c1, c2, _mm256_setzero_ps());
+}
 
 static inline __attribute__((always_inline)) void scores_rows(const uint32_t type, const int RR, const uint8_t *k,
                                                               size_t k_row, int n, const float *const *q,
                                                               float scale, int dk, float *sc, size_t sc_stride) {
     const __m128 vs = _mm_set1_ps(scale);
+    const int KB = type == KVS_TYPE_F32 ? 4 : 3;
     int t = 0;
-    for (; t + 4 <= n; t += 4) {
+    for (; t + KB <= n; t += KB) {
         const uint8_t *k0 = k + (size_t)t * k_row;
         __m256 a[3][4];
         _Pragma("GCC unroll 4")
@@ -167,22 +177,30 @@ static inline __attribute__((always_inline)) void scores_rows(const uint32_t typ
         for (int cb = 0; cb < dk; cb += block_elems(type)) {
             __m256 d[4];
             _Pragma("GCC unroll 4")
-            for (int j = 0; j < 4; j++) d[j] = block_scale(type, k0 + (size_t)j * k_row, cb);
+            for (int j = 0; j < KB; j++) d[j] = block_scale(type, k0 + (size_t)j * k_row, cb);
             for (int c = cb; c < cb + block_elems(type); c += 8) {
                 __m256 x[4];
                 _Pragma("GCC unroll 4")
-                for (int j = 0; j < 4; j++) x[j] = load8s(type, k0 + (size_t)j * k_row, c, d[j]);
+                for (int j = 0; j < KB; j++) x[j] = load8s(type, k0 + (size_t)j * k_row, c, d[j]);
                 _Pragma("GCC unroll 4")
                 for (int r = 0; r < RR; r++) {
                     const __m256 qv = _mm256_loadu_ps(q[r] + c);
                     _Pragma("GCC unroll 4")
-                    for (int j = 0; j < 4; j++) a[r][j] = _mm256_fmadd_ps(qv, x[j], a[r][j]);
+                    for (int j = 0; j < KB; j++) a[r][j] = _mm256_fmadd_ps(qv, x[j], a[r][j]);
                 }
             }
         }
+        float tmp[4];
         _Pragma("GCC unroll 4")
-        for (int r = 0; r < RR; r++)
-            _mm_storeu_ps(sc + (size_t)r * sc_stride + (size_t)t, _mm_mul_ps(vs, hsum4(a[r][0], a[r][1], a[r][2], a[r][3])));
+        for (int r = 0; r < RR; r++) {
+            const __m128 h = _mm_mul_ps(vs, hsum_keys(KB, a[r][0], a[r][1], a[r][2], a[r][3]));
+            if (KB == 4) {
+                _mm_storeu_ps(sc + (size_t)r * sc_stride + (size_t)t, h);
+            } else {
+                _mm_storeu_ps(tmp, h);
+                memcpy(sc + (size_t)r * sc_stride + (size_t)t, tmp, sizeof(float) * 3);
+            }
+        }
     }
     for (; t < n; t++) {
         const uint8_t *k0 = k + (size_t)t * k_row;
@@ -210,33 +228,62 @@ static inline __attribute__((always_inline)) void scores_all(const uint32_t type
     }
 }
 
-/* ---- acc += p V: RR (1..4) rows x CW (1..3) vectors of 8 channels ---- */
+/* ---- acc += p V: RR (1..4) rows x CW (1..3) vectors of 8 channels ----
+ * Each accumulator takes one FMA per key, so with RR x CW = 6 accumulators
+ * the loop waits on FMA latency (4 cycles, 2 FMAs/cycle want 8 in flight).
+ * Stored rows (decode) therefore run two keys per step into two accumulator
+ * sets (12 + 2 converted vectors + 1 weight = 15 registers), summed at the
+ * end; f32 tiles keep one set (4 x 3 already has 12). */
 
 static inline __attribute__((always_inline)) void vacc_block(const uint32_t type, const int RR, const int CW,
                                                              const uint8_t *v, size_t v_row, int n, int c,
                                                              const float *p, size_t p_stride, float *acc,
                                                              size_t acc_stride) {
-    __m256 a[4][3];
+    const int KU = type != KVS_TYPE_F32 && RR * CW <= 6 ? 2 : 1; /* keys per step */
+    __m256 a[2][4][3];
     _Pragma("GCC unroll 4")
     for (int r = 0; r < RR; r++)
         _Pragma("GCC unroll 4")
-        for (int j = 0; j < CW; j++) a[r][j] = _mm256_loadu_ps(acc + (size_t)r * acc_stride + (size_t)(c + 8 * j));
-    for (int t = 0; t < n; t++) {
+        for (int j = 0; j < CW; j++) {
+            a[0][r][j] = _mm256_loadu_ps(acc + (size_t)r * acc_stride + (size_t)(c + 8 * j));
+            if (KU == 2) a[1][r][j] = _mm256_setzero_ps();
+        }
+    int t = 0;
+    for (; t + KU <= n; t += KU) {
+        _Pragma("GCC unroll 2")
+        for (int u = 0; u < KU; u++) {
+            __m256 x[3];
+            const uint8_t *row = v + (size_t)(t + u) * v_row;
+            const __m256 d = block_scale(type, row, c); /* callers keep c..c+8*CW in one block */
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < CW; j++) x[j] = load8s(type, row, c + 8 * j, d);
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < RR; r++) {
+                const __m256 w = _mm256_broadcast_ss(p + (size_t)r * p_stride + (size_t)(t + u));
+                _Pragma("GCC unroll 4")
+                for (int j = 0; j < CW; j++) a[u][r][j] = _mm256_fmadd_ps(w, x[j], a[u][r][j]);
+            }
+        }
+    }
+    for (; t < n; t++) { /* odd key left by the two-key steps */
         __m256 x[3];
-        const __m256 d = block_scale(type, v + (size_t)t * v_row, c); /* callers keep c..c+8*CW in one block */
+        const uint8_t *row = v + (size_t)t * v_row;
+        const __m256 d = block_scale(type, row, c);
         _Pragma("GCC unroll 4")
-        for (int j = 0; j < CW; j++) x[j] = load8s(type, v + (size_t)t * v_row, c + 8 * j, d);
+        for (int j = 0; j < CW; j++) x[j] = load8s(type, row, c + 8 * j, d);
         _Pragma("GCC unroll 4")
         for (int r = 0; r < RR; r++) {
             const __m256 w = _mm256_broadcast_ss(p + (size_t)r * p_stride + (size_t)t);
             _Pragma("GCC unroll 4")
-            for (int j = 0; j < CW; j++) a[r][j] = _mm256_fmadd_ps(w, x[j], a[r][j]);
+            for (int j = 0; j < CW; j++) a[0][r][j] = _mm256_fmadd_ps(w, x[j], a[0][r][j]);
         }
     }
     _Pragma("GCC unroll 4")
     for (int r = 0; r < RR; r++)
         _Pragma("GCC unroll 4")
-        for (int j = 0; j < CW; j++) _mm256_storeu_ps(acc + (size_t)r * acc_stride + (size_t)(c + 8 * j), a[r][j]);
+        for (int j = 0; j < CW; j++)
+            _mm256_storeu_ps(acc + (size_t)r * acc_stride + (size_t)(c + 8 * j),
+                             KU == 2 ? _mm256_add_ps(a[0][r][j], a[1][r][j]) : a[0][r][j]);
 }
 
 static inline __attribute__((always_inline)) void vacc_rows(const uint32_t type, const int RR, const uint8_t *v,
