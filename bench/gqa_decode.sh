@@ -12,8 +12,8 @@ set -u
 MODEL=${MODEL:-models/smollm2-135m-instruct-q4_1.gguf}
 THREADS=${THREADS:-2}
 REPS=${REPS:-1}
-ATTN_KV=${ATTN_KV:-"f16 q8_0 q4_0 q4k4v q2k2v"}
-DECODE_KV=${DECODE_KV:-"f16 q8_0 q4_0 q4k4v q4k2v q2k2v"}
+ATTN_KV=${ATTN_KV-"f16 q8_0 q4_0 q4k4v q2k2v"}
+DECODE_KV=${DECODE_KV-"f16 q8_0 q4_0 q4k4v q4k2v q2k2v"}
 DEPTHS=${DEPTHS:-8192,16384,32768}
 [ $# -gt 0 ] || set -- build/kvslim
 for b in "$@"; do [ -x "$b" ] || { echo "gqa_decode.sh: $b is not executable" >&2; exit 2; }; done
