@@ -3,7 +3,8 @@
  * heads over 1/3 KV heads, head sizes 64/128/256, f32 and f16 caches,
  * sliding windows, decode split across 1-3 threads, scalar and SIMD
  * primitives, cache element formats f32/f16/bf16/q8_0/q4_0, pages of
- * 16/64/256 tokens, windowed rings with sinks. Tolerance: |fast - ref| <=
+ * 16/64/256 tokens, windowed rings with sinks; the int8 query of a decode
+ * over q8_0/q4_0 keys (the reference rounds it the same way). Tolerance: |fast - ref| <=
  * 2e-5 + 2e-4 |ref| (f32 accumulation and a polynomial exp against float64;
  * the stored rows are identical). */
 #include <string.h>
@@ -129,6 +130,73 @@ static void window_covering_is_exact(void) {
     free(k); free(v); free(q); free(o1); free(o2);
 }
 
+/* The int8 query of a decode over q8_0/q4_0 keys (attn.c): per block of 32
+ * (a short last block when d is not a multiple), qi = round(q/qs) within
+ * [-127, 127] with the block's largest element at +-127, qr = qi * qs
+ * exactly, |qr - q| <= qs / 2; a zero block stays zero. Then the cost of the
+ * rounding on real outputs: a decode (rounded query, integer kernel)
+ * against the float64 reference with the f32 query (two copies of the
+ * query make it a prefill, which keeps f32) stays within 2e-2. */
+static void round_query_cases(void) {
+    float q[256], qr[256], qs[8];
+    int8_t qi[256];
+    for (int c = 0; c < 30; c++) {
+        int d = c % 3 == 0 ? 64 : c % 3 == 1 ? 256 : 40;
+        for (int i = 0; i < d; i++) q[i] = (c % 4 ? 3.0f : 0.01f) * test_rng_normal(&g_rng);
+        if (c % 5 == 0) for (int i = 0; i < 32; i++) q[i] = 0.0f; /* a zero block */
+        kvs_attn_round_query(q, d, qi, qs, qr);
+        int bad = 0;
+        for (int b = 0; b * 32 < d; b++) {
+            int amax = 0, zero = c % 5 == 0 && b == 0;
+            for (int i = 32 * b; i < d && i < 32 * b + 32; i++) {
+                int a = qi[i] < 0 ? -qi[i] : qi[i];
+                if (a > amax) amax = a;
+                bad += qr[i] != (float)qi[i] * qs[b] || !(fabsf(qr[i] - q[i]) <= 0.5f * qs[b] * (1.0f + 1e-6f));
+            }
+            bad += zero ? (amax != 0 || qs[b] != 0.0f) : amax != 127;
+        }
+        CHECKF(bad == 0, "round_query d %d case %d: %d bad", d, c, bad);
+    }
+
+    static const kvs_dtype types[] = {KVS_TYPE_Q8_0, KVS_TYPE_Q4_0};
+    for (int ty = 0; ty < 2; ty++) {
+        kvs_kv_scheme sc = kvs_kv_scheme_full(3, 64, 64, types[ty]);
+        kvs_kv_cache *kv = NULL;
+        CHECK(kvs_kv_cache_new(&sc, 1, 500, 0, &kv) == KVS_OK);
+        size_t n = 500 * 3 * 64;
+        float *k = malloc(n * 4), *v = malloc(n * 4), *qq = malloc(2 * 9 * 64 * 4), *o1 = malloc(2 * 9 * 64 * 4),
+              *o2 = malloc(9 * 64 * 4);
+        for (size_t i = 0; i < n; i++) { k[i] = test_rng_normal(&g_rng); v[i] = test_rng_normal(&g_rng); }
+        for (int i = 0; i < 9 * 64; i++) qq[i] = qq[9 * 64 + i] = 2.0f * test_rng_normal(&g_rng);
+        CHECK(kvs_kv_cache_reserve(kv, 500) == KVS_OK);
+        CHECK(kvs_kv_cache_store(kv, 0, 0, 500, k, v) == KVS_OK);
+        kvs_kv_segment segs[8];
+        int ns = kvs_kv_cache_segments(kv, 0, 500, segs, 8);
+        int32_t pos[2] = {499, 499};
+        kvs_attn_args a = {.segs = segs, .n_segs = ns, .n_kv_heads = 3, .head_dim_k = 64, .head_dim_v = 64, .q = qq,
+                           .n_q = 2, .n_head = 9, .q_pos = pos, .scale = 0.125f, .out = o1};
+        kvs_attn_ref(&a); /* two queries: f32 query */
+        kvs_pool *pool = NULL;
+        kvs_attn *at = NULL;
+        CHECK(kvs_pool_new(2, &pool) == KVS_OK && kvs_attn_new(2, &at) == KVS_OK);
+        a.n_q = 1;
+        a.out = o2;
+        CHECK(kvs_attn_run(at, pool, &a) == KVS_OK);
+        double worst = 0, diff = 0;
+        for (int i = 0; i < 9 * 64; i++) {
+            double e = fabs((double)o1[i] - o2[i]);
+            if (e > worst) worst = e;
+            diff += e;
+        }
+        CHECKF(worst <= 2e-2 && diff > 0, "%s: rounded-query decode vs f32 query: worst %.3g (sum %.3g)",
+               kvs_dtype_name(types[ty]), worst, diff);
+        printf("  %s keys, decode with the int8 query vs the f32 query: max |d out| %.3g\n", kvs_dtype_name(types[ty]),
+               worst);
+        kvs_attn_free(at); kvs_pool_free(pool); kvs_kv_cache_free(kv);
+        free(k); free(v); free(qq); free(o1); free(o2);
+    }
+}
+
 /* Per-channel (KIVI) layout: keys quantized per channel over groups, values
  * per token, the newest partial group in f16; positions appended in uneven
  * chunks. Fast kernel vs the float64 reference on the same segments. */
@@ -216,6 +284,7 @@ int main(void) {
     run_case(9, 3, 64, KVS_TYPE_F16, 500, 130, 32, 4, 16, 2);
     run_case(4, 1, 256, KVS_TYPE_F16, 1000, 40, 512, 0, 256, 2);
     window_covering_is_exact();
+    round_query_cases();
     static const int cbits[][2] = {{2, 2}, {3, 3}, {4, 2}, {4, 4}, {8, 8}};
     for (int i = 0; i < 5; i++) {
         run_channel_case(9, 3, 64, cbits[i][0], cbits[i][1], 32, 64, 1, 1, 1);      /* residual only */

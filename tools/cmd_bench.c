@@ -38,9 +38,14 @@ static void usage(void) {
             "      --attn          time one decode query's attention over a KV cache of\n"
             "                      each depth, for every distinct KV scheme of the session\n"
             "                      (set by --kv / --kv-layer ...; caches hold random\n"
-            "                      rows). Reports us per call and per token (all layers of\n"
-            "                      that scheme), KV bytes read per second, and that as a\n"
-            "                      fraction of the read bandwidth probed in the same run.\n"
+            "                      rows). Reports us per call (wall, and process CPU) and\n"
+            "                      per token (all layers of that scheme), KV bytes read per\n"
+            "                      second, and that as a fraction of the read bandwidth\n"
+            "                      probed in the same run. Calls rotate over copies of the\n"
+            "                      cache holding >= 256 MiB together, as the layers of a\n"
+            "                      real decode do, so rows are read from DRAM.\n"
+            "      --attn-hot      re-read one cache instead (rows stay in the CPU caches\n"
+            "                      when they fit: kernel compute cost, not memory)\n"
             "      --attn-depths LIST  depths for --attn (default 2048,4096,8192,16384,32768)\n"
             "      --attn-time S   seconds of timed calls per row (default 0.3)\n\n"
             "Examples:\n"
@@ -111,70 +116,97 @@ static int cmp_dbl(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* Median microseconds of one decode-attention call over a cache of `depth`
- * random positions in scheme sc (query at depth - 1), or < 0 on error. */
-static double attn_time(const kvs_kv_scheme *sc, int32_t n_head, uint64_t depth, double seconds, kvs_pool *pool,
-                        kvs_attn *at) {
+/* Caches the attention timer rotates over: each call reads a different
+ * cache, as each layer of a real decode does, until they hold at least this
+ * many bytes, so the rows come from DRAM and not from a 32 MiB L3 a single
+ * re-read cache would sit in. --attn-hot times one cache re-read. */
+#define ATTN_COLD_BYTES ((uint64_t)256 << 20)
+#define ATTN_MAX_CACHES 256
+
+typedef struct attn_timing { double us, cpu_us; int caches; } attn_timing;
+
+/* Median microseconds (wall and process CPU) of one decode-attention call
+ * over a cache of `depth` random positions in scheme sc (query at depth - 1);
+ * us < 0 on error. */
+static attn_timing attn_time(const kvs_kv_scheme *sc, int32_t n_head, uint64_t depth, double seconds, bool hot,
+                             kvs_pool *pool, kvs_attn *at) {
     const bool lat = sc->store == KVS_KV_STORE_LATENT;
     const int32_t n_kv = lat ? 1 : (int32_t)sc->n_kv_heads;
     const int32_t dk = lat ? (int32_t)(sc->latent_rank + sc->rope_dim) : (int32_t)sc->head_dim_k;
     const int32_t dv = lat ? (int32_t)sc->latent_rank : (int32_t)sc->head_dim_v;
-    double us = -1.0;
-    kvs_kv_cache *kv = NULL;
+    attn_timing res = {-1.0, -1.0, 0};
+    const uint64_t bytes = kvs_kv_scheme_bytes(sc, depth);
+    int nc = hot ? 1 : (int)((ATTN_COLD_BYTES + bytes - 1) / (bytes ? bytes : 1));
+    if (nc > ATTN_MAX_CACHES) nc = ATTN_MAX_CACHES;
+    if (nc < 1) nc = 1;
+    kvs_kv_cache *kv[ATTN_MAX_CACHES] = {0};
+    kvs_kv_segment *segs[ATTN_MAX_CACHES] = {0};
+    kvs_attn_args args[ATTN_MAX_CACHES];
     const int chunk = 256;
     const size_t krow = (size_t)n_kv * (size_t)dk, vrow = (size_t)n_kv * (size_t)dv;
     float *kb = malloc(sizeof(float) * krow * chunk), *vb = malloc(sizeof(float) * vrow * chunk);
     float *q = malloc(sizeof(float) * (size_t)n_head * (size_t)dk), *out = malloc(sizeof(float) * (size_t)n_head * (size_t)dv);
-    kvs_kv_segment *segs = NULL;
-    double *bt = NULL;
+    double *bt = NULL, *ct = NULL;
     if (!kb || !vb || !q || !out) { fprintf(stderr, "kvslim bench: out of memory\n"); goto done; }
-    if (kvs_kv_cache_new(sc, 1, (uint32_t)depth, 0, &kv) != KVS_OK || kvs_kv_cache_reserve(kv, depth) != KVS_OK) {
-        cli_error("attention cache");
-        goto done;
-    }
+    for (int i = 0; i < nc; i++)
+        if (kvs_kv_cache_new(sc, 1, (uint32_t)depth, 0, &kv[i]) != KVS_OK || kvs_kv_cache_reserve(kv[i], depth) != KVS_OK) {
+            cli_error("attention cache");
+            goto done;
+        }
     for (uint64_t p = 0; p < depth; p += chunk) { /* in order: per-channel layers append */
         int n = depth - p < (uint64_t)chunk ? (int)(depth - p) : chunk;
         for (size_t i = 0; i < krow * (size_t)n; i++) kb[i] = bench_rand();
         for (size_t i = 0; i < vrow * (size_t)n; i++) vb[i] = bench_rand();
-        if (kvs_kv_cache_store(kv, 0, p, n, kb, lat ? NULL : vb) != KVS_OK) { cli_error("attention cache store"); goto done; }
+        for (int c = 0; c < nc; c++) /* same rows in every copy: only the addresses differ */
+            if (kvs_kv_cache_store(kv[c], 0, p, n, kb, lat ? NULL : vb) != KVS_OK) { cli_error("attention cache store"); goto done; }
     }
-    int max_segs = kvs_kv_cache_max_segments(kv, 0);
-    segs = calloc((size_t)max_segs, sizeof *segs);
-    if (!segs) goto done;
-    int n_segs = kvs_kv_cache_segments(kv, 0, depth, segs, max_segs);
     for (int i = 0; i < n_head * dk; i++) q[i] = 2.0f * bench_rand();
     int32_t pos = (int32_t)(depth - 1);
-    kvs_attn_args a = {.segs = segs, .n_segs = n_segs, .n_kv_heads = n_kv, .head_dim_k = dk, .head_dim_v = dv,
-                       .q = q, .n_q = 1, .n_head = n_head, .q_pos = &pos, .window = sc->window, .sinks = sc->sinks,
-                       .scale = 1.0f / sqrtf((float)dk), .out = out};
-    /* warm up, then ~20 ms batches; the median batch is the figure */
+    for (int c = 0; c < nc; c++) {
+        int max_segs = kvs_kv_cache_max_segments(kv[c], 0);
+        segs[c] = calloc((size_t)max_segs, sizeof *segs[c]);
+        if (!segs[c]) goto done;
+        int n_segs = kvs_kv_cache_segments(kv[c], 0, depth, segs[c], max_segs);
+        args[c] = (kvs_attn_args){.segs = segs[c], .n_segs = n_segs, .n_kv_heads = n_kv, .head_dim_k = dk,
+                                  .head_dim_v = dv, .q = q, .n_q = 1, .n_head = n_head, .q_pos = &pos,
+                                  .window = sc->window, .sinks = sc->sinks, .scale = 1.0f / sqrtf((float)dk),
+                                  .out = out};
+    }
+    /* warm up (one pass over every cache), then ~20 ms batches; the median
+     * batch is the figure */
     double t0 = cli_now();
     int64_t warm = 0;
-    while (warm < 3 || cli_now() - t0 < 0.05) {
-        if (kvs_attn_run(at, pool, &a) != KVS_OK) { cli_error("attention"); goto done; }
+    while (warm < nc || warm < 3 || cli_now() - t0 < 0.05) {
+        if (kvs_attn_run(at, pool, &args[warm % nc]) != KVS_OK) { cli_error("attention"); goto done; }
         warm++;
     }
     int64_t batch = (int64_t)(0.02 / ((cli_now() - t0) / (double)warm));
     if (batch < 1) batch = 1;
     int max_b = (int)(seconds / 0.02) + 3, nb = 0;
     bt = malloc(sizeof(double) * (size_t)max_b);
-    if (!bt) goto done;
+    ct = malloc(sizeof(double) * (size_t)max_b);
+    if (!bt || !ct) goto done;
     double start = cli_now();
+    int64_t call = 0;
     while (nb < max_b && (nb < 3 || cli_now() - start < seconds)) {
-        double b0 = cli_now();
-        for (int64_t i = 0; i < batch; i++) kvs_attn_run(at, pool, &a);
+        double b0 = cli_now(), c0 = cpu_now();
+        for (int64_t i = 0; i < batch; i++, call++) kvs_attn_run(at, pool, &args[call % nc]);
+        ct[nb] = (cpu_now() - c0) / (double)batch;
         bt[nb++] = (cli_now() - b0) / (double)batch;
     }
     qsort(bt, (size_t)nb, sizeof *bt, cmp_dbl);
-    us = 1e6 * bt[nb / 2];
+    qsort(ct, (size_t)nb, sizeof *ct, cmp_dbl);
+    res.us = 1e6 * bt[nb / 2];
+    res.cpu_us = 1e6 * ct[nb / 2];
+    res.caches = nc;
 done:
-    free(kb); free(vb); free(q); free(out); free(segs); free(bt);
-    kvs_kv_cache_free(kv);
-    return us;
+    free(kb); free(vb); free(q); free(out); free(bt); free(ct);
+    for (int c = 0; c < nc; c++) { free(segs[c]); kvs_kv_cache_free(kv[c]); }
+    return res;
 }
 
 static int bench_attn_mode(kvs_session *s, const kvs_model_info *in, const unsigned long long *depths, int n_depths,
-                           double seconds, double bw, bool json) {
+                           double seconds, bool hot, double bw, bool json) {
     const kvs_kv_cache *c = s->kv;
     int32_t *first = malloc(sizeof(int32_t) * (size_t)c->n_layers), *count = calloc((size_t)c->n_layers, sizeof(int32_t));
     kvs_attn *at = NULL;
@@ -194,8 +226,10 @@ static int bench_attn_mode(kvs_session *s, const kvs_model_info *in, const unsig
         printf("attention only: one decode query, %d query heads, %s, %d threads\n", in->n_head, kvs_simd_name(),
                kvs_pool_size(s->pool));
         if (bw > 0) printf("read bandwidth %.1f GB/s (probed in this run)\n", bw / 1e9);
-        printf("%-40s %7s %9s %10s %10s %9s %9s\n", "scheme (layers)", "depth", "us/call", "us/token", "KV MB/call",
-               "GB/s", "of bw");
+        printf("%s\n", hot ? "one cache re-read per depth (--attn-hot: rows may sit in the CPU caches)"
+                          : "each call reads the next of several caches holding >= 256 MiB together (rows come from DRAM)");
+        printf("%-40s %7s %9s %9s %10s %10s %9s %9s\n", "scheme (layers)", "depth", "us/call", "cpu us", "us/token",
+               "KV MB/call", "GB/s", "of bw");
     }
     for (int j = 0; j < n_distinct; j++) {
         const kvs_kv_scheme *sc = &c->layers[c->layers[first[j]].source].scheme;
@@ -203,21 +237,23 @@ static int bench_attn_mode(kvs_session *s, const kvs_model_info *in, const unsig
         kvs_kv_scheme_describe(sc, desc, sizeof desc);
         snprintf(label, sizeof label, "%s (%d)", desc, count[j]);
         for (int d = 0; d < n_depths; d++) {
-            double us = attn_time(sc, in->n_head, depths[d], seconds, s->pool, at);
-            if (us < 0) goto done;
+            attn_timing tm = attn_time(sc, in->n_head, depths[d], seconds, hot, s->pool, at);
+            if (tm.us < 0) goto done;
+            const double us = tm.us;
             double bytes = (double)kvs_kv_scheme_bytes(sc, depths[d]); /* what the layer holds = what it reads */
             double gbs = bytes / (us * 1e-6) / 1e9, frac = bw > 0 ? gbs * 1e9 / bw : 0.0;
             if (json)
                 printf("{\"test\": \"attn@d%llu\", \"scheme\": \"%s\", \"layers\": %d, \"us_per_call\": %.2f, "
-                       "\"us_per_token\": %.1f, \"kv_bytes\": %.0f, \"gb_s\": %.3f, \"fraction_of_bw\": %.4f, "
-                       "\"bw_gb_s\": %.2f, \"threads\": %d}\n",
-                       depths[d], desc, count[j], us, us * count[j], bytes, gbs, frac, bw / 1e9, kvs_pool_size(s->pool));
+                       "\"cpu_us_per_call\": %.2f, \"us_per_token\": %.1f, \"kv_bytes\": %.0f, \"gb_s\": %.3f, "
+                       "\"fraction_of_bw\": %.4f, \"bw_gb_s\": %.2f, \"threads\": %d, \"caches\": %d}\n",
+                       depths[d], desc, count[j], us, tm.cpu_us, us * count[j], bytes, gbs, frac, bw / 1e9,
+                       kvs_pool_size(s->pool), tm.caches);
             else if (bw > 0)
-                printf("%-40s %7llu %9.1f %10.1f %10.2f %9.2f %8.0f%%\n", label, depths[d], us, us * count[j], bytes / 1e6,
-                       gbs, 100.0 * frac);
+                printf("%-40s %7llu %9.1f %9.1f %10.1f %10.2f %9.2f %8.0f%%\n", label, depths[d], us, tm.cpu_us,
+                       us * count[j], bytes / 1e6, gbs, 100.0 * frac);
             else
-                printf("%-40s %7llu %9.1f %10.1f %10.2f %9.2f %9s\n", label, depths[d], us, us * count[j], bytes / 1e6,
-                       gbs, "-");
+                printf("%-40s %7llu %9.1f %9.1f %10.1f %10.2f %9.2f %9s\n", label, depths[d], us, tm.cpu_us,
+                       us * count[j], bytes / 1e6, gbs, "-");
             fflush(stdout);
         }
     }
@@ -235,7 +271,7 @@ int cmd_bench(int argc, char **argv) {
     long long n_prefill = 512, n_gen = 32, reps = 2, bw_gib = 1;
     unsigned long long depths[16] = {0, 2048, 8192};
     int n_depths = 3;
-    bool json = false, attn = false, fill_random = false;
+    bool json = false, attn = false, attn_hot = false, fill_random = false;
     unsigned long long attn_depths[16] = {2048, 4096, 8192, 16384, 32768};
     int n_attn_depths = 5;
     double attn_secs = 0.3;
@@ -254,6 +290,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-d") || !strcmp(a, "--depths")) { VAL(); if ((n_depths = parse_list(val, depths, 16)) < 0) BAD(); }
         else if (!strcmp(a, "--json")) json = true;
         else if (!strcmp(a, "--attn")) attn = true;
+        else if (!strcmp(a, "--attn-hot")) attn_hot = true;
         else if (!strcmp(a, "--fill-random")) fill_random = true;
         else if (!strcmp(a, "--attn-depths")) {
             VAL();
@@ -276,7 +313,7 @@ int cmd_bench(int argc, char **argv) {
         if (as) {
             double abw = bw_gib ? kvs_measure_read_bandwidth(c.threads > 0 ? c.threads : 0, (size_t)bw_gib << 30, 3) : 0.0;
             if (!json) printf("model: %s (%s), %d layers\n", in.name, in.arch, in.n_layer);
-            arc = bench_attn_mode(as, &in, attn_depths, n_attn_depths, attn_secs, abw, json);
+            arc = bench_attn_mode(as, &in, attn_depths, n_attn_depths, attn_secs, attn_hot, abw, json);
         }
         kvs_session_free(as);
         kvs_model_free(m);

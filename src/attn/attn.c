@@ -98,6 +98,44 @@ static inline vis visible(const kvs_attn_args *a, int32_t qp) {
     return v;
 }
 
+/* Is this segment's V the first dv elements of its K rows (latent/MLA)? */
+static bool v_aliases_k(const kvs_kv_segment *sg, int dk, int dv) {
+    return !sg->decode && sg->v == sg->k && sg->v_row == sg->k_row && sg->v_type == sg->k_type &&
+           sg->v_head_stride == sg->k_head_stride && dv <= dk;
+}
+
+/* ---- int8 query for q8_0/q4_0 keys -------------------------------------- */
+
+/* A decode (one query) over q8_0/q4_0 keys scores with integer dot
+ * products, so the query is rounded first, in blocks of 32 elements like
+ * the keys: each block to int8 with one f32 scale, qs = max|q| / 127,
+ * qi = round(q / qs) (nearest, ties to even), and the scores use qi * qs in
+ * place of q (head sizes that are not multiples of 32 end in a short block). Every path of a
+ * decode (fused integer kernel, f32 tiles, the float64 reference) uses the
+ * same rounded query, so they agree to float rounding; the rounding itself
+ * (error <= 1/254 of the block's largest element, as for q8_0 keys) is the format's cost, as with llama.cpp's
+ * q8_0 "vec_dot_type". Prefill (several queries) keeps the f32 query.
+ * Latent rows (V aliasing K) are not rounded. */
+static bool int8_keys(const kvs_kv_segment *sg, int dk, int dv) {
+    return !sg->decode && (sg->k_type == KVS_TYPE_Q8_0 || sg->k_type == KVS_TYPE_Q4_0) && !v_aliases_k(sg, dk, dv);
+}
+
+void kvs_attn_round_query(const float *q, int d, int8_t *qi, float *qs, float *qr) {
+    for (int b = 0; b * 32 < d; b++) {
+        const int i0 = 32 * b, i1 = i0 + 32 < d ? i0 + 32 : d;
+        float amax = 0.0f;
+        for (int i = i0; i < i1; i++) amax = fabsf(q[i]) > amax ? fabsf(q[i]) : amax;
+        const float s = amax / 127.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
+        for (int i = i0; i < i1; i++) {
+            float r = nearbyintf(q[i] * inv);
+            r = r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r;
+            qi[i] = (int8_t)r;
+            qr[i] = r * s;
+        }
+        qs[b] = s;
+    }
+}
+
 /* ---- float64 reference --------------------------------------------------- */
 
 void kvs_attn_ref(const kvs_attn_args *a) {
@@ -105,20 +143,28 @@ void kvs_attn_ref(const kvs_attn_args *a) {
     int32_t group = a->n_head / a->n_kv_heads;
     int64_t n_keys = 0;
     for (int s = 0; s < a->n_segs; s++) n_keys += a->segs[s].n;
-    float *row = kvs_malloc(sizeof(float) * (size_t)(dk + dv));
+    float *row = kvs_malloc(sizeof(float) * (size_t)(dk + dv) * 2); /* row, then the rounded query */
+    int8_t *qi = kvs_malloc((size_t)dk);
+    float *qsb = kvs_malloc(sizeof(float) * (size_t)(dk / 32 + 1));
     double *sc = kvs_malloc(sizeof(double) * (size_t)(n_keys ? n_keys : 1));
     double *acc = kvs_malloc(sizeof(double) * (size_t)dv);
-    if (!row || !sc || !acc) { kvs_free(row); kvs_free(sc); kvs_free(acc); return; }
+    if (!row || !qi || !qsb || !sc || !acc) {
+        kvs_free(row); kvs_free(qi); kvs_free(qsb); kvs_free(sc); kvs_free(acc);
+        return;
+    }
+    float *qr = row + dk + dv;
     for (int64_t i = 0; i < a->n_q; i++) {
         vis v = visible(a, a->q_pos[i]);
         for (int32_t h = 0; h < a->n_head; h++) {
             int32_t kh = h / group;
             const float *q = a->q + (i * a->n_head + h) * dk;
+            kvs_attn_round_query(q, dk, qi, qsb, qr);
             double m = -INFINITY, sum = 0.0;
             int64_t j = 0;
             for (int s = 0; s < a->n_segs; s++) {
                 const kvs_kv_segment *g = &a->segs[s];
                 const kvs_type_traits *kt = kvs_type_traits_ref(g->k_type);
+                const float *qq = a->n_q == 1 && int8_keys(g, dk, dv) ? qr : q;
                 for (int64_t t = 0; t < g->n; t++, j++) {
                     int64_t p = g->pos0 + t;
                     sc[j] = -INFINITY;
@@ -126,7 +172,7 @@ void kvs_attn_ref(const kvs_attn_args *a) {
                     if (g->decode) g->decode(g, true, true, kh, t, 1, row);
                     else kt->to_float(g->k + kh * g->k_head_stride + (size_t)t * g->k_row, row, dk);
                     double d = 0.0;
-                    for (int32_t e = 0; e < dk; e++) d += (double)q[e] * row[e];
+                    for (int32_t e = 0; e < dk; e++) d += (double)qq[e] * row[e];
                     sc[j] = d * a->scale;
                     if (sc[j] > m) m = sc[j];
                 }
@@ -149,7 +195,7 @@ void kvs_attn_ref(const kvs_attn_args *a) {
             for (int32_t e = 0; e < dv; e++) o[e] = sum > 0 ? (float)(acc[e] / sum) : 0.0f;
         }
     }
-    kvs_free(row); kvs_free(sc); kvs_free(acc);
+    kvs_free(row); kvs_free(qi); kvs_free(qsb); kvs_free(sc); kvs_free(acc);
 }
 
 /* ---- fast kernel --------------------------------------------------------- */
@@ -160,6 +206,10 @@ struct kvs_attn {
     size_t thread_floats;
     float *partial;         /* per item: (qblock*group) x (m, l, acc[dv]) */
     size_t partial_floats;
+    float *qround;          /* decode over q8_0/q4_0 keys: (n_head, dk) rounded query, */
+    int8_t *qint;           /* (n_head, dk) its int8 values, (n_head, nqb) block scales */
+    float *qscale;
+    size_t q_cap;           /* n_head * dk the three hold                              */
 };
 
 kvs_status kvs_attn_new(int n_threads, kvs_attn **out) {
@@ -173,6 +223,9 @@ void kvs_attn_free(kvs_attn *at) {
     if (!at) return;
     kvs_aligned_free(at->thread_buf);
     kvs_aligned_free(at->partial);
+    kvs_free(at->qround);
+    kvs_free(at->qint);
+    kvs_free(at->qscale);
     kvs_free(at);
 }
 
@@ -187,6 +240,8 @@ typedef struct attn_task {
     int64_t n_qblocks, n_split, n_items, split_len, n_keys;
     size_t state_floats;    /* floats of one (query, head) state: 2 + dv */
     size_t item_floats;     /* qblock * group * state_floats */
+    bool qround;            /* at->qround/qint/qscale hold the rounded query */
+    int32_t n_qblk;         /* its scales per head row: ceil(dk / 32) */
 } attn_task;
 
 /* Keys per tile: the f32 K and V tiles together stay within L1. */
@@ -209,29 +264,44 @@ static void prefetch_rows(const uint8_t *p, size_t n) {
     for (size_t o = 0; o < n; o += 64) __builtin_prefetch(p + o, 0, 2);
 }
 
-/* Is this segment's V the first dv elements of its K rows (latent/MLA)? */
-static bool v_aliases_k(const kvs_kv_segment *sg, int dk, int dv) {
-    return !sg->decode && sg->v == sg->k && sg->v_row == sg->k_row && sg->v_type == sg->k_type &&
-           sg->v_head_stride == sg->k_head_stride && dv <= dk;
-}
 
 /* Per-channel (KIVI) segment: key group blocks + per-token value rows. */
 static bool kivi_segment(const kvs_kv_segment *sg) {
     return sg->decode && sg->k_type == KVS_TYPE_COUNT && sg->v_type == KVS_TYPE_COUNT && sg->group > 0;
 }
 
+/* Ask for the K and V bytes of rows [t0, t0 + n) of KV head kh of a segment
+ * (block rows, or the per-channel key groups holding them) to come to L2. A
+ * decode streams every row once from DRAM; the hardware prefetchers stop at
+ * 4 KiB page edges and pages of the cache are separate allocations, so the
+ * kernel asks for the next chunk while it computes on this one. */
+static void prefetch_chunk(const kvs_kv_segment *sg, int64_t kh, int64_t t0, int64_t n) {
+    if (n <= 0) return;
+    const uint8_t *k = sg->k + kh * sg->k_head_stride, *v = sg->v + kh * sg->v_head_stride;
+    if (kivi_segment(sg)) {
+        const int64_t G = sg->group, g0 = t0 / G, g1 = (t0 + n + G - 1) / G;
+        prefetch_rows(k + (size_t)g0 * sg->k_row, (size_t)(g1 - g0) * sg->k_row);
+    } else {
+        prefetch_rows(k + (size_t)t0 * sg->k_row, (size_t)n * sg->k_row);
+    }
+    prefetch_rows(v + (size_t)t0 * sg->v_row, (size_t)n * sg->v_row);
+}
+
 /* Decode (one query, so every row of the group sees the same keys): feed
  * the visible rows [t_lo, t_hi) of a segment to the fused kernel in chunks
- * (per-channel chunks stop at key group edges). Returns false, having done
- * nothing, when the fused kernel does not take this segment. */
+ * (per-channel chunks stop at key group edges), prefetching the next chunk,
+ * or the first rows [0, next_n) of the next segment `next` after the last.
+ * Returns false, having done nothing, when the fused kernel does not take
+ * this segment. */
 static bool fused_segment(const attn_task *tk, const kvs_kv_segment *sg, int64_t kh, const vis *qv,
-                          const float *const *qrows, int R, int64_t t_lo, int64_t t_hi, float *state,
-                          float *scratch) {
+                          const float *const *qrows, const int8_t *const *qi, const float *const *qs, int R, int64_t t_lo,
+                          int64_t t_hi, float *state, float *scratch, const kvs_kv_segment *next, int64_t next_n) {
     const int32_t dk = tk->dk, dv = tk->dv;
     const bool kivi = kivi_segment(sg);
     if (sg->decode && !kivi) return false;
     kvs_attn_rows rw = {.k_row = sg->k_row, .v_row = sg->v_row, .k_type = sg->k_type, .v_type = sg->v_type,
-                        .group = (int)sg->group, .k_bits = (int)sg->k_bits, .v_bits = (int)sg->v_bits};
+                        .group = (int)sg->group, .k_bits = (int)sg->k_bits, .v_bits = (int)sg->v_bits,
+                        .qi = qi, .qs = qs};
     const uint8_t *kbase = sg->k + kh * sg->k_head_stride, *vbase = sg->v + kh * sg->v_head_stride;
     bool first = true;
     for (int w = 0; w < 2; w++) {
@@ -250,6 +320,20 @@ static bool fused_segment(const attn_task *tk, const kvs_kv_segment *sg, int64_t
             }
             rw.v = vbase + (size_t)t0 * sg->v_row;
             rw.n = (int)nt;
+            /* the next chunk: the rest of this segment, else the next segment's first rows */
+            const kvs_kv_segment *ps = t0 + nt < h ? sg : w == 1 ? next : NULL;
+            const int64_t pt = ps == sg ? t0 + nt : 0;
+            int64_t pn = ps == sg ? h - t0 - nt : next_n;
+            if (pn > ATTN_FUSED_CHUNK) pn = ATTN_FUSED_CHUNK;
+            rw.pf_k = rw.pf_v = NULL;
+            rw.pf_n = 0;
+            if (ps && kivi) {
+                prefetch_chunk(ps, kh, pt, pn); /* per-channel kernels take no prefetch pointers */
+            } else if (ps && !ps->decode && ps->k_row == sg->k_row && ps->v_row == sg->v_row) {
+                rw.pf_k = ps->k + kh * ps->k_head_stride + (size_t)pt * ps->k_row; /* spread over the chunk */
+                rw.pf_v = ps->v + kh * ps->v_head_stride + (size_t)pt * ps->v_row;
+                rw.pf_n = (int)pn;
+            }
             if (!tk->vec->fused(&rw, qrows, R, tk->a->scale, state, tk->state_floats, dk, dv, scratch)) {
                 if (first) return false;
                 /* same segment, same formats: cannot change mid-way */
@@ -310,7 +394,9 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
     float *scratch = tbuf + tk->tile_floats;
     const int64_t nq = q1 - q0;
     const int R = (int)(nq * group);
-    const float *qrows[ATTN_MAX_ROWS];
+    const float *qrows[ATTN_MAX_ROWS], *qrows_r[ATTN_MAX_ROWS];
+    const int8_t *qi_rows[ATTN_MAX_ROWS];
+    const float *qs_rows[ATTN_MAX_ROWS];
     vis qv[ATTN_MAX_ROWS];
     int lo[ATTN_MAX_ROWS], hi[ATTN_MAX_ROWS];
     int64_t ulo = INT64_MAX, uhi = INT64_MIN; /* union of visible positions of the block */
@@ -321,8 +407,15 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
             if (qv[i].lo[w] < ulo) ulo = qv[i].lo[w];
             if (qv[i].hi[w] > uhi) uhi = qv[i].hi[w];
         }
-        for (int32_t g = 0; g < group; g++)
-            qrows[i * group + g] = a->q + ((q0 + i) * a->n_head + kh * group + g) * dk;
+        for (int32_t g = 0; g < group; g++) {
+            const int64_t hr = (q0 + i) * a->n_head + kh * group + g; /* (query, head) row */
+            qrows[i * group + g] = a->q + hr * dk;
+            if (tk->qround) { /* decode: one query */
+                qrows_r[g] = tk->at->qround + hr * dk;
+                qi_rows[g] = tk->at->qint + hr * dk;
+                qs_rows[g] = tk->at->qscale + hr * tk->n_qblk;
+            }
+        }
     }
     for (int r = 0; r < R; r++) {
         float *st = state + (size_t)r * tk->state_floats;
@@ -339,8 +432,16 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
         if (ulo - sg->pos0 > t_lo) t_lo = ulo - sg->pos0;
         if (uhi - sg->pos0 < t_hi) t_hi = uhi - sg->pos0;
         if (t_lo >= t_hi) continue;
-        if (nq == 1 && tk->vec->fused && fused_segment(tk, sg, kh, &qv[0], qrows, R, t_lo, t_hi, state, scratch))
-            continue;
+        const bool rq = tk->qround && int8_keys(sg, dk, dv);
+        const float *const *qq = rq ? qrows_r : qrows; /* the query this segment's scores use */
+        if (nq == 1 && tk->vec->fused) {
+            /* the next segment's first rows this item reads, for prefetching */
+            const kvs_kv_segment *nx = s + 1 < a->n_segs && base + sg->n < r1 ? &a->segs[s + 1] : NULL;
+            int64_t nx_n = nx ? (r1 - base - sg->n < nx->n ? r1 - base - sg->n : nx->n) : 0;
+            if (fused_segment(tk, sg, kh, &qv[0], qq, rq ? qi_rows : NULL, qs_rows, R, t_lo, t_hi, state, scratch, nx,
+                              nx_n))
+                continue;
+        }
         const bool alias = v_aliases_k(sg, dk, dv);
         const int T = alias ? tk->tile_alias : tk->tile;
         float *kbuf = tbuf, *vbuf = tbuf + (size_t)T * dk;
@@ -393,7 +494,7 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
                         if (!alias) prefetch_rows(vbase + (size_t)t1 * sg->v_row, (size_t)(t2 - t1) * sg->v_row);
                     }
                 }
-                tk->vec->tile(qrows, R, kf, vf, lo, hi, a->scale, state, tk->state_floats, dk, dv, ldv, scratch);
+                tk->vec->tile(qq, R, kf, vf, lo, hi, a->scale, state, tk->state_floats, dk, dv, ldv, scratch);
             }
         }
     }
@@ -470,6 +571,25 @@ kvs_status kvs_attn_run(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *a) {
         at->partial = kvs_aligned_alloc(sizeof(float) * pf);
         at->partial_floats = at->partial ? pf : 0;
         if (!at->partial) return kvs_fail(KVS_ERR_NOMEM, "attention scratch: out of memory");
+    }
+    if (a->n_q == 1) { /* decode over q8_0/q4_0 keys: round the query once for every item */
+        bool any = false;
+        for (int s = 0; s < a->n_segs && !any; s++) any = int8_keys(&a->segs[s], tk.dk, tk.dv);
+        const size_t need = (size_t)a->n_head * (size_t)tk.dk;
+        if (any && need > at->q_cap) {
+            kvs_free(at->qround); kvs_free(at->qint); kvs_free(at->qscale);
+            at->qround = kvs_malloc(sizeof(float) * need);
+            at->qint = kvs_malloc(need);
+            at->qscale = kvs_malloc(sizeof(float) * (size_t)a->n_head * (size_t)(tk.dk + 31) / 32);
+            at->q_cap = at->qround && at->qint && at->qscale ? need : 0;
+            if (!at->q_cap) return kvs_fail(KVS_ERR_NOMEM, "attention scratch: out of memory");
+        }
+        if (any)
+            for (int32_t h = 0; h < a->n_head; h++)
+                kvs_attn_round_query(a->q + (size_t)h * tk.dk, tk.dk, at->qint + (size_t)h * tk.dk,
+                                     at->qscale + (size_t)h * (size_t)((tk.dk + 31) / 32), at->qround + (size_t)h * tk.dk);
+        tk.n_qblk = (tk.dk + 31) / 32;
+        tk.qround = any;
     }
     kvs_pool_run(pool, attn_worker, &tk);
 

@@ -150,14 +150,24 @@ static bool type_ok(uint32_t t) {
     return t == KVS_TYPE_F32 || t == KVS_TYPE_F16 || t == KVS_TYPE_BF16 || t == KVS_TYPE_Q8_0 || t == KVS_TYPE_Q4_0;
 }
 
-/* ---- scores: RR (1..3) query rows x 4 keys per register block ---- */
+/* ---- scores: RR (1..3) query rows x KB (3 or 4) keys per register block ----
+ * f32 tiles (L1-resident) use 3 x 4 (12 accumulators, the 4 key vectors and
+ * one query vector: GCC folds the f32 key loads into the FMAs). Stored rows
+ * that need a conversion use 3 x 3: 9 accumulators + 3 converted key vectors
+ * + 1 query vector = 13 registers; 3 x 4 there needs 17 of the 16 ymm
+ * registers and the spill in the inner loop cost a third of the time. */
+
+static inline __attribute__((always_inline)) __m128 hsum_keys(const int KB, __m256 c0, __m256 c1, __m256 c2, __m256 c3) {
+    return KB == 4 ? hsum4(c0, c1, c2, c3) : hsum4(c0, c1, c2, _mm256_setzero_ps());
+}
 
 static inline __attribute__((always_inline)) void scores_rows(const uint32_t type, const int RR, const uint8_t *k,
                                                               size_t k_row, int n, const float *const *q,
                                                               float scale, int dk, float *sc, size_t sc_stride) {
     const __m128 vs = _mm_set1_ps(scale);
+    const int KB = type == KVS_TYPE_F32 ? 4 : 3;
     int t = 0;
-    for (; t + 4 <= n; t += 4) {
+    for (; t + KB <= n; t += KB) {
         const uint8_t *k0 = k + (size_t)t * k_row;
         __m256 a[3][4];
         _Pragma("GCC unroll 4")
@@ -167,22 +177,30 @@ static inline __attribute__((always_inline)) void scores_rows(const uint32_t typ
         for (int cb = 0; cb < dk; cb += block_elems(type)) {
             __m256 d[4];
             _Pragma("GCC unroll 4")
-            for (int j = 0; j < 4; j++) d[j] = block_scale(type, k0 + (size_t)j * k_row, cb);
+            for (int j = 0; j < KB; j++) d[j] = block_scale(type, k0 + (size_t)j * k_row, cb);
             for (int c = cb; c < cb + block_elems(type); c += 8) {
                 __m256 x[4];
                 _Pragma("GCC unroll 4")
-                for (int j = 0; j < 4; j++) x[j] = load8s(type, k0 + (size_t)j * k_row, c, d[j]);
+                for (int j = 0; j < KB; j++) x[j] = load8s(type, k0 + (size_t)j * k_row, c, d[j]);
                 _Pragma("GCC unroll 4")
                 for (int r = 0; r < RR; r++) {
                     const __m256 qv = _mm256_loadu_ps(q[r] + c);
                     _Pragma("GCC unroll 4")
-                    for (int j = 0; j < 4; j++) a[r][j] = _mm256_fmadd_ps(qv, x[j], a[r][j]);
+                    for (int j = 0; j < KB; j++) a[r][j] = _mm256_fmadd_ps(qv, x[j], a[r][j]);
                 }
             }
         }
+        float tmp[4];
         _Pragma("GCC unroll 4")
-        for (int r = 0; r < RR; r++)
-            _mm_storeu_ps(sc + (size_t)r * sc_stride + (size_t)t, _mm_mul_ps(vs, hsum4(a[r][0], a[r][1], a[r][2], a[r][3])));
+        for (int r = 0; r < RR; r++) {
+            const __m128 h = _mm_mul_ps(vs, hsum_keys(KB, a[r][0], a[r][1], a[r][2], a[r][3]));
+            if (KB == 4) {
+                _mm_storeu_ps(sc + (size_t)r * sc_stride + (size_t)t, h);
+            } else {
+                _mm_storeu_ps(tmp, h);
+                memcpy(sc + (size_t)r * sc_stride + (size_t)t, tmp, sizeof(float) * 3);
+            }
+        }
     }
     for (; t < n; t++) {
         const uint8_t *k0 = k + (size_t)t * k_row;
@@ -210,33 +228,62 @@ static inline __attribute__((always_inline)) void scores_all(const uint32_t type
     }
 }
 
-/* ---- acc += p V: RR (1..4) rows x CW (1..3) vectors of 8 channels ---- */
+/* ---- acc += p V: RR (1..4) rows x CW (1..3) vectors of 8 channels ----
+ * Each accumulator takes one FMA per key, so with RR x CW = 6 accumulators
+ * the loop waits on FMA latency (4 cycles, 2 FMAs/cycle want 8 in flight).
+ * Stored rows (decode) therefore run two keys per step into two accumulator
+ * sets (12 + 2 converted vectors + 1 weight = 15 registers), summed at the
+ * end; f32 tiles keep one set (4 x 3 already has 12). */
 
 static inline __attribute__((always_inline)) void vacc_block(const uint32_t type, const int RR, const int CW,
                                                              const uint8_t *v, size_t v_row, int n, int c,
                                                              const float *p, size_t p_stride, float *acc,
                                                              size_t acc_stride) {
-    __m256 a[4][3];
+    const int KU = type != KVS_TYPE_F32 && RR * CW <= 6 ? 2 : 1; /* keys per step */
+    __m256 a[2][4][3];
     _Pragma("GCC unroll 4")
     for (int r = 0; r < RR; r++)
         _Pragma("GCC unroll 4")
-        for (int j = 0; j < CW; j++) a[r][j] = _mm256_loadu_ps(acc + (size_t)r * acc_stride + (size_t)(c + 8 * j));
-    for (int t = 0; t < n; t++) {
+        for (int j = 0; j < CW; j++) {
+            a[0][r][j] = _mm256_loadu_ps(acc + (size_t)r * acc_stride + (size_t)(c + 8 * j));
+            if (KU == 2) a[1][r][j] = _mm256_setzero_ps();
+        }
+    int t = 0;
+    for (; t + KU <= n; t += KU) {
+        _Pragma("GCC unroll 2")
+        for (int u = 0; u < KU; u++) {
+            __m256 x[3];
+            const uint8_t *row = v + (size_t)(t + u) * v_row;
+            const __m256 d = block_scale(type, row, c); /* callers keep c..c+8*CW in one block */
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < CW; j++) x[j] = load8s(type, row, c + 8 * j, d);
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < RR; r++) {
+                const __m256 w = _mm256_broadcast_ss(p + (size_t)r * p_stride + (size_t)(t + u));
+                _Pragma("GCC unroll 4")
+                for (int j = 0; j < CW; j++) a[u][r][j] = _mm256_fmadd_ps(w, x[j], a[u][r][j]);
+            }
+        }
+    }
+    for (; t < n; t++) { /* odd key left by the two-key steps */
         __m256 x[3];
-        const __m256 d = block_scale(type, v + (size_t)t * v_row, c); /* callers keep c..c+8*CW in one block */
+        const uint8_t *row = v + (size_t)t * v_row;
+        const __m256 d = block_scale(type, row, c);
         _Pragma("GCC unroll 4")
-        for (int j = 0; j < CW; j++) x[j] = load8s(type, v + (size_t)t * v_row, c + 8 * j, d);
+        for (int j = 0; j < CW; j++) x[j] = load8s(type, row, c + 8 * j, d);
         _Pragma("GCC unroll 4")
         for (int r = 0; r < RR; r++) {
             const __m256 w = _mm256_broadcast_ss(p + (size_t)r * p_stride + (size_t)t);
             _Pragma("GCC unroll 4")
-            for (int j = 0; j < CW; j++) a[r][j] = _mm256_fmadd_ps(w, x[j], a[r][j]);
+            for (int j = 0; j < CW; j++) a[0][r][j] = _mm256_fmadd_ps(w, x[j], a[0][r][j]);
         }
     }
     _Pragma("GCC unroll 4")
     for (int r = 0; r < RR; r++)
         _Pragma("GCC unroll 4")
-        for (int j = 0; j < CW; j++) _mm256_storeu_ps(acc + (size_t)r * acc_stride + (size_t)(c + 8 * j), a[r][j]);
+        for (int j = 0; j < CW; j++)
+            _mm256_storeu_ps(acc + (size_t)r * acc_stride + (size_t)(c + 8 * j),
+                             KU == 2 ? _mm256_add_ps(a[0][r][j], a[1][r][j]) : a[0][r][j]);
 }
 
 static inline __attribute__((always_inline)) void vacc_rows(const uint32_t type, const int RR, const uint8_t *v,
@@ -316,29 +363,164 @@ static void tile_avx2(const float *const *qrows, int R, const float *k, const fl
              state_stride, dv);
 }
 
-/* ---- fused decode over stored rows ---- */
+/* ---- q8_0/q4_0 keys against the int8-rounded query (integer dots) ----
+ * Per 32-element block: q8_0 multiplies |k| (unsigned) by q with k's sign
+ * (maddubs: 16 int16 pair sums, each <= 2 * 127 * 127 < 2^15, exact), q4_0
+ * multiplies the unsigned nibbles 0..15 by q and subtracts 8 * (sum of q)
+ * (precomputed per row and block), then madd with ones gives 8 int32 lanes;
+ * those are converted and scaled in f32 by the key block's f16 scale times
+ * the query block's scale (times the softmax scale). Each key
+ * block is unpacked once for all rows. 3 rows x 2 keys per register block: 3 x 3 spilled
+ * accumulators (the integer path needs two more constant registers). */
 
-static void fused_scores(uint32_t type, const kvs_attn_rows *rw, const float *const *q, int R, float scale, int dk,
-                         float *sc) {
-    switch (type) {
-    case KVS_TYPE_F16: scores_all(KVS_TYPE_F16, rw->k, rw->k_row, rw->n, q, R, scale, dk, sc, (size_t)rw->n); break;
-    case KVS_TYPE_BF16: scores_all(KVS_TYPE_BF16, rw->k, rw->k_row, rw->n, q, R, scale, dk, sc, (size_t)rw->n); break;
-    case KVS_TYPE_Q8_0: scores_all(KVS_TYPE_Q8_0, rw->k, rw->k_row, rw->n, q, R, scale, dk, sc, (size_t)rw->n); break;
-    case KVS_TYPE_Q4_0: scores_all(KVS_TYPE_Q4_0, rw->k, rw->k_row, rw->n, q, R, scale, dk, sc, (size_t)rw->n); break;
-    default: scores_all(KVS_TYPE_F32, rw->k, rw->k_row, rw->n, q, R, scale, dk, sc, (size_t)rw->n); break;
+#define ATTN_I8_MAX_BLOCKS 32 /* dk <= 1024 */
+
+/* The 32 codes of key block b: q8_0 signed values, q4_0 nibbles 0..15. */
+static inline __attribute__((always_inline)) __m256i key_codes(const uint32_t type, const uint8_t *row, int b) {
+    if (type == KVS_TYPE_Q8_0) return _mm256_loadu_si256((const __m256i *)(const void *)(row + (size_t)b * 34 + 2));
+    const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(row + (size_t)b * 18 + 2));
+    const __m128i m = _mm_set1_epi8(15);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+static inline __attribute__((always_inline)) float key_block_scale(const uint32_t type, const uint8_t *row, int b) {
+    return f16_at(row + (size_t)b * (type == KVS_TYPE_Q8_0 ? 34 : 18));
+}
+
+/* 8 int32 lanes summing to the dot of block b's codes with query block qb;
+ * ak = |codes| for q8_0; corr (q4_0) = the lanes of 8 * sum(qb). */
+static inline __attribute__((always_inline)) __m256i block_dot(const uint32_t type, __m256i codes, __m256i ak,
+                                                               const int8_t *qb, const __m256i *corr) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)qb);
+    if (type == KVS_TYPE_Q8_0) return _mm256_madd_epi16(_mm256_maddubs_epi16(ak, _mm256_sign_epi8(q, codes)), ones);
+    return _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(codes, q), ones), _mm256_load_si256(corr));
+}
+
+static inline __attribute__((always_inline)) void scores_i8_rows(const uint32_t type, const int RR, const uint8_t *k,
+                                                                 size_t k_row, int n, const int8_t *const *qi,
+                                                                 const float *qsc, const __m256i *corr, int nb,
+                                                                 float *sc, size_t sc_stride) {
+    enum { KB = 2 };
+    int t = 0;
+    for (; t + KB <= n; t += KB) {
+        const uint8_t *k0 = k + (size_t)t * k_row;
+        __m256 a[3][KB];
+        _Pragma("GCC unroll 3")
+        for (int r = 0; r < RR; r++)
+            _Pragma("GCC unroll 3")
+            for (int j = 0; j < KB; j++) a[r][j] = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            _Pragma("GCC unroll 3")
+            for (int j = 0; j < KB; j++) {
+                const uint8_t *row = k0 + (size_t)j * k_row;
+                const __m256i codes = key_codes(type, row, b);
+                const __m256i ak = type == KVS_TYPE_Q8_0 ? _mm256_abs_epi8(codes) : codes;
+                const float d = key_block_scale(type, row, b);
+                _Pragma("GCC unroll 3")
+                for (int r = 0; r < RR; r++) {
+                    const __m256i p = block_dot(type, codes, ak, qi[r] + 32 * b, corr + (size_t)r * nb + b);
+                    a[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * qsc[r * nb + b]), a[r][j]);
+                }
+            }
+        }
+        _Pragma("GCC unroll 3")
+        for (int r = 0; r < RR; r++) {
+            float tmp[4];
+            _mm_storeu_ps(tmp, hsum4(a[r][0], a[r][1], _mm256_setzero_ps(), _mm256_setzero_ps()));
+            memcpy(sc + (size_t)r * sc_stride + (size_t)t, tmp, sizeof(float) * KB);
+        }
+    }
+    for (; t < n; t++) {
+        const uint8_t *row = k + (size_t)t * k_row;
+        __m256 a[3];
+        _Pragma("GCC unroll 3")
+        for (int r = 0; r < RR; r++) a[r] = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            const __m256i codes = key_codes(type, row, b);
+            const __m256i ak = type == KVS_TYPE_Q8_0 ? _mm256_abs_epi8(codes) : codes;
+            const float d = key_block_scale(type, row, b);
+            _Pragma("GCC unroll 3")
+            for (int r = 0; r < RR; r++)
+                a[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot(type, codes, ak, qi[r] + 32 * b, corr + (size_t)r * nb + b)),
+                                       _mm256_set1_ps(d * qsc[r * nb + b]), a[r]);
+        }
+        _Pragma("GCC unroll 3")
+        for (int r = 0; r < RR; r++) sc[(size_t)r * sc_stride + (size_t)t] = hsum256(a[r]);
     }
 }
 
-static void fused_values(uint32_t type, const kvs_attn_rows *rw, const float *p, int R, float *acc, size_t acc_stride,
-                         int dv) {
-    const size_t ps = (size_t)rw->n;
-    switch (type) {
-    case KVS_TYPE_F16: vacc_all(KVS_TYPE_F16, 3, rw->v, rw->v_row, rw->n, p, ps, R, acc, acc_stride, dv); break;
-    case KVS_TYPE_BF16: vacc_all(KVS_TYPE_BF16, 3, rw->v, rw->v_row, rw->n, p, ps, R, acc, acc_stride, dv); break;
-    case KVS_TYPE_Q8_0: vacc_all(KVS_TYPE_Q8_0, 3, rw->v, rw->v_row, rw->n, p, ps, R, acc, acc_stride, dv); break;
-    case KVS_TYPE_Q4_0: vacc_all(KVS_TYPE_Q4_0, 3, rw->v, rw->v_row, rw->n, p, ps, R, acc, acc_stride, dv); break;
-    default: vacc_all(KVS_TYPE_F32, 3, rw->v, rw->v_row, rw->n, p, ps, R, acc, acc_stride, dv); break;
+static void scores_i8(const uint32_t type, const kvs_attn_rows *rw, const uint8_t *k, int n, int R, float scale, int dk,
+                      float *sc, size_t ss) {
+    const int nb = dk / 32;
+    float qsc[KVS_ATTN_FUSED_MAX_ROWS * ATTN_I8_MAX_BLOCKS]; /* query block scale x softmax scale */
+    __m256i corr[KVS_ATTN_FUSED_MAX_ROWS * ATTN_I8_MAX_BLOCKS];
+    for (int r = 0; r < R; r++) {
+        for (int b = 0; b < nb; b++) qsc[r * nb + b] = rw->qs[r][b] * scale;
+        if (type == KVS_TYPE_Q4_0) /* lanes of 8 * sum(q) per block, in block_dot's lane order */
+            for (int b = 0; b < nb; b++) {
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(rw->qi[r] + 32 * b));
+                corr[r * nb + b] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(8), q), _mm256_set1_epi16(1));
+            }
     }
+    for (int r0 = 0; r0 < R; r0 += 3) {
+        const int rr = R - r0 < 3 ? R - r0 : 3;
+        const int8_t *const *q = rw->qi + r0;
+        const __m256i *c = corr + (size_t)r0 * nb;
+        float *o = sc + (size_t)r0 * ss;
+        if (type == KVS_TYPE_Q8_0) {
+            if (rr == 3) scores_i8_rows(KVS_TYPE_Q8_0, 3, k, rw->k_row, n, q, qsc + (size_t)r0 * nb, c, nb, o, ss);
+            else if (rr == 2) scores_i8_rows(KVS_TYPE_Q8_0, 2, k, rw->k_row, n, q, qsc + (size_t)r0 * nb, c, nb, o, ss);
+            else scores_i8_rows(KVS_TYPE_Q8_0, 1, k, rw->k_row, n, q, qsc + (size_t)r0 * nb, c, nb, o, ss);
+        } else {
+            if (rr == 3) scores_i8_rows(KVS_TYPE_Q4_0, 3, k, rw->k_row, n, q, qsc + (size_t)r0 * nb, c, nb, o, ss);
+            else if (rr == 2) scores_i8_rows(KVS_TYPE_Q4_0, 2, k, rw->k_row, n, q, qsc + (size_t)r0 * nb, c, nb, o, ss);
+            else scores_i8_rows(KVS_TYPE_Q4_0, 1, k, rw->k_row, n, q, qsc + (size_t)r0 * nb, c, nb, o, ss);
+        }
+    }
+}
+
+/* ---- fused decode over stored rows ----
+ * Block formats run in steps of ATTN_SUB keys; before each step's scores
+ * (values) the matching slice of the next chunk's K (V) rows is prefetched,
+ * so the DRAM reads of the next chunk overlap this chunk's arithmetic. One
+ * step per 64-key chunk: steps of 12 keys spread the prefetches finer but
+ * cost ~10% more CPU on cache-resident rows (accumulator reloads) and were
+ * not faster on DRAM-resident rows on the loaded development machine. */
+
+#define ATTN_SUB 64
+
+static void prefetch_span(const uint8_t *p, size_t n) {
+    for (size_t o = 0; o < n; o += 64) _mm_prefetch((const char *)(p + o), _MM_HINT_T0);
+}
+
+static void fused_scores(uint32_t type, const uint8_t *k, size_t k_row, int n, const float *const *q, int R,
+                         float scale, int dk, float *sc, size_t ss) {
+    switch (type) {
+    case KVS_TYPE_F16: scores_all(KVS_TYPE_F16, k, k_row, n, q, R, scale, dk, sc, ss); break;
+    case KVS_TYPE_BF16: scores_all(KVS_TYPE_BF16, k, k_row, n, q, R, scale, dk, sc, ss); break;
+    case KVS_TYPE_Q8_0: scores_all(KVS_TYPE_Q8_0, k, k_row, n, q, R, scale, dk, sc, ss); break;
+    case KVS_TYPE_Q4_0: scores_all(KVS_TYPE_Q4_0, k, k_row, n, q, R, scale, dk, sc, ss); break;
+    default: scores_all(KVS_TYPE_F32, k, k_row, n, q, R, scale, dk, sc, ss); break;
+    }
+}
+
+static void fused_values(uint32_t type, const uint8_t *v, size_t v_row, int n, const float *p, size_t ps, int R,
+                         float *acc, size_t acc_stride, int dv) {
+    switch (type) {
+    case KVS_TYPE_F16: vacc_all(KVS_TYPE_F16, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
+    case KVS_TYPE_BF16: vacc_all(KVS_TYPE_BF16, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
+    case KVS_TYPE_Q8_0: vacc_all(KVS_TYPE_Q8_0, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
+    case KVS_TYPE_Q4_0: vacc_all(KVS_TYPE_Q4_0, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
+    default: vacc_all(KVS_TYPE_F32, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
+    }
+}
+
+/* Rows [t0, t0 + m) of the next chunk's K or V towards L1 (none past pf_n). */
+static inline void prefetch_next(const uint8_t *pf, int pf_n, size_t row, int t0, int m) {
+    if (!pf || t0 >= pf_n) return;
+    if (t0 + m > pf_n) m = pf_n - t0;
+    prefetch_span(pf + (size_t)t0 * row, (size_t)m * row);
 }
 
 static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R, float scale, float *state,
@@ -347,6 +529,7 @@ static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R
     if (R < 1 || R > KVS_ATTN_FUSED_MAX_ROWS || rw->n < 1) return false;
     if (kivi ? rw->v_type != KVS_TYPE_COUNT : !type_ok(rw->k_type) || !type_ok(rw->v_type)) return false;
     const int n = rw->n;
+    const size_t ss = (size_t)n;
     float *sc = scratch;
     if (kivi) {
         /* scores on the codes (scale folded into q), then the softmax scale */
@@ -357,14 +540,28 @@ static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R
         for (; i + 8 <= nn; i += 8) _mm256_storeu_ps(sc + i, _mm256_mul_ps(vs, _mm256_loadu_ps(sc + i)));
         for (; i < nn; i++) sc[i] *= scale;
     } else {
-        fused_scores(rw->k_type, rw, qrows, R, scale, dk, sc);
+        const bool i8 = rw->qi && (rw->k_type == KVS_TYPE_Q8_0 || rw->k_type == KVS_TYPE_Q4_0) && dk % 32 == 0 &&
+                        dk <= 32 * ATTN_I8_MAX_BLOCKS;
+        for (int t0 = 0; t0 < n; t0 += ATTN_SUB) {
+            const int m = n - t0 < ATTN_SUB ? n - t0 : ATTN_SUB;
+            prefetch_next(rw->pf_k, rw->pf_n, rw->k_row, t0, m);
+            const uint8_t *k = rw->k + (size_t)t0 * rw->k_row;
+            if (i8) scores_i8(rw->k_type, rw, k, m, R, scale, dk, sc + t0, ss);
+            else fused_scores(rw->k_type, k, rw->k_row, m, qrows, R, scale, dk, sc + t0, ss);
+        }
     }
     for (int r = 0; r < R; r++) softmax_update(state + (size_t)r * state_stride, sc + (size_t)r * n, n, dv);
-    if (kivi)
+    if (kivi) {
         kvs_kivi_value_accum_avx2(rw->v, rw->v_row, n, dv, rw->group, rw->v_bits, sc, (size_t)n, R, state + 2,
                                   state_stride);
-    else
-        fused_values(rw->v_type, rw, sc, R, state + 2, state_stride, dv);
+    } else {
+        for (int t0 = 0; t0 < n; t0 += ATTN_SUB) {
+            const int m = n - t0 < ATTN_SUB ? n - t0 : ATTN_SUB;
+            prefetch_next(rw->pf_v, rw->pf_n, rw->v_row, t0, m);
+            fused_values(rw->v_type, rw->v + (size_t)t0 * rw->v_row, rw->v_row, m, sc + t0, ss, R, state + 2,
+                         state_stride, dv);
+        }
+    }
     return true;
 }
 

@@ -27,7 +27,21 @@ typedef struct kvs_attn_rows {
     uint32_t k_type, v_type;
     int n;
     int k_t0, group, k_bits, v_bits; /* per-channel rows only */
+    /* q8_0/q4_0 keys in a decode: the query rows rounded to int8 (qi[r], dk
+     * each, one scale per 32 elements in qs[r]; qrows then hold qi * qs);
+     * NULL: score in f32 */
+    const int8_t *const *qi;
+    const float *const *qs;
+    /* block formats: the next chunk's first pf_n K and V rows (same row
+     * sizes), prefetched while this chunk computes; NULL: none */
+    const uint8_t *pf_k, *pf_v;
+    int pf_n;
 } kvs_attn_rows;
+
+/* Round a query row to int8 in blocks of 32 (see attn.c): per block
+ * qs[b] = max|q| / 127, qi = round(q / qs[b]), qr = qi * qs[b]. Shared by
+ * the kernels and the reference. */
+void kvs_attn_round_query(const float *q, int d, int8_t *qi, float *qs, float *qr);
 
 /* Online-softmax update of R query rows that all see the same n rows,
  * scoring and accumulating straight from the stored format (no f32 tile).
