@@ -8,11 +8,12 @@
 #include "kv/kv_evict.h"
 
 #define ROTATE_SEED 0x6b76736c696dull /* fixed: keys and queries rotate alike */
+#define ROTATE_SEED_V 0x6b76736c7676ull /* values: rotated when stored, rotated back after attention */
 
 /* RoPE on q and k, the optional Hadamard rotation of both, then (store) k
  * and v in the cache, for tokens [lo, hi). */
 typedef struct rope_store_task {
-    kvs_session *s; const kvs_rope *rope; int32_t layer; bool store, rotate;
+    kvs_session *s; const kvs_rope *rope; int32_t layer; bool store, rotate, rotate_v;
     _Atomic int status; /* first failure (kvs_status); the message is in that thread's error slot */
 } rope_store_task;
 
@@ -28,6 +29,8 @@ static void rope_store_rows(void *ctx, int64_t lo, int64_t hi) {
         for (int64_t r = lo * hp->n_head; r < hi * hp->n_head; r++) kvs_hadamard(s->q + r * hp->head_dim_k, hp->head_dim_k, ROTATE_SEED);
         for (int64_t r = lo * hp->n_head_kv; r < hi * hp->n_head_kv; r++) kvs_hadamard(s->k + r * hp->head_dim_k, hp->head_dim_k, ROTATE_SEED);
     }
+    if (t->rotate_v) /* undone on the attention output (kvs_arch_attend) */
+        for (int64_t r = lo * hp->n_head_kv; r < hi * hp->n_head_kv; r++) kvs_hadamard(s->v + r * hp->head_dim_v, hp->head_dim_v, ROTATE_SEED_V);
     if (!t->store) return;
     kvs_status st = kvs_kv_cache_store(s->kv, t->layer, s->n_past + (uint32_t)lo, hi - lo, s->k + lo * kd,
                                        s->v + lo * vd);
@@ -89,7 +92,11 @@ kvs_status kvs_arch_attend(kvs_session *s, int32_t layer, int64_t n, const kvs_r
     const bool shared_win = !own && src->pages && ls->window;
     const bool grouped = own && L->scheme.layout == KVS_KV_LAYOUT_CHANNEL; /* groups span chunk splits */
     const bool evict = kvs_kv_evict_on(s->kv->evict, layer); /* kept tokens + the chunk, stored after scoring */
-    rope_store_task rt = {.s = s, .rope = rope, .layer = layer, .store = own && !win && !grouped && !evict, .rotate = ls->rotate != 0};
+    /* sum_j p_j (H D v_j) = H D (sum_j p_j v_j): values may be stored rotated
+     * and each head's output rotated back (full stores; latent V is the key row) */
+    const bool rot_v = ls->rotate_v && ls->store == KVS_KV_STORE_FULL;
+    rope_store_task rt = {.s = s, .rope = rope, .layer = layer, .store = own && !win && !grouped && !evict,
+                          .rotate = ls->rotate != 0, .rotate_v = rot_v};
     kvs_pool_for(s->pool, n, KVS_PAR_MIN_TOKENS, rope_store_rows, &rt);
     if (atomic_load(&rt.status) != KVS_OK)
         return kvs_fail((kvs_status)atomic_load(&rt.status), "layer %d: KV cache store failed", layer);
@@ -114,6 +121,8 @@ kvs_status kvs_arch_attend(kvs_session *s, int32_t layer, int64_t n, const kvs_r
         .scale = scale, .out = s->att,
     };
     if ((st = kvs_attn_run(s->attn, s->pool, &aa)) != KVS_OK) return st;
+    if (rot_v)
+        for (int64_t r = 0; r < n * hp->n_head; r++) kvs_hadamard_inv(s->att + r * hp->head_dim_v, hp->head_dim_v, ROTATE_SEED_V);
     if (win && last_sharer(s->kv, layer) < 0 && (st = kvs_kv_cache_store(s->kv, layer, s->n_past, n, s->k, s->v)) != KVS_OK)
         return st;
     if (shared_win && last_sharer(s->kv, L->source) == layer && (st = commit_staged(s, L->source, n)) != KVS_OK) return st;

@@ -97,7 +97,42 @@ static inline unsigned quant_one(float x, const group_params *p, unsigned qmax) 
 
 static inline int finite_f(float x) { return isfinite(x); }
 
-void kvs_kivi_quantize_keys(const float *k, int d, int G, int bits, uint8_t *blk) {
+/* Squared error of n finite inputs (x[i * stride]) coded with p. */
+static double group_sse(const float *x, size_t n, size_t stride, const group_params *p, unsigned qmax) {
+    double e = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const float v = x[i * stride];
+        if (!finite_f(v)) continue;
+        const double r = (double)((float)quant_one(v, p, qmax) * p->s + p->m) - (double)v;
+        e += r * r;
+    }
+    return e;
+}
+
+/* Group parameters: min-max, or (clip) the range of least squared error
+ * among min-max and ranges shrunk by 5%..50% at the top, the bottom or
+ * both ends around the centre - at 2-3 bits one outlier otherwise costs
+ * every other element of the group most of its resolution. The stored
+ * format is the same; only the chosen scale and minimum differ. */
+static group_params choose_params(const float *x, size_t n, size_t stride, float lo, float hi, int bits, int clip) {
+    group_params best = make_params(lo, hi, bits);
+    if (!clip || !(lo < hi)) return best;
+    const unsigned qmax = (1u << bits) - 1u;
+    double best_e = group_sse(x, n, stride, &best, qmax);
+    const float c = 0.5f * lo + 0.5f * hi, w = hi - lo;
+    for (int k = 1; k <= 10; k++) {
+        const float r = 1.0f - 0.05f * (float)k;
+        const float cand[3][2] = {{c - r * (c - lo), c + r * (hi - c)}, {lo, lo + r * w}, {hi - r * w, hi}};
+        for (int j = 0; j < 3; j++) {
+            const group_params p = make_params(cand[j][0], cand[j][1], bits);
+            const double e = group_sse(x, n, stride, &p, qmax);
+            if (e < best_e) { best_e = e; best = p; }
+        }
+    }
+    return best;
+}
+
+static void quantize_keys(const float *k, int d, int G, int bits, uint8_t *blk, int clip) {
     const size_t bytes = kvs_kivi_key_block_bytes(d, G, bits);
     memset(blk, 0, bytes);
     uint8_t *codes = blk + (size_t)4 * (size_t)d;
@@ -110,7 +145,7 @@ void kvs_kivi_quantize_keys(const float *k, int d, int G, int bits, uint8_t *blk
             if (x < lo) lo = x;
             if (x > hi) hi = x;
         }
-        const group_params p = make_params(lo, hi, bits);
+        const group_params p = choose_params(k + c, (size_t)G, (size_t)d, lo, hi, bits, clip);
         memcpy(blk + 2 * (size_t)c, &p.sh, 2);
         memcpy(blk + 2 * ((size_t)d + (size_t)c), &p.mh, 2);
         for (int t = 0; t < G; t++) {
@@ -120,7 +155,15 @@ void kvs_kivi_quantize_keys(const float *k, int d, int G, int bits, uint8_t *blk
     }
 }
 
-void kvs_kivi_quantize_value(const float *v, int d, int G, int bits, uint8_t *row) {
+void kvs_kivi_quantize_keys(const float *k, int d, int G, int bits, uint8_t *blk) {
+    quantize_keys(k, d, G, bits, blk, 0);
+}
+
+void kvs_kivi_quantize_keys_clip(const float *k, int d, int G, int bits, uint8_t *blk) {
+    quantize_keys(k, d, G, bits, blk, 1);
+}
+
+static void quantize_value(const float *v, int d, int G, int bits, uint8_t *row, int clip) {
     const size_t bytes = kvs_kivi_value_row_bytes(d, G, bits);
     memset(row, 0, bytes);
     const size_t ng = ceil_div_sz((size_t)d, (size_t)G);
@@ -136,11 +179,19 @@ void kvs_kivi_quantize_value(const float *v, int d, int G, int bits, uint8_t *ro
             if (x < lo) lo = x;
             if (x > hi) hi = x;
         }
-        const group_params p = make_params(lo, hi, bits);
+        const group_params p = choose_params(v + c0, c1 - c0, 1, lo, hi, bits, clip);
         memcpy(row + 2 * g, &p.sh, 2);
         memcpy(row + 2 * (ng + g), &p.mh, 2);
         for (size_t c = c0; c < c1; c++) put_code(codes, c, bits, quant_one(v[c], &p, qmax));
     }
+}
+
+void kvs_kivi_quantize_value(const float *v, int d, int G, int bits, uint8_t *row) {
+    quantize_value(v, d, G, bits, row, 0);
+}
+
+void kvs_kivi_quantize_value_clip(const float *v, int d, int G, int bits, uint8_t *row) {
+    quantize_value(v, d, G, bits, row, 1);
 }
 
 /* ---- scalar reference dequantizers ---- */

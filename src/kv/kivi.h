@@ -33,7 +33,8 @@
  *   [2ng,   4ng)  f16 min[ng]
  *   [4ng, ...)    codes: code(c) is stream element c, ceil(d*bits/8) bytes.
  *
- * Quantization (scalar; runs once per token/group, not on the read path):
+ * Quantization (scalar; runs once per token/group, not on the read path;
+ * the *_clip quantizers may pick a narrower range, see below):
  *   - min/max are taken over the FINITE inputs of the group. The f16 min is
  *     rounded toward -inf and the f16 scale toward +inf, so [min, max] lies
  *     inside the representable range and only float rounding can clip.
@@ -67,10 +68,17 @@ void kvs_kivi_dequantize_keys(const uint8_t *blk, int d, int G, int bits, int t0
 void kvs_kivi_dequantize_keys_ref(const uint8_t *blk, int d, int G, int bits, int t0, int nt,
                                   float *out);
 
+/* Same block, each channel's range chosen by least squared error over
+ * min-max and ranges clipped at the top, the bottom or both (5%..50%):
+ * out-of-range inputs clamp to the end codes. Decoders are unchanged. */
+void kvs_kivi_quantize_keys_clip(const float *k, int d, int G, int bits, uint8_t *blk);
+
 /* ---- values: per token, channels grouped by G ---- */
 size_t kvs_kivi_value_row_bytes(int d, int G, int bits);
 /* v: (d) f32 -> one value row of kvs_kivi_value_row_bytes(). */
 void kvs_kivi_quantize_value(const float *v, int d, int G, int bits, uint8_t *row);
+/* Same row with each group's range chosen by least squared error (as keys). */
+void kvs_kivi_quantize_value_clip(const float *v, int d, int G, int bits, uint8_t *row);
 /* one value row -> out (d) f32 */
 void kvs_kivi_dequantize_value(const uint8_t *row, int d, int G, int bits, float *out);
 void kvs_kivi_dequantize_value_ref(const uint8_t *row, int d, int G, int bits, float *out);

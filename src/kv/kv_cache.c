@@ -18,9 +18,27 @@ static bool windowed(const kvs_kv_layer *L) { return L->scheme.window != 0; }
 static bool latent(const kvs_kv_layer *L) { return L->scheme.store == KVS_KV_STORE_LATENT; }
 static uint32_t n_heads(const kvs_kv_layer *L) { return latent(L) ? 1 : L->scheme.n_kv_heads; }
 static bool channel(const kvs_kv_layer *L) { return L->scheme.layout == KVS_KV_LAYOUT_CHANNEL; }
+/* Per-channel f16 buffer: the `first` sinks, (H, S, dk) keys then (H, S, dv)
+ * values, followed by a ring of R + G slots for the newest unquantized
+ * tokens, (H, R + G, dk) keys then (H, R + G, dv) values. Stream index i =
+ * position - S lives in ring slot i % (R + G); R is a multiple of G, so a
+ * complete group occupies G consecutive slots. */
 static size_t resid_bytes(const kvs_kv_layer *L) {
     const kvs_kv_scheme *s = &L->scheme;
-    return (size_t)s->group * s->n_kv_heads * (s->head_dim_k + s->head_dim_v) * sizeof(uint16_t);
+    return ((size_t)s->first + s->recent + s->group) * s->n_kv_heads * (s->head_dim_k + s->head_dim_v) *
+           sizeof(uint16_t);
+}
+static uint64_t ring_slots(const kvs_kv_layer *L) { return (uint64_t)L->scheme.recent + L->scheme.group; }
+static uint16_t *sink_k(const kvs_kv_layer *L) { return L->resid; }
+static uint16_t *sink_v(const kvs_kv_layer *L) {
+    return L->resid + (size_t)L->scheme.n_kv_heads * L->scheme.first * L->scheme.head_dim_k;
+}
+static uint16_t *ring_k(const kvs_kv_layer *L) {
+    const kvs_kv_scheme *s = &L->scheme;
+    return L->resid + (size_t)s->n_kv_heads * s->first * (s->head_dim_k + s->head_dim_v);
+}
+static uint16_t *ring_v(const kvs_kv_layer *L) {
+    return ring_k(L) + (size_t)L->scheme.n_kv_heads * ring_slots(L) * L->scheme.head_dim_k;
 }
 
 /* Slot of absolute position p (valid once p < number of stored positions). */
@@ -236,7 +254,7 @@ kvs_status kvs_kv_cache_reserve(kvs_kv_cache *c, uint64_t n_pos) {
         uint64_t used = n_pos < L->slots ? n_pos : L->slots;
         if (kvs_kv_evict_on(c->evict, i)) used = kvs_kv_evict_slots(c->evict, i, n_pos); /* kept + this chunk */
         if (channel(L)) {
-            used = n_pos / L->scheme.group * L->scheme.group; /* complete groups only */
+            used = kvs_kv_scheme_channel_quantized(&L->scheme, n_pos); /* quantized groups only */
             if (n_pos && !L->resid) need += resid_bytes(L);
         }
         uint64_t pages = div_up(used, L->page_tokens);
@@ -257,7 +275,7 @@ kvs_status kvs_kv_cache_reserve(kvs_kv_cache *c, uint64_t n_pos) {
         uint64_t used = n_pos < L->slots ? n_pos : L->slots;
         if (kvs_kv_evict_on(c->evict, i)) used = kvs_kv_evict_slots(c->evict, i, n_pos);
         if (channel(L)) {
-            used = n_pos / L->scheme.group * L->scheme.group;
+            used = kvs_kv_scheme_channel_quantized(&L->scheme, n_pos);
             if (n_pos && !L->resid) {
                 L->resid = kvs_aligned_alloc(resid_bytes(L));
                 if (!L->resid) return kvs_fail(KVS_ERR_NOMEM, "kv cache: out of memory");
@@ -322,25 +340,30 @@ void kvs_kv_cache_row(const kvs_kv_cache *c, int32_t layer, uint64_t slot, int32
     *v += (size_t)head * L->page_tokens * L->v_row;
 }
 
-/* Quantize the complete group that ends at position `last` from the
- * residual buffer into its page. */
-static void flush_group(kvs_kv_layer *L, uint64_t last) {
+/* Quantize the group of stream tokens [first, first + G) (first a multiple
+ * of G) from the f16 ring into its page. */
+static void flush_group(kvs_kv_layer *L, uint64_t first) {
     const kvs_kv_scheme *s = &L->scheme;
     const int H = (int)s->n_kv_heads, dk = (int)s->head_dim_k, dv = (int)s->head_dim_v, G = (int)s->group;
-    uint64_t first = last + 1 - (uint64_t)G;
+    const uint64_t RG = ring_slots(L), slot = first % RG;
     uint8_t *page = L->pages[first / L->page_tokens];
     uint64_t gi = (first % L->page_tokens) / (uint64_t)G, ti = first % L->page_tokens;
     size_t kblocks = (size_t)(L->page_tokens / s->group) * L->key_block;
     float *f = L->scratch; /* (G, max(dk, dv)) */
     for (int h = 0; h < H; h++) {
-        const uint16_t *rk = L->resid + (size_t)h * G * dk;
-        const uint16_t *rv = L->resid + (size_t)H * G * dk + (size_t)h * G * dv;
+        const uint16_t *rk = ring_k(L) + ((size_t)h * RG + slot) * dk;
+        const uint16_t *rv = ring_v(L) + ((size_t)h * RG + slot) * dv;
         for (int i = 0; i < G * dk; i++) f[i] = kvs_f16_to_f32(rk[i]);
-        kvs_kivi_quantize_keys(f, dk, G, (int)s->k_bits, page + (size_t)h * kblocks + gi * L->key_block);
+        uint8_t *kblk = page + (size_t)h * kblocks + gi * L->key_block;
+        if (s->clip) kvs_kivi_quantize_keys_clip(f, dk, G, (int)s->k_bits, kblk);
+        else kvs_kivi_quantize_keys(f, dk, G, (int)s->k_bits, kblk);
         uint8_t *vrows = page + (size_t)H * kblocks + ((size_t)h * L->page_tokens + ti) * L->value_row;
         for (int i = 0; i < G * dv; i++) f[i] = kvs_f16_to_f32(rv[i]);
-        for (int t = 0; t < G; t++)
-            kvs_kivi_quantize_value(f + (size_t)t * dv, dv, G, (int)s->v_bits, vrows + (size_t)t * L->value_row);
+        for (int t = 0; t < G; t++) {
+            uint8_t *row = vrows + (size_t)t * L->value_row;
+            if (s->clip) kvs_kivi_quantize_value_clip(f + (size_t)t * dv, dv, G, (int)s->v_bits, row);
+            else kvs_kivi_quantize_value(f + (size_t)t * dv, dv, G, (int)s->v_bits, row);
+        }
     }
 }
 
@@ -348,23 +371,34 @@ static kvs_status store_channel(kvs_kv_layer *L, int32_t layer, uint64_t pos0, i
                                 const float *v) {
     const kvs_kv_scheme *s = &L->scheme;
     const int H = (int)s->n_kv_heads, dk = (int)s->head_dim_k, dv = (int)s->head_dim_v, G = (int)s->group;
+    const uint64_t S = s->first, RG = ring_slots(L);
     if (pos0 != L->n_stored)
         return kvs_fail(KVS_ERR_INTERNAL, "kv store: layer %d appends at %llu but holds %llu positions", layer,
                         (unsigned long long)pos0, (unsigned long long)L->n_stored);
     if (!L->resid) return kvs_fail(KVS_ERR_INTERNAL, "kv store: layer %d is not reserved", layer);
     for (int64_t t = 0; t < n; t++) {
         uint64_t p = pos0 + (uint64_t)t;
-        int r = (int)(p % (uint64_t)G);
-        if (r == G - 1 && (p + 1 - (uint64_t)G) / L->page_tokens >= L->n_pages_alloc)
-            return kvs_fail(KVS_ERR_INTERNAL, "kv store: layer %d position %llu has no page", layer, (unsigned long long)p);
         for (int h = 0; h < H; h++) {
-            uint16_t *rk = L->resid + ((size_t)h * G + r) * dk;
-            uint16_t *rv = L->resid + (size_t)H * G * dk + ((size_t)h * G + r) * dv;
+            uint16_t *rk, *rv;
+            if (p < S) {
+                rk = sink_k(L) + ((size_t)h * S + p) * dk;
+                rv = sink_v(L) + ((size_t)h * S + p) * dv;
+            } else {
+                rk = ring_k(L) + ((size_t)h * RG + (p - S) % RG) * dk;
+                rv = ring_v(L) + ((size_t)h * RG + (p - S) % RG) * dv;
+            }
             const float *ks = k + (t * H + h) * dk, *vs = v + (t * H + h) * dv;
             for (int e = 0; e < dk; e++) rk[e] = kvs_f32_to_f16(ks[e]);
             for (int e = 0; e < dv; e++) rv[e] = kvs_f32_to_f16(vs[e]);
         }
-        if (r == G - 1) flush_group(L, p);
+        /* the ring had room for p: its slot's previous token was quantized */
+        uint64_t q0 = kvs_kv_scheme_channel_quantized(s, p), q1 = kvs_kv_scheme_channel_quantized(s, p + 1);
+        if (q1 > q0) {
+            uint64_t first = q1 - (uint64_t)G;
+            if (first / L->page_tokens >= L->n_pages_alloc)
+                return kvs_fail(KVS_ERR_INTERNAL, "kv store: layer %d position %llu has no page", layer, (unsigned long long)p);
+            flush_group(L, first);
+        }
     }
     L->n_stored = pos0 + (uint64_t)n;
     return KVS_OK;
@@ -462,28 +496,44 @@ static void channel_decode(const kvs_kv_segment *sg, bool key, bool ref, int64_t
     }
 }
 
+/* f16 rows of the sink buffer or the ring: `rows` keys per head from k, values from v. */
+static kvs_kv_segment f16_segment(const kvs_kv_layer *L, const uint16_t *k, const uint16_t *v, uint64_t rows,
+                                  uint64_t pos0, uint64_t n) {
+    const kvs_kv_scheme *s = &L->scheme;
+    return (kvs_kv_segment){
+        .k = (const uint8_t *)k, .v = (const uint8_t *)v, .k_head_stride = rows * s->head_dim_k * 2,
+        .v_head_stride = rows * s->head_dim_v * 2, .k_row = (size_t)s->head_dim_k * 2,
+        .v_row = (size_t)s->head_dim_v * 2, .k_type = KVS_TYPE_F16, .v_type = KVS_TYPE_F16,
+        .pos0 = (int64_t)pos0, .n = (int64_t)n,
+    };
+}
+
+/* Sinks (f16), quantized pages, then the f16 ring (split where it wraps). */
 static int channel_segments(const kvs_kv_layer *L, uint64_t n_pos, kvs_kv_segment *out, int cap) {
     const kvs_kv_scheme *s = &L->scheme;
-    const uint64_t G = s->group, P = L->page_tokens, H = s->n_kv_heads;
-    uint64_t q = n_pos / G * G;
+    const uint64_t G = s->group, P = L->page_tokens, H = s->n_kv_heads, S = s->first, RG = ring_slots(L);
     int n = 0;
+    if (!L->resid || n_pos == 0) return 0;
+    if (S && n < cap) out[n++] = f16_segment(L, sink_k(L), sink_v(L), S, 0, n_pos < S ? n_pos : S);
+    if (n_pos <= S) return n;
+    /* groups are quantized as the stream grows: what is quantized depends on
+     * the positions stored, not on the positions asked for */
+    uint64_t m = n_pos - S, q = kvs_kv_scheme_channel_quantized(s, L->n_stored);
+    if (q > m) q = m;
     size_t kblocks = (size_t)(P / G) * L->key_block;
     for (uint64_t a = 0; a < q && n < cap; a += P) {
         const uint8_t *page = L->pages[a / P];
         out[n++] = (kvs_kv_segment){
             .k = page, .v = page + H * kblocks, .k_head_stride = kblocks, .v_head_stride = (size_t)P * L->value_row,
             .k_row = L->key_block, .v_row = L->value_row, .k_type = KVS_TYPE_COUNT, .v_type = KVS_TYPE_COUNT,
-            .pos0 = (int64_t)a, .n = (int64_t)(q - a < P ? q - a : P), .decode = channel_decode,
+            .pos0 = (int64_t)(S + a), .n = (int64_t)(q - a < P ? q - a : P), .decode = channel_decode,
             .dk = s->head_dim_k, .dv = s->head_dim_v, .group = s->group, .k_bits = s->k_bits, .v_bits = s->v_bits,
         };
     }
-    if (q < n_pos && n < cap && L->resid) {
-        const uint8_t *r = (const uint8_t *)L->resid;
-        out[n++] = (kvs_kv_segment){
-            .k = r, .v = r + H * G * s->head_dim_k * 2, .k_head_stride = G * s->head_dim_k * 2,
-            .v_head_stride = G * s->head_dim_v * 2, .k_row = (size_t)s->head_dim_k * 2, .v_row = (size_t)s->head_dim_v * 2,
-            .k_type = KVS_TYPE_F16, .v_type = KVS_TYPE_F16, .pos0 = (int64_t)q, .n = (int64_t)(n_pos - q),
-        };
+    for (uint64_t i = q; i < m && n < cap;) {
+        uint64_t slot = i % RG, run = RG - slot < m - i ? RG - slot : m - i;
+        out[n++] = f16_segment(L, ring_k(L) + slot * s->head_dim_k, ring_v(L) + slot * s->head_dim_v, RG, S + i, run);
+        i += run;
     }
     return n;
 }
@@ -506,6 +556,7 @@ int kvs_kv_cache_segments(const kvs_kv_cache *c, int32_t layer, uint64_t n_pos, 
 int kvs_kv_cache_max_segments(const kvs_kv_cache *c, int32_t layer) {
     const kvs_kv_layer *L = &c->layers[c->layers[layer].source];
     if (!L->pages) return 1;
+    if (channel(L)) return (int)div_up(L->slots, L->page_tokens) + 4; /* sinks, pages, ring in two */
     if (!windowed(L)) return (int)div_up(L->slots, L->page_tokens) + 2;
     return (int)(div_up(L->scheme.sinks, L->page_tokens) + div_up(L->scheme.window, L->page_tokens) + 3);
 }

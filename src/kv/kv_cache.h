@@ -7,8 +7,9 @@
  * element format, so one head's run of positions is one contiguous stream.
  *
  * A per-channel (KIVI) layer quantizes keys per channel over groups of G
- * tokens and values per token; positions must be appended in order, and the
- * newest incomplete group stays in f16 until it fills.
+ * tokens and values per token; positions must be appended in order. The
+ * first `first` tokens stay in f16, and a group is quantized only once
+ * `recent` newer tokens follow it (the newest tokens wait in an f16 ring).
  *
  * A latent (MLA) layer stores one row of latent_rank + rope_dim elements per
  * token for all heads; readers see it as one KV head whose V is the first
@@ -64,8 +65,8 @@ typedef struct kvs_kv_layer {
     uint32_t n_pages_alloc;  /* pages currently allocated */
     /* per-channel (KIVI) layout: complete groups are quantized into pages
      * ((n_kv_heads, page/group) key blocks, then (n_kv_heads, page) value
-     * rows); the newest incomplete group waits in `resid`, f16,
-     * (n_kv_heads, group, dk) keys then (n_kv_heads, group, dv) values */
+     * rows); `resid` holds, in f16, the `first` sink tokens and a ring of
+     * recent + group slots for the newest unquantized tokens (kv_cache.c) */
     size_t key_block, value_row;
     uint16_t *resid;
     float *scratch;          /* (group, max(dk, dv)) for quantizing a group */

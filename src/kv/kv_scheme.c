@@ -11,16 +11,20 @@
  *   FULL, BLOCK    P(held) * n_kv_heads * (row(k_type, dk) + row(v_type, dv))
  *                  row() = kvs_row_bytes (block formats: f32 f16 bf16 q8_0 q4_0 ...)
  *
- *   FULL, CHANNEL  KIVI-style, G = group: complete groups q = floor(held/G)*G
- *                  are quantized into pages, t = P(q) (page_tokens must be a
- *                  multiple of G); the newest held - q < G tokens wait in one
- *                  f16 residual buffer of G tokens, allocated with the first:
+ *   FULL, CHANNEL  KIVI-style, G = group, S = first (f16 sinks), R = recent
+ *                  (f16 residual, a multiple of G): after the S sinks, complete
+ *                  groups of the stream are quantized once R newer tokens
+ *                  follow them: q = floor(max(held - S - R, 0) / G) * G
+ *                  tokens in pages, t = P(q) (page_tokens must be a multiple
+ *                  of G); the sinks and the newest held - S - q < R + G
+ *                  tokens wait in one f16 buffer of S + R + G tokens,
+ *                  allocated with the first token:
  *                  keys   per channel over each group of G tokens:
  *                         (t/G) * n_kv*dk * (ceil(G*k_bits/8) + 4)
  *                         (the 4 = one f16 scale + one f16 zero per channel per group)
  *                  values per token, channels grouped by G within each head:
  *                         t * n_kv * (ceil(dv*v_bits/8) + ceil(dv/G)*4)
- *                  residual (held > 0 ? G : 0) * n_kv * (dk + dv) * 2
+ *                  residual (held > 0 ? S + R + G : 0) * n_kv * (dk + dv) * 2
  *
  *   LATENT         P(held) * (E + I), E = entry_bytes or row(k_type, rank+rope),
  *                  I = indexer key per token (indexer_bytes or row(indexer_type,
@@ -138,7 +142,12 @@ kvs_status kvs_kv_scheme_validate(const kvs_kv_scheme *s) {
             if (s->page_tokens % s->group)
                 return kvs_fail(KVS_ERR_INVALID_ARG, "kv scheme: page of %u tokens is not a multiple of the group %u",
                                 s->page_tokens, s->group);
+            if (s->recent % s->group)
+                return kvs_fail(KVS_ERR_INVALID_ARG, "kv scheme: recent=%u is not a multiple of the group %u",
+                                s->recent, s->group);
         }
+        if (s->layout == KVS_KV_LAYOUT_BLOCK && (s->recent || s->first || s->clip))
+            return kvs_fail(KVS_ERR_INVALID_ARG, "kv scheme: recent/first/clip need the per-channel layout (qXkYv)");
         return KVS_OK;
     case KVS_KV_STORE_LATENT:
         if (s->layout != KVS_KV_LAYOUT_BLOCK)
@@ -196,14 +205,21 @@ static uint64_t channel_bytes(const kvs_kv_scheme *s, uint64_t t) {
     return kb + vb;
 }
 
+uint64_t kvs_kv_scheme_channel_quantized(const kvs_kv_scheme *s, uint64_t held) {
+    uint64_t f = (uint64_t)s->first + s->recent;
+    if (!s->group || held <= f) return 0;
+    return (held - f) / s->group * s->group;
+}
+
 uint64_t kvs_kv_scheme_bytes(const kvs_kv_scheme *s, uint64_t n_tokens) {
     if (!s || kvs_kv_scheme_validate(s) != KVS_OK) return 0;
     uint64_t held = kvs_kv_scheme_tokens_held(s, n_tokens);
     switch (s->store) {
     case KVS_KV_STORE_FULL: {
         if (s->layout == KVS_KV_LAYOUT_CHANNEL) {
-            uint64_t q = held / s->group * s->group;
-            uint64_t resid = held ? (uint64_t)s->group * s->n_kv_heads * (s->head_dim_k + s->head_dim_v) * 2 : 0;
+            uint64_t q = kvs_kv_scheme_channel_quantized(s, held);
+            uint64_t f16_tok = (uint64_t)s->first + s->recent + s->group;
+            uint64_t resid = held ? f16_tok * s->n_kv_heads * (s->head_dim_k + s->head_dim_v) * 2 : 0;
             return channel_bytes(s, page_round(s, q)) + resid;
         }
         return page_round(s, held) * kvs_kv_scheme_entry_bytes(s);
@@ -297,9 +313,21 @@ void kvs_kv_scheme_describe(const kvs_kv_scheme *s, char *buf, size_t cap) {
         snprintf(buf, cap, "invalid(%d)", (int)s->store);
         break;
     }
+    if (s->layout == KVS_KV_LAYOUT_CHANNEL && (s->recent || s->first)) {
+        size_t len = strlen(buf);
+        if (len < cap) snprintf(buf + len, cap - len, " f16 first %u recent %u", s->first, s->recent);
+    }
+    if (s->clip) {
+        size_t len = strlen(buf);
+        if (len < cap) snprintf(buf + len, cap - len, " clip");
+    }
     if (s->rotate) {
         size_t len = strlen(buf);
         if (len < cap) snprintf(buf + len, cap - len, " rotated");
+    }
+    if (s->rotate_v) {
+        size_t len = strlen(buf);
+        if (len < cap) snprintf(buf + len, cap - len, " v-rotated");
     }
     if (s->page_tokens) {
         size_t len = strlen(buf);

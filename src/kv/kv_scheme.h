@@ -63,6 +63,15 @@ typedef struct kvs_kv_scheme {
     uint32_t indexer_bytes;
     uint32_t rotate;              /* 1: keys (and queries) pass through an orthonormal
                                      Hadamard rotation before storage (outlier spreading) */
+    /* CHANNEL layout extras (zero = off). KIVI's full-precision residual:
+     * `recent` (a multiple of `group`) newest tokens are kept in f16 beyond
+     * the partial group, and the first `first` tokens (attention sinks)
+     * stay in f16 for good; quantized groups start after them. */
+    uint32_t recent, first;
+    uint32_t clip;                /* 1: the quantizer picks each group's range by
+                                     least squared error (clipping outliers) */
+    uint32_t rotate_v;            /* 1: values pass through the Hadamard rotation before
+                                     storage; the attention output is rotated back */
 } kvs_kv_scheme;
 
 /* A plain full-attention scheme (f16 unless told otherwise). */
@@ -82,6 +91,9 @@ uint64_t kvs_kv_scheme_tokens_held(const kvs_kv_scheme *s, uint64_t n_tokens);
 /* Bytes one sequence of n_tokens occupies in this layer's cache, including
  * page rounding. SHARED and NONE are 0. */
 uint64_t kvs_kv_scheme_bytes(const kvs_kv_scheme *s, uint64_t n_tokens);
+/* CHANNEL layout: tokens of a sequence of `held` tokens that sit in
+ * quantized groups (after the `first` f16 sinks, leaving >= `recent` f16). */
+uint64_t kvs_kv_scheme_channel_quantized(const kvs_kv_scheme *s, uint64_t held);
 /* Marginal bytes per token for an unbounded layer (0 for bounded/shared). */
 double kvs_kv_scheme_bytes_per_token(const kvs_kv_scheme *s);
 /* KVS_OK if the scheme is self-consistent (dims non-zero where needed,

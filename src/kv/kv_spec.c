@@ -62,6 +62,7 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
             char tail;
             if (!strcmp(name, "full")) { L->window = 0; L->sinks = 0; continue; }
             if (!strcmp(name, "rotate")) { L->rotate = 1; continue; }
+            if (!strcmp(name, "clip")) { L->clip = 1; continue; }
             if (sscanf(name, "q%uk%uv%c", &kb, &vb, &tail) == 2 && kb >= 1 && kb <= 8 && vb >= 1 && vb <= 8) {
                 if (L->store == KVS_KV_STORE_SHARED) continue;
                 L->layout = KVS_KV_LAYOUT_CHANNEL;
@@ -84,6 +85,17 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
         } else if (kl == 5 && !memcmp(s, "sinks", 5)) {
             if (!parse_u32(v, vl, &x)) goto bad;
             L->sinks = x;
+        } else if (kl == 6 && !memcmp(s, "rotate", 6)) {
+            if (vl == 1 && v[0] == 'k') { L->rotate = 1; L->rotate_v = 0; }
+            else if (vl == 1 && v[0] == 'v') { L->rotate = 0; L->rotate_v = 1; }
+            else if (vl == 2 && !memcmp(v, "kv", 2)) { L->rotate = 1; L->rotate_v = 1; }
+            else goto bad;
+        } else if (kl == 6 && !memcmp(s, "recent", 6)) {
+            if (!parse_u32(v, vl, &x) || x > 65536) goto bad;
+            L->recent = x;
+        } else if (kl == 5 && !memcmp(s, "first", 5)) {
+            if (!parse_u32(v, vl, &x) || x > 65536) goto bad;
+            L->first = x;
         } else if (kl == 5 && !memcmp(s, "group", 5)) {
             if (!parse_u32(v, vl, &x) || x == 0 || x > 4096) goto bad;
             L->group = x;
@@ -103,7 +115,7 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
     return KVS_OK;
 bad:
     return kvs_fail(KVS_ERR_INVALID_ARG,
-                    "kv rule '%s': cannot use '%.*s' (settings: f32 f16 bf16 q8_0 q4_0 qXkYv group=G rotate full window=W[+S] sinks=S page=P shared=L)",
+                    "kv rule '%s': cannot use '%.*s' (settings: f32 f16 bf16 q8_0 q4_0 qXkYv group=G recent=R first=S clip rotate[=k|v|kv] full window=W[+S] sinks=S page=P shared=L)",
                     rule, (int)n, s);
 }
 
@@ -144,8 +156,16 @@ kvs_status kvs_kv_spec_apply(kvs_kv_scheme *sc, int32_t n_layers, const char *sp
         if (!e) break;
         p = e + 1;
     }
-    for (int32_t i = 0; i < n_layers; i++)
+    for (int32_t i = 0; i < n_layers; i++) {
         if (sc[i].sinks && !sc[i].window)
             return kvs_fail(KVS_ERR_INVALID_ARG, "kv rules: layer %d has sinks but no window", i);
+        if (sc[i].store != KVS_KV_STORE_SHARED && sc[i].layout == KVS_KV_LAYOUT_BLOCK &&
+            (sc[i].recent || sc[i].first || sc[i].clip))
+            return kvs_fail(KVS_ERR_INVALID_ARG, "kv rules: layer %d: recent=, first= and clip need a per-channel "
+                            "layout (qXkYv)", i);
+        if (sc[i].layout == KVS_KV_LAYOUT_CHANNEL && sc[i].group && sc[i].recent % sc[i].group)
+            return kvs_fail(KVS_ERR_INVALID_ARG, "kv rules: layer %d: recent=%u is not a multiple of group=%u", i,
+                            sc[i].recent, sc[i].group);
+    }
     return KVS_OK;
 }
