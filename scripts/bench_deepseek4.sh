@@ -14,8 +14,13 @@
 # swings with the load. It also prints the KV bytes the session holds and the
 # formula's bytes (kvs_kv_scheme_bytes) at each depth.
 #
+# LIB=path/to/libkvslim.a benchmarks another build (e.g. main's, for old/new
+# comparisons; give each its own OUT so the drivers do not collide).
+# KVS_DS4_PROFILE=1 adds the V4 decode attention's per-stage wall times.
+#
 #   scripts/bench_deepseek4.sh
 #   DEPTHS_V4=8192,65536 DEPTHS_GQA=8192 THREADS=1 N_GEN=32 scripts/bench_deepseek4.sh
+#   LIB=/tmp/main/libkvslim.a OUT=build/bench-old DEPTHS_GQA= scripts/bench_deepseek4.sh
 set -eu
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -24,12 +29,13 @@ DEPTHS_V4=${DEPTHS_V4-8192,16384,32768,65536}
 DEPTHS_GQA=${DEPTHS_GQA-8192,16384,32768}
 THREADS=${THREADS:-1}
 N_GEN=${N_GEN:-32}
+LIB=${LIB:-build/libkvslim.a}
 mkdir -p "$OUT"
 V4="$OUT/deepseek4_bench.gguf"
 GQA="$OUT/llama_gqa_bench.gguf"
 [ -f "$V4" ] || "$PY" scripts/gen_fixture_deepseek4.py "$V4" --shape bench
 [ -f "$GQA" ] || "$PY" scripts/gen_fixture_deepseek4.py "$GQA" --shape gqa
-[ -f build/libkvslim.a ] || { echo "build first (make)"; exit 1; }
+[ -f "$LIB" ] || { echo "build first (make), or set LIB"; exit 1; }
 
 cat > "$OUT/bench_depth.c" <<'C'
 #include <stdio.h>
@@ -75,7 +81,7 @@ int main(int argc, char **argv) {
     return 0;
 }
 C
-cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude "$OUT/bench_depth.c" build/libkvslim.a -lm -pthread -o "$OUT/bench_depth"
+cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude "$OUT/bench_depth.c" "$LIB" -lm -pthread -o "$OUT/bench_depth"
 echo "# $(date -u +%FT%TZ) threads=$THREADS n_gen=$N_GEN load: $(cut -d' ' -f1-3 /proc/loadavg) cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 echo "# model depth wall_tok_s cpu_ms_per_tok kv_bytes_held kv_bytes_formula"
 # an empty depth list skips that model
