@@ -42,9 +42,9 @@ unchanged without quantization).
 --indexer-q8 simulates kvslim's 8-bit indexer instead of the exact f64 scores
 (the rule, written from the docs, not from the C code):
   keys: per 32 elements (float32 values), d = amax / 127, q = round-half-even(x * (1/d))
-    clamped to +-127, d stored as f16 (q8_0); queries: the same rule per head and 32
-    elements with the scale kept in f32; score_j = sum_h relu(sum_b isum_hb * dk_jb * dq_hb) w_h
-    with exact integer block dots isum (the sums themselves in f64 here).
+    clamped to +-127, d stored as f16 (q8_0); queries: the same rule over each head's whole
+    row with the scale kept in f32; score_j = sum_h relu(dq_h sum_b isum_hb dk_jb) w_h with
+    exact integer block dots isum (the sums themselves in f64 here).
 
 Writes a binary reference file: magic "DS4R", u32 n_tokens, n_vocab, n_rows,
 min_margin(f32), then tokens (u32), row positions (u32), logits rows (f32).
@@ -204,10 +204,10 @@ class Model:
         return self.rope(out, np.arange(n) * m, f)
 
     @staticmethod
-    def quant8(x, f16_scale):
-        """Per-32 int8 quantization of the last axis: (q as f64, per-block scales as f64)."""
+    def quant8(x, f16_scale, block=32):
+        """Per-block int8 quantization of the last axis: (q as f64 (..., nblk, block), scales as f64)."""
         x = np.asarray(x, np.float32)
-        b = x.reshape(x.shape[:-1] + (-1, 32))
+        b = x.reshape(x.shape[:-1] + (-1, block))
         d = np.max(np.abs(b), -1) / np.float32(127)
         inv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, np.float32(1)), np.float32(0)).astype(np.float32)
         q = np.clip(np.rint(b * inv[..., None]), -127, 127)
@@ -246,7 +246,9 @@ class Model:
             iw = (x @ w[p + "indexer.proj.weight"].T) / np.sqrt(self.ihd * self.nih)
             if self.q8:
                 kq, kd = self.quant8(ik, True)
-                qq, qd = self.quant8(iq, False)
+                qq, qd = self.quant8(iq, False, self.ihd)  # (T, nih, 1, ihd), (T, nih, 1)
+                qq = qq.reshape(T, self.nih, -1, 32)
+                qd = qd.reshape(T, self.nih)
         sinks = w[p + "attn_sinks.weight"]
         o = np.zeros((T, H, hd))
         for t in range(T):
@@ -257,7 +259,7 @@ class Model:
                     if self.q8:
                         # (nih, nblk, 32) x (nv, nblk, 32) -> exact block sums, scaled per block
                         isum = np.einsum("hbe,jbe->hjb", qq[t], kq[:nv])
-                        dots = np.einsum("hjb,hb,jb->hj", isum, qd[t], kd[:nv])
+                        dots = np.einsum("hjb,jb->hj", isum, kd[:nv]) * qd[t][:, None]
                     else:
                         dots = iq[t] @ ik[:nv].T  # (nih, nv)
                     s = (np.maximum(dots, 0) * iw[t][:, None]).sum(0)

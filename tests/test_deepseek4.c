@@ -177,14 +177,14 @@ static void check_indexer_q8(void) {
     static float kf[NMAX * IHD], qf[HMAX * IHD], w[HMAX], s_ref[NMAX], s_avx[NMAX];
     static uint8_t kq[NMAX * IHD / 32 * 34];
     static int8_t q8[HMAX * IHD];
-    static float dq[HMAX * IHD / 32];
+    static float dq[HMAX];
     for (int i = 0; i < NMAX * IHD; i++) kf[i] = test_rng_normal(&rng) * (i % 61 == 0 ? 6.0f : 1.0f); /* outliers */
     for (int i = 0; i < HMAX * IHD; i++) qf[i] = test_rng_normal(&rng);
     for (int h = 0; h < HMAX; h++) w[h] = 0.3f + (float)h * 0.1f;
     q80->from_float(kf, kq, NMAX * IHD);
     double worst = 0;
     for (int nih = 1; nih <= HMAX; nih++) {
-        ds4_quant_query(qf, (int64_t)nih * IHD, q8, dq);
+        ds4_quant_query(qf, nih, IHD, q8, dq);
         ds4_iscore_q8_ref(kq, NMAX, q8, dq, w, nih, IHD, s_ref);
         if (kvs_cpu()->avx2) {
             ds4_iscore_q8_avx2(kq, NMAX, q8, dq, w, nih, IHD, s_avx);

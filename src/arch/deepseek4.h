@@ -112,14 +112,16 @@ void ds4_mqa_accum_avx2(bool f16, const uint8_t *const *rows, int64_t nk, const 
 
 /* 8-bit lightning indexer. Keys are stored as q8_0 rows (ihd/32 blocks of an
  * f16 scale + 32 int8, the cache's indexer_type); each query head is
- * quantized per token with ds4_quant_query (same per-32 rule, f32 scales).
+ * quantized per token with ds4_quant_query: one f32 scale per head,
+ * d = amax/127, q = round-half-even(x / d) (x * (1/d)), clamped to +-127.
  * ds4_iscore_q8 scores n consecutive key rows:
- *   sc[j] = sum_h relu(v_jh) w[h],  v_jh = sum over the 8 lanes i of
- *   lane_i = sum_b fma(isum_jhbi, dk_jb * dq_hb, .) (b = 0.. in order), where
- *   isum_jhbi = exact integer dot of elements 4i..4i+3 of block b,
- * lanes summed as ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)). That is the AVX2
- * kernel's exact operation order, so the twins agree bit for bit. */
-void ds4_quant_query(const float *x, int64_t n, int8_t *q, float *d);
+ *   sc[j] = sum_h relu(v_jh) w[h] (h in order, relu(v) w added as 0 when v <= 0),
+ *   v_jh = (((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))) * dq_h,
+ *   l_i = fma(isum_jhb_i, dk_jb, l_i) over blocks b in order, where
+ *   isum_jhb_i = the exact integer dot of elements 4i..4i+3 of block b.
+ * That is the AVX2 kernel's exact operation order, so the twins agree bit
+ * for bit. */
+void ds4_quant_query(const float *x, int32_t nih, int32_t ihd, int8_t *q, float *d);
 void ds4_iscore_q8_ref(const void *keys, int64_t n, const int8_t *q, const float *dq, const float *w, int32_t nih,
                        int32_t ihd, float *sc);
 void ds4_iscore_q8_avx2(const void *keys, int64_t n, const int8_t *q, const float *dq, const float *w, int32_t nih,

@@ -263,17 +263,17 @@ void ds4_select_topk(const float *sc, int64_t n, int64_t k, float *tmp, int32_t 
 
 /* ---- 8-bit indexer (scalar reference; AVX2 twin in deepseek4_avx2.c) ---------- */
 
-void ds4_quant_query(const float *x, int64_t n, int8_t *q, float *d) {
-    for (int64_t b = 0; b < n / 32; b++) {
-        const float *xb = x + b * 32;
+void ds4_quant_query(const float *x, int32_t nih, int32_t ihd, int8_t *q, float *d) {
+    for (int32_t h = 0; h < nih; h++) {
+        const float *xh = x + (int64_t)h * ihd;
         float amax = 0;
-        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(xb[i]));
-        const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
-        for (int i = 0; i < 32; i++) {
-            float v = nearbyintf(xb[i] * id); /* ties to even, as the q8_0 key rule */
-            q[b * 32 + i] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+        for (int32_t i = 0; i < ihd; i++) amax = fmaxf(amax, fabsf(xh[i]));
+        const float dh = amax / 127.0f, id = dh != 0.0f ? 1.0f / dh : 0.0f;
+        for (int32_t i = 0; i < ihd; i++) {
+            float v = nearbyintf(xh[i] * id); /* ties to even, as the q8_0 key rule */
+            q[(int64_t)h * ihd + i] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
         }
-        d[b] = db;
+        d[h] = dh;
     }
 }
 
@@ -289,14 +289,14 @@ void ds4_iscore_q8_ref(const void *keys, int64_t n, const int8_t *q, const float
             float lane[8] = {0};
             for (int32_t b = 0; b < nb; b++) {
                 const int8_t *qb = q + (int64_t)h * ihd + b * 32;
-                const float s = kvs_f16_to_f32(k[b].d) * dq[h * nb + b];
+                const float dk = kvs_f16_to_f32(k[b].d);
                 for (int i = 0; i < 8; i++) {
                     int32_t isum = 0;
                     for (int e = 4 * i; e < 4 * i + 4; e++) isum += (int32_t)k[b].qs[e] * qb[e];
-                    lane[i] = fmaf((float)isum, s, lane[i]);
+                    lane[i] = fmaf((float)isum, dk, lane[i]);
                 }
             }
-            float v = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+            float v = (((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))) * dq[h];
             acc += v > 0 ? v * w[h] : 0.0f;
         }
         sc[j] = acc;
@@ -324,7 +324,7 @@ typedef struct idx_task {
     int32_t l;
     const float *q, *wt; /* (nih, ihd), (nih) */
     const int8_t *q8;    /* q8_0 keys: the query quantized per head (nih*ihd), */
-    const float *dq;     /* its per-32 scales (nih*ihd/32) */
+    const float *dq;     /* its per-head scales (nih) */
     float *sc;
 } idx_task;
 
@@ -378,7 +378,7 @@ typedef struct attn_scratch {
     int32_t *idx;         /* (nent) */
     float *isc, *isel;    /* (nent) indexer scores, top-k scratch */
     int8_t *q8;           /* (nih*ihd) quantized indexer query */
-    float *dq;            /* (nih*ihd/32) its scales */
+    float *dq;            /* (nih) its per-head scales */
 } attn_scratch;
 
 /* One query token t of the chunk: collect key rows (raw window, entries), MQA. */
@@ -419,7 +419,7 @@ static kvs_status attend_token(kvs_session *s, int32_t l, int64_t t, attn_scratc
             idx_task it = {.s = s, .l = l, .q = st->iq + t * x->idx_heads * x->idx_dim,
                            .wt = st->iw + t * x->idx_heads, .q8 = sc->q8, .dq = sc->dq, .sc = sc->isc};
             if (sch->indexer_type == KVS_TYPE_Q8_0)
-                ds4_quant_query(it.q, (int64_t)x->idx_heads * x->idx_dim, sc->q8, sc->dq);
+                ds4_quant_query(it.q, x->idx_heads, x->idx_dim, sc->q8, sc->dq);
             if (decode) kvs_pool_for(s->pool, nv, 256, index_scores, &it); /* decode: split entries */
             else index_scores(&it, 0, nv);
             pr_lap(on, PR_INDEX, &t0);
@@ -467,7 +467,7 @@ static void attend_rows(void *ctx, int64_t a, int64_t b) {
     ds4_state *st = s->ext;
     attn_scratch sc;
     /* one block: pointers, then floats, then int32/int8/bytes */
-    size_t nfl = (size_t)(H * max_keys + hd + (decode ? 0 : 2 * nent) + ni / 32 + 1);
+    size_t nfl = (size_t)(H * max_keys + hd + (decode ? 0 : 2 * nent) + x->idx_heads + 1);
     size_t bytes = sizeof(void *) * (size_t)max_keys + sizeof(float) * nfl + sizeof(int32_t) * (size_t)nent +
                    (size_t)ni + rb * (size_t)x->window;
     uint8_t *blk = kvs_malloc(bytes);
@@ -480,7 +480,7 @@ static void attend_rows(void *ctx, int64_t a, int64_t b) {
     sc.scores = f;
     sc.tmp = sc.scores + H * max_keys;
     sc.dq = sc.tmp + hd;
-    sc.isc = decode ? st->iscore : sc.dq + ni / 32 + 1;
+    sc.isc = decode ? st->iscore : sc.dq + x->idx_heads + 1;
     sc.isel = decode ? st->iselect : sc.isc + nent;
     sc.idx = (int32_t *)(f + nfl);
     sc.q8 = (int8_t *)(sc.idx + nent);

@@ -52,34 +52,33 @@ void ds4_iscore_q8_avx2(const void *keys, int64_t n, const int8_t *q, const floa
     enum { MAXB = 128 }; /* ihd <= 4096 */
     const int32_t nb = ihd / 32;
     int8_t zq[MAXB * 32];
-    float zd[MAXB];
     memset(zq, 0, sizeof zq);
-    memset(zd, 0, sizeof zd);
     for (int64_t j = 0; j < n; j++) sc[j] = 0;
     for (int32_t h0 = 0; h0 < nih; h0 += 4) {
         /* 4 heads at a time; the last group's missing heads read a zero query */
         const int32_t nh = nih - h0 < 4 ? nih - h0 : 4;
         const int8_t *q0 = q + (int64_t)h0 * ihd, *q1 = nh > 1 ? q0 + ihd : zq, *q2 = nh > 2 ? q0 + 2 * ihd : zq,
                      *q3 = nh > 3 ? q0 + 3 * ihd : zq;
-        const float *d0 = dq + h0 * nb, *d1 = nh > 1 ? d0 + nb : zd, *d2 = nh > 2 ? d0 + 2 * nb : zd,
-                    *d3 = nh > 3 ? d0 + 3 * nb : zd;
+        float d4[4] = {0, 0, 0, 0}, w4[4] = {0, 0, 0, 0};
+        for (int32_t hh = 0; hh < nh; hh++) { d4[hh] = dq[h0 + hh]; w4[hh] = w[h0 + hh]; }
+        const __m128 vdq = _mm_loadu_ps(d4);
         for (int64_t j = 0; j < n; j++) {
             const blk *k = (const blk *)keys + j * nb;
             __m256 l0 = _mm256_setzero_ps(), l1 = l0, l2 = l0, l3 = l0;
             for (int32_t b = 0; b < nb; b++) {
                 const __m256i kb = _mm256_loadu_si256((const __m256i *)k[b].qs);
                 const __m256i ak = _mm256_abs_epi8(kb);
-                const float dk = _cvtsh_ss(k[b].d);
-                l0 = _mm256_fmadd_ps(q8_lanes(ak, kb, q0 + b * 32), _mm256_set1_ps(dk * d0[b]), l0);
-                l1 = _mm256_fmadd_ps(q8_lanes(ak, kb, q1 + b * 32), _mm256_set1_ps(dk * d1[b]), l1);
-                l2 = _mm256_fmadd_ps(q8_lanes(ak, kb, q2 + b * 32), _mm256_set1_ps(dk * d2[b]), l2);
-                l3 = _mm256_fmadd_ps(q8_lanes(ak, kb, q3 + b * 32), _mm256_set1_ps(dk * d3[b]), l3);
+                const __m256 dk = _mm256_set1_ps(_cvtsh_ss(k[b].d));
+                l0 = _mm256_fmadd_ps(q8_lanes(ak, kb, q0 + b * 32), dk, l0);
+                l1 = _mm256_fmadd_ps(q8_lanes(ak, kb, q1 + b * 32), dk, l1);
+                l2 = _mm256_fmadd_ps(q8_lanes(ak, kb, q2 + b * 32), dk, l2);
+                l3 = _mm256_fmadd_ps(q8_lanes(ak, kb, q3 + b * 32), dk, l3);
             }
             const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(l0, l1), _mm256_hadd_ps(l2, l3));
             float v[4];
-            _mm_storeu_ps(v, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
+            _mm_storeu_ps(v, _mm_mul_ps(_mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)), vdq));
             float acc = sc[j];
-            for (int32_t hh = 0; hh < nh; hh++) acc += v[hh] > 0 ? v[hh] * w[h0 + hh] : 0.0f;
+            for (int32_t hh = 0; hh < nh; hh++) acc += v[hh] > 0 ? v[hh] * w4[hh] : 0.0f;
             sc[j] = acc;
         }
     }
