@@ -11,6 +11,8 @@ expert, SwiGLU clamp). Weights are random; matrices f16, vectors f32.
 
 Shapes:
   small  the committed test fixture (tests/data/deepseek4_tiny.gguf, default seed), 0.55 MB
+  small8 the same with a 4 x 32 indexer, whose keys the engine stores as 8-bit
+         (tests/data/deepseek4_q8.gguf, default seed)
   bench  a V4-shaped attention for scripts/bench_deepseek4.sh: 512-dim K=V
          entries, 64 rope dims, 128-token window, 128-dim indexer keys, top-512,
          hc 4; small elsewhere (hidden 256, 4 heads, 4 experts): ~10M params
@@ -21,7 +23,7 @@ Deviation from the ecosystem, documented: ffn_gate_tid2eid is stored as F32
 (token -> expert ids as exact small integers) because kvslim's GGUF reader has
 no I32 tensor type yet; the loader accepts F32 only.
 
-usage: scripts/gen_fixture_deepseek4.py OUT.gguf [--shape small|bench|gqa] [--seed N]
+usage: scripts/gen_fixture_deepseek4.py OUT.gguf [--shape small|small8|bench|gqa] [--seed N]
 (needs: pip install gguf numpy)
 """
 import argparse
@@ -35,6 +37,10 @@ SHAPES = {
     "small": dict(n_layer=5, ratios=[0, 4, 128, 4, 0], n_embd=64, n_head=4, head_dim=32, rope_dim=8,
                   q_lora=32, o_groups=2, o_lora=16, window=128, idx_heads=8, idx_dim=16, idx_topk=96,
                   hc=4, sinkhorn=20, n_expert=4, n_used=2, n_ff=16, n_hash=1, vocab=96, ctx=4096),
+    # "small" with 32-dim indexer keys (a multiple of the 32-element int8 block): the 8-bit indexer fixture
+    "small8": dict(n_layer=5, ratios=[0, 4, 128, 4, 0], n_embd=64, n_head=4, head_dim=32, rope_dim=8,
+                   q_lora=32, o_groups=2, o_lora=16, window=128, idx_heads=4, idx_dim=32, idx_topk=96,
+                   hc=4, sinkhorn=20, n_expert=4, n_used=2, n_ff=16, n_hash=1, vocab=96, ctx=4096),
     "bench": dict(n_layer=4, ratios=[0, 4, 128, 4], n_embd=256, n_head=4, head_dim=512, rope_dim=64,
                   q_lora=128, o_groups=2, o_lora=128, window=128, idx_heads=4, idx_dim=128, idx_topk=512,
                   hc=4, sinkhorn=20, n_expert=4, n_used=2, n_ff=256, n_hash=1, vocab=1024, ctx=131072),
@@ -201,7 +207,7 @@ def finish(w):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
-    ap.add_argument("--shape", default="small", choices=["small", "bench", "gqa"])
+    ap.add_argument("--shape", default="small", choices=["small", "small8", "bench", "gqa"])
     ap.add_argument("--seed", type=int, default=5)  # the committed tiny fixture
     a = ap.parse_args()
     if a.shape == "gqa":

@@ -39,13 +39,20 @@ Not simulated (f32/f16 inference here): FP8/FP4 activation quantization, the
 indexer's Hadamard rotation (orthonormal on both q and k, so scores are
 unchanged without quantization).
 
+--indexer-q8 simulates kvslim's 8-bit indexer instead of the exact f64 scores
+(the rule, written from the docs, not from the C code):
+  keys: per 32 elements (float32 values), d = amax / 127, q = round-half-even(x * (1/d))
+    clamped to +-127, d stored as f16 (q8_0); queries: the same rule over each head's whole
+    row with the scale kept in f32; score_j = sum_h relu(dq_h sum_b isum_hb dk_jb) w_h with
+    exact integer block dots isum (the sums themselves in f64 here).
+
 Writes a binary reference file: magic "DS4R", u32 n_tokens, n_vocab, n_rows,
 min_margin(f32), then tokens (u32), row positions (u32), logits rows (f32).
 min_margin is the smallest gap, relative to the score scale, between the k-th
 and (k+1)-th indexer score over all CSA queries: a top-k selection an f32
 engine could flip needs a gap near f32 rounding.
 
-usage: scripts/ref_numpy_deepseek4.py MODEL.gguf OUT.bin [--tokens N] [--seed S]
+usage: scripts/ref_numpy_deepseek4.py MODEL.gguf OUT.bin [--tokens N] [--seed S] [--indexer-q8]
 (needs: pip install gguf numpy)
 """
 import argparse
@@ -85,6 +92,8 @@ def softmax(x, axis=-1):
 
 
 class Model:
+    q8 = False  # --indexer-q8
+
     def __init__(self, path):
         r = gguf.GGUFReader(path)
         A = "deepseek4"
@@ -194,6 +203,18 @@ class Model:
         out = rms(out, self.w[p + name + "_norm.weight"], self.eps)
         return self.rope(out, np.arange(n) * m, f)
 
+    @staticmethod
+    def quant8(x, f16_scale, block=32):
+        """Per-block int8 quantization of the last axis: (q as f64 (..., nblk, block), scales as f64)."""
+        x = np.asarray(x, np.float32)
+        b = x.reshape(x.shape[:-1] + (-1, block))
+        d = np.max(np.abs(b), -1) / np.float32(127)
+        inv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, np.float32(1)), np.float32(0)).astype(np.float32)
+        q = np.clip(np.rint(b * inv[..., None]), -127, 127)
+        if f16_scale:
+            d = d.astype(np.float16)
+        return q.astype(np.float64), d.astype(np.float64)
+
     def topk_margin(self, s, dots, order):
         """How far this query's top-k selection is from changing under rounding: the
         relative gap between the k-th and (k+1)-th score, or, when they tie at exactly
@@ -223,6 +244,11 @@ class Model:
             ik = self.compress(x, p, "indexer_compressor", m, self.ihd, f)
             iq = self.rope((qr @ w[p + "indexer.attn_q_b.weight"].T).reshape(T, self.nih, self.ihd), pos, f)
             iw = (x @ w[p + "indexer.proj.weight"].T) / np.sqrt(self.ihd * self.nih)
+            if self.q8:
+                kq, kd = self.quant8(ik, True)
+                qq, qd = self.quant8(iq, False, self.ihd)  # (T, nih, 1, ihd), (T, nih, 1)
+                qq = qq.reshape(T, self.nih, -1, 32)
+                qd = qd.reshape(T, self.nih)
         sinks = w[p + "attn_sinks.weight"]
         o = np.zeros((T, H, hd))
         for t in range(T):
@@ -230,7 +256,12 @@ class Model:
             if m:
                 nv = (t + 1) // m
                 if m == 4 and nv > self.topk:
-                    dots = iq[t] @ ik[:nv].T  # (nih, nv)
+                    if self.q8:
+                        # (nih, nblk, 32) x (nv, nblk, 32) -> exact block sums, scaled per block
+                        isum = np.einsum("hbe,jbe->hjb", qq[t], kq[:nv])
+                        dots = np.einsum("hjb,jb->hj", isum, kd[:nv]) * qd[t][:, None]
+                    else:
+                        dots = iq[t] @ ik[:nv].T  # (nih, nv)
                     s = (np.maximum(dots, 0) * iw[t][:, None]).sum(0)
                     order = np.argsort(-s, kind="stable")  # ties: the lower index first
                     margins.append(self.topk_margin(s, dots, order))
@@ -310,8 +341,10 @@ def main():
     ap.add_argument("--tokens", type=int, default=701)
     ap.add_argument("--seed", type=int, default=4)  # the committed reference (token sequence)
     ap.add_argument("--every", type=int, default=25, help="store every Nth logits row (plus the last 4)")
+    ap.add_argument("--indexer-q8", action="store_true", help="simulate the 8-bit indexer (see the docstring)")
     a = ap.parse_args()
     m = Model(a.model)
+    m.q8 = a.indexer_q8
     V = m.w["token_embd.weight"].shape[0]
     tokens = np.random.default_rng(a.seed).integers(3, V, a.tokens)
     logits, margin = m.forward(tokens)

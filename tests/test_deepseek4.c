@@ -24,7 +24,18 @@
  * With an f16 cache the entries, raw rows and indexer keys are rounded to
  * f16 (~5e-4 relative): bound 5e-3 (observed 2.4e-4; no top-k flip).
  * Memory: after n tokens the session holds exactly kvs_kv_scheme_bytes() per
- * layer (ceil-paged entries + window + indexer keys), checked at every path. */
+ * layer (ceil-paged entries + window + indexer keys), checked at every path.
+ *
+ * The 8-bit indexer (q8_0 keys, int8 queries, integer AVX2 scorer; the tiny
+ * fixture's 16-dim keys keep the KV type): kernel twins bit for bit, the
+ * scorer vs f32 dots, and tests/data/deepseek4_q8.gguf (--shape small8, 4 x 32
+ * indexer) against ref_numpy_deepseek4.py --indexer-q8 (same 701 tokens;
+ * min top-k margin of the simulated 8-bit scores 5.4e-6 of the score scale):
+ * observed 4.5e-7..5.5e-7 on the three paths, bound 1e-4, i.e. the same
+ * selections. The rounding that could split the two is a key or query
+ * element sitting on a .5 quantization boundary within f32 error of it; this
+ * seed and sequence have none that changes a selection (a different seed
+ * could, and would show as a ~1e-2 error, as the f32 indexer does here). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +47,8 @@
 
 #define FIXTURE "tests/data/deepseek4_tiny.gguf"
 #define REF "tests/data/deepseek4_tiny_ref.bin"
+#define FIXTURE_Q8 "tests/data/deepseek4_q8.gguf"
+#define REF_Q8 "tests/data/deepseek4_q8_ref.bin"
 
 typedef struct ref {
     uint32_t n_tok, n_vocab, n_rows;
@@ -45,8 +58,8 @@ typedef struct ref {
     float *logits;
 } ref;
 
-static bool load_ref(ref *r) {
-    FILE *f = fopen(REF, "rb");
+static bool load_ref(ref *r, const char *path) {
+    FILE *f = fopen(path, "rb");
     if (!f) return false;
     char magic[4];
     bool ok = fread(magic, 1, 4, f) == 4 && memcmp(magic, "DS4R", 4) == 0 && fread(&r->n_tok, 4, 1, f) == 1 &&
@@ -85,9 +98,10 @@ static double row_err(const ref *r, const float *all, const bool *have, int *com
 
 /* Runs the sequence: `prefill` tokens in chunks of n_batch (all logits), the
  * rest one token per call. Returns the error against the reference rows. */
-static double run_path(kvs_model *m, const ref *r, kvs_kv_type kv, uint32_t n_batch, uint32_t prefill, int threads,
-                       const char *label) {
+static double run_path_rules(kvs_model *m, const ref *r, kvs_kv_type kv, const char *rules, uint32_t n_batch,
+                             uint32_t prefill, int threads, const char *label) {
     kvs_session_params sp = kvs_session_params_default();
+    sp.kv_layers = rules;
     sp.n_ctx = 1024;
     sp.n_batch = n_batch;
     sp.n_threads = threads;
@@ -125,6 +139,11 @@ static double run_path(kvs_model *m, const ref *r, kvs_kv_type kv, uint32_t n_ba
     return e;
 }
 
+static double run_path(kvs_model *m, const ref *r, kvs_kv_type kv, uint32_t n_batch, uint32_t prefill, int threads,
+                       const char *label) {
+    return run_path_rules(m, r, kv, NULL, n_batch, prefill, threads, label);
+}
+
 /* The AVX2 inner loops against their scalar references. */
 static void check_kernels(void) {
     if (!kvs_cpu()->avx2) { printf("  (no AVX2: kernel twins not compared)\n"); return; }
@@ -145,6 +164,102 @@ static void check_kernels(void) {
     }
 }
 
+/* The 8-bit indexer: AVX2 scorer == scalar reference bit for bit (the integer
+ * block sums are exact and both apply the same float operations in the same
+ * order), over head counts that do and do not fill the 4-head groups; and the
+ * reference against the f32 scorer sum_h relu(q_h . k) w_h on the unquantized
+ * rows: per-32 int8 of both sides keeps each dot within ~1% of the dot's
+ * |q|.|k| scale (observed max printed). Also the top-k rule. */
+static void check_indexer_q8(void) {
+    enum { IHD = 128, NMAX = 37, HMAX = 7 };
+    uint64_t rng = 0x1d8;
+    const kvs_type_traits *q80 = kvs_type_traits_of(KVS_TYPE_Q8_0);
+    static float kf[NMAX * IHD], qf[HMAX * IHD], w[HMAX], s_ref[NMAX], s_avx[NMAX];
+    static uint8_t kq[NMAX * IHD / 32 * 34];
+    static int8_t q8[HMAX * IHD];
+    static float dq[HMAX];
+    for (int i = 0; i < NMAX * IHD; i++) kf[i] = test_rng_normal(&rng) * (i % 61 == 0 ? 6.0f : 1.0f); /* outliers */
+    for (int i = 0; i < HMAX * IHD; i++) qf[i] = test_rng_normal(&rng);
+    for (int h = 0; h < HMAX; h++) w[h] = 0.3f + (float)h * 0.1f;
+    q80->from_float(kf, kq, NMAX * IHD);
+    double worst = 0;
+    for (int nih = 1; nih <= HMAX; nih++) {
+        ds4_quant_query(qf, nih, IHD, q8, dq);
+        ds4_iscore_q8_ref(kq, NMAX, q8, dq, w, nih, IHD, s_ref);
+        if (kvs_cpu()->avx2) {
+            ds4_iscore_q8_avx2(kq, NMAX, q8, dq, w, nih, IHD, s_avx);
+            for (int j = 0; j < NMAX; j++) CHECKF(s_avx[j] == s_ref[j], "iscore q8 avx2 nih=%d j=%d: %.9g vs %.9g", nih, j, s_avx[j], s_ref[j]);
+        }
+        for (int j = 0; j < NMAX; j++) {
+            double want = 0, scale = 0;
+            for (int h = 0; h < nih; h++) {
+                double d = 0, nq = 0, nk = 0;
+                for (int e = 0; e < IHD; e++) {
+                    d += (double)qf[h * IHD + e] * kf[j * IHD + e];
+                    nq += (double)qf[h * IHD + e] * qf[h * IHD + e];
+                    nk += (double)kf[j * IHD + e] * kf[j * IHD + e];
+                }
+                if (d > 0) want += d * w[h];
+                scale += sqrt(nq * nk) * w[h];
+            }
+            double e = fabs(s_ref[j] - want) / scale;
+            if (e > worst) worst = e;
+        }
+    }
+    CHECKF(worst < 1e-2, "iscore q8 vs f32: %.3g of sum_h |q_h||k| w_h", worst);
+    printf("  8-bit indexer: avx2 == ref exactly; ref vs f32 scorer max %.2e of sum_h |q_h||k| w_h\n", worst);
+
+    /* top-k: higher score first, ties by lower index, output ascending */
+    const float sc[10] = {0.5f, 2.0f, 0.5f, 3.0f, 0.5f, -1.0f, 2.0f, 0.5f, 0.0f, 2.0f};
+    float tmp[10];
+    int32_t idx[10];
+    ds4_select_topk(sc, 10, 5, tmp, idx);
+    const int32_t want5[5] = {0, 1, 3, 6, 9};
+    CHECK(memcmp(idx, want5, sizeof want5) == 0);
+    ds4_select_topk(sc, 10, 6, tmp, idx);
+    const int32_t want6[6] = {0, 1, 2, 3, 6, 9};
+    CHECK(memcmp(idx, want6, sizeof want6) == 0);
+    ds4_select_topk(sc, 10, 1, tmp, idx);
+    CHECK(idx[0] == 3);
+}
+
+/* The MQA kernels over cache rows (f16 and f32 rows read in place) against
+ * their scalar twins (convert, then ds4_dot_ref / ds4_axpy_ref): same math,
+ * different summation order, so within 1e-5 of the magnitudes involved. */
+static void check_mqa_kernels(void) {
+    if (!kvs_cpu()->avx2) { printf("  (no AVX2: MQA kernels not compared)\n"); return; }
+    enum { NK = 37, HMAX = 5, HD = 128 };
+    uint64_t rng = 0x3a7;
+    static float kf[NK * HD], q[HMAX * HD], p[HMAX * NK], s0[HMAX * NK], s1[HMAX * NK], o0[HMAX * HD],
+        o1[HMAX * HD], tmp[HD];
+    static uint8_t kr[NK * HD * 4];
+    const uint8_t *rows[NK];
+    for (int i = 0; i < NK * HD; i++) kf[i] = test_rng_normal(&rng);
+    for (int i = 0; i < HMAX * HD; i++) q[i] = test_rng_normal(&rng);
+    for (int i = 0; i < HMAX * NK; i++) p[i] = 0.5f + 0.5f * test_rng_uniform(&rng);
+    const kvs_dtype types[2] = {KVS_TYPE_F16, KVS_TYPE_F32};
+    const int hds[3] = {8, 72, HD};
+    for (int ti = 0; ti < 2; ti++)
+        for (int di = 0; di < 3; di++)
+            for (int H = 1; H <= HMAX; H++) {
+                const int hd = hds[di];
+                const size_t rb = kvs_row_bytes(types[ti], hd);
+                for (int k = 0; k < NK; k++) {
+                    kvs_type_traits_of(types[ti])->from_float(kf + k * HD, kr + k * rb, hd);
+                    rows[k] = kr + k * rb;
+                }
+                ds4_mqa_scores_ref(types[ti], rows, NK, q, H, hd, 0.125f, s0, tmp);
+                ds4_mqa_scores_avx2(types[ti] == KVS_TYPE_F16, rows, NK, q, H, hd, 0.125f, s1);
+                double es = 0, eo = 0;
+                for (int i = 0; i < H * NK; i++) es = fmax(es, fabs(s0[i] - s1[i]) / (0.125 * hd));
+                ds4_mqa_accum_ref(types[ti], rows, NK, p, H, hd, o0, tmp);
+                ds4_mqa_accum_avx2(types[ti] == KVS_TYPE_F16, rows, NK, p, H, hd, o1);
+                for (int i = 0; i < H * hd; i++) eo = fmax(eo, fabs(o0[i] - o1[i]) / NK);
+                CHECKF(es < 1e-6 && eo < 1e-6, "mqa %s hd %d H %d: scores %.2e out %.2e",
+                       types[ti] == KVS_TYPE_F16 ? "f16" : "f32", hd, H, es, eo);
+            }
+}
+
 /* Bad input: a KV rule that shrinks the raw window is refused with a message. */
 static void check_errors(kvs_model *m) {
     kvs_session_params sp = kvs_session_params_default();
@@ -156,10 +271,54 @@ static void check_errors(kvs_model *m) {
     CHECK(kvs_model_load("tests/data/does-not-exist-deepseek4.gguf", NULL, &m) != KVS_OK);
 }
 
+/* The 8-bit indexer end to end: tests/data/deepseek4_q8.gguf (the "small8"
+ * shape: 4 x 32 indexer) against scripts/ref_numpy_deepseek4.py
+ * --indexer-q8, which simulates the 8-bit rule independently. A session with
+ * KV type f16 and the rule "f32" stores entries and raw rows in f32 and the
+ * indexer keys as q8_0, so the only rounding left is f32 arithmetic plus the
+ * 8-bit quantization both sides perform. */
+static void check_q8_fixture(void) {
+    ref r = {0};
+    kvs_model *m = NULL;
+    if (!load_ref(&r, REF_Q8) || kvs_model_load(FIXTURE_Q8, NULL, &m) != KVS_OK) {
+        CHECKF(false, "cannot read %s / %s: %s", REF_Q8, FIXTURE_Q8, kvs_last_error());
+        return;
+    }
+    CHECK(r.n_tok >= 600 && r.margin > 1e-6f);
+    kvs_session_params sp = kvs_session_params_default();
+    sp.n_ctx = 1024;
+    sp.kv_type = KVS_KV_F16;
+    sp.kv_layers = "f32";
+    kvs_session *s = NULL;
+    CHECK(kvs_session_new(m, &sp, &s) == KVS_OK);
+    if (s) {
+        char d[128];
+        kvs_session_kv_describe(s, 1, d, sizeof d);
+        CHECKF(strstr(d, "f32") && strstr(d, "+idx 32 q8_0"), "scheme: %s", d);
+        printf("  q8 fixture layer 1: %s\n", d);
+        kvs_session_free(s);
+    }
+    const double tol = 1e-4;
+    CHECK(run_path_rules(m, &r, KVS_KV_F16, "f32", 200, r.n_tok, 1, "q8 idx: prefill x200, 1 thr") <= tol);
+    CHECK(run_path_rules(m, &r, KVS_KV_F16, "f32", 64, 0, 2, "q8 idx: decode 1-by-1, 2 thr") <= tol);
+    CHECK(run_path_rules(m, &r, KVS_KV_F16, "f32", 512, 333, 1, "q8 idx: prefill 333 + decode, 1 thr") <= tol);
+    /* the check can tell the two scorers apart: the f32 indexer on the same
+     * fixture selects differently and misses the 8-bit reference by ~1e-2
+     * (observed 1.2e-2), 100x the bound */
+    CHECK(run_path(m, &r, KVS_KV_F32, 256, r.n_tok, 2, "f32 idx vs the q8 reference") > 1e-3);
+    kvs_model_free(m);
+    free(r.tok);
+    free(r.rows);
+    free(r.logits);
+}
+
 int main(void) {
     check_kernels();
+    check_indexer_q8();
+    check_mqa_kernels();
+    check_q8_fixture();
     ref r = {0};
-    if (!load_ref(&r)) {
+    if (!load_ref(&r, REF)) {
         fprintf(stderr, "cannot read %s\n", REF);
         return 1;
     }

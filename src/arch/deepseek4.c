@@ -17,6 +17,12 @@
 
 /* ---- KV schemes ------------------------------------------------------------ */
 
+/* Indexer keys come out of kvs_kv_scheme_compressed as 8-bit q8_0 (scored by
+ * the integer kernel) unless the session's KV type is f32, which keeps f32
+ * keys and the float scorer (the exact path the numpy reference checks); a
+ * key width that is not a multiple of 32 keeps the KV type. KV rules
+ * (--kv-layer) change the entry/raw-row format only, so "--kv f16
+ * --kv-layer f32" gives f32 entries with 8-bit keys. */
 static void ds4_schemes(const kvs_model *m, kvs_dtype kv_type, kvs_kv_scheme *out) {
     const ds4_model *x = m->ext;
     for (int32_t i = 0; i < m->hp.n_layer; i++) {
@@ -327,11 +333,12 @@ static kvs_status ds4_session_init(kvs_session *s) {
     size_t sizes[] = {B * hc * D, B * mix, B * hc, B * hc, B * hc * hc, B * D, B * D, B * D,
                       B * x->q_lora, B * qd, B * hd, B * qd, B * qd, B * G, B * cw, B * cw,
                       B * ni + 1, B * x->idx_heads + 1, B * E, B * K, B * K, B, B * D, B * F, B * F, B * D,
-                      B * F, B * F, hc * D, s->params.n_ctx / 4 + 2};
+                      B * F, B * F, hc * D, s->params.n_ctx / 4 + 2, s->params.n_ctx / 4 + 2};
     float **dst[] = {&st->h, &st->mix, &st->hpre, &st->hpost, &st->hcomb, &st->x, &st->xn, &st->out,
                      &st->qr, &st->q, &st->kv, &st->o, &st->og, &st->mid, &st->ckv, &st->csc,
                      &st->iq, &st->iw, &st->logit, &st->wts, (float **)&st->sel, (float **)&st->rows, &st->xg,
-                     &st->gg, &st->uu, &st->dd, &st->shg, &st->shu, &st->tmp, &st->iscore};
+                     &st->gg, &st->uu, &st->dd, &st->shg, &st->shu, &st->tmp, &st->iscore,
+                     &st->iselect};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) total += (sizes[i] + 15) & ~(size_t)15;
     float *p = kvs_malloc(sizeof(float) * total);

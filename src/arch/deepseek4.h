@@ -70,6 +70,7 @@ typedef struct ds4_state {
     float *shg, *shu;            /* (B, F) shared expert */
     float *tmp;                  /* (hc*D) */
     float *iscore;               /* (n_ctx / 4 + 1) indexer scores of one decode query */
+    float *iselect;              /* (n_ctx / 4 + 1) scratch of the decode top-k selection */
 } ds4_state;
 
 /* Attention sublayer of layer l for the chunk's normed inputs st->xn (n rows at
@@ -89,5 +90,46 @@ float ds4_dot_ref(const float *a, const float *b, int64_t n);
 void ds4_axpy_ref(float *y, float a, const float *x, int64_t n);
 float ds4_dot_avx2(const float *a, const float *b, int64_t n);
 void ds4_axpy_avx2(float *y, float a, const float *x, int64_t n);
+
+/* MQA over nk key rows stored in `type` (rows[k] points at one cache row):
+ * scores[h*nk + k] = (q_h . k) * scale for the H query heads, and
+ * o_h = sum_k p[h*nk + k] k_k. Each row is read once for all heads. The
+ * dispatchers pick the AVX2 kernels for f16/f32 rows (hd % 8 == 0), else
+ * convert rows one by one (tmp: hd floats); the *_ref twins always convert
+ * with the scalar conversions and use ds4_dot_ref/ds4_axpy_ref. */
+void ds4_mqa_scores(kvs_dtype type, const uint8_t *const *rows, int64_t nk, const float *q, int64_t H, int64_t hd,
+                    float scale, float *scores, float *tmp);
+void ds4_mqa_accum(kvs_dtype type, const uint8_t *const *rows, int64_t nk, const float *p, int64_t H, int64_t hd,
+                   float *o, float *tmp);
+void ds4_mqa_scores_ref(kvs_dtype type, const uint8_t *const *rows, int64_t nk, const float *q, int64_t H, int64_t hd,
+                        float scale, float *scores, float *tmp);
+void ds4_mqa_accum_ref(kvs_dtype type, const uint8_t *const *rows, int64_t nk, const float *p, int64_t H, int64_t hd,
+                       float *o, float *tmp);
+void ds4_mqa_scores_avx2(bool f16, const uint8_t *const *rows, int64_t nk, const float *q, int64_t H, int64_t hd,
+                         float scale, float *scores);
+void ds4_mqa_accum_avx2(bool f16, const uint8_t *const *rows, int64_t nk, const float *p, int64_t H, int64_t hd,
+                        float *o);
+
+/* 8-bit lightning indexer. Keys are stored as q8_0 rows (ihd/32 blocks of an
+ * f16 scale + 32 int8, the cache's indexer_type); each query head is
+ * quantized per token with ds4_quant_query: one f32 scale per head,
+ * d = amax/127, q = round-half-even(x / d) (x * (1/d)), clamped to +-127.
+ * ds4_iscore_q8 scores n consecutive key rows:
+ *   sc[j] = sum_h relu(v_jh) w[h] (h in order, relu(v) w added as 0 when v <= 0),
+ *   v_jh = (((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7))) * dq_h,
+ *   l_i = fma(isum_jhb_i, dk_jb, l_i) over blocks b in order, where
+ *   isum_jhb_i = the exact integer dot of elements 4i..4i+3 of block b.
+ * That is the AVX2 kernel's exact operation order, so the twins agree bit
+ * for bit. */
+void ds4_quant_query(const float *x, int32_t nih, int32_t ihd, int8_t *q, float *d);
+void ds4_iscore_q8_ref(const void *keys, int64_t n, const int8_t *q, const float *dq, const float *w, int32_t nih,
+                       int32_t ihd, float *sc);
+void ds4_iscore_q8_avx2(const void *keys, int64_t n, const int8_t *q, const float *dq, const float *w, int32_t nih,
+                        int32_t ihd, float *sc);
+
+/* Top-k of sc[0..n) by (higher score, then lower index), written to idx[0..k)
+ * in ascending index order; O(n) expected (quickselect of the k-th value in
+ * tmp[0..n), then one pass). Requires 0 < k < n. */
+void ds4_select_topk(const float *sc, int64_t n, int64_t k, float *tmp, int32_t *idx);
 
 #endif

@@ -12,14 +12,17 @@
  * checks the pair, and the whole forward against
  * scripts/ref_numpy_deepseek4.py). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "arch/attend.h"
 #include "arch/deepseek4.h"
 #include "core/alloc.h"
 #include "core/cpu.h"
 #include "core/error.h"
+#include "core/f16.h"
 #include "model/loader.h"
 
 void ds4_rope(const double *freq, int32_t rope_dim, float *x, int32_t n_heads, int32_t d, int64_t pos, bool inverse) {
@@ -63,6 +66,102 @@ static float ds4_dot(const float *a, const float *b, int64_t n) {
 static void ds4_axpy(float *y, float a, const float *x, int64_t n) {
     if (kvs_cpu()->avx2) ds4_axpy_avx2(y, a, x, n);
     else ds4_axpy_ref(y, a, x, n);
+}
+
+
+/* ---- MQA over key rows in the cache's format ------------------------------- */
+
+void ds4_mqa_scores_ref(kvs_dtype type, const uint8_t *const *rows, int64_t nk, const float *q, int64_t H, int64_t hd,
+                        float scale, float *scores, float *tmp) {
+    const kvs_type_traits *tr = kvs_type_traits_ref(type);
+    for (int64_t k = 0; k < nk; k++) {
+        tr->to_float(rows[k], tmp, hd);
+        for (int64_t h = 0; h < H; h++) scores[h * nk + k] = ds4_dot_ref(q + h * hd, tmp, hd) * scale;
+    }
+}
+
+void ds4_mqa_accum_ref(kvs_dtype type, const uint8_t *const *rows, int64_t nk, const float *p, int64_t H, int64_t hd,
+                       float *o, float *tmp) {
+    const kvs_type_traits *tr = kvs_type_traits_ref(type);
+    memset(o, 0, sizeof(float) * (size_t)(H * hd));
+    for (int64_t k = 0; k < nk; k++) {
+        tr->to_float(rows[k], tmp, hd);
+        for (int64_t h = 0; h < H; h++) ds4_axpy_ref(o + h * hd, p[h * nk + k], tmp, hd);
+    }
+}
+
+/* AVX2 kernels read f16/f32 rows directly (hd a multiple of 8); other formats
+ * convert row by row. */
+static bool mqa_fast(kvs_dtype type, int64_t hd) {
+    return kvs_cpu()->avx2 && hd % 8 == 0 && (type == KVS_TYPE_F16 || type == KVS_TYPE_F32);
+}
+
+void ds4_mqa_scores(kvs_dtype type, const uint8_t *const *rows, int64_t nk, const float *q, int64_t H, int64_t hd,
+                    float scale, float *scores, float *tmp) {
+    if (mqa_fast(type, hd)) {
+        ds4_mqa_scores_avx2(type == KVS_TYPE_F16, rows, nk, q, H, hd, scale, scores);
+        return;
+    }
+    const kvs_type_traits *tr = kvs_type_traits_of(type);
+    for (int64_t k = 0; k < nk; k++) {
+        tr->to_float(rows[k], tmp, hd);
+        for (int64_t h = 0; h < H; h++) scores[h * nk + k] = ds4_dot(q + h * hd, tmp, hd) * scale;
+    }
+}
+
+void ds4_mqa_accum(kvs_dtype type, const uint8_t *const *rows, int64_t nk, const float *p, int64_t H, int64_t hd,
+                   float *o, float *tmp) {
+    if (mqa_fast(type, hd)) {
+        ds4_mqa_accum_avx2(type == KVS_TYPE_F16, rows, nk, p, H, hd, o);
+        return;
+    }
+    const kvs_type_traits *tr = kvs_type_traits_of(type);
+    memset(o, 0, sizeof(float) * (size_t)(H * hd));
+    for (int64_t k = 0; k < nk; k++) {
+        tr->to_float(rows[k], tmp, hd);
+        for (int64_t h = 0; h < H; h++) ds4_axpy(o + h * hd, p[h * nk + k], tmp, hd);
+    }
+}
+
+/* ---- decode profile (KVS_DS4_PROFILE=1) --------------------------------------
+ * Wall-clock counters of the single-token decode path by stage, printed to
+ * stderr at exit: a tool for finding what grows with depth, off by default
+ * (one branch per stage when off). Not thread-safe: decode stages run on the
+ * calling thread except the indexer scan, which is timed around its pool call. */
+enum { PR_PROJ, PR_COMP, PR_INDEX, PR_TOPK, PR_GATHER, PR_MQA, PR_STORE, PR_OUT, PR_N };
+static const char *const pr_name[PR_N] = {"proj", "compress", "index", "topk", "gather", "mqa", "store", "out"};
+static int pr_on = -1;
+static double pr_sec[PR_N];
+static long pr_calls;
+
+static void pr_dump(void) {
+    fprintf(stderr, "ds4 profile: %ld decode attention calls\n", pr_calls);
+    for (int i = 0; i < PR_N; i++)
+        fprintf(stderr, "  %-9s %10.3f ms total %9.2f us/call\n", pr_name[i], 1e3 * pr_sec[i],
+                pr_calls ? 1e6 * pr_sec[i] / (double)pr_calls : 0.0);
+}
+
+static bool pr_enabled(void) {
+    if (pr_on < 0) {
+        const char *e = getenv("KVS_DS4_PROFILE");
+        pr_on = e && *e && *e != '0';
+        if (pr_on) atexit(pr_dump);
+    }
+    return pr_on;
+}
+
+static double pr_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Adds the time since *t0 to stage i and restarts the clock (only when on). */
+static void pr_lap(bool on, int i, double *t0) {
+    if (!on) return;
+    double t = pr_now();
+    pr_sec[i] += t - *t0;
+    *t0 = t;
 }
 
 /* ---- compressor ------------------------------------------------------------ */
@@ -130,24 +229,84 @@ static kvs_status run_compressor(kvs_session *s, int32_t l, const ds4_comp *c, d
 
 /* ---- top-k ------------------------------------------------------------------ */
 
-/* a before b: higher score, then lower index (the reference's tie rule). */
-static bool before(const float *sc, int32_t a, int32_t b) { return sc[a] > sc[b] || (sc[a] == sc[b] && a < b); }
-
-/* Reorder idx[0..n) so its first k are the top k by `before` (quickselect). */
-static void select_topk(const float *sc, int32_t *idx, int64_t n, int64_t k) {
-    int64_t lo = 0, hi = n - 1;
+/* The k-th largest of v[0..n) (quickselect, reorders v). */
+static float kth_largest(float *v, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1, want = k - 1;
     while (lo < hi) {
-        int32_t piv = idx[lo + (hi - lo) / 2];
+        float piv = v[lo + (hi - lo) / 2];
         int64_t i = lo, j = hi;
         while (i <= j) {
-            while (before(sc, idx[i], piv)) i++;
-            while (before(sc, piv, idx[j])) j--;
-            if (i <= j) { int32_t t = idx[i]; idx[i] = idx[j]; idx[j] = t; i++; j--; }
+            while (v[i] > piv) i++;
+            while (v[j] < piv) j--;
+            if (i <= j) { float t = v[i]; v[i] = v[j]; v[j] = t; i++; j--; }
         }
-        if (k - 1 <= j) hi = j;
-        else if (k - 1 >= i) lo = i;
+        if (want <= j) hi = j;
+        else if (want >= i) lo = i;
         else break;
     }
+    return v[want];
+}
+
+void ds4_select_topk(const float *sc, int64_t n, int64_t k, float *tmp, int32_t *idx) {
+    memcpy(tmp, sc, sizeof(float) * (size_t)n);
+    const float thr = kth_largest(tmp, n, k);
+    /* everything above the threshold, then ties at it by lower index (the
+     * reference's rule), both in ascending index order */
+    int64_t above = 0, nk = 0;
+    for (int64_t j = 0; j < n; j++) above += sc[j] > thr;
+    int64_t ties = k - above;
+    for (int64_t j = 0; j < n; j++) {
+        if (sc[j] > thr) idx[nk++] = (int32_t)j;
+        else if (sc[j] == thr && ties > 0) { idx[nk++] = (int32_t)j; ties--; }
+    }
+}
+
+/* ---- 8-bit indexer (scalar reference; AVX2 twin in deepseek4_avx2.c) ---------- */
+
+void ds4_quant_query(const float *x, int32_t nih, int32_t ihd, int8_t *q, float *d) {
+    for (int32_t h = 0; h < nih; h++) {
+        const float *xh = x + (int64_t)h * ihd;
+        float amax = 0;
+        for (int32_t i = 0; i < ihd; i++) amax = fmaxf(amax, fabsf(xh[i]));
+        const float dh = amax / 127.0f, id = dh != 0.0f ? 1.0f / dh : 0.0f;
+        for (int32_t i = 0; i < ihd; i++) {
+            float v = nearbyintf(xh[i] * id); /* ties to even, as the q8_0 key rule */
+            q[(int64_t)h * ihd + i] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+        }
+        d[h] = dh;
+    }
+}
+
+typedef struct { uint16_t d; int8_t qs[32]; } ds4_q8_block; /* the q8_0 block layout */
+
+void ds4_iscore_q8_ref(const void *keys, int64_t n, const int8_t *q, const float *dq, const float *w, int32_t nih,
+                       int32_t ihd, float *sc) {
+    const int32_t nb = ihd / 32;
+    for (int64_t j = 0; j < n; j++) {
+        const ds4_q8_block *k = (const ds4_q8_block *)keys + j * nb;
+        float acc = 0;
+        for (int32_t h = 0; h < nih; h++) {
+            float lane[8] = {0};
+            for (int32_t b = 0; b < nb; b++) {
+                const int8_t *qb = q + (int64_t)h * ihd + b * 32;
+                const float dk = kvs_f16_to_f32(k[b].d);
+                for (int i = 0; i < 8; i++) {
+                    int32_t isum = 0;
+                    for (int e = 4 * i; e < 4 * i + 4; e++) isum += (int32_t)k[b].qs[e] * qb[e];
+                    lane[i] = fmaf((float)isum, dk, lane[i]);
+                }
+            }
+            float v = (((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))) * dq[h];
+            acc += v > 0 ? v * w[h] : 0.0f;
+        }
+        sc[j] = acc;
+    }
+}
+
+static void iscore_q8(const void *keys, int64_t n, const int8_t *q, const float *dq, const float *w, int32_t nih,
+                      int32_t ihd, float *sc) {
+    if (kvs_cpu()->avx2) ds4_iscore_q8_avx2(keys, n, q, dq, w, nih, ihd, sc);
+    else ds4_iscore_q8_ref(keys, n, q, dq, w, nih, ihd, sc);
 }
 
 /* ---- attention ------------------------------------------------------------ */
@@ -164,6 +323,8 @@ typedef struct idx_task {
     kvs_session *s;
     int32_t l;
     const float *q, *wt; /* (nih, ihd), (nih) */
+    const int8_t *q8;    /* q8_0 keys: the query quantized per head (nih*ihd), */
+    const float *dq;     /* its per-head scales (nih) */
     float *sc;
 } idx_task;
 
@@ -174,6 +335,18 @@ static void index_scores(void *ctx, int64_t a, int64_t b) {
     const kvs_kv_scheme *sch = &s->kv->layers[it->l].scheme;
     const kvs_type_traits *tr = kvs_type_traits_of(sch->indexer_type);
     const int64_t ihd = x->idx_dim, nih = x->idx_heads, P = s->kv->layers[it->l].page_tokens;
+    if (sch->indexer_type == KVS_TYPE_Q8_0) {
+        /* a page's keys are one contiguous stream of q8_0 rows: score a run at a time */
+        for (int64_t j = a; j < b;) {
+            int64_t run = P - j % P;
+            if (run > b - j) run = b - j;
+            uint8_t *ik = NULL;
+            kvs_kv_cache_entry_row(s->kv, it->l, (uint64_t)j, &ik);
+            iscore_q8(ik, run, it->q8, it->dq, it->wt, (int32_t)nih, (int32_t)ihd, it->sc + j);
+            j += run;
+        }
+        return;
+    }
     /* a page's indexer keys are one contiguous stream: convert a run at a time */
     float keys[32 * 1024];
     const int64_t run_max = (int64_t)(sizeof keys / sizeof *keys) / ihd;
@@ -196,9 +369,20 @@ static void index_scores(void *ctx, int64_t a, int64_t b) {
     }
 }
 
-/* One query token t of the chunk: gather keys (raw window, entries), MQA. */
-static kvs_status attend_token(kvs_session *s, int32_t l, int64_t t, float *keys, float *scores, int32_t *idx,
-                               float *isc) {
+/* Per-thread scratch of the attention. */
+typedef struct attn_scratch {
+    const uint8_t **rows; /* (max_keys) key rows in the cache's format */
+    uint8_t *local;       /* (window) chunk-local raw rows converted to that format */
+    float *scores;        /* (H, max_keys) */
+    float *tmp;           /* (hd) one converted row (reference kernels) */
+    int32_t *idx;         /* (nent) */
+    float *isc, *isel;    /* (nent) indexer scores, top-k scratch */
+    int8_t *q8;           /* (nih*ihd) quantized indexer query */
+    float *dq;            /* (nih) its per-head scales */
+} attn_scratch;
+
+/* One query token t of the chunk: collect key rows (raw window, entries), MQA. */
+static kvs_status attend_token(kvs_session *s, int32_t l, int64_t t, attn_scratch *sc, bool decode) {
     const kvs_model *m = s->model;
     const ds4_model *x = m->ext;
     const ds4_layer *w = &x->layers[l];
@@ -206,55 +390,66 @@ static kvs_status attend_token(kvs_session *s, int32_t l, int64_t t, float *keys
     const kvs_kv_scheme *sch = &s->kv->layers[l].scheme;
     const kvs_type_traits *tr = kvs_type_traits_of(sch->k_type);
     const int64_t H = m->hp.n_head, hd = m->hp.head_dim_k, W = x->window;
+    const size_t rb = kvs_row_bytes(sch->k_type, hd);
     const uint64_t pos0 = s->n_past, p = pos0 + (uint64_t)t;
-    int64_t nk = 0;
-    /* raw window: positions max(0, p-W+1)..p; older than the chunk from the ring */
+    int64_t nk = 0, nlocal = 0;
+    const bool on = decode && pr_enabled();
+    double t0 = on ? pr_now() : 0;
+    /* raw window: positions max(0, p-W+1)..p; older than the chunk from the ring,
+     * the chunk's own rows converted to the cache format (they are already
+     * rounded through it, so this is exact) */
     uint64_t lo = p + 1 > (uint64_t)W ? p + 1 - (uint64_t)W : 0;
     for (uint64_t q = lo; q <= p; q++, nk++) {
         if (q >= pos0) {
-            memcpy(keys + nk * hd, st->kv + (int64_t)(q - pos0) * hd, sizeof(float) * (size_t)hd);
+            uint8_t *row = sc->local + (size_t)nlocal++ * rb;
+            tr->from_float(st->kv + (int64_t)(q - pos0) * hd, row, hd);
+            sc->rows[nk] = row;
         } else {
-            const uint8_t *row = kvs_kv_cache_raw_row(s->kv, l, q);
-            if (!row) return kvs_fail(KVS_ERR_INTERNAL, "deepseek4: layer %d raw position %llu missing", l, (unsigned long long)q);
-            tr->to_float(row, keys + nk * hd, hd);
+            sc->rows[nk] = kvs_kv_cache_raw_row(s->kv, l, q);
+            if (!sc->rows[nk])
+                return kvs_fail(KVS_ERR_INTERNAL, "deepseek4: layer %d raw position %llu missing", l, (unsigned long long)q);
         }
     }
+    pr_lap(on, PR_GATHER, &t0);
     /* compressed entries visible to p: j < (p+1)/m; CSA keeps the indexer's top-k */
     if (w->ratio) {
         int64_t nv = (int64_t)((p + 1) / (uint64_t)w->ratio), nsel = nv;
+        const int32_t *idx = NULL;
         if (w->ratio == 4 && nv > x->idx_topk) {
             idx_task it = {.s = s, .l = l, .q = st->iq + t * x->idx_heads * x->idx_dim,
-                           .wt = st->iw + t * x->idx_heads, .sc = isc};
-            if (isc == st->iscore) kvs_pool_for(s->pool, nv, 256, index_scores, &it); /* decode: split entries */
+                           .wt = st->iw + t * x->idx_heads, .q8 = sc->q8, .dq = sc->dq, .sc = sc->isc};
+            if (sch->indexer_type == KVS_TYPE_Q8_0)
+                ds4_quant_query(it.q, x->idx_heads, x->idx_dim, sc->q8, sc->dq);
+            if (decode) kvs_pool_for(s->pool, nv, 256, index_scores, &it); /* decode: split entries */
             else index_scores(&it, 0, nv);
-            for (int64_t j = 0; j < nv; j++) idx[j] = (int32_t)j;
-            select_topk(isc, idx, nv, x->idx_topk);
+            pr_lap(on, PR_INDEX, &t0);
+            ds4_select_topk(sc->isc, nv, x->idx_topk, sc->isel, sc->idx);
+            idx = sc->idx;
             nsel = x->idx_topk;
-        } else {
-            for (int64_t j = 0; j < nv; j++) idx[j] = (int32_t)j;
+            pr_lap(on, PR_TOPK, &t0);
         }
         for (int64_t k = 0; k < nsel; k++, nk++) {
-            const uint8_t *row = kvs_kv_cache_entry_row(s->kv, l, (uint64_t)idx[k], NULL);
-            if (!row) return kvs_fail(KVS_ERR_INTERNAL, "deepseek4: layer %d entry %d missing", l, idx[k]);
-            tr->to_float(row, keys + nk * hd, hd);
+            int64_t j = idx ? idx[k] : k;
+            sc->rows[nk] = kvs_kv_cache_entry_row(s->kv, l, (uint64_t)j, NULL);
+            if (!sc->rows[nk]) return kvs_fail(KVS_ERR_INTERNAL, "deepseek4: layer %d entry %lld missing", l, (long long)j);
         }
     }
+    pr_lap(on, PR_GATHER, &t0);
     /* MQA with sinks: p_h = softmax([q_h . k / sqrt(hd)] ++ [sink_h]); o_h = sum p k */
     const float scale = 1.0f / sqrtf((float)hd);
+    const float *q = st->q + t * H * hd;
+    float *o = st->o + t * H * hd;
+    ds4_mqa_scores(sch->k_type, sc->rows, nk, q, H, hd, scale, sc->scores, sc->tmp);
     for (int64_t h = 0; h < H; h++) {
-        const float *q = st->q + (t * H + h) * hd;
-        float mx = w->sinks[h];
-        for (int64_t k = 0; k < nk; k++) {
-            scores[k] = ds4_dot(q, keys + k * hd, hd) * scale;
-            mx = scores[k] > mx ? scores[k] : mx;
-        }
+        float *sh = sc->scores + h * nk, mx = w->sinks[h];
+        for (int64_t k = 0; k < nk; k++) mx = sh[k] > mx ? sh[k] : mx;
         float sum = expf(w->sinks[h] - mx);
-        for (int64_t k = 0; k < nk; k++) sum += (scores[k] = expf(scores[k] - mx));
-        float *o = st->o + (t * H + h) * hd;
-        memset(o, 0, sizeof(float) * (size_t)hd);
-        for (int64_t k = 0; k < nk; k++) ds4_axpy(o, scores[k] / sum, keys + k * hd, hd);
+        for (int64_t k = 0; k < nk; k++) sum += (sh[k] = expf(sh[k] - mx));
+        for (int64_t k = 0; k < nk; k++) sh[k] /= sum;
     }
-    ds4_rope(x->freq[w->ratio ? 1 : 0], x->rope_dim, st->o + t * H * hd, (int32_t)H, (int32_t)hd, (int64_t)p, true);
+    ds4_mqa_accum(sch->k_type, sc->rows, nk, sc->scores, H, hd, o, sc->tmp);
+    ds4_rope(x->freq[w->ratio ? 1 : 0], x->rope_dim, o, (int32_t)H, (int32_t)hd, (int64_t)p, true);
+    pr_lap(on, PR_MQA, &t0);
     return KVS_OK;
 }
 
@@ -262,27 +457,39 @@ static void attend_rows(void *ctx, int64_t a, int64_t b) {
     attn_task *at = ctx;
     kvs_session *s = at->s;
     const ds4_model *x = s->model->ext;
-    const int64_t hd = s->model->hp.head_dim_k;
+    const int64_t hd = s->model->hp.head_dim_k, H = s->model->hp.n_head;
     const int32_t ratio = x->layers[at->l].ratio;
     const int64_t nent = ratio ? (int64_t)(s->n_past + at->n) / ratio + 1 : 1; /* entries visible at most */
     const int64_t max_keys = x->window + (ratio == 4 && nent > x->idx_topk ? x->idx_topk : nent);
-    bool decode = at->n == 1;
-    float *keys = kvs_malloc(sizeof(float) * (size_t)(max_keys * hd + max_keys + (decode ? 0 : nent)));
-    int32_t *idx = kvs_malloc(sizeof(int32_t) * (size_t)nent);
-    if (!keys || !idx) {
-        kvs_free(keys);
-        kvs_free(idx);
+    const bool decode = at->n == 1;
+    const int64_t ni = (int64_t)x->idx_heads * x->idx_dim;
+    const size_t rb = kvs_row_bytes(s->kv->layers[at->l].scheme.k_type, hd);
+    ds4_state *st = s->ext;
+    attn_scratch sc;
+    /* one block: pointers, then floats, then int32/int8/bytes */
+    size_t nfl = (size_t)(H * max_keys + hd + (decode ? 0 : 2 * nent) + x->idx_heads + 1);
+    size_t bytes = sizeof(void *) * (size_t)max_keys + sizeof(float) * nfl + sizeof(int32_t) * (size_t)nent +
+                   (size_t)ni + rb * (size_t)x->window;
+    uint8_t *blk = kvs_malloc(bytes);
+    if (!blk) {
         at->st = kvs_fail(KVS_ERR_NOMEM, "deepseek4: out of memory for attention scratch");
         return;
     }
-    float *scores = keys + max_keys * hd;
-    float *isc = decode ? ((ds4_state *)s->ext)->iscore : scores + max_keys;
+    sc.rows = (const uint8_t **)blk;
+    float *f = (float *)(blk + sizeof(void *) * (size_t)max_keys);
+    sc.scores = f;
+    sc.tmp = sc.scores + H * max_keys;
+    sc.dq = sc.tmp + hd;
+    sc.isc = decode ? st->iscore : sc.dq + x->idx_heads + 1;
+    sc.isel = decode ? st->iselect : sc.isc + nent;
+    sc.idx = (int32_t *)(f + nfl);
+    sc.q8 = (int8_t *)(sc.idx + nent);
+    sc.local = (uint8_t *)(sc.q8 + ni);
     for (int64_t t = a; t < b; t++) {
-        kvs_status st = attend_token(s, at->l, t, keys, scores, idx, isc);
-        if (st != KVS_OK) at->st = st;
+        kvs_status r = attend_token(s, at->l, t, &sc, decode);
+        if (r != KVS_OK) at->st = r;
     }
-    kvs_free(keys);
-    kvs_free(idx);
+    kvs_free(blk);
 }
 
 /* Round rows through the storage format, so chunk-local keys equal what a
@@ -305,6 +512,9 @@ kvs_status ds4_attention(kvs_session *s, int32_t l, int64_t n) {
     const double *freq = x->freq[w->ratio ? 1 : 0];
     const kvs_kv_scheme *sch = &s->kv->layers[l].scheme;
     const kvs_type_traits *tr = kvs_type_traits_of(sch->k_type);
+    const bool on = n == 1 && pr_enabled();
+    double t0 = on ? pr_now() : 0;
+    if (on) pr_calls++;
 
     /* projections: qr = q_norm(x Wq_a); q = qr Wq_b; kv = kv_norm(x Wkv) */
     kvs_mm_out a[3]; /* the matmul takes at most 4 outputs per input */
@@ -335,6 +545,7 @@ kvs_status ds4_attention(kvs_session *s, int32_t l, int64_t n) {
         }
     }
     round_rows(tr, st->kv, n, hd, rowbuf);
+    pr_lap(on, PR_PROJ, &t0);
 
     /* compressors: entries (and indexer keys) for every block completing in the chunk */
     if (w->ratio) {
@@ -354,11 +565,13 @@ kvs_status ds4_attention(kvs_session *s, int32_t l, int64_t n) {
         }
     }
 
+    pr_lap(on, PR_COMP, &t0);
     /* attention per query token */
     attn_task at = {.s = s, .l = l, .n = n, .st = KVS_OK};
     if (n == 1) attend_rows(&at, 0, 1);
     else kvs_pool_for(s->pool, n, KVS_PAR_MIN_TOKENS, attend_rows, &at);
     if (at.st != KVS_OK) return at.st;
+    if (on) t0 = pr_now(); /* attend_token timed its own stages */
 
     /* the chunk's raw rows join the window ring only now: its queries read them from st->kv */
     for (int64_t t = 0; t < n; t++) {
@@ -366,6 +579,7 @@ kvs_status ds4_attention(kvs_session *s, int32_t l, int64_t n) {
         if (!row) return kvs_fail(KVS_ERR_INTERNAL, "deepseek4: layer %d raw slot not reserved", l);
         tr->from_float(st->kv + t * hd, row, hd);
     }
+    pr_lap(on, PR_STORE, &t0);
 
     /* grouped output: o (n, G, din) -> per group o_lora rows of Wo_a -> Wo_b */
     for (int64_t g = 0; g < G; g++)
@@ -376,5 +590,7 @@ kvs_status ds4_attention(kvs_session *s, int32_t l, int64_t n) {
         KVS_TRY(kvs_matmul_run(s->mm, s->pool, st->og + g * n * din, n, &o, 1));
     }
     kvs_mm_out ob = {.w = &w->wo_b, .y = st->out, .y_stride = D};
-    return kvs_matmul_run(s->mm, s->pool, st->mid, n, &ob, 1);
+    KVS_TRY(kvs_matmul_run(s->mm, s->pool, st->mid, n, &ob, 1));
+    pr_lap(on, PR_OUT, &t0);
+    return KVS_OK;
 }

@@ -1,8 +1,10 @@
 /* AVX2/FMA twins of the DeepSeek V4 attention's inner loops (dot product and
- * axpy over f32 rows); entered only after kvs_cpu()->avx2. The scalar
- * references are ds4_dot_ref/ds4_axpy_ref (deepseek4_attn.c);
- * tests/test_deepseek4.c checks each pair against the other. */
+ * axpy over f32 rows, the 8-bit indexer scorer); entered only after
+ * kvs_cpu()->avx2. The scalar references are ds4_dot_ref/ds4_axpy_ref/
+ * ds4_iscore_q8_ref (deepseek4_attn.c); tests/test_deepseek4.c checks each
+ * pair against the other (the indexer pair bit for bit). */
 #include <immintrin.h>
+#include <string.h>
 
 #include "arch/deepseek4.h"
 
@@ -29,4 +31,127 @@ void ds4_axpy_avx2(float *y, float a, const float *x, int64_t n) {
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; i++) y[i] += a * x[i];
+}
+
+/* 8-bit indexer scores (see ds4_iscore_q8_ref for the exact operation order).
+ * Each 32-byte key block is loaded once per group of 4 heads: |k| once, the
+ * query signs per head (vpsignb), then vpmaddubsw (|k| x sign(k) q; pairs of
+ * |127 x 127| cannot saturate) and vpmaddwd against ones give 8 exact int32
+ * lanes of 4 elements each, scaled into f32 lanes with one FMA per block. The
+ * 4 heads' lanes are reduced together by a hadd tree whose order matches the
+ * reference's ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)). */
+/* lanes of the exact int32 dot of one key block (|k|, k) with a query block */
+static inline __m256 q8_lanes(__m256i ak, __m256i kb, const int8_t *qb) {
+    const __m256i p16 = _mm256_maddubs_epi16(ak, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)qb), kb));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+void ds4_iscore_q8_avx2(const void *keys, int64_t n, const int8_t *q, const float *dq, const float *w, int32_t nih,
+                        int32_t ihd, float *sc) {
+    typedef struct { uint16_t d; int8_t qs[32]; } blk;
+    enum { MAXB = 128 }; /* ihd <= 4096 */
+    const int32_t nb = ihd / 32;
+    int8_t zq[MAXB * 32];
+    memset(zq, 0, sizeof zq);
+    for (int64_t j = 0; j < n; j++) sc[j] = 0;
+    for (int32_t h0 = 0; h0 < nih; h0 += 4) {
+        /* 4 heads at a time; the last group's missing heads read a zero query */
+        const int32_t nh = nih - h0 < 4 ? nih - h0 : 4;
+        const int8_t *q0 = q + (int64_t)h0 * ihd, *q1 = nh > 1 ? q0 + ihd : zq, *q2 = nh > 2 ? q0 + 2 * ihd : zq,
+                     *q3 = nh > 3 ? q0 + 3 * ihd : zq;
+        float d4[4] = {0, 0, 0, 0}, w4[4] = {0, 0, 0, 0};
+        for (int32_t hh = 0; hh < nh; hh++) { d4[hh] = dq[h0 + hh]; w4[hh] = w[h0 + hh]; }
+        const __m128 vdq = _mm_loadu_ps(d4);
+        for (int64_t j = 0; j < n; j++) {
+            const blk *k = (const blk *)keys + j * nb;
+            __m256 l0 = _mm256_setzero_ps(), l1 = l0, l2 = l0, l3 = l0;
+            for (int32_t b = 0; b < nb; b++) {
+                const __m256i kb = _mm256_loadu_si256((const __m256i *)k[b].qs);
+                const __m256i ak = _mm256_abs_epi8(kb);
+                const __m256 dk = _mm256_set1_ps(_cvtsh_ss(k[b].d));
+                l0 = _mm256_fmadd_ps(q8_lanes(ak, kb, q0 + b * 32), dk, l0);
+                l1 = _mm256_fmadd_ps(q8_lanes(ak, kb, q1 + b * 32), dk, l1);
+                l2 = _mm256_fmadd_ps(q8_lanes(ak, kb, q2 + b * 32), dk, l2);
+                l3 = _mm256_fmadd_ps(q8_lanes(ak, kb, q3 + b * 32), dk, l3);
+            }
+            const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(l0, l1), _mm256_hadd_ps(l2, l3));
+            float v[4];
+            _mm_storeu_ps(v, _mm_mul_ps(_mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)), vdq));
+            float acc = sc[j];
+            for (int32_t hh = 0; hh < nh; hh++) acc += v[hh] > 0 ? v[hh] * w4[hh] : 0.0f;
+            sc[j] = acc;
+        }
+    }
+}
+
+/* 8 elements of a key row (f16 or f32) as floats */
+static inline __m256 load8(bool f16, const uint8_t *row, int64_t i) {
+    return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * i)))
+               : _mm256_loadu_ps((const float *)row + i);
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+}
+
+/* Scores of all heads against each row: the row's 8-element pieces are
+ * converted once and multiplied into 4 heads at a time. */
+void ds4_mqa_scores_avx2(bool f16, const uint8_t *const *rows, int64_t nk, const float *q, int64_t H, int64_t hd,
+                         float scale, float *scores) {
+    for (int64_t k = 0; k < nk; k++) {
+        const uint8_t *row = rows[k];
+        int64_t h = 0;
+        for (; h + 4 <= H; h += 4) {
+            const float *q0 = q + h * hd, *q1 = q0 + hd, *q2 = q1 + hd, *q3 = q2 + hd;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t i = 0; i < hd; i += 8) {
+                const __m256 kv = load8(f16, row, i);
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + i), kv, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + i), kv, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q2 + i), kv, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q3 + i), kv, a3);
+            }
+            scores[h * nk + k] = hsum8(a0) * scale;
+            scores[(h + 1) * nk + k] = hsum8(a1) * scale;
+            scores[(h + 2) * nk + k] = hsum8(a2) * scale;
+            scores[(h + 3) * nk + k] = hsum8(a3) * scale;
+        }
+        for (; h < H; h++) {
+            const float *qh = q + h * hd;
+            __m256 a = _mm256_setzero_ps();
+            for (int64_t i = 0; i < hd; i += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(qh + i), load8(f16, row, i), a);
+            scores[h * nk + k] = hsum8(a) * scale;
+        }
+    }
+}
+
+/* o_h = sum_k p_hk row_k: each converted 8-element piece of a row feeds
+ * every head's output (the H x hd outputs stay in L1). */
+void ds4_mqa_accum_avx2(bool f16, const uint8_t *const *rows, int64_t nk, const float *p, int64_t H, int64_t hd,
+                        float *o) {
+    memset(o, 0, sizeof(float) * (size_t)(H * hd));
+    for (int64_t k = 0; k < nk; k++) {
+        const uint8_t *row = rows[k];
+        int64_t h = 0;
+        for (; h + 4 <= H; h += 4) {
+            float *o0 = o + h * hd, *o1 = o0 + hd, *o2 = o1 + hd, *o3 = o2 + hd;
+            const __m256 p0 = _mm256_set1_ps(p[h * nk + k]), p1 = _mm256_set1_ps(p[(h + 1) * nk + k]),
+                         p2 = _mm256_set1_ps(p[(h + 2) * nk + k]), p3 = _mm256_set1_ps(p[(h + 3) * nk + k]);
+            for (int64_t i = 0; i < hd; i += 8) {
+                const __m256 kv = load8(f16, row, i);
+                _mm256_storeu_ps(o0 + i, _mm256_fmadd_ps(p0, kv, _mm256_loadu_ps(o0 + i)));
+                _mm256_storeu_ps(o1 + i, _mm256_fmadd_ps(p1, kv, _mm256_loadu_ps(o1 + i)));
+                _mm256_storeu_ps(o2 + i, _mm256_fmadd_ps(p2, kv, _mm256_loadu_ps(o2 + i)));
+                _mm256_storeu_ps(o3 + i, _mm256_fmadd_ps(p3, kv, _mm256_loadu_ps(o3 + i)));
+            }
+        }
+        for (; h < H; h++) {
+            float *oh = o + h * hd;
+            const __m256 ph = _mm256_set1_ps(p[h * nk + k]);
+            for (int64_t i = 0; i < hd; i += 8)
+                _mm256_storeu_ps(oh + i, _mm256_fmadd_ps(ph, load8(f16, row, i), _mm256_loadu_ps(oh + i)));
+        }
+    }
 }

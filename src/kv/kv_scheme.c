@@ -84,6 +84,8 @@ kvs_kv_scheme kvs_kv_scheme_compressed(uint32_t ratio, uint32_t entry_dim, uint3
     s.indexer_dim = indexer_dim;
     s.window = window;
     s.page_tokens = KVS_KV_COMPRESSED_PAGE;
+    /* 8-bit indexer keys unless the cache is f32 (see kv_scheme.h) */
+    if (indexer_dim && indexer_dim % 32 == 0 && type != KVS_TYPE_F32) s.indexer_type = KVS_TYPE_Q8_0;
     return s;
 }
 

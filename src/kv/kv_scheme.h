@@ -80,8 +80,13 @@ kvs_kv_scheme kvs_kv_scheme_full(uint32_t n_kv_heads, uint32_t head_dim_k, uint3
 
 /* A DeepSeek V4 style compressed layer: one entry_dim entry per `ratio`
  * tokens (0 = window-only), indexer keys of indexer_dim per entry (0 = none),
- * a raw window of `window` tokens; entries, raw rows and indexer keys in
- * `type`, allocated in pages of KVS_KV_COMPRESSED_PAGE entries/tokens. */
+ * a raw window of `window` tokens; entries and raw rows in `type`, allocated
+ * in pages of KVS_KV_COMPRESSED_PAGE entries/tokens. Indexer keys are q8_0
+ * (int8 + an f16 scale per 32: 8-bit keys, as DeepSeek's own indexer cache
+ * keeps them low-precision) when indexer_dim is a multiple of 32 and `type`
+ * is not f32; otherwise `type` (f32 keeps the exact f32 indexer). The engine
+ * (arch/deepseek4.c) and the planner (plan/plan_gguf.c) both build their
+ * schemes here, so they agree on the indexer bytes. */
 #define KVS_KV_COMPRESSED_PAGE 64
 kvs_kv_scheme kvs_kv_scheme_compressed(uint32_t ratio, uint32_t entry_dim, uint32_t indexer_dim, uint32_t window,
                                        kvs_dtype type);
