@@ -558,6 +558,39 @@ int cmd_eval(int argc, char **argv) {
     rc = 1;
     for (int i = 0; i < o->n_sc; i++) cand[i] = o->sc[1 + i].s;
 
+    int pk_longest = 0;
+    /* passkey prompts are built before the long ppl pass so a bad length fails at once */
+    if (o->n_pk) {
+        pks = calloc((size_t)o->n_pk * (size_t)o->n_depths * (size_t)o->trials, sizeof *pks);
+        if (!pks) { fprintf(stderr, "kvslim eval: out of memory\n"); goto done; }
+        uint64_t rng = 0x9e3779b97f4a7c15ull ^ (o->seed * 0x2545f4914f6cdd1dull);
+        if (!rng) rng = 1;
+        bool chat = o->chat;
+        if (chat) {
+            char *probe = kvs_chat_format_user(m, "x");
+            if (!probe) { fprintf(stderr, "kvslim eval: %s has no chat template; passkey prompts use --format raw\n", in.name); chat = false; }
+            free(probe);
+        }
+        for (int k = 0; k < o->n_pk; k++) {
+            uint32_t nf = pk_fit(m, o->pk_len[k] - PK_GEN, chat);
+            if (nf == 0) { fprintf(stderr, "kvslim eval: passkey length %u is too short for the prompt\n", o->pk_len[k]); rc = 2; goto done; }
+            for (int d = 0; d < o->n_depths; d++)
+                for (long long t = 0; t < o->trials; t++) {
+                    pk_prompt *p = &pks[n_pks];
+                    p->key = 10000 + (uint32_t)(rng_next(&rng) % 990000); /* 5-6 digits */
+                    p->len_i = k;
+                    if (!(p->toks = pk_tokenize(m, nf, o->depths[d], p->key, chat, &p->n))) goto done;
+                    n_pks++;
+                    if (p->n + PK_GEN > ctx) { fprintf(stderr, "kvslim eval: passkey prompt of %zu tokens does not fit -c %u\n", p->n, ctx); goto done; }
+                }
+            fprintf(stderr, "passkey %u: %u filler paragraphs, prompts of %zu tokens (%s format)\n", o->pk_len[k], nf,
+                    pks[n_pks - 1].n, chat ? "chat" : "raw");
+        }
+        for (int k = 1; k < o->n_pk; k++) if (o->pk_len[k] > o->pk_len[pk_longest]) pk_longest = k;
+        o->speed_depth = pks[0].n;
+        for (size_t j = 0; j < n_pks; j++) if (pks[j].len_i == pk_longest) o->speed_depth = pks[j].n;
+    }
+
     /* 1. perplexity, KL, top-1: all schemes in lockstep with the reference */
     uint64_t total_chunks = 0;
     size_t use[MAX_FILES];
@@ -585,35 +618,6 @@ int cmd_eval(int argc, char **argv) {
     logits = malloc(sizeof(float) * (size_t)in.n_vocab);
     if (!logits) { fprintf(stderr, "kvslim eval: out of memory\n"); goto done; }
     if (o->n_pk) {
-        pks = calloc((size_t)o->n_pk * (size_t)o->n_depths * (size_t)o->trials, sizeof *pks);
-        if (!pks) { fprintf(stderr, "kvslim eval: out of memory\n"); goto done; }
-        uint64_t rng = 0x9e3779b97f4a7c15ull ^ (o->seed * 0x2545f4914f6cdd1dull);
-        if (!rng) rng = 1;
-        bool chat = o->chat;
-        if (chat) {
-            char *probe = kvs_chat_format_user(m, "x");
-            if (!probe) { fprintf(stderr, "kvslim eval: %s has no chat template; passkey prompts use --format raw\n", in.name); chat = false; }
-            free(probe);
-        }
-        for (int k = 0; k < o->n_pk; k++) {
-            uint32_t nf = pk_fit(m, o->pk_len[k] - PK_GEN, chat);
-            if (nf == 0) { fprintf(stderr, "kvslim eval: passkey length %u is too short for the prompt\n", o->pk_len[k]); rc = 2; goto done; }
-            for (int d = 0; d < o->n_depths; d++)
-                for (long long t = 0; t < o->trials; t++) {
-                    pk_prompt *p = &pks[n_pks];
-                    p->key = 10000 + (uint32_t)(rng_next(&rng) % 990000); /* 5-6 digits */
-                    p->len_i = k;
-                    if (!(p->toks = pk_tokenize(m, nf, o->depths[d], p->key, chat, &p->n))) goto done;
-                    n_pks++;
-                    if (p->n + PK_GEN > ctx) { fprintf(stderr, "kvslim eval: passkey prompt of %zu tokens does not fit -c %u\n", p->n, ctx); goto done; }
-                }
-            fprintf(stderr, "passkey %u: %u filler paragraphs, prompts of %zu tokens (%s format)\n", o->pk_len[k], nf,
-                    pks[n_pks - 1].n, chat ? "chat" : "raw");
-        }
-        int pk_longest = 0;
-        for (int k = 1; k < o->n_pk; k++) if (o->pk_len[k] > o->pk_len[pk_longest]) pk_longest = k;
-        o->speed_depth = pks[0].n;
-        for (size_t j = 0; j < n_pks; j++) if (pks[j].len_i == pk_longest) o->speed_depth = pks[j].n;
         prog pp = {.what = "passkey prompts", .t0 = cli_now(), .total = (uint64_t)n_pks * (uint64_t)(o->n_sc + 1)};
         for (int i = 0; i <= o->n_sc; i++) {
             int hits[MAX_PK] = {0}, tries[MAX_PK] = {0}, dec_steps = 0;
