@@ -146,6 +146,72 @@ done:
     kvs_session_free(b);
 }
 
+/* Chunking: a latent layer given the same random q/k/v as one chunk of 43
+ * tokens and as 43 chunks of one token gives the same attention output
+ * (rel. error <= 1e-5; quantized rows are stored and read back the same way
+ * both times). Whole-model logits do depend on the chunking, for the
+ * original model as much as for a compressed one: scripts/chunk_kl.c. */
+static void check_chunking(const kvs_model *comp, int32_t layer, kvs_kv_type t, const char *name) {
+    kvs_session_params sp = kvs_session_params_default();
+    sp.n_ctx = 64;
+    sp.n_threads = 2;
+    sp.kv_type = t;
+    kvs_session *a = NULL, *b = NULL;
+    CHECK(kvs_session_new(comp, &sp, &a) == KVS_OK);
+    CHECK(kvs_session_new(comp, &sp, &b) == KVS_OK);
+    const kvs_retro *r = kvs_retro_of(comp);
+    kvs_retro_state *ra = NULL, *rb = NULL;
+    CHECK(r && kvs_retro_state_new(a, r, &ra) == KVS_OK && kvs_retro_state_new(b, r, &rb) == KVS_OK);
+    if (!a || !b || !ra || !rb) goto done;
+    while (layer < a->kv->n_layers && a->kv->layers[layer].scheme.store != KVS_KV_STORE_LATENT) layer++; /* not shared */
+    CHECK(layer < a->kv->n_layers);
+    if (layer >= a->kv->n_layers) goto done;
+    const kvs_hparams *hp = &comp->hp;
+    const int64_t n = 43, qd = (int64_t)hp->n_head * hp->head_dim_k, kd = (int64_t)hp->n_head_kv * hp->head_dim_k;
+    const int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v, od = (int64_t)hp->n_head * hp->head_dim_v;
+    const float scale = 1.0f / sqrtf((float)hp->head_dim_k);
+    uint64_t rng = 0xc0ffeeull + (uint64_t)layer;
+    for (int64_t i = 0; i < n * qd; i++) a->q[i] = 2.0f * test_rng_normal(&rng);
+    for (int64_t i = 0; i < n * kd; i++) a->k[i] = 2.0f * test_rng_normal(&rng);
+    for (int64_t i = 0; i < n * vd; i++) a->v[i] = test_rng_normal(&rng);
+    for (int64_t i = 0; i < n; i++) a->pos[i] = (int32_t)i;
+    /* b's inputs, copied before a's attention rotates a->q / a->k in place */
+    float *q = malloc(sizeof(float) * (size_t)(n * qd)), *k = malloc(sizeof(float) * (size_t)(n * kd));
+    float *v = malloc(sizeof(float) * (size_t)(n * vd)), *att = malloc(sizeof(float) * (size_t)(n * od));
+    CHECK(q && k && v && att);
+    if (!q || !k || !v || !att) { free(q); free(k); free(v); free(att); goto done; }
+    memcpy(q, a->q, sizeof(float) * (size_t)(n * qd));
+    memcpy(k, a->k, sizeof(float) * (size_t)(n * kd));
+    memcpy(v, a->v, sizeof(float) * (size_t)(n * vd));
+    CHECK(kvs_kv_cache_reserve(a->kv, (uint64_t)n) == KVS_OK);
+    CHECK(kvs_retro_attend(a, r, ra, layer, n, &hp->rope, scale) == KVS_OK);
+    for (int64_t t0 = 0; t0 < n; t0++) {
+        memcpy(b->q, q + t0 * qd, sizeof(float) * (size_t)qd);
+        memcpy(b->k, k + t0 * kd, sizeof(float) * (size_t)kd);
+        memcpy(b->v, v + t0 * vd, sizeof(float) * (size_t)vd);
+        b->pos[0] = (int32_t)t0;
+        CHECK(kvs_kv_cache_reserve(b->kv, (uint64_t)t0 + 1) == KVS_OK);
+        CHECK(kvs_retro_attend(b, r, rb, layer, 1, &hp->rope, scale) == KVS_OK);
+        memcpy(att + t0 * od, b->att, sizeof(float) * (size_t)od);
+        b->n_past++;
+    }
+    double md = 0, mx = 0;
+    for (int64_t i = 0; i < n * od; i++) {
+        double d = fabs((double)a->att[i] - att[i]);
+        if (d > md) md = d;
+        if (fabs(a->att[i]) > mx) mx = fabs(a->att[i]);
+    }
+    printf("  %s layer %d: chunk of %d vs one by one, rel. error %.2e\n", name, layer, (int)n, md / (mx > 0 ? mx : 1));
+    CHECKF(md / (mx > 0 ? mx : 1) <= 1e-5, "%s layer %d: chunked latent attention differs from one by one: %.3e", name,
+           layer, md / (mx > 0 ? mx : 1));
+    free(q); free(k); free(v); free(att);
+done:
+    kvs_retro_state_free(ra);
+    kvs_retro_state_free(rb);
+    kvs_session_free(a);
+    kvs_session_free(b);
+}
+
 static double ppl_of(const kvs_model *m, const kvs_token *toks, size_t n, kvs_kv_type t) {
     kvs_session_params sp = kvs_session_params_default();
     sp.n_ctx = 256;
@@ -357,6 +423,8 @@ int main(void) {
     if (m_mix) check_bytes(m_mix, ev, 300, KVS_KV_F16, "mix", hp->n_layer - 2, 2);
     if (m_pre) { check_attention(m, m_pre, 0, "pre"); check_attention(m, m_pre, 17, "pre"); }
     if (m_keep) { check_attention(m, m_keep, 0, "keep"); check_attention(m, m_keep, 29, "keep"); }
+    if (m_low) check_chunking(m_low, 3, KVS_KV_F16, "low f16");
+    if (m_mix) check_chunking(m_mix, 5, KVS_KV_F16, "mix q8_0");
 
     if (!skip_slow && m_pre && m_low && m_mix) {
         double p0 = ppl_of(m, ev, 512, KVS_KV_F32), p1 = ppl_of(m_pre, ev, 512, KVS_KV_F32);
