@@ -1,8 +1,9 @@
 /* Retrofit of latent (low-rank) KV and cross-layer sharing onto ordinary GQA
- * models (llama family): calibration statistics (calib.c), the principal
- * subspaces and ranks (lowrank.c), loading the projections a compressed GGUF
- * carries (load.c) and the attention step of a latent layer (latent_attn.c).
- * Internal header for src/retrofit/, src/arch/llama.c and tools/cmd_compress.c.
+ * models (llama, qwen2; gemma3's global layers): calibration statistics
+ * (calib.c), the principal subspaces and ranks (lowrank.c), loading the
+ * projections a compressed GGUF carries (load.c) and the attention step of a
+ * latent layer (latent_attn.c). Internal header for src/retrofit/,
+ * src/arch/llama.c, src/arch/gemma.c and tools/cmd_compress.c.
  *
  * A latent layer stores one row per token, shared by all heads:
  *
