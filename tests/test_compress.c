@@ -75,7 +75,7 @@ static kvs_model *make_file(const kvs_gguf *g, const kvs_calib *c, const kvs_mod
 static void check_bytes(const kvs_model *m, const kvs_token *toks, uint32_t n, kvs_kv_type t, const char *name,
                         int expect_latent, int expect_shared) {
     kvs_session_params sp = kvs_session_params_default();
-    sp.n_ctx = 512;
+    sp.n_ctx = n > 512 ? 1024 : 512;
     sp.n_threads = 2;
     sp.kv_type = t;
     kvs_session *s = NULL;
@@ -105,7 +105,7 @@ static void check_attention(const kvs_model *orig, const kvs_model *comp, int32_
     kvs_session *a = NULL, *b = NULL;
     CHECK(kvs_session_new(orig, &sp, &a) == KVS_OK);
     CHECK(kvs_session_new(comp, &sp, &b) == KVS_OK);
-    const kvs_retro *r = comp->ext;
+    const kvs_retro *r = kvs_retro_of(comp);
     kvs_retro_state *rs = NULL;
     CHECK(r && kvs_retro_state_new(b, r, &rs) == KVS_OK);
     if (!a || !b || !rs) goto done;
@@ -146,6 +146,72 @@ done:
     kvs_session_free(b);
 }
 
+/* Chunking: a latent layer given the same random q/k/v as one chunk of 43
+ * tokens and as 43 chunks of one token gives the same attention output
+ * (rel. error <= 1e-5; quantized rows are stored and read back the same way
+ * both times). Whole-model logits do depend on the chunking, for the
+ * original model as much as for a compressed one: scripts/chunk_kl.c. */
+static void check_chunking(const kvs_model *comp, int32_t layer, kvs_kv_type t, const char *name) {
+    kvs_session_params sp = kvs_session_params_default();
+    sp.n_ctx = 64;
+    sp.n_threads = 2;
+    sp.kv_type = t;
+    kvs_session *a = NULL, *b = NULL;
+    CHECK(kvs_session_new(comp, &sp, &a) == KVS_OK);
+    CHECK(kvs_session_new(comp, &sp, &b) == KVS_OK);
+    const kvs_retro *r = kvs_retro_of(comp);
+    kvs_retro_state *ra = NULL, *rb = NULL;
+    CHECK(r && kvs_retro_state_new(a, r, &ra) == KVS_OK && kvs_retro_state_new(b, r, &rb) == KVS_OK);
+    if (!a || !b || !ra || !rb) goto done;
+    while (layer < a->kv->n_layers && a->kv->layers[layer].scheme.store != KVS_KV_STORE_LATENT) layer++; /* not shared */
+    CHECK(layer < a->kv->n_layers);
+    if (layer >= a->kv->n_layers) goto done;
+    const kvs_hparams *hp = &comp->hp;
+    const int64_t n = 43, qd = (int64_t)hp->n_head * hp->head_dim_k, kd = (int64_t)hp->n_head_kv * hp->head_dim_k;
+    const int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v, od = (int64_t)hp->n_head * hp->head_dim_v;
+    const float scale = 1.0f / sqrtf((float)hp->head_dim_k);
+    uint64_t rng = 0xc0ffeeull + (uint64_t)layer;
+    for (int64_t i = 0; i < n * qd; i++) a->q[i] = 2.0f * test_rng_normal(&rng);
+    for (int64_t i = 0; i < n * kd; i++) a->k[i] = 2.0f * test_rng_normal(&rng);
+    for (int64_t i = 0; i < n * vd; i++) a->v[i] = test_rng_normal(&rng);
+    for (int64_t i = 0; i < n; i++) a->pos[i] = (int32_t)i;
+    /* b's inputs, copied before a's attention rotates a->q / a->k in place */
+    float *q = malloc(sizeof(float) * (size_t)(n * qd)), *k = malloc(sizeof(float) * (size_t)(n * kd));
+    float *v = malloc(sizeof(float) * (size_t)(n * vd)), *att = malloc(sizeof(float) * (size_t)(n * od));
+    CHECK(q && k && v && att);
+    if (!q || !k || !v || !att) { free(q); free(k); free(v); free(att); goto done; }
+    memcpy(q, a->q, sizeof(float) * (size_t)(n * qd));
+    memcpy(k, a->k, sizeof(float) * (size_t)(n * kd));
+    memcpy(v, a->v, sizeof(float) * (size_t)(n * vd));
+    CHECK(kvs_kv_cache_reserve(a->kv, (uint64_t)n) == KVS_OK);
+    CHECK(kvs_retro_attend(a, r, ra, layer, n, &hp->rope, scale) == KVS_OK);
+    for (int64_t t0 = 0; t0 < n; t0++) {
+        memcpy(b->q, q + t0 * qd, sizeof(float) * (size_t)qd);
+        memcpy(b->k, k + t0 * kd, sizeof(float) * (size_t)kd);
+        memcpy(b->v, v + t0 * vd, sizeof(float) * (size_t)vd);
+        b->pos[0] = (int32_t)t0;
+        CHECK(kvs_kv_cache_reserve(b->kv, (uint64_t)t0 + 1) == KVS_OK);
+        CHECK(kvs_retro_attend(b, r, rb, layer, 1, &hp->rope, scale) == KVS_OK);
+        memcpy(att + t0 * od, b->att, sizeof(float) * (size_t)od);
+        b->n_past++;
+    }
+    double md = 0, mx = 0;
+    for (int64_t i = 0; i < n * od; i++) {
+        double d = fabs((double)a->att[i] - att[i]);
+        if (d > md) md = d;
+        if (fabs(a->att[i]) > mx) mx = fabs(a->att[i]);
+    }
+    printf("  %s layer %d: chunk of %d vs one by one, rel. error %.2e\n", name, layer, (int)n, md / (mx > 0 ? mx : 1));
+    CHECKF(md / (mx > 0 ? mx : 1) <= 1e-5, "%s layer %d: chunked latent attention differs from one by one: %.3e", name,
+           layer, md / (mx > 0 ? mx : 1));
+    free(q); free(k); free(v); free(att);
+done:
+    kvs_retro_state_free(ra);
+    kvs_retro_state_free(rb);
+    kvs_session_free(a);
+    kvs_session_free(b);
+}
+
 static double ppl_of(const kvs_model *m, const kvs_token *toks, size_t n, kvs_kv_type t) {
     kvs_session_params sp = kvs_session_params_default();
     sp.n_ctx = 256;
@@ -157,6 +223,110 @@ static double ppl_of(const kvs_model *m, const kvs_token *toks, size_t n, kvs_kv
     kvs_status st = kvs_perplexity(s, toks, n, NULL, NULL, &res);
     kvs_session_free(s);
     return st == KVS_OK ? res.ppl : NAN;
+}
+
+/* Logits of all n tokens (n, n_vocab), decoded in chunks of `chunk`. */
+static float *run_logits(const kvs_model *m, const kvs_token *toks, int64_t n, int64_t chunk, kvs_kv_type t) {
+    kvs_session_params sp = kvs_session_params_default();
+    sp.n_ctx = (uint32_t)n;
+    sp.n_threads = 2;
+    sp.kv_type = t;
+    kvs_session *s = NULL;
+    const int64_t V = m->hp.n_vocab;
+    float *out = malloc(sizeof(float) * (size_t)(n * V));
+    if (!out || kvs_session_new(m, &sp, &s) != KVS_OK) { free(out); return NULL; }
+    for (int64_t i = 0; i < n; i += chunk) {
+        int64_t len = n - i < chunk ? n - i : chunk;
+        if (kvs_decode(s, toks + i, (size_t)len, true, out + i * V) != KVS_OK) { free(out); out = NULL; break; }
+    }
+    kvs_session_free(s);
+    return out;
+}
+
+/* Mean KL(P_a || P_b) per token (nats) and the share of equal argmax. */
+static double logits_kl(const float *a, const float *b, int64_t n, int64_t V, double *top1) {
+    double kl = 0;
+    int64_t same = 0;
+    for (int64_t t = 0; t < n; t++) {
+        const float *x = a + t * V, *y = b + t * V;
+        double mx = -INFINITY, my = -INFINITY, sx = 0, sy = 0;
+        int64_t ax = 0, ay = 0;
+        for (int64_t i = 0; i < V; i++) {
+            if (x[i] > mx) { mx = x[i]; ax = i; }
+            if (y[i] > my) { my = y[i]; ay = i; }
+        }
+        for (int64_t i = 0; i < V; i++) { sx += exp(x[i] - mx); sy += exp(y[i] - my); }
+        double lx = mx + log(sx), ly = my + log(sy), k = 0;
+        for (int64_t i = 0; i < V; i++) k += exp(x[i] - lx) * ((x[i] - lx) - (y[i] - ly));
+        kl += k;
+        same += ax == ay;
+    }
+    *top1 = (double)same / (double)n;
+    return kl / (double)n;
+}
+
+/* Gemma 3: the global layers (5, 11, 17 of 18) become latent, the sliding
+ * ones keep their window rings; full rank in f32 is exact per layer (the
+ * calibration sees keys after the QK-norm, RoPE uses the global base) and
+ * the whole model's logits stay those of the original (the remaining
+ * difference is f32 rounding amplified by 8-bit activation quantization;
+ * a rank-64 file, a real change, is checked to differ far more). */
+static void test_gemma(bool skip_slow) {
+    const char *path = "models/gemma-3-270m-q4_k_m.gguf";
+    FILE *f = fopen(path, "rb");
+    if (!f) { printf("skip gemma compress: %s absent\n", path); return; }
+    fclose(f);
+    kvs_model *m = NULL;
+    kvs_gguf *g = NULL;
+    CHECK(kvs_model_load(path, NULL, &m) == KVS_OK);
+    CHECK(kvs_gguf_open(path, true, &g) == KVS_OK);
+    size_t n_cal = 0, n_ev = 0;
+    kvs_token *cal = m ? tokenize_file(m, "/usr/share/common-licenses/GPL-2", &n_cal) : NULL;
+    kvs_token *ev = m ? tokenize_file(m, "/usr/share/common-licenses/GPL-3", &n_ev) : NULL;
+    kvs_calib *c = NULL;
+    if (m && g && cal && n_cal >= 512 && ev && n_ev >= 600) {
+        kvs_status st = kvs_calib_run(m, cal, 512, 512, 2, NULL, NULL, &c);
+        CHECKF(st == KVS_OK && c, "gemma calibration: %s", kvs_last_error());
+    }
+    if (c) {
+        const int32_t kd = m->hp.n_head_kv * m->hp.head_dim_k;
+        char f_pre[256] = "", f_keep[256] = "", f_low[256] = "";
+        kvs_retro_opts o_pre = {.mode = KVS_RETRO_PRE, .rank = kd, .latent_type = KVS_TYPE_F32, .granule = 8};
+        kvs_retro_opts o_keep = {.mode = KVS_RETRO_KEEP, .rank = kd, .rope_keep = 8, .latent_type = KVS_TYPE_F32,
+                                 .granule = 8, .weighted = true, .center = true};
+        kvs_retro_opts o_low = {.mode = KVS_RETRO_PRE, .rank = 64, .latent_type = KVS_TYPE_F16, .granule = 8};
+        kvs_model *m_pre = make_file(g, c, m, o_pre, "f32", "gpre", f_pre);
+        kvs_model *m_keep = make_file(g, c, m, o_keep, "f32", "gkeep", f_keep);
+        kvs_model *m_low = make_file(g, c, m, o_low, "", "glow", f_low);
+        if (m_pre) check_bytes(m_pre, ev, 600, KVS_KV_F16, "gemma pre", 3, 0);
+        if (m_low) check_bytes(m_low, ev, 600, KVS_KV_F16, "gemma low", 3, 0);
+        if (m_pre) { check_attention(m, m_pre, 5, "gemma pre"); check_attention(m, m_pre, 17, "gemma pre"); }
+        if (m_keep) { check_attention(m, m_keep, 11, "gemma keep"); }
+        if (m_pre && m_low && !skip_slow) {
+            const int64_t n = 48, V = m->hp.n_vocab;
+            float *l0 = run_logits(m, ev, n, n, KVS_KV_F32), *l1 = run_logits(m_pre, ev, n, n, KVS_KV_F32);
+            float *l2 = run_logits(m_low, ev, n, n, KVS_KV_F32);
+            /* the noise floor: the original model decoded token by token */
+            float *l3 = run_logits(m, ev, n, 1, KVS_KV_F32);
+            CHECK(l0 && l1 && l2 && l3);
+            if (l0 && l1 && l2 && l3) {
+                double t1, t2, t3, k1 = logits_kl(l0, l1, n, V, &t1), k2 = logits_kl(l0, l2, n, V, &t2);
+                double k3 = logits_kl(l0, l3, n, V, &t3);
+                printf("  gemma logits vs original: full rank KL %.2e top-1 %.0f%%, rank 64 KL %.2e top-1 %.0f%%, "
+                       "original token by token KL %.2e top-1 %.0f%%\n", k1, 100 * t1, k2, 100 * t2, k3, 100 * t3);
+                CHECKF(k1 < 5e-3 && k1 < 3 * k3 + 1e-4, "gemma full-rank latent logits differ: KL %.3e (floor %.3e)", k1, k3);
+                CHECKF(k2 > 30 * k1, "gemma rank-64 KL %.3e not above full rank's %.3e", k2, k1);
+            }
+            free(l0); free(l1); free(l2); free(l3);
+        }
+        kvs_model_free(m_pre); kvs_model_free(m_keep); kvs_model_free(m_low);
+        remove(f_pre); remove(f_keep); remove(f_low);
+    }
+    kvs_calib_free(c);
+    free(cal);
+    free(ev);
+    kvs_gguf_close(g);
+    kvs_model_free(m);
 }
 
 /* A copy of src with kvslim.latent.ranks replaced by `ranks`. */
@@ -253,6 +423,8 @@ int main(void) {
     if (m_mix) check_bytes(m_mix, ev, 300, KVS_KV_F16, "mix", hp->n_layer - 2, 2);
     if (m_pre) { check_attention(m, m_pre, 0, "pre"); check_attention(m, m_pre, 17, "pre"); }
     if (m_keep) { check_attention(m, m_keep, 0, "keep"); check_attention(m, m_keep, 29, "keep"); }
+    if (m_low) check_chunking(m_low, 3, KVS_KV_F16, "low f16");
+    if (m_mix) check_chunking(m_mix, 5, KVS_KV_F16, "mix q8_0");
 
     if (!skip_slow && m_pre && m_low && m_mix) {
         double p0 = ppl_of(m, ev, 512, KVS_KV_F32), p1 = ppl_of(m_pre, ev, 512, KVS_KV_F32);
@@ -284,5 +456,6 @@ int main(void) {
     free(ev);
     kvs_gguf_close(g);
     kvs_model_free(m);
+    test_gemma(skip_slow);
     return test_finish("compress");
 }

@@ -53,6 +53,11 @@ if [ -f "$M" ]; then
     if [ -f "$G2" ]; then
       expect info-latent 0 "latent 64\+64"    -- "$K" info -m "$G2"
       expect info-shared 0 "shared<-"         -- "$K" info -m "$G2"
+      # plan reads the kvslim.* keys: same bytes per token as info / the allocator
+      expect plan-latent 0 "latent 64\+64"    -- "$K" plan -m "$G2" --ctx 4k
+      bi=$("$K" info -m "$G2" | sed -n 's/^KV cache: *\([0-9]*\) bytes\/token.*/\1/p')
+      bp=$("$K" plan -m "$G2" --ctx 4k | sed -n 's/^KV *\[base\] \([0-9]*\) bytes\/token.*/\1/p')
+      if [ -n "$bi" ] && [ "$bi" = "$bp" ]; then pass=$((pass+1)); else echo "FAIL plan/info bytes: info '$bi' plan '$bp'"; fail=$((fail+1)); fi
       expect run-latent  0 "generated: 8 tokens" -- "$K" run -m "$G2" -p "Once upon a time" -n 8 --temp 0 --ignore-eos -t 2
       head -c 6000 /usr/share/common-licenses/GPL-3 > "$tmp/eval.txt"
       expect ppl-latent  0 "perplexity: [0-9]" -- "$K" ppl -m "$G2" -f "$tmp/eval.txt" -c 256 --chunks 1 -t 2
@@ -63,8 +68,18 @@ if [ -f "$M" ]; then
 else
   echo "skip compress model cases: $M absent"
 fi
+# an architecture the retrofit cannot handle (MLA already latent; Gemma 4 KV sharing)
+for f in tests/data/deepseek2_a.gguf tests/data/gemma4_tiny.gguf; do
+  [ -f "$f" ] && expect "arch-$(basename "$f" .gguf)" 1 "cannot be retrofitted" -- "$K" compress -m "$f" --calib "$CAL" --latent r=8 -o "$O"
+done
 if [ -f "$G" ]; then
-  expect gemma      1 "cannot be retrofitted"   -- "$K" compress -m "$G" --calib "${CAL}" --latent r=64 -o "$O"
+  expect gemma-rank 1 "rank larger than"        -- "$K" compress -m "$G" --calib "$CAL" --latent r=512 -o "$O"
+  if [ "${KVS_SKIP_SLOW:-0}" != 1 ]; then
+    # Gemma 3: the 3 global layers become latent, the 15 sliding ones keep their windows
+    G3="$tmp/gemma.gguf"
+    expect gemma-ok   0 "keeps its window cache" -- "$K" compress -m "$G" --calib "$CAL" --calib-tokens 512 --calib-ctx 512 --latent r=64 -t 2 -o "$G3"
+    [ -f "$G3" ] && expect gemma-plan 0 "latent 64\+64" -- "$K" plan -m "$G3" --ctx 4k
+  fi
 fi
 echo "compress cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

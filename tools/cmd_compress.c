@@ -20,7 +20,9 @@
 static void usage(void) {
     fprintf(stderr,
             "usage: kvslim compress -m IN.gguf --calib TEXT [--calib TEXT2 ...] [options] -o OUT.gguf\n"
-            "Retrofits a smaller KV cache onto a llama/qwen2 model (training-free):\n"
+            "Retrofits a smaller KV cache onto a llama/qwen2/gemma3 model (training-free;\n"
+            "Gemma 3's sliding-window layers keep their window caches, its global layers\n"
+            "become latent):\n"
             "  --latent r=N          latent K and V of rank N in every layer (MLA-style)\n"
             "  --latent budget=B     per-layer ranks from the spectra so that all layers\n"
             "                        together store about B bytes per token\n"
@@ -152,8 +154,8 @@ int cmd_compress(int argc, char **argv) {
     char *text = NULL;
     if (kvs_gguf_open(in_path, true, &g) != KVS_OK) { cli_error(in_path); goto done; }
     const char *arch = kvs_gguf_get_str(g, "general.architecture");
-    if (!arch || (strcmp(arch, "llama") && strcmp(arch, "qwen2"))) {
-        fprintf(stderr, "kvslim compress: %s: architecture '%s' cannot be retrofitted (supported: llama, qwen2)\n",
+    if (!arch || (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "gemma3"))) {
+        fprintf(stderr, "kvslim compress: %s: architecture '%s' cannot be retrofitted (supported: llama, qwen2, gemma3)\n",
                 in_path, arch ? arch : "(none)");
         goto done;
     }
@@ -240,15 +242,17 @@ int cmd_compress(int argc, char **argv) {
     double full = 0, ours = 0;
     for (int32_t l = 0; l < p->n_layer; l++) {
         double f16 = 2.0 * (p->kd + p->vd);
-        full += f16;
-        if (p->shared[l] >= 0) { fprintf(stderr, "layer %2d: shares layer %d\n", l, p->shared[l]); continue; }
+        if (p->shared[l] >= 0) { full += f16; fprintf(stderr, "layer %2d: shares layer %d\n", l, p->shared[l]); continue; }
         if (p->mode == KVS_RETRO_NONE) continue;
+        if (!p->rv[l]) { fprintf(stderr, "layer %2d: keeps its window cache\n", l); continue; }
+        full += f16;
         ours += el * (p->rk[l] + p->rv[l] + p->keep[l]);
         fprintf(stderr, "layer %2d: K rank %3d + %2d kept dims (%.2f%% energy dropped), V rank %3d (%.2f%% dropped)\n", l,
                 p->rk[l], p->keep[l], 100 * p->k_lost[l], p->rv[l], 100 * p->v_lost[l]);
     }
     if (p->mode != KVS_RETRO_NONE)
-        fprintf(stderr, "KV per token: %.0f bytes (f16 full: %.0f, %.2fx fewer)\n", ours, full, full / ours);
+        fprintf(stderr, "KV per token in the unbounded layers: %.0f bytes (f16 full: %.0f, %.2fx fewer)\n", ours, full,
+                full / ours);
     (void)hp;
     fprintf(stderr, "rules: %s\n", rules[0] ? rules : "(none)");
     if (kvs_retro_write(g, p, rules, out_path) != KVS_OK) { cli_error(out_path); goto done; }

@@ -16,7 +16,10 @@
  *   final soft-cap when the GGUF declares one.
  * Sliding layers get a window-sized cache from default_schemes; gemma4's last
  * shared_kv_layers layers read the cache of the last non-shared layer of the
- * same attention type and allocate nothing. Facts from the Gemma 3 report,
+ * same attention type and allocate nothing. A Gemma 3 file retrofitted by
+ * `kvslim compress` (docs/compress.md) has latent global layers: they attend
+ * through src/retrofit/latent_attn.c; the calibration hook sees q/k/v after
+ * the QK-norm, before RoPE. Facts from the Gemma 3 report,
  * HF transformers' Gemma3/Gemma3n/Gemma4 modelling and llama.cpp (GGUF names
  * and keys); see docs/arch-gemma.md. */
 #include <math.h>
@@ -29,6 +32,7 @@
 #include "arch/stages.h"
 #include "model/loader.h"
 #include "model/session.h"
+#include "retrofit/retrofit.h"
 
 #define PAR_MIN_TOKENS KVS_PAR_MIN_TOKENS
 #define GEMMA3_SWA_PERIOD 6 /* llama.cpp: every 6th layer global when the GGUF has no pattern */
@@ -56,6 +60,7 @@ typedef struct gemma_model {
     int32_t kv_from;             /* first shared layer (n_layer = none) */
     kvs_weight ple_embd, ple_model_proj;
     const float *ple_proj_norm;
+    const kvs_retro *retro;      /* kvslim compress projections, or NULL */
 } gemma_model;
 
 /* Per-session scratch for per-layer embeddings. */
@@ -63,6 +68,9 @@ typedef struct gemma_session {
     float *ple;      /* (n_batch, n_layer * n_ple) per-layer inputs */
     float *ple_tok;  /* (n_layer * n_ple) one token's embedding row */
     float *ple_g;    /* (n_batch, n_ple) gate activations */
+    kvs_capture_fn capture;      /* calibration hook (retrofit), or NULL */
+    void *capture_ctx;
+    kvs_retro_state *retro;      /* latent attention scratch, or NULL */
 } gemma_session;
 
 /* ---- per-token stages -------------------------------------------------- */
@@ -190,7 +198,13 @@ static kvs_status gemma_forward(kvs_session *s, const kvs_token *tokens, int64_t
         qkv_norm_task nt = {s, w, g->gemma4};
         kvs_pool_for(s->pool, n, PAR_MIN_TOKENS, qkv_norm_rows, &nt);
         const kvs_rope *rope = w->swa ? &g->rope_local : &g->rope_global;
-        if ((st = kvs_arch_attend(s, l, n, rope, g->attn_scale)) != KVS_OK) return st;
+        const gemma_session *gs = s->ext;
+        if (gs && gs->capture) gs->capture(gs->capture_ctx, l, n, s->pos, s->q, s->k, s->v, rope);
+        if (gs && gs->retro && kvs_retro_layer_latent(s, g->retro, l))
+            st = kvs_retro_attend(s, g->retro, gs->retro, l, n, rope, g->attn_scale);
+        else
+            st = kvs_arch_attend(s, l, n, rope, g->attn_scale);
+        if (st != KVS_OK) return st;
 
         kvs_mm_out o = {.w = &w->wo, .y = s->xn, .y_stride = d};
         if ((st = kvs_matmul_run(s->mm, s->pool, s->att, n, &o, 1)) != KVS_OK) return st;
@@ -230,10 +244,11 @@ static kvs_status gemma_forward(kvs_session *s, const kvs_token *tokens, int64_t
 
 static kvs_status gemma_session_init(kvs_session *s) {
     const gemma_model *g = s->model->ext;
-    if (!g->n_ple) return KVS_OK;
     gemma_session *gs = kvs_calloc(1, sizeof *gs);
     if (!gs) return kvs_fail(KVS_ERR_NOMEM, "session: out of memory");
     s->ext = gs;
+    if (g->retro && g->retro->mode != KVS_RETRO_NONE) KVS_TRY(kvs_retro_state_new(s, g->retro, &gs->retro));
+    if (!g->n_ple) return KVS_OK;
     size_t B = s->params.n_batch, W = (size_t)g->n_ple * (size_t)s->model->hp.n_layer;
     gs->ple = kvs_malloc(sizeof(float) * B * W);
     gs->ple_tok = kvs_malloc(sizeof(float) * W);
@@ -248,8 +263,24 @@ static void gemma_session_free(kvs_session *s) {
     kvs_free(gs->ple);
     kvs_free(gs->ple_tok);
     kvs_free(gs->ple_g);
+    kvs_retro_state_free(gs->retro);
     kvs_free(gs);
     s->ext = NULL;
+}
+
+kvs_status kvs_gemma_set_capture(kvs_session *s, kvs_capture_fn fn, void *ctx) {
+    if (!s || s->model->ops != &kvs_arch_gemma3 || !s->ext)
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "capture: architecture '%s' has no capture hook",
+                        s ? s->model->arch_name : "?");
+    gemma_session *gs = s->ext;
+    gs->capture = fn;
+    gs->capture_ctx = ctx;
+    return KVS_OK;
+}
+
+const kvs_retro *kvs_gemma_retro(const kvs_model *m) {
+    const gemma_model *g = m && m->ops == &kvs_arch_gemma3 ? m->ext : NULL;
+    return g ? g->retro : NULL;
 }
 
 /* Sliding layers hold a window-sized ring; gemma4's shared layers read their
@@ -265,6 +296,7 @@ static void gemma_schemes(const kvs_model *m, kvs_dtype kv_type, kvs_kv_scheme *
             out[i].shared_from = w->kv_source;
         }
     }
+    kvs_retro_apply_schemes(m, g->retro, out);
 }
 
 /* ---- loading ------------------------------------------------------------ */
@@ -399,6 +431,7 @@ static kvs_status load_gemma(kvs_loader *L, bool gemma4) {
         }
 #undef NAME
     }
+    if (!gemma4) KVS_TRY(kvs_retro_load(L, &g->retro));
     return KVS_OK;
 }
 

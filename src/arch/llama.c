@@ -59,7 +59,7 @@ static kvs_status llama_forward(kvs_session *s, const kvs_token *tokens, int64_t
             {.w = &w->wv, .y = s->v, .y_stride = vd, .bias = w->bv},
         };
         if ((st = kvs_matmul_run(s->mm, s->pool, s->xn, n, qkv, 3)) != KVS_OK) return st;
-        if (ls && ls->capture) ls->capture(ls->capture_ctx, l, n, s->pos, s->q, s->k, s->v);
+        if (ls && ls->capture) ls->capture(ls->capture_ctx, l, n, s->pos, s->q, s->k, s->v, &hp->rope);
         const float scale = 1.0f / sqrtf((float)hp->head_dim_k);
         if (ls && ls->retro && kvs_retro_layer_latent(s, retro, l))
             st = kvs_retro_attend(s, retro, ls->retro, l, n, &hp->rope, scale);

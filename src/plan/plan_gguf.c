@@ -8,12 +8,65 @@
  * (gemma3n), .expert_count/.expert_used_count (MoE active bytes),
  * .attention.compress_ratios (+ .attention.indexer.key_length/.top_k,
  * deepseek4: the engine's COMPRESSED schemes, kvs_kv_scheme_compressed).
+ * A file written by `kvslim compress` (docs/compress.md) adds
+ * kvslim.latent.ranks (its latent layers) and kvslim.kv.rules (formats,
+ * shared layers), read here the way the engine reads them, so plan, info
+ * and the allocator agree on its bytes.
  * Weight bytes are the exact tensor bytes; KV defaults to f16 (llama.cpp). */
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "gguf/gguf.h"
+#include "kv/kv_spec.h"
 #include "plan/plan.h"
+
+/* kvslim compress keys (the engine's names: src/retrofit/retrofit.h). */
+#define RETRO_KEY_RANKS "kvslim.latent.ranks"
+#define RETRO_KEY_RULES "kvslim.kv.rules"
+
+/* Latent layers ("rk/rv/keep;..." one per layer: row = rv + rk + keep
+ * elements, as src/retrofit/load.c builds the scheme), then the rules. */
+static kvs_status apply_retrofit(const kvs_gguf *g, const char *path, kvs_plan_model *out) {
+    const char *ranks = kvs_gguf_get_str(g, RETRO_KEY_RANKS), *rules = kvs_gguf_get_str(g, RETRO_KEY_RULES);
+    const uint32_t nl = out->n_layer;
+    if (ranks) {
+        const char *p = ranks;
+        for (uint32_t i = 0; i < nl; i++) {
+            long v[3];
+            for (int j = 0; j < 3; j++) {
+                char *end;
+                v[j] = strtol(p, &end, 10);
+                char want = j < 2 ? '/' : (i + 1 < nl ? ';' : '\0');
+                if (end == p || v[j] < 0 || v[j] > 1000000 || *end != want)
+                    return kvs_fail(KVS_ERR_FORMAT, "%s: %s: cannot read layer %u's entry (want rk/rv/keep;...)", path,
+                                    RETRO_KEY_RANKS, i);
+                p = end + (*end != '\0');
+            }
+            if (!v[1]) continue;
+            kvs_kv_scheme *s = &out->layers[i].kv;
+            *s = kvs_kv_scheme_full(0, 0, 0, KVS_TYPE_F16);
+            s->store = KVS_KV_STORE_LATENT;
+            s->latent_rank = (uint32_t)v[1];
+            s->rope_dim = (uint32_t)(v[0] + v[2]);
+        }
+    }
+    if (!rules) return KVS_OK;
+    kvs_kv_scheme *tmp = kvs_calloc(nl, sizeof *tmp);
+    if (!tmp) return kvs_fail(KVS_ERR_NOMEM, "plan: out of memory");
+    for (uint32_t i = 0; i < nl; i++) tmp[i] = out->layers[i].kv;
+    kvs_status st = kvs_kv_spec_apply(tmp, (int32_t)nl, rules);
+    if (st == KVS_OK)
+        for (uint32_t i = 0; i < nl; i++) out->layers[i].kv = tmp[i];
+    kvs_free(tmp);
+    if (st != KVS_OK) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "%s", kvs_last_error());
+        return kvs_fail(KVS_ERR_FORMAT, "%s: %s: %s", path, RETRO_KEY_RULES, msg);
+    }
+    return KVS_OK;
+}
 
 static bool key_u32(const kvs_gguf *g, const char *arch, const char *suffix, uint32_t *out) {
     char key[160];
@@ -149,7 +202,9 @@ kvs_status kvs_plan_from_gguf(const char *path, kvs_plan_model *out) {
     out->active_weight_bytes = total_b - expert_b * (1.0 - frac);
     snprintf(out->weight_format, sizeof out->weight_format, "gguf tensors");
     snprintf(out->source, sizeof out->source, "%s (GGUF metadata, arch %s)", path, arch);
+    st = apply_retrofit(g, path, out);
     kvs_gguf_close(g);
+    if (st != KVS_OK) { kvs_plan_model_free(out); return st; }
     for (uint32_t i = 0; i < nl; i++) {
         if (kvs_kv_scheme_validate(&out->layers[i].kv) != KVS_OK) {
             char msg[200];

@@ -58,14 +58,14 @@ static double dot_rows(const float *a, const float *b, int64_t n) {
 typedef struct capture_ctx { kvs_calib *c; double *col; } capture_ctx;
 
 static void on_capture(void *ctx, int32_t l, int64_t n, const int32_t *pos, const float *q, const float *k,
-                       const float *v) {
+                       const float *v, const kvs_rope *rope) {
     capture_ctx *cc = ctx;
     kvs_calib *c = cc->c;
     const int32_t kd = c->kd, vd = c->vd, group = c->n_head / c->n_kv;
     add_outer(c->kk + (size_t)l * kd * kd, k, n, kd, cc->col);
     add_outer(c->vv + (size_t)l * vd * vd, v, n, vd, cc->col);
     memcpy(c->rot, k, sizeof(float) * (size_t)(n * kd));
-    kvs_rope_apply(&c->rope, c->rot, n, c->n_kv, c->dk, pos);
+    kvs_rope_apply(rope, c->rot, n, c->n_kv, c->dk, pos);
     add_outer(c->kk_rot + (size_t)l * kd * kd, c->rot, n, kd, cc->col);
     for (int64_t t = 0; t < n; t++) {
         for (int32_t i = 0; i < kd; i++) {
@@ -92,6 +92,11 @@ static void on_capture(void *ctx, int32_t l, int64_t n, const int32_t *pos, cons
         c->dot_v[(size_t)l * c->n_layer + j] += dot_rows(cv, c->chunk_v + (size_t)j * c->n_batch * vd, n * vd);
     }
     if (l == c->n_layer - 1) c->n_tokens += (uint64_t)n;
+}
+
+kvs_status kvs_retro_set_capture(kvs_session *s, kvs_capture_fn fn, void *ctx) {
+    if (s && s->model->ops == &kvs_arch_gemma3) return kvs_gemma_set_capture(s, fn, ctx);
+    return kvs_llama_set_capture(s, fn, ctx);
 }
 
 static kvs_status calib_alloc(const kvs_model *m, int64_t n_batch, kvs_calib **out) {
@@ -164,7 +169,7 @@ kvs_status kvs_calib_run(const kvs_model *m, const kvs_token *tokens, int64_t n_
         if (!col) st = kvs_fail(KVS_ERR_NOMEM, "calibration: out of memory");
     }
     capture_ctx cc = {c, col};
-    if (st == KVS_OK) st = kvs_llama_set_capture(s, on_capture, &cc);
+    if (st == KVS_OK) st = kvs_retro_set_capture(s, on_capture, &cc);
     for (int64_t off = 0; st == KVS_OK && off < n_tokens; off += ctx) {
         int64_t len = n_tokens - off < ctx ? n_tokens - off : ctx;
         if (len < 2) break;

@@ -138,6 +138,17 @@ kvs_status kvs_retro_load(kvs_loader *L, const kvs_retro **out) {
 
 void kvs_retro_schemes(const kvs_model *m, const kvs_retro *r, kvs_dtype kv_type, kvs_kv_scheme *out) {
     kvs_model_full_schemes(m, kv_type, out);
+    kvs_retro_apply_schemes(m, r, out);
+}
+
+const kvs_retro *kvs_retro_of(const kvs_model *m) {
+    if (!m) return NULL;
+    if (m->ops == &kvs_arch_llama || m->ops == &kvs_arch_qwen2) return m->ext;
+    if (m->ops == &kvs_arch_gemma3) return kvs_gemma_retro(m);
+    return NULL;
+}
+
+void kvs_retro_apply_schemes(const kvs_model *m, const kvs_retro *r, kvs_kv_scheme *out) {
     if (!r) return;
     for (int32_t i = 0; i < m->hp.n_layer && r->mode != KVS_RETRO_NONE; i++) {
         const kvs_retro_layer *rl = &r->layers[i];

@@ -6,6 +6,7 @@
  * greedily from the normalized spectra under a byte budget). */
 #include <lapacke.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,7 +63,9 @@ static double share_cost(const kvs_calib *c, int32_t i, int32_t j) {
     return 0.5 * (ek + ev);
 }
 
-static void choose_shared(const kvs_calib *c, int32_t n_share, int32_t *shared) {
+/* Pairs are of layers with the same default window (Gemma 3: sliding with
+ * sliding, global with global), so a shared layer keeps its attention span. */
+static void choose_shared(const kvs_calib *c, const uint32_t *window, int32_t n_share, int32_t *shared) {
     int32_t L = c->n_layer;
     for (int32_t i = 0; i < L; i++) shared[i] = -1;
     bool *is_src = kvs_calloc((size_t)L, sizeof(bool));
@@ -73,7 +76,7 @@ static void choose_shared(const kvs_calib *c, int32_t n_share, int32_t *shared) 
         for (int32_t i = 1; i < L; i++) {
             if (shared[i] >= 0 || is_src[i]) continue;
             for (int32_t j = 0; j < i; j++) {
-                if (shared[j] >= 0) continue;
+                if (shared[j] >= 0 || window[i] != window[j]) continue;
                 double e = share_cost(c, i, j);
                 if (e < best) { best = e; bi = i; bj = j; }
             }
@@ -192,19 +195,24 @@ static void key_weights(const kvs_calib *c, const kvs_hparams *hp, int32_t l, fl
 /* Value dims weighted by the squared norms of the W_o columns they feed
  * (summed over the query heads of the KV group). */
 static kvs_status value_weights(const kvs_calib *c, const kvs_model *m, int32_t l, float *out) {
-    const kvs_weight *wo = &m->layers[l].wo;
-    const kvs_type_traits *tt = kvs_type_traits_of(wo->type);
+    /* read from the file, so every architecture's weight layout works */
+    char name[96];
+    snprintf(name, sizeof name, "blk.%d.attn_output.weight", l);
+    const kvs_gguf_tensor *t = kvs_gguf_find_tensor(m->gguf, name);
+    const int64_t n_in = t && t->n_dims == 2 ? t->ne[0] : 0, n_out = t && t->n_dims == 2 ? t->ne[1] : 0;
+    const kvs_type_traits *tt = t ? kvs_type_traits_of(t->type) : NULL;
     const int32_t group = c->n_head / c->n_kv, dv = c->dv;
-    double *col = kvs_calloc((size_t)wo->n_in, sizeof(double));
-    float *row = kvs_malloc(sizeof(float) * (size_t)wo->n_in);
+    double *col = kvs_calloc((size_t)(n_in ? n_in : 1), sizeof(double));
+    float *row = kvs_malloc(sizeof(float) * (size_t)(n_in ? n_in : 1));
     double w[4096];
-    if (!col || !row || !tt || !tt->to_float || c->vd > 4096) {
+    if (!col || !row || !tt || !tt->to_float || c->vd > 4096 || n_in != (int64_t)c->n_head * dv) {
         kvs_free(col); kvs_free(row);
-        return kvs_fail(KVS_ERR_UNSUPPORTED, "compress: cannot read layer %d's output projection", l);
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "compress: cannot read layer %d's output projection '%s'", l, name);
     }
-    for (int64_t r = 0; r < wo->n_out; r++) {
-        tt->to_float((const uint8_t *)wo->data + (size_t)r * wo->row_bytes, row, wo->n_in);
-        for (int64_t i = 0; i < wo->n_in; i++) col[i] += (double)row[i] * row[i];
+    const size_t row_bytes = kvs_row_bytes(t->type, n_in);
+    for (int64_t r = 0; r < n_out; r++) {
+        tt->to_float((const uint8_t *)t->data + (size_t)r * row_bytes, row, n_in);
+        for (int64_t i = 0; i < n_in; i++) col[i] += (double)row[i] * row[i];
     }
     for (int32_t i = 0; i < c->vd; i++) w[i] = 0;
     for (int32_t h = 0; h < c->n_head; h++)
@@ -279,14 +287,27 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
     double *kw = kvs_malloc(sizeof(double) * n * kd), *vw = kvs_malloc(sizeof(double) * n * vd);
     double *kvec = kvs_malloc(sizeof(double) * n * kd * kd), *vvec = kvs_malloc(sizeof(double) * n * vd * vd);
     cand *cands = kvs_malloc(sizeof(cand) * n * (size_t)(kd + vd));
+    /* layers the architecture gives a window (Gemma 3's sliding layers) keep
+     * their window cache: only unbounded full layers become latent */
+    kvs_kv_scheme *defs = kvs_calloc(n, sizeof *defs);
+    uint32_t *window = kvs_calloc(n, sizeof *window);
+    bool *skip = kvs_calloc(n, sizeof *skip);
     kvs_status st = KVS_OK;
+    if (defs && window && skip) {
+        m->ops->default_schemes(m, KVS_TYPE_F16, defs);
+        for (int32_t l = 0; l < L; l++) {
+            window[l] = defs[l].window;
+            skip[l] = defs[l].window != 0 || defs[l].store != KVS_KV_STORE_FULL;
+        }
+    }
+    kvs_free(defs);
     if (!p->rk || !p->rv || !p->keep || !p->shared || !p->k_basis || !p->v_basis || !p->k_scale || !p->v_scale || !p->k_dim || !p->v_dim || !p->k_mean || !p->v_mean || !ktr || !vtr || !kvar || !vvar || !wm || !cm || !p->keep_idx || !p->k_lost ||
-        !p->v_lost || !kw || !vw || !kvec || !vvec || !cands)
+        !p->v_lost || !kw || !vw || !kvec || !vvec || !cands || !window || !skip)
         st = kvs_fail(KVS_ERR_NOMEM, "compress: out of memory");
-    if (st == KVS_OK) choose_shared(c, o->share, p->shared);
+    if (st == KVS_OK) choose_shared(c, window, o->share, p->shared);
     /* spectra of every layer with its own cache */
     for (int32_t l = 0; st == KVS_OK && o->mode != KVS_RETRO_NONE && l < L; l++) {
-        if (p->shared[l] >= 0) continue;
+        if (p->shared[l] >= 0 || skip[l]) continue;
         const double *kk = (o->mode == KVS_RETRO_PRE ? c->kk : c->kk_rot) + (size_t)l * kd * kd;
         if (o->mode == KVS_RETRO_KEEP) {
             p->keep_idx[l] = kvs_malloc(sizeof(int32_t) * (size_t)kd);
@@ -343,7 +364,7 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
         size_t nc = 0;
         double fixed_el = 0;
         for (int32_t l = 0; l < L; l++) {
-            if (p->shared[l] >= 0) continue;
+            if (p->shared[l] >= 0 || skip[l]) continue;
             int32_t mk = kd - p->keep[l];
             fixed_el += p->keep[l];
             /* each direction's share of its layer's variance (the centered
@@ -356,7 +377,7 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
         }
         if (o->rank > 0) {
             for (int32_t l = 0; l < L; l++) {
-                if (p->shared[l] >= 0) continue;
+                if (p->shared[l] >= 0 || skip[l]) continue;
                 p->rk[l] = o->rank < kd - p->keep[l] ? o->rank : kd - p->keep[l];
                 p->rv[l] = o->rank;
             }
@@ -371,7 +392,7 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
             }
         }
         for (int32_t l = 0; l < L; l++) {
-            if (p->shared[l] >= 0) continue;
+            if (p->shared[l] >= 0 || skip[l]) continue;
             /* the row [rv | rk + keep] must split on granules; at least the kept dims */
             int32_t lo = (p->keep[l] + gran - 1) / gran * gran;
             if (lo < gran) lo = gran;
@@ -381,7 +402,7 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
     }
     /* bases (f32 rows) and energy dropped */
     for (int32_t l = 0; st == KVS_OK && o->mode != KVS_RETRO_NONE && l < L; l++) {
-        if (p->shared[l] >= 0) continue;
+        if (p->shared[l] >= 0 || skip[l]) continue;
         p->k_basis[l] = kvs_malloc(sizeof(float) * (size_t)(p->rk[l] ? p->rk[l] : 1) * kd);
         p->v_basis[l] = kvs_malloc(sizeof(float) * (size_t)p->rv[l] * vd);
         p->k_scale[l] = kvs_malloc(sizeof(float) * (size_t)(p->rk[l] ? p->rk[l] : 1));
@@ -402,6 +423,7 @@ kvs_status kvs_retro_plan_build(const kvs_calib *c, const kvs_model *m, const kv
     }
     kvs_free(kw); kvs_free(vw); kvs_free(kvec); kvs_free(vvec); kvs_free(cands);
     kvs_free(ktr); kvs_free(vtr); kvs_free(kvar); kvs_free(vvar); kvs_free(wm); kvs_free(cm);
+    kvs_free(window); kvs_free(skip);
     if (st != KVS_OK) { kvs_retro_plan_free(p); return st; }
     *out = p;
     return KVS_OK;

@@ -1,8 +1,9 @@
 /* Retrofit of latent (low-rank) KV and cross-layer sharing onto ordinary GQA
- * models (llama family): calibration statistics (calib.c), the principal
- * subspaces and ranks (lowrank.c), loading the projections a compressed GGUF
- * carries (load.c) and the attention step of a latent layer (latent_attn.c).
- * Internal header for src/retrofit/, src/arch/llama.c and tools/cmd_compress.c.
+ * models (llama, qwen2; gemma3's global layers): calibration statistics
+ * (calib.c), the principal subspaces and ranks (lowrank.c), loading the
+ * projections a compressed GGUF carries (load.c) and the attention step of a
+ * latent layer (latent_attn.c). Internal header for src/retrofit/,
+ * src/arch/llama.c, src/arch/gemma.c and tools/cmd_compress.c.
  *
  * A latent layer stores one row per token, shared by all heads:
  *
@@ -86,16 +87,25 @@ kvs_status kvs_retro_load(struct kvs_loader *L, const kvs_retro **out);
 /* Per-layer schemes of a retrofitted model: full (kv_type) or latent rows
  * (kv_type), then the file's rules. */
 void kvs_retro_schemes(const kvs_model *m, const kvs_retro *r, kvs_dtype kv_type, kvs_kv_scheme *out);
+/* The same on top of an architecture's own schemes (e.g. Gemma 3's windows):
+ * latent layers become LATENT stores, then the file's rules apply. */
+void kvs_retro_apply_schemes(const kvs_model *m, const kvs_retro *r, kvs_kv_scheme *out);
+/* The retrofit a loaded model carries (llama, qwen2, gemma3), or NULL. */
+const kvs_retro *kvs_retro_of(const kvs_model *m);
+const kvs_retro *kvs_gemma_retro(const kvs_model *m);
 
 /* ---- capture hook (calibration) ---------------------------------------- */
-/* Called by the llama forward pass for every layer after the Q/K/V
- * projections, before RoPE: q (n, n_head*dk), k (n, n_kv*dk), v (n, n_kv*dv)
- * at positions pos. Off (NULL) by default. */
+/* Called by the forward pass for every layer after the Q/K/V projections
+ * (and Gemma's QK-norm), before RoPE: q (n, n_head*dk), k (n, n_kv*dk),
+ * v (n, n_kv*dv) at positions pos; rope is the layer's RoPE (Gemma 3: local
+ * or global base). Off (NULL) by default. */
 typedef void (*kvs_capture_fn)(void *ctx, int32_t layer, int64_t n, const int32_t *pos, const float *q,
-                               const float *k, const float *v);
-/* Installs the hook on a session of a llama-family model (KVS_ERR_UNSUPPORTED
- * for other architectures). fn NULL removes it. */
+                               const float *k, const float *v, const kvs_rope *rope);
+/* Installs the hook on a session of a llama-family (llama, qwen2) or Gemma 3
+ * model (KVS_ERR_UNSUPPORTED for other architectures). fn NULL removes it. */
+kvs_status kvs_retro_set_capture(kvs_session *s, kvs_capture_fn fn, void *ctx);
 kvs_status kvs_llama_set_capture(kvs_session *s, kvs_capture_fn fn, void *ctx);
+kvs_status kvs_gemma_set_capture(kvs_session *s, kvs_capture_fn fn, void *ctx);
 
 /* ---- latent attention -------------------------------------------------- */
 typedef struct kvs_retro_state kvs_retro_state;
