@@ -244,6 +244,60 @@ static void run_channel_case(int n_head, int n_kv_heads, int dk, int kbits, int 
     free(k); free(v); free(q); free(o1); free(o2); free(segs);
 }
 
+/* Latent rows (V = the first dv elements of each K row, one KV head, many
+ * heads) in a prefill whose last query block holds a single query (9 heads:
+ * blocks of 14 queries; 15 and 43 queries), on 1 and 2 threads: the whole
+ * prefill keeps the f32 query and matches the float64 reference like any
+ * prefill (a lone query there once went to the decode-only latent kernel,
+ * past its scratch). */
+static void latent_prefill_cases(void) {
+    static const kvs_dtype types[] = {KVS_TYPE_F16, KVS_TYPE_Q8_0, KVS_TYPE_Q4_0};
+    static const int nqs[] = {15, 43};
+    const int H = 9, r = 64, dr = 64, D = r + dr, T = 60;
+    for (int ty = 0; ty < 3; ty++)
+        for (int qi = 0; qi < 2; qi++)
+            for (int threads = 1; threads <= 2; threads++) {
+                const int nq = nqs[qi];
+                kvs_kv_scheme sc;
+                memset(&sc, 0, sizeof sc);
+                sc.store = KVS_KV_STORE_LATENT;
+                sc.layout = KVS_KV_LAYOUT_BLOCK;
+                sc.latent_rank = (uint32_t)r;
+                sc.rope_dim = (uint32_t)dr;
+                sc.shared_from = -1;
+                sc.k_type = sc.v_type = types[ty];
+                sc.page_tokens = 16;
+                kvs_kv_cache *kv = NULL;
+                CHECK(kvs_kv_cache_new(&sc, 1, (uint32_t)T, 0, &kv) == KVS_OK);
+                if (!kv) return;
+                CHECK(kvs_kv_cache_reserve(kv, (uint64_t)T) == KVS_OK);
+                float *rows = malloc(sizeof(float) * (size_t)(T * D));
+                for (int i = 0; i < T * D; i++) rows[i] = test_rng_normal(&g_rng);
+                CHECK(kvs_kv_cache_store(kv, 0, 0, T, rows, NULL) == KVS_OK);
+                int max_segs = kvs_kv_cache_max_segments(kv, 0);
+                kvs_kv_segment *segs = calloc((size_t)max_segs, sizeof *segs);
+                int n_segs = kvs_kv_cache_segments(kv, 0, (uint64_t)T, segs, max_segs);
+                size_t qn = (size_t)nq * H * D, on = (size_t)nq * H * r;
+                float *q = malloc(qn * 4), *o1 = malloc(on * 4), *o2 = malloc(on * 4);
+                for (size_t i = 0; i < qn; i++) q[i] = 2.0f * test_rng_normal(&g_rng);
+                int32_t pos[64];
+                for (int i = 0; i < nq; i++) pos[i] = T - nq + i;
+                kvs_attn_args a = {.segs = segs, .n_segs = n_segs, .n_kv_heads = 1, .head_dim_k = D, .head_dim_v = r,
+                                   .q = q, .n_q = nq, .n_head = H, .q_pos = pos, .scale = 1.0f / sqrtf((float)D),
+                                   .out = o1};
+                kvs_attn_ref(&a);
+                a.out = o2;
+                kvs_pool *pool = NULL;
+                kvs_attn *at = NULL;
+                CHECK(kvs_pool_new(threads, &pool) == KVS_OK && kvs_attn_new(threads, &at) == KVS_OK);
+                CHECK(kvs_attn_run(at, pool, &a) == KVS_OK);
+                compare(o1, o2, on, 2e-5, 2e-4, "latent prefill fast vs f64", H, 1, D, types[ty], T - nq, nq, 0, 0, 16,
+                        threads);
+                kvs_attn_free(at); kvs_pool_free(pool); kvs_kv_cache_free(kv);
+                free(rows); free(segs); free(q); free(o1); free(o2);
+            }
+}
+
 int main(void) {
     /* primitives: SIMD exp_sum against expf */
     const kvs_attn_vec *vs = kvs_attn_vec_scalar(), *vf = kvs_attn_vec_get();
@@ -285,6 +339,7 @@ int main(void) {
     run_case(4, 1, 256, KVS_TYPE_F16, 1000, 40, 512, 0, 256, 2);
     window_covering_is_exact();
     round_query_cases();
+    latent_prefill_cases();
     static const int cbits[][2] = {{2, 2}, {3, 3}, {4, 2}, {4, 4}, {8, 8}};
     for (int i = 0; i < 5; i++) {
         run_channel_case(9, 3, 64, cbits[i][0], cbits[i][1], 32, 64, 1, 1, 1);      /* residual only */

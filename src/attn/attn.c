@@ -422,7 +422,9 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
         st[0] = -INFINITY; st[1] = 0.0f;
         memset(st + 2, 0, sizeof(float) * (size_t)dv);
     }
-    if (nq == 1 && R >= KVS_ATTN_LATENT_MIN_ROWS && latent_item(tk, tbuf, &qv[0], qrows, R, r0, r1, state))
+    /* a decode only: the scratch is sized for it, and a prefill keeps the
+     * f32 query (its last query block may hold a single query) */
+    if (a->n_q == 1 && R >= KVS_ATTN_LATENT_MIN_ROWS && latent_item(tk, tbuf, &qv[0], qrows, R, r0, r1, state))
         return;
     int64_t base = 0; /* key index of the current segment's first row */
     for (int s = 0; s < a->n_segs; base += a->segs[s].n, s++) {
