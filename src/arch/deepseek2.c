@@ -242,10 +242,8 @@ static kvs_status ds2_forward(kvs_session *s, const kvs_token *tokens, int64_t n
     }
     kvs_add(s->x, pending, n * d);
     if (logits) {
-        int64_t first = all_logits ? 0 : n - 1, rows = n - first;
-        kvs_rmsnorm(s->xn, s->x + first * d, m->output_norm, rows, d, hp->norm_eps);
-        kvs_mm_out lo = {.w = &m->output, .y = logits, .y_stride = hp->n_vocab};
-        if ((st = kvs_matmul_run(s->mm, s->pool, s->xn, rows, &lo, 1)) != KVS_OK) return st;
+        int64_t rows;
+        if ((st = kvs_stage_head(s, n, all_logits, logits, &rows)) != KVS_OK) return st;
     }
     s->n_past += (uint32_t)n;
     return KVS_OK;

@@ -34,3 +34,13 @@ void kvs_stage_glu(kvs_session *s, int64_t n, float *gate, const float *up, int6
     glu_task t = {gate, up, n_ff, gelu};
     kvs_pool_for(s->pool, n, KVS_PAR_MIN_TOKENS, glu_rows, &t);
 }
+
+kvs_status kvs_stage_head(kvs_session *s, int64_t n, bool all_logits, float *logits, int64_t *rows) {
+    const kvs_model *m = s->model;
+    const kvs_hparams *hp = &m->hp;
+    const int64_t d = hp->n_embd, first = all_logits ? 0 : n - 1;
+    *rows = n - first;
+    kvs_rmsnorm(s->xn, s->x + first * d, m->output_norm, *rows, d, hp->norm_eps);
+    kvs_mm_out lo = {.w = &m->output, .y = logits, .y_stride = hp->n_vocab};
+    return kvs_matmul_run(s->mm, s->pool, s->xn, *rows, &lo, 1);
+}

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "attn/attn_simd.h"
+#include "attn/exp_avx2.h"
 #include "core/dtype.h"
 #include "kv/kivi.h"
 
@@ -55,33 +56,11 @@ static void scale_avx2(float *y, float a, int64_t n) {
     for (; i < n; i++) y[i] *= a;
 }
 
-/* e^x for x <= 0 region used by softmax (valid for all finite x in [-87, 88];
- * inputs below -87 flush to 0, -inf gives 0). */
-static inline __m256 exp256(__m256 x) {
-    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
-    const __m256 ln2hi = _mm256_set1_ps(0.693359375f), ln2lo = _mm256_set1_ps(-2.12194440e-4f);
-    __m256 below = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
-    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.0f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, ln2hi, x);
-    r = _mm256_fnmadd_ps(n, ln2lo, r);
-    __m256 p = _mm256_set1_ps(1.3981999507e-3f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    __m256 r2 = _mm256_mul_ps(r, r);
-    p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    __m256 y = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-    return _mm256_andnot_ps(below, y);
-}
-
 static float exp_sum_avx2(float *y, const float *x, float m, int64_t n) {
     __m256 vm = _mm256_set1_ps(m), acc = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+        __m256 e = kvs_exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
         _mm256_storeu_ps(y + i, e);
         acc = _mm256_add_ps(acc, e);
     }
@@ -90,7 +69,7 @@ static float exp_sum_avx2(float *y, const float *x, float m, int64_t n) {
         float tx[8], ty[8];
         int64_t r = n - i;
         for (int64_t j = 0; j < 8; j++) tx[j] = j < r ? x[i + j] - m : -INFINITY;
-        _mm256_storeu_ps(ty, exp256(_mm256_loadu_ps(tx)));
+        _mm256_storeu_ps(ty, kvs_exp256(_mm256_loadu_ps(tx)));
         for (int64_t j = 0; j < r; j++) { y[i + j] = ty[j]; s += ty[j]; }
     }
     return s;

@@ -19,29 +19,10 @@
 #include <string.h>
 
 #include "attn/attn_latent.h"
+#include "attn/exp_avx2.h"
 #include "core/dtype.h"
 
 #define LAT_CB 64 /* channels per score block (Q^T block of 4 KiB) */
-
-/* e^x, same polynomial as attn_avx2.c (x below -87 and -inf give 0). */
-static inline __m256 exp256(__m256 x) {
-    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
-    const __m256 ln2hi = _mm256_set1_ps(0.693359375f), ln2lo = _mm256_set1_ps(-2.12194440e-4f);
-    __m256 below = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
-    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.0f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, ln2hi, x);
-    r = _mm256_fnmadd_ps(n, ln2lo, r);
-    __m256 p = _mm256_set1_ps(1.3981999507e-3f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    __m256 r2 = _mm256_mul_ps(r, r);
-    p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_andnot_ps(below, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
-}
 
 /* Software prefetch of the next chunk's rows into L2, spread over the
  * current chunk's score blocks so the misses overlap the arithmetic (a
@@ -196,11 +177,11 @@ static void softmax_group(float *s, int n, float *m, float *l, float *ot, int dv
     }
     const __m256 mo0 = _mm256_load_ps(m), mo1 = _mm256_load_ps(m + 8);
     const __m256 mn0 = _mm256_max_ps(mo0, x0), mn1 = _mm256_max_ps(mo1, x1);
-    const __m256 c0 = exp256(_mm256_sub_ps(mo0, mn0)), c1 = exp256(_mm256_sub_ps(mo1, mn1));
+    const __m256 c0 = kvs_exp256(_mm256_sub_ps(mo0, mn0)), c1 = kvs_exp256(_mm256_sub_ps(mo1, mn1));
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     for (int t = 0; t < n; t++) {
-        const __m256 e0 = exp256(_mm256_sub_ps(_mm256_load_ps(s + 16 * t), mn0));
-        const __m256 e1 = exp256(_mm256_sub_ps(_mm256_load_ps(s + 16 * t + 8), mn1));
+        const __m256 e0 = kvs_exp256(_mm256_sub_ps(_mm256_load_ps(s + 16 * t), mn0));
+        const __m256 e1 = kvs_exp256(_mm256_sub_ps(_mm256_load_ps(s + 16 * t + 8), mn1));
         _mm256_store_ps(s + 16 * t, e0);
         _mm256_store_ps(s + 16 * t + 8, e1);
         s0 = _mm256_add_ps(s0, e0);
