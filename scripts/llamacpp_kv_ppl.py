@@ -6,7 +6,10 @@ q4_0 KV cache at equal bytes").
 Perplexity the llama.cpp way (non-overlapping chunks of --ctx tokens, first
 token replaced by BOS, second half scored), once per KV type; prints one
 JSON line per type with ppl and its change vs the first type given.
-K and V are quantized (V needs flash attention in llama.cpp).
+K and V are quantized (V needs flash attention in llama.cpp). Since its PR
+21038 (April 2026) llama.cpp also rotates Q, K and V by a Hadamard transform
+whenever the cache is quantized, like kvslim's `rotate=kv`; run with
+LLAMA_ATTN_ROT_DISABLE=1 in the environment for the plain format.
 
 usage: scripts/llamacpp_kv_ppl.py MODEL.gguf TEXT [--ctx 2048] [--chunks 1]
            [--types f16,q8_0,q4_0] [--threads 2]
