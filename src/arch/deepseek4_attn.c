@@ -247,13 +247,38 @@ static float kth_largest(float *v, int64_t n, int64_t k) {
     return v[want];
 }
 
+/* A threshold that about 2k of the n scores reach, from a strided sample
+ * (written to tmp[0..ns)); -INFINITY when a sample cannot help (n small). */
+static float sample_threshold(const float *sc, int64_t n, int64_t k, float *tmp) {
+    enum { NS = 1024 };
+    if (n < 4 * NS || 4 * k > n) return -INFINITY;
+    const int64_t stride = n / NS;
+    for (int64_t i = 0; i < NS; i++) tmp[i] = sc[i * stride];
+    int64_t r = (2 * k * NS + n - 1) / n; /* rank in the sample for ~2k above */
+    return kth_largest(tmp, NS, r);
+}
+
 void ds4_select_topk(const float *sc, int64_t n, int64_t k, float *tmp, int32_t *idx) {
-    memcpy(tmp, sc, sizeof(float) * (size_t)n);
-    const float thr = kth_largest(tmp, n, k);
+    /* The k-th largest score, found among the candidates >= a sampled
+     * threshold t: when at least k scores reach t, the k-th largest of all is
+     * one of them (and everything above it is too), so the answer is exact;
+     * otherwise (an unlucky sample) fall back to all n scores. One read of
+     * the scores and a select over ~2k values instead of n. */
+    const float t = sample_threshold(sc, n, k, tmp);
+    int64_t nc = 0;
+    if (t != -INFINITY)
+        for (int64_t j = 0; j < n; j++)
+            if (sc[j] >= t) tmp[nc++] = sc[j];
+    if (nc < k) {
+        memcpy(tmp, sc, sizeof(float) * (size_t)n);
+        nc = n;
+    }
+    const float thr = kth_largest(tmp, nc, k);
     /* everything above the threshold, then ties at it by lower index (the
-     * reference's rule), both in ascending index order */
+     * reference's rule), both in ascending index order; every score above
+     * thr is among the candidates */
     int64_t above = 0, nk = 0;
-    for (int64_t j = 0; j < n; j++) above += sc[j] > thr;
+    for (int64_t j = 0; j < nc; j++) above += tmp[j] > thr;
     int64_t ties = k - above;
     for (int64_t j = 0; j < n; j++) {
         if (sc[j] > thr) idx[nk++] = (int32_t)j;
