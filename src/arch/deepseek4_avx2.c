@@ -177,34 +177,49 @@ void ds4_mqa_scores_avx2(bool f16, const uint8_t *const *rows, int64_t nk, const
     }
 }
 
-/* o_h = sum_k p_hk row_k: each converted 8-element piece of a row feeds
- * every head's output (the H x hd outputs stay in L1). */
+/* o_h = sum_k p_hk row_k, KC keys at a time: for each 8-element slice of 4
+ * heads' outputs, the accumulators stay in registers over the chunk's keys
+ * (one load and store of o per chunk instead of per key: the per-key
+ * read-modify-write of all H x hd outputs was store-bound). Each element
+ * still accumulates its keys in order, one FMA per key. */
 void ds4_mqa_accum_avx2(bool f16, const uint8_t *const *rows, int64_t nk, const float *p, int64_t H, int64_t hd,
                         float *o) {
+    enum { KC = 8 };
     memset(o, 0, sizeof(float) * (size_t)(H * hd));
     const int64_t rbytes = hd * (f16 ? 2 : 4);
-    for (int64_t k = 0; k < MQA_PF; k++) prefetch_row(rows, k, nk, rbytes);
-    for (int64_t k = 0; k < nk; k++) {
-        const uint8_t *row = rows[k];
-        prefetch_row(rows, k + MQA_PF, nk, rbytes);
+    for (int64_t k = 0; k < KC; k++) prefetch_row(rows, k, nk, rbytes);
+    for (int64_t k0 = 0; k0 < nk; k0 += KC) {
+        const int64_t k1 = k0 + KC < nk ? k0 + KC : nk;
+        for (int64_t k = k0 + KC; k < k1 + KC; k++) prefetch_row(rows, k, nk, rbytes);
         int64_t h = 0;
         for (; h + 4 <= H; h += 4) {
             float *o0 = o + h * hd, *o1 = o0 + hd, *o2 = o1 + hd, *o3 = o2 + hd;
-            const __m256 p0 = _mm256_set1_ps(p[h * nk + k]), p1 = _mm256_set1_ps(p[(h + 1) * nk + k]),
-                         p2 = _mm256_set1_ps(p[(h + 2) * nk + k]), p3 = _mm256_set1_ps(p[(h + 3) * nk + k]);
+            const float *p0 = p + h * nk, *p1 = p0 + nk, *p2 = p1 + nk, *p3 = p2 + nk;
             for (int64_t i = 0; i < hd; i += 8) {
-                const __m256 kv = load8(f16, row, i);
-                _mm256_storeu_ps(o0 + i, _mm256_fmadd_ps(p0, kv, _mm256_loadu_ps(o0 + i)));
-                _mm256_storeu_ps(o1 + i, _mm256_fmadd_ps(p1, kv, _mm256_loadu_ps(o1 + i)));
-                _mm256_storeu_ps(o2 + i, _mm256_fmadd_ps(p2, kv, _mm256_loadu_ps(o2 + i)));
-                _mm256_storeu_ps(o3 + i, _mm256_fmadd_ps(p3, kv, _mm256_loadu_ps(o3 + i)));
+                __m256 a0 = _mm256_loadu_ps(o0 + i), a1 = _mm256_loadu_ps(o1 + i), a2 = _mm256_loadu_ps(o2 + i),
+                       a3 = _mm256_loadu_ps(o3 + i);
+                for (int64_t k = k0; k < k1; k++) {
+                    const __m256 kv = load8(f16, rows[k], i);
+                    a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p0 + k), kv, a0);
+                    a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(p1 + k), kv, a1);
+                    a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(p2 + k), kv, a2);
+                    a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(p3 + k), kv, a3);
+                }
+                _mm256_storeu_ps(o0 + i, a0);
+                _mm256_storeu_ps(o1 + i, a1);
+                _mm256_storeu_ps(o2 + i, a2);
+                _mm256_storeu_ps(o3 + i, a3);
             }
         }
         for (; h < H; h++) {
             float *oh = o + h * hd;
-            const __m256 ph = _mm256_set1_ps(p[h * nk + k]);
-            for (int64_t i = 0; i < hd; i += 8)
-                _mm256_storeu_ps(oh + i, _mm256_fmadd_ps(ph, load8(f16, row, i), _mm256_loadu_ps(oh + i)));
+            const float *ph = p + h * nk;
+            for (int64_t i = 0; i < hd; i += 8) {
+                __m256 a = _mm256_loadu_ps(oh + i);
+                for (int64_t k = k0; k < k1; k++)
+                    a = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + k), load8(f16, rows[k], i), a);
+                _mm256_storeu_ps(oh + i, a);
+            }
         }
     }
 }
