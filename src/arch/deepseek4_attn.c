@@ -124,10 +124,13 @@ void ds4_mqa_accum(kvs_dtype type, const uint8_t *const *rows, int64_t nk, const
 }
 
 /* ---- decode profile (KVS_DS4_PROFILE=1) --------------------------------------
- * Wall-clock counters of the single-token decode path by stage, printed to
- * stderr at exit: a tool for finding what grows with depth, off by default
- * (one branch per stage when off). Not thread-safe: decode stages run on the
- * calling thread except the indexer scan, which is timed around its pool call. */
+ * CPU-time counters (the calling thread's) of the single-token decode path by
+ * stage, printed to stderr at exit: a tool for finding what grows with depth,
+ * off by default (one branch per stage when off). CPU time, not wall time:
+ * on a shared machine wall time also counts the time the thread waited for a
+ * core. Not thread-safe: decode stages run on the calling thread except the
+ * indexer scan, which is timed around its pool call (the caller's share plus
+ * its wait for the other workers). */
 enum { PR_PROJ, PR_COMP, PR_INDEX, PR_TOPK, PR_GATHER, PR_MQA, PR_STORE, PR_OUT, PR_N };
 static const char *const pr_name[PR_N] = {"proj", "compress", "index", "topk", "gather", "mqa", "store", "out"};
 static int pr_on = -1;
@@ -135,7 +138,7 @@ static double pr_sec[PR_N];
 static long pr_calls;
 
 static void pr_dump(void) {
-    fprintf(stderr, "ds4 profile: %ld decode attention calls\n", pr_calls);
+    fprintf(stderr, "ds4 profile (thread CPU time): %ld decode attention calls\n", pr_calls);
     for (int i = 0; i < PR_N; i++)
         fprintf(stderr, "  %-9s %10.3f ms total %9.2f us/call\n", pr_name[i], 1e3 * pr_sec[i],
                 pr_calls ? 1e6 * pr_sec[i] / (double)pr_calls : 0.0);
@@ -152,7 +155,7 @@ static bool pr_enabled(void) {
 
 static double pr_now(void) {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
