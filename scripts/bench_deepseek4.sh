@@ -22,7 +22,11 @@
 #
 # LIB=path/to/libkvslim.a benchmarks another build (e.g. main's, for old/new
 # comparisons; give each its own OUT so the drivers do not collide).
-# KVS_DS4_PROFILE=1 adds the V4 decode attention's per-stage wall times.
+# KVS_DS4_PROFILE=1 adds the V4 decode attention's per-stage thread CPU times,
+# summed over every decode step of the process (give one depth for a per-depth
+# breakdown, e.g. KVS_DS4_PROFILE=1 DEPTHS_V4=65536 DEPTHS_GQA=). With
+# THREADS=2 on a loaded machine the process CPU time includes the pool's
+# spin-waits; compare 2-thread runs only on a quiet machine.
 #
 #   scripts/bench_deepseek4.sh
 #   DEPTHS_V4=8192,65536 DEPTHS_GQA=8192 THREADS=1 N_GEN=32 scripts/bench_deepseek4.sh

@@ -164,6 +164,55 @@ static void check_kernels(void) {
     }
 }
 
+/* Brute-force top-k by (higher score, lower index), ascending indices. */
+static void topk_brute(const float *sc, int n, int k, int32_t *out, char *taken) {
+    for (int j = 0; j < n; j++) taken[j] = 0;
+    for (int r = 0; r < k; r++) {
+        int b = -1;
+        for (int j = 0; j < n; j++)
+            if (!taken[j] && (b < 0 || sc[j] > sc[b])) b = j;
+        taken[b] = 1;
+    }
+    for (int j = 0, r = 0; j < n; j++)
+        if (taken[j]) out[r++] = j;
+}
+
+/* ds4_select_topk on long score lists (the sampled-threshold path) against
+ * brute force: random scores, heavy ties, scores rising or falling with the
+ * index, a cluster of the top scores, negative scores, and spikes exactly at
+ * the sampled positions (too few candidates: the fallback over all n). */
+static void check_topk_large(void) {
+    enum { N = 9000 };
+    static float sc[N], tmp[N];
+    static int32_t got[N], want[N];
+    static char taken[N];
+    uint64_t rng = 0x70b;
+    static const int ns[] = {4096, 5000, 9000}, ks[] = {1, 96, 512, 1024};
+    int cases = 0;
+    for (int kind = 0; kind < 7; kind++)
+        for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
+            for (size_t b = 0; b < sizeof ks / sizeof *ks; b++) {
+                const int n = ns[a], k = ks[b];
+                for (int j = 0; j < n; j++) {
+                    float u = test_rng_uniform(&rng);
+                    sc[j] = kind == 0   ? u
+                            : kind == 1 ? (float)(int)(u * 7.0f)  /* 7 distinct values */
+                            : kind == 2 ? (float)j + u            /* rising */
+                            : kind == 3 ? (float)(n - j) * 0.5f   /* falling, exact */
+                            : kind == 4 ? (j >= 1000 && j < 1000 + 2 * k ? 10.0f + u : u) /* top cluster */
+                            : kind == 5 ? -u * 100.0f             /* negative */
+                                        /* high exactly at the sampled positions (stride n/1024):
+                                         * fewer than k reach the sample's threshold -> fallback */
+                                        : (j % (n / 1024) == 0 ? 5.0f + u : u);
+                }
+                ds4_select_topk(sc, n, k, tmp, got);
+                topk_brute(sc, n, k, want, taken);
+                CHECKF(memcmp(got, want, sizeof(int32_t) * (size_t)k) == 0, "top-k kind %d n %d k %d", kind, n, k);
+                cases++;
+            }
+    printf("  top-k: %d long cases equal brute force\n", cases);
+}
+
 /* The 8-bit indexer: AVX2 scorer == scalar reference bit for bit (the integer
  * block sums are exact and both apply the same float operations in the same
  * order), over head counts that do and do not fill the 4-head groups; and the
@@ -180,7 +229,8 @@ static void check_indexer_q8(void) {
     static float dq[HMAX];
     for (int i = 0; i < NMAX * IHD; i++) kf[i] = test_rng_normal(&rng) * (i % 61 == 0 ? 6.0f : 1.0f); /* outliers */
     for (int i = 0; i < HMAX * IHD; i++) qf[i] = test_rng_normal(&rng);
-    for (int h = 0; h < HMAX; h++) w[h] = 0.3f + (float)h * 0.1f;
+    /* a negative head weight too: relu(v) w is then -0 or negative */
+    for (int h = 0; h < HMAX; h++) w[h] = (h % 3 == 2 ? -1.0f : 1.0f) * (0.3f + (float)h * 0.1f);
     q80->from_float(kf, kq, NMAX * IHD);
     double worst = 0;
     for (int nih = 1; nih <= HMAX; nih++) {
@@ -200,7 +250,7 @@ static void check_indexer_q8(void) {
                     nk += (double)kf[j * IHD + e] * kf[j * IHD + e];
                 }
                 if (d > 0) want += d * w[h];
-                scale += sqrt(nq * nk) * w[h];
+                scale += sqrt(nq * nk) * fabs(w[h]);
             }
             double e = fabs(s_ref[j] - want) / scale;
             if (e > worst) worst = e;
@@ -221,6 +271,7 @@ static void check_indexer_q8(void) {
     CHECK(memcmp(idx, want6, sizeof want6) == 0);
     ds4_select_topk(sc, 10, 1, tmp, idx);
     CHECK(idx[0] == 3);
+    check_topk_large();
 }
 
 /* The MQA kernels over cache rows (f16 and f32 rows read in place) against

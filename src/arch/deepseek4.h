@@ -128,8 +128,10 @@ void ds4_iscore_q8_avx2(const void *keys, int64_t n, const int8_t *q, const floa
                         int32_t ihd, float *sc);
 
 /* Top-k of sc[0..n) by (higher score, then lower index), written to idx[0..k)
- * in ascending index order; O(n) expected (quickselect of the k-th value in
- * tmp[0..n), then one pass). Requires 0 < k < n. */
+ * in ascending index order; O(n) expected: a strided sample gives a threshold
+ * that ~2k scores reach, the k-th value is selected among those candidates
+ * (all n when fewer than k reach it) in tmp[0..n), then one pass collects.
+ * Requires 0 < k < n. */
 void ds4_select_topk(const float *sc, int64_t n, int64_t k, float *tmp, int32_t *idx);
 
 #endif

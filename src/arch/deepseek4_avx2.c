@@ -46,39 +46,76 @@ static inline __m256 q8_lanes(__m256i ak, __m256i kb, const int8_t *qb) {
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
+typedef struct { uint16_t d; int8_t qs[32]; } ds4_blk; /* the q8_0 block layout */
+
+/* relu(v_h) w_h of one key row for 4 query heads: the exact integer block
+ * dots scaled by the key's block scales (4 heads per loaded key block), the
+ * hadd tree in the reference's order, the query scales; relu without a
+ * branch (a data-dependent branch per head mispredicted half the time and
+ * stalled the key stream): max(v, 0) w is +-0 where the reference adds 0
+ * (the same sums; a NaN v gives 0 in both). */
+static inline __m128 q8_key_heads(const ds4_blk *k, int32_t nb, const int8_t *q0, const int8_t *q1, const int8_t *q2,
+                                  const int8_t *q3, __m128 vdq, __m128 vw) {
+    /* the key stream is read once: fetch ahead */
+    const char *pf = (const char *)(k + 16 * nb);
+    _mm_prefetch(pf, _MM_HINT_T0);
+    _mm_prefetch(pf + 64, _MM_HINT_T0);
+    _mm_prefetch(pf + 128, _MM_HINT_T0);
+    __m256 l0 = _mm256_setzero_ps(), l1 = l0, l2 = l0, l3 = l0;
+    for (int32_t b = 0; b < nb; b++) {
+        const __m256i kb = _mm256_loadu_si256((const __m256i *)k[b].qs);
+        const __m256i ak = _mm256_abs_epi8(kb);
+        const __m256 dk = _mm256_set1_ps(_cvtsh_ss(k[b].d));
+        l0 = _mm256_fmadd_ps(q8_lanes(ak, kb, q0 + b * 32), dk, l0);
+        l1 = _mm256_fmadd_ps(q8_lanes(ak, kb, q1 + b * 32), dk, l1);
+        l2 = _mm256_fmadd_ps(q8_lanes(ak, kb, q2 + b * 32), dk, l2);
+        l3 = _mm256_fmadd_ps(q8_lanes(ak, kb, q3 + b * 32), dk, l3);
+    }
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(l0, l1), _mm256_hadd_ps(l2, l3));
+    const __m128 v = _mm_mul_ps(_mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)), vdq);
+    return _mm_mul_ps(_mm_max_ps(v, _mm_setzero_ps()), vw);
+}
+
 void ds4_iscore_q8_avx2(const void *keys, int64_t n, const int8_t *q, const float *dq, const float *w, int32_t nih,
                         int32_t ihd, float *sc) {
-    typedef struct { uint16_t d; int8_t qs[32]; } blk;
     enum { MAXB = 128 }; /* ihd <= 4096 */
     const int32_t nb = ihd / 32;
+    const ds4_blk *kk = keys;
     int8_t zq[MAXB * 32];
     memset(zq, 0, sizeof zq);
     for (int64_t j = 0; j < n; j++) sc[j] = 0;
     for (int32_t h0 = 0; h0 < nih; h0 += 4) {
-        /* 4 heads at a time; the last group's missing heads read a zero query */
+        /* 4 heads at a time; the last group's missing heads read a zero query
+         * (and weight 0: they add +0, which changes no sum that is not -0,
+         * and these sums start at +0) */
         const int32_t nh = nih - h0 < 4 ? nih - h0 : 4;
         const int8_t *q0 = q + (int64_t)h0 * ihd, *q1 = nh > 1 ? q0 + ihd : zq, *q2 = nh > 2 ? q0 + 2 * ihd : zq,
                      *q3 = nh > 3 ? q0 + 3 * ihd : zq;
         float d4[4] = {0, 0, 0, 0}, w4[4] = {0, 0, 0, 0};
         for (int32_t hh = 0; hh < nh; hh++) { d4[hh] = dq[h0 + hh]; w4[hh] = w[h0 + hh]; }
-        const __m128 vdq = _mm_loadu_ps(d4);
-        for (int64_t j = 0; j < n; j++) {
-            const blk *k = (const blk *)keys + j * nb;
-            __m256 l0 = _mm256_setzero_ps(), l1 = l0, l2 = l0, l3 = l0;
-            for (int32_t b = 0; b < nb; b++) {
-                const __m256i kb = _mm256_loadu_si256((const __m256i *)k[b].qs);
-                const __m256i ak = _mm256_abs_epi8(kb);
-                const __m256 dk = _mm256_set1_ps(_cvtsh_ss(k[b].d));
-                l0 = _mm256_fmadd_ps(q8_lanes(ak, kb, q0 + b * 32), dk, l0);
-                l1 = _mm256_fmadd_ps(q8_lanes(ak, kb, q1 + b * 32), dk, l1);
-                l2 = _mm256_fmadd_ps(q8_lanes(ak, kb, q2 + b * 32), dk, l2);
-                l3 = _mm256_fmadd_ps(q8_lanes(ak, kb, q3 + b * 32), dk, l3);
-            }
-            const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(l0, l1), _mm256_hadd_ps(l2, l3));
-            float v[4];
-            _mm_storeu_ps(v, _mm_mul_ps(_mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)), vdq));
+        const __m128 vdq = _mm_loadu_ps(d4), vw = _mm_loadu_ps(w4);
+        int64_t j = 0;
+        /* 4 keys at a time: their head terms transposed to one vector per
+         * head, added to the 4 sums head by head (the reference's order) -
+         * no serial scalar chain per key */
+        for (; j + 4 <= n; j += 4) {
+            __m128 m0 = q8_key_heads(kk + j * nb, nb, q0, q1, q2, q3, vdq, vw);
+            __m128 m1 = q8_key_heads(kk + (j + 1) * nb, nb, q0, q1, q2, q3, vdq, vw);
+            __m128 m2 = q8_key_heads(kk + (j + 2) * nb, nb, q0, q1, q2, q3, vdq, vw);
+            __m128 m3 = q8_key_heads(kk + (j + 3) * nb, nb, q0, q1, q2, q3, vdq, vw);
+            _MM_TRANSPOSE4_PS(m0, m1, m2, m3);
+            __m128 acc = _mm_loadu_ps(sc + j);
+            acc = _mm_add_ps(acc, m0);
+            acc = _mm_add_ps(acc, m1);
+            acc = _mm_add_ps(acc, m2);
+            acc = _mm_add_ps(acc, m3);
+            _mm_storeu_ps(sc + j, acc);
+        }
+        for (; j < n; j++) {
+            float m[4];
+            _mm_storeu_ps(m, q8_key_heads(kk + j * nb, nb, q0, q1, q2, q3, vdq, vw));
             float acc = sc[j];
-            for (int32_t hh = 0; hh < nh; hh++) acc += v[hh] > 0 ? v[hh] * w4[hh] : 0.0f;
+            for (int32_t hh = 0; hh < nh; hh++) acc += m[hh];
             sc[j] = acc;
         }
     }
@@ -96,12 +133,25 @@ static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
 }
 
+/* Fetch a whole key row ahead of its use: CSA rows are the indexer's top-k,
+ * scattered over a cache larger than L2/L3 at long depths, which the hardware
+ * prefetcher cannot predict. */
+static inline void prefetch_row(const uint8_t *const *rows, int64_t k, int64_t nk, int64_t bytes) {
+    if (k >= nk) return;
+    for (int64_t i = 0; i < bytes; i += 64) _mm_prefetch((const char *)rows[k] + i, _MM_HINT_T0);
+}
+
+enum { MQA_PF = 2 }; /* rows ahead */
+
 /* Scores of all heads against each row: the row's 8-element pieces are
  * converted once and multiplied into 4 heads at a time. */
 void ds4_mqa_scores_avx2(bool f16, const uint8_t *const *rows, int64_t nk, const float *q, int64_t H, int64_t hd,
                          float scale, float *scores) {
+    const int64_t rbytes = hd * (f16 ? 2 : 4);
+    for (int64_t k = 0; k < MQA_PF; k++) prefetch_row(rows, k, nk, rbytes);
     for (int64_t k = 0; k < nk; k++) {
         const uint8_t *row = rows[k];
+        prefetch_row(rows, k + MQA_PF, nk, rbytes);
         int64_t h = 0;
         for (; h + 4 <= H; h += 4) {
             const float *q0 = q + h * hd, *q1 = q0 + hd, *q2 = q1 + hd, *q3 = q2 + hd;
@@ -127,31 +177,49 @@ void ds4_mqa_scores_avx2(bool f16, const uint8_t *const *rows, int64_t nk, const
     }
 }
 
-/* o_h = sum_k p_hk row_k: each converted 8-element piece of a row feeds
- * every head's output (the H x hd outputs stay in L1). */
+/* o_h = sum_k p_hk row_k, KC keys at a time: for each 8-element slice of 4
+ * heads' outputs, the accumulators stay in registers over the chunk's keys
+ * (one load and store of o per chunk instead of per key: the per-key
+ * read-modify-write of all H x hd outputs was store-bound). Each element
+ * still accumulates its keys in order, one FMA per key. */
 void ds4_mqa_accum_avx2(bool f16, const uint8_t *const *rows, int64_t nk, const float *p, int64_t H, int64_t hd,
                         float *o) {
+    enum { KC = 8 };
     memset(o, 0, sizeof(float) * (size_t)(H * hd));
-    for (int64_t k = 0; k < nk; k++) {
-        const uint8_t *row = rows[k];
+    const int64_t rbytes = hd * (f16 ? 2 : 4);
+    for (int64_t k = 0; k < KC; k++) prefetch_row(rows, k, nk, rbytes);
+    for (int64_t k0 = 0; k0 < nk; k0 += KC) {
+        const int64_t k1 = k0 + KC < nk ? k0 + KC : nk;
+        for (int64_t k = k0 + KC; k < k1 + KC; k++) prefetch_row(rows, k, nk, rbytes);
         int64_t h = 0;
         for (; h + 4 <= H; h += 4) {
             float *o0 = o + h * hd, *o1 = o0 + hd, *o2 = o1 + hd, *o3 = o2 + hd;
-            const __m256 p0 = _mm256_set1_ps(p[h * nk + k]), p1 = _mm256_set1_ps(p[(h + 1) * nk + k]),
-                         p2 = _mm256_set1_ps(p[(h + 2) * nk + k]), p3 = _mm256_set1_ps(p[(h + 3) * nk + k]);
+            const float *p0 = p + h * nk, *p1 = p0 + nk, *p2 = p1 + nk, *p3 = p2 + nk;
             for (int64_t i = 0; i < hd; i += 8) {
-                const __m256 kv = load8(f16, row, i);
-                _mm256_storeu_ps(o0 + i, _mm256_fmadd_ps(p0, kv, _mm256_loadu_ps(o0 + i)));
-                _mm256_storeu_ps(o1 + i, _mm256_fmadd_ps(p1, kv, _mm256_loadu_ps(o1 + i)));
-                _mm256_storeu_ps(o2 + i, _mm256_fmadd_ps(p2, kv, _mm256_loadu_ps(o2 + i)));
-                _mm256_storeu_ps(o3 + i, _mm256_fmadd_ps(p3, kv, _mm256_loadu_ps(o3 + i)));
+                __m256 a0 = _mm256_loadu_ps(o0 + i), a1 = _mm256_loadu_ps(o1 + i), a2 = _mm256_loadu_ps(o2 + i),
+                       a3 = _mm256_loadu_ps(o3 + i);
+                for (int64_t k = k0; k < k1; k++) {
+                    const __m256 kv = load8(f16, rows[k], i);
+                    a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p0 + k), kv, a0);
+                    a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(p1 + k), kv, a1);
+                    a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(p2 + k), kv, a2);
+                    a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(p3 + k), kv, a3);
+                }
+                _mm256_storeu_ps(o0 + i, a0);
+                _mm256_storeu_ps(o1 + i, a1);
+                _mm256_storeu_ps(o2 + i, a2);
+                _mm256_storeu_ps(o3 + i, a3);
             }
         }
         for (; h < H; h++) {
             float *oh = o + h * hd;
-            const __m256 ph = _mm256_set1_ps(p[h * nk + k]);
-            for (int64_t i = 0; i < hd; i += 8)
-                _mm256_storeu_ps(oh + i, _mm256_fmadd_ps(ph, load8(f16, row, i), _mm256_loadu_ps(oh + i)));
+            const float *ph = p + h * nk;
+            for (int64_t i = 0; i < hd; i += 8) {
+                __m256 a = _mm256_loadu_ps(oh + i);
+                for (int64_t k = k0; k < k1; k++)
+                    a = _mm256_fmadd_ps(_mm256_broadcast_ss(ph + k), load8(f16, rows[k], i), a);
+                _mm256_storeu_ps(oh + i, a);
+            }
         }
     }
 }
