@@ -4,13 +4,27 @@ reference) into one table, recomputing the Pareto front (KV bytes vs mean
 KL) over all schemes. Runs split across processes each repeat the reference;
 the script checks that their reference perplexities agree.
 
-usage: scripts/eval_table.py RUN1.json [RUN2.json ...]
+usage: scripts/eval_table.py [--md] RUN1.json [RUN2.json ...]
+  --md  a markdown table (scheme, B/tok, x fewer than the reference, ppl change,
+        KL, top-1, passkey per length; the reference row first) for BENCHMARKS.md
 """
 import json
 import sys
 
 
-def main(paths):
+def markdown(ref, rows, lens):
+    print("| scheme | B/tok | x fewer | ppl | change | KL mean | top-1 |" + "".join(" pk@%d |" % n for n in lens))
+    print("|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(lens))
+    for r in [ref] + rows:
+        cells = [r["scheme"] + (" (ref)" if r is ref else ""), "%.0f" % r["kv_bytes_per_token"],
+                 "%.2fx" % (ref["kv_bytes_per_token"] / r["kv_bytes_per_token"]), "%.4f" % r["ppl"],
+                 "-" if r is ref else "%+.2f%%" % r["ppl_change_pct"],
+                 "-" if r is ref else "%.4f" % r["kl_mean"], "-" if r is ref else "%.1f%%" % (100 * r["top1"])]
+        cells += ["%.0f%%" % (100 * r.get("passkey", {}).get(str(n), float("nan"))) for n in lens]
+        print("| " + " | ".join(cells) + " |")
+
+
+def main(paths, md=False):
     rows, refs = [], []
     for p in paths:
         with open(p) as f:
@@ -30,7 +44,9 @@ def main(paths):
             b is not a and b["kv_bytes"] <= a["kv_bytes"] and b["kl_mean"] <= a["kl_mean"]
             and (b["kv_bytes"] < a["kv_bytes"] or b["kl_mean"] < a["kl_mean"]) for b in rows)
     ref = refs[0]
-    lens = sorted({int(k) for r in rows for k in r.get("passkey", {})})
+    lens = sorted({int(k) for r in rows + refs for k in r.get("passkey", {})})
+    if md:
+        return markdown(ref, rows, lens)
     print("model: %s, context %d, %d chunks, %d scored tokens; reference '%s': ppl %.4f" %
           (ref["model"], ref["ctx"], ref["chunks"], ref["scored"], ref["scheme"], ref["ppl"]))
     head = "%-26s %8s %8s %9s %8s %9s %9s %7s" % ("scheme", "B/tok", "KV MiB", "ppl", "dppl%", "KL mean", "KL p99", "top1%")
@@ -49,4 +65,5 @@ def main(paths):
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    main(sys.argv[1:])
+    md = "--md" in sys.argv[1:]
+    main([a for a in sys.argv[1:] if a != "--md"], md)

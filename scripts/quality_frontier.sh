@@ -1,56 +1,94 @@
 #!/usr/bin/env bash
-# Issue #5 frontier: KV bytes vs quality of the quantized-cache schemes on
-# SmolLM2-135M and Gemma-3-270M, two Debian texts, against the f16 cache and
-# llama.cpp's q4_0 KV cache on the same tokens. Writes JSON lines per run to
-# $OUT (default /tmp/kvs_frontier) and prints the merged tables
-# (scripts/eval_table.py). Slow: one chunk of -c tokens per text and model.
+# Issue #5 frontier: KV bytes vs quality (ppl change, KL, top-1, passkey) of
+# the quantized-cache, eviction and retrofit schemes on SmolLM2-135M and
+# Gemma-3-270M, two Debian texts, against the f16 cache and llama.cpp's q4_0
+# KV cache on the same tokens. Writes one JSON file per run to $OUT (default
+# /tmp/kvs_frontier) and prints markdown tables (scripts/eval_table.py --md).
+# Slow (hours on 2 cores): run parts with the env knobs.
 #
-# usage: scripts/quality_frontier.sh [CTX] [THREADS]
-#   ONLY=smollm2|gemma   one model;  PASSKEY=0  skip the passkey runs;
-#   LLAMACPP=0  skip llama.cpp (needs /work/venv-ref or PY with llama-cpp-python)
+# usage: scripts/quality_frontier.sh [THREADS]
+#   PARTS="pk ppl ctx8k retro"  which parts (default all):
+#     pk     memory-barriers ppl/KL at -c 2048 (1 chunk) + passkey at $PK, the same run
+#     ppl    GPL-3 ppl/KL at -c 2048 (1 chunk) + llama.cpp f16/q8_0/q4_0 on both texts
+#     ctx8k  SmolLM2 at -c 8192 (1 chunk of memory-barriers)
+#     retro  compressed files (kvslim compress) : ppl + passkey
+#   ONLY=smollm2|gemma   one model;  PK=1k,2k  passkey lengths (8k needs -c 8192:
+#   PKCTX=8192);  TRIALS=2;  LLAMACPP=0 skip llama.cpp (needs PY with llama-cpp-python)
 # Texts: /usr/share/common-licenses/GPL-3 and linux-doc's memory-barriers.txt
 # (apt install linux-doc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-C=${1:-2048}; T=${2:-2}
+T=${1:-2}
 K=${BUILD:-build}/kvslim
 OUT=${OUT:-/tmp/kvs_frontier}; mkdir -p "$OUT"
 PY=${PY:-/work/venv-ref/bin/python}
+PARTS=${PARTS:-pk ppl ctx8k retro}
+PK=${PK:-1k,2k}; PKCTX=${PKCTX:-2048}; TRIALS=${TRIALS:-2}
+L=/usr/share/common-licenses
 MB=$OUT/memory-barriers.txt
 [ -s "$MB" ] || zcat /usr/share/doc/linux-doc-6.1/Documentation/memory-barriers.txt.gz > "$MB"
-TEXTS=(/usr/share/common-licenses/GPL-3 "$MB")
+SMOL_M=models/smollm2-135m-instruct-q4_1.gguf
+GEMMA_M=models/gemma-3-270m-q4_k_m.gguf
+has() { [[ " $PARTS " == *" $1 "* ]]; }
+want() { [ -z "${ONLY:-}" ] || [ "$ONLY" = "$1" ]; }
 
 # SmolLM2: 30 layers, all full attention. f16 = 23040 B/token; at 2048
 # tokens 4x fewer = 5760, q4_0's bytes = 6480, 8x fewer = 2880.
-SMOL=(q8_0 q4_0 "q4_0,rotate=kv"
-      "q4k4v,group=64,clip,rotate=v"
-      "q4k3v,group=64" "q4k3v,group=64,clip,rotate=v" "q4k3v,group=64,clip,rotate=v,first=4"
-      "q3k3v,group=64" "q3k3v,group=64,clip" "q3k3v,group=64,clip,rotate=v" "q3k3v,group=64,clip,rotate=v,first=4"
-      "q4k2v,group=64,clip,rotate=v"
-      "q2k2v,group=64,clip,rotate=v")
+SMOL=(q8_0 q4_0 "q4k4v,group=64,clip,rotate=v" "q4k3v,group=64,clip,rotate=v"
+      "q3k3v,group=64,clip,rotate=v,first=4" "snapkv=256+32")
 # Gemma 3: layers 5, 11, 17 global (full cache), the others a 512-token
 # window; bytes count every layer's KV at the context (windows hold 512).
 G3="5:q4k3v,group=64,clip;11:q4k3v,group=64,clip;17:q4k3v,group=64,clip"
-GEMMA=(q8_0 q4_0 "q4_0,rotate=kv" "q4_0,rotate=kv;$G3" "q8_0;$G3")
+GEMMA=(q8_0 q4_0 "q4_0,rotate=kv;$G3" "snapkv=256+32")
 
-eval_model() { # name model schemes...
-  local name=$1 model=$2; shift 2
-  local args=(); for s in "$@"; do args+=(--kv "$s"); done
-  for f in "${TEXTS[@]}"; do
-    local tag; tag=$(basename "$f" .txt)
-    "$K" eval -m "$model" -c "$C" --chunks 1 -t "$T" --json --gen 0 -f "$f" "${args[@]}" > "$OUT/$name.$tag.json"
-    echo "== $name, $tag, -c $C"; python3 scripts/eval_table.py "$OUT/$name.$tag.json"
-    if [ "${LLAMACPP:-1}" != 0 ]; then
-      "$PY" scripts/llamacpp_kv_ppl.py "$model" "$f" --ctx "$C" --chunks 1 --types f16,q8_0,q4_0 --threads "$T" \
-        | tee "$OUT/$name.$tag.llamacpp.json"
-    fi
-  done
-  if [ "${PASSKEY:-1}" != 0 ]; then
-    "$K" eval -m "$model" -c "$C" --chunks 1 -t "$T" --json --gen 0 -f "${TEXTS[0]}" --passkey 1k,2k --trials 3 \
-      "${args[@]}" > "$OUT/$name.passkey.json"
-    echo "== $name passkey"; python3 scripts/eval_table.py "$OUT/$name.passkey.json"
-  fi
+kvargs() { KVA=(); for s in "$@"; do KVA+=(--kv "$s"); done; }
+run_eval() { # out model ctx text extra-args... -- schemes...
+  local out=$1 model=$2 ctx=$3 text=$4; shift 4
+  local extra=(); while [ "$1" != -- ]; do extra+=("$1"); shift; done; shift
+  kvargs "$@"
+  nice -n 10 "$K" eval -m "$model" -c "$ctx" --chunks 1 -t "$T" --json --gen 0 -f "$text" "${extra[@]}" "${KVA[@]}" > "$OUT/$out.json"
+  echo "== $out: $model, $(basename "$text"), -c $ctx ${extra[*]}"; python3 scripts/eval_table.py --md "$OUT/$out.json"
 }
-[ "${ONLY:-smollm2}" = smollm2 ] && eval_model smollm2 models/smollm2-135m-instruct-q4_1.gguf "${SMOL[@]}"
-[ "${ONLY:-gemma}" = gemma ] && eval_model gemma3 models/gemma-3-270m-q4_k_m.gguf "${GEMMA[@]}"
+llamacpp() { # out model text
+  [ "${LLAMACPP:-1}" = 0 ] && return 0
+  "$PY" scripts/llamacpp_kv_ppl.py "$2" "$3" --ctx 2048 --chunks 1 --types f16,q8_0,q4_0 --threads "$T" | tee "$OUT/$1.json"
+}
+PKA=(--passkey "$PK" --trials "$TRIALS")
+
+if has pk; then
+  want smollm2 && run_eval smollm2.mb.pk "$SMOL_M" "$PKCTX" "$MB" "${PKA[@]}" -- "${SMOL[@]}"
+  want gemma && run_eval gemma3.mb.pk "$GEMMA_M" "$PKCTX" "$MB" "${PKA[@]}" -- "${GEMMA[@]}"
+fi
+if has ppl; then
+  want smollm2 && { run_eval smollm2.gpl3 "$SMOL_M" 2048 $L/GPL-3 -- "${SMOL[@]}"
+                    llamacpp smollm2.gpl3.llamacpp "$SMOL_M" $L/GPL-3; llamacpp smollm2.mb.llamacpp "$SMOL_M" "$MB"; }
+  want gemma && { run_eval gemma3.gpl3 "$GEMMA_M" 2048 $L/GPL-3 -- "${GEMMA[@]}"
+                  llamacpp gemma3.gpl3.llamacpp "$GEMMA_M" $L/GPL-3; llamacpp gemma3.mb.llamacpp "$GEMMA_M" "$MB"; }
+fi
+if has ctx8k && want smollm2; then
+  run_eval smollm2.mb.c8192 "$SMOL_M" 8192 "$MB" -- q8_0 q4_0 "q4k4v,group=64,clip,rotate=v" "q4k3v,group=64,clip,rotate=v"
+fi
+if has retro; then
+  # Retrofits (docs/compress.md): calibration on four licenses + two
+  # linux-doc process pages, never the evaluation texts.
+  CAL=(--calib $L/GPL-2 --calib $L/LGPL-2.1 --calib $L/MPL-2.0 --calib $L/Artistic)
+  for p in howto submitting-patches; do
+    [ -s "$OUT/$p.rst" ] || zcat "/usr/share/doc/linux-doc-6.1/Documentation/process/$p.rst.gz" > "$OUT/$p.rst"
+    CAL+=(--calib "$OUT/$p.rst")
+  done
+  if want smollm2; then
+    [ -s "$OUT/s_r192_q4.gguf" ] || "$K" compress -m "$SMOL_M" "${CAL[@]}" --calib-tokens 8192 --latent r=192 --kv q4_0 \
+        --center --weights attn -o "$OUT/s_r192_q4.gguf"
+    # the file's rules are q4_0 rows; --ref f16 = the same latent layers with f16 rows
+    run_eval smollm2.retro.mb.pk "$OUT/s_r192_q4.gguf" "$PKCTX" "$MB" "${PKA[@]}" -- q4_0
+  fi
+  if want gemma; then
+    [ -s "$OUT/g_r256.gguf" ] || "$K" compress -m "$GEMMA_M" "${CAL[@]}" --calib-tokens 2048 --calib-ctx 1024 --latent r=256 \
+        --kv f16 --center --weights attn -o "$OUT/g_r256.gguf"
+    [ -s "$OUT/g_b768.gguf" ] || "$K" compress -m "$GEMMA_M" "${CAL[@]}" --calib-tokens 2048 --calib-ctx 1024 --latent budget=768 \
+        --kv q4_0 --center --weights attn -o "$OUT/g_b768.gguf"
+    run_eval gemma3.retro_r256.mb.pk "$OUT/g_r256.gguf" "$PKCTX" "$MB" "${PKA[@]}" -- "5:q4_0;11:q4_0;17:q4_0"
+    run_eval gemma3.retro_b768.mb.pk "$OUT/g_b768.gguf" "$PKCTX" "$MB" "${PKA[@]}" -- "0-4:f16;6-10:f16;12-16:f16"
+  fi
+fi
 exit 0
