@@ -229,7 +229,9 @@ typedef struct kvs_cmp_result {
  * sessions sub-batch by sub-batch and each candidate's logits are compared
  * with the reference's for the same positions. Every session needs a context
  * of at least n_ctx. ref_out accumulates the reference's own perplexity
- * (may be NULL); out has n_cand entries. progress gets chunks done. */
+ * (may be NULL); out has n_cand entries. progress gets the tokens decoded so
+ * far summed over all sessions, of n_chunks x n_ctx x (n_cand + 1), after
+ * every prefill and every scored sub-batch. */
 kvs_status kvs_compare(kvs_session *ref, kvs_session *const *cand, int n_cand, const kvs_token *tokens,
                        size_t n_tokens, uint32_t n_ctx, kvs_progress_fn progress, void *user,
                        kvs_cmp_result *ref_out, kvs_cmp_result *out);

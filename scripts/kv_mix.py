@@ -154,10 +154,13 @@ def main():
               "(printed at the end) includes the rounding the budget here does not" % args.ctx, file=sys.stderr)
     gm = re.search(r"group=(\d+)", args.base)
     group = int(gm.group(1)) if gm else 32
+    rm = re.search(r"recent=(\d+)", args.base)
+    recent = int(rm.group(1)) if rm else 0
     f16 = layers * nkv * 2 * d * 2
     budget = f16 / float(args.bytes[:-1]) if args.bytes.endswith("x") else float(args.bytes)
-    # The f16 buffer (sinks + partial group) is a fixed cost per layer: take it off the budget.
-    fixed = layers * (args.first + group) * nkv * 2 * d * 2 / args.ctx
+    # The f16 buffer (sinks + recent residual + partial group) is a fixed cost per layer: take it
+    # off the budget.
+    fixed = layers * (args.first + recent + group) * nkv * 2 * d * 2 / args.ctx
     pdir = args.probes or "/tmp/kv_mix_%s_c%d_p%d" % (os.path.basename(args.model), args.ctx, args.probe)
     os.makedirs(pdir, exist_ok=True)
     sens = {}

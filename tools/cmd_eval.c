@@ -241,14 +241,20 @@ static int parse_args(int argc, char **argv, opts *o) {
 
 /* ---- progress ------------------------------------------------------------- */
 
-typedef struct prog { const char *what; double t0; uint64_t base, total; } prog;
+/* percent: show done/total as a percentage (the units are not meaningful to read) */
+typedef struct prog { const char *what; double t0; uint64_t base, total; bool percent; } prog;
 
 static bool on_progress(void *user, uint64_t done, uint64_t total, double value) {
     prog *p = user;
     double el = cli_now() - p->t0;
     uint64_t d = p->base + done;
-    fprintf(stderr, "\r[%s] %llu/%llu  %.0f s elapsed, ETA %.0f s    ", p->what, (unsigned long long)d,
-            (unsigned long long)p->total, el, d ? el / (double)d * (double)(p->total - d) : 0.0);
+    double eta = d ? el / (double)d * (double)(p->total - d) : 0.0;
+    if (p->percent)
+        fprintf(stderr, "\r[%s] %.1f%%  %.0f s elapsed, ETA %.0f s    ", p->what,
+                p->total ? 100.0 * (double)d / (double)p->total : 0.0, el, eta);
+    else
+        fprintf(stderr, "\r[%s] %llu/%llu  %.0f s elapsed, ETA %.0f s    ", p->what, (unsigned long long)d,
+                (unsigned long long)p->total, el, eta);
     return true;
 }
 
@@ -601,14 +607,16 @@ int cmd_eval(int argc, char **argv) {
         total_chunks += nc;
         fprintf(stderr, "%s: %zu tokens, %zu chunks of %u\n", o->files[i], ntok[i], nc, ctx);
     }
-    prog pg = {.what = "ppl/KL chunks", .t0 = cli_now(), .total = total_chunks};
+    /* kvs_compare reports tokens decoded over all sessions */
+    const uint64_t per_chunk = (uint64_t)ctx * (uint64_t)(o->n_sc + 1);
+    prog pg = {.what = "ppl/KL", .t0 = cli_now(), .total = total_chunks * per_chunk, .percent = true};
     for (int i = 0; i < o->n_files; i++) {
         if (kvs_compare(o->sc[0].s, cand, o->n_sc, toks[i], use[i], ctx, on_progress, &pg, &o->sc[0].cmp, cmp) != KVS_OK) {
             fprintf(stderr, "\n");
             cli_error("eval");
             goto done;
         }
-        pg.base += use[i] / ctx;
+        pg.base += use[i] / ctx * per_chunk;
     }
     fprintf(stderr, "\n");
     for (int i = 0; i < o->n_sc; i++) { o->sc[1 + i].cmp = cmp[i]; memset(&cmp[i], 0, sizeof cmp[i]); }

@@ -139,6 +139,9 @@ kvs_status kvs_compare(kvs_session *ref, kvs_session *const *cand, int n_cand, c
     kvs_status st = KVS_OK;
     if (!ref_lg || !lg || !lp || !ref_arg || !buf) { st = kvs_fail(KVS_ERR_NOMEM, "compare: out of memory"); goto done; }
     const bool add_bos = kvs_tokenizer_add_bos_default(m->tok) && kvs_tokenizer_bos(m->tok) >= 0;
+    /* progress counts tokens decoded, summed over the sessions */
+    const uint64_t total = (uint64_t)n_chunks * n_ctx * (uint64_t)(n_cand + 1);
+    uint64_t done = 0;
     for (size_t c = 0; c < n_chunks && st == KVS_OK; c++) {
         const kvs_token *chunk = tokens + c * n_ctx;
         memcpy(buf, chunk, sizeof(kvs_token) * n_ctx);
@@ -147,6 +150,9 @@ kvs_status kvs_compare(kvs_session *ref, kvs_session *const *cand, int n_cand, c
             kvs_session *s = i < 0 ? ref : cand[i];
             kvs_session_reset(s);
             st = kvs_decode(s, buf, first, false, NULL);
+            done += first;
+            if (st == KVS_OK && progress && !progress(user, done, total, 0.0))
+                st = kvs_fail(KVS_ERR_INVALID_ARG, "compare: cancelled");
         }
         for (uint32_t j0 = first; j0 < n_ctx && st == KVS_OK; j0 += SUB) {
             uint32_t nb = n_ctx - j0 < SUB ? n_ctx - j0 : SUB;
@@ -182,12 +188,13 @@ kvs_status kvs_compare(kvs_session *ref, kvs_session *const *cand, int n_cand, c
                     o->n_scored++;
                 }
             }
+            done += (uint64_t)nb * (uint64_t)(n_cand + 1);
+            if (st == KVS_OK && progress && !progress(user, done, total, 0.0))
+                st = kvs_fail(KVS_ERR_INVALID_ARG, "compare: cancelled");
         }
         if (st != KVS_OK) break;
         if (ref_out) ref_out->n_chunks++;
         for (int i = 0; i < n_cand; i++) out[i].n_chunks++;
-        if (progress && !progress(user, c + 1, n_chunks, 0.0))
-            st = kvs_fail(KVS_ERR_INVALID_ARG, "compare: cancelled");
     }
 done:
     kvs_free(ref_lg);
