@@ -124,6 +124,16 @@ static kvs_session *open_session(kvs_model *m, uint32_t ctx, uint32_t batch, con
     return s;
 }
 
+/* progress of kvs_compare: monotonic, one fixed total, ending at it */
+typedef struct prog_seen { uint64_t last, total; int calls; bool ok; } prog_seen;
+static bool on_prog(void *user, uint64_t done, uint64_t total, double value) {
+    prog_seen *p = user;
+    if (p->calls++ == 0) p->total = total;
+    if (done < p->last || done > total || total != p->total) p->ok = false;
+    p->last = done;
+    return true;
+}
+
 static void test_model(const char *path) {
     kvs_model *m = NULL;
     CHECK(kvs_model_load(path, NULL, &m) == KVS_OK);
@@ -146,7 +156,11 @@ static void test_model(const char *path) {
     kvs_cmp_result r0, rc[2];
     memset(&r0, 0, sizeof r0);
     memset(rc, 0, sizeof rc);
-    CHECK(kvs_compare(ref, cands, 2, toks, 2 * ctx, ctx, NULL, NULL, &r0, rc) == KVS_OK);
+    prog_seen ps = {.ok = true};
+    CHECK(kvs_compare(ref, cands, 2, toks, 2 * ctx, ctx, on_prog, &ps, &r0, rc) == KVS_OK);
+    CHECKF(ps.ok && ps.total == 2 * ctx * 3 && ps.last == ps.total && ps.calls > 2 * 3,
+           "progress: %d calls, last %llu of %llu", ps.calls, (unsigned long long)ps.last,
+           (unsigned long long)ps.total);
     kvs_cmp_finish(&r0);
     kvs_cmp_finish(&rc[0]);
     kvs_cmp_finish(&rc[1]);
