@@ -10,7 +10,7 @@
 #   PARTS="pk ppl ctx8k retro"  which parts (default all):
 #     pk     memory-barriers ppl/KL at -c 2048 (1 chunk) + passkey at $PK, the same run
 #     ppl    GPL-3 ppl/KL at -c 2048 (1 chunk) + llama.cpp f16/q8_0/q4_0 on both texts
-#     ctx8k  SmolLM2 at -c 8192 (1 chunk of memory-barriers)
+#     ctx8k  both models at -c 8192 (1 chunk of memory-barriers) + passkey at 4k and 8k
 #     retro  compressed files (kvslim compress) : ppl + passkey
 #   ONLY=smollm2|gemma   one model;  PK=1k,2k  passkey lengths (8k needs -c 8192:
 #   PKCTX=8192);  TRIALS=2;  LLAMACPP=0 skip llama.cpp (needs PY with llama-cpp-python)
@@ -65,8 +65,17 @@ if has ppl; then
   want gemma && { run_eval gemma3.gpl3 "$GEMMA_M" 2048 $L/GPL-3 -- "${GEMMA[@]}"
                   llamacpp gemma3.gpl3.llamacpp "$GEMMA_M" $L/GPL-3; llamacpp gemma3.mb.llamacpp "$GEMMA_M" "$MB"; }
 fi
-if has ctx8k && want smollm2; then
-  run_eval smollm2.mb.c8192 "$SMOL_M" 8192 "$MB" -- q8_0 q4_0 "q4k4v,group=64,clip,rotate=v" "q4k3v,group=64,clip,rotate=v"
+if has ctx8k; then
+  # -c 8192 (SmolLM2's trained length) with passkey at 4k and 8k: the per-channel layouts' f16
+  # buffer costs 4x less per token than at 2048, so 4x fewer bytes leaves more bits.
+  PK8=(--passkey 4k,8k --trials "$TRIALS")
+  want smollm2 && run_eval smollm2.mb.c8192 "$SMOL_M" 8192 "$MB" "${PK8[@]}" -- q8_0 q4_0 \
+      "q4k4v,group=64,clip,rotate=v,first=4" "q4k3v,group=64,clip,rotate=v,first=4" \
+      "q3k3v,group=64,clip,rotate=v,first=4" "q2k2v,group=64,clip,rotate=v,first=4" "snapkv=1024+32"
+  g() { echo "q4_0,rotate=kv;5:$1;11:$1;17:$1"; }
+  want gemma && run_eval gemma3.mb.c8192 "$GEMMA_M" 8192 "$MB" --format raw "${PK8[@]}" -- "q4_0,rotate=kv" \
+      "$(g q4k3v,group=64,clip,rotate=v,first=4)" "$(g q3k3v,group=64,clip,rotate=v,first=4)" \
+      "$(g q2k2v,group=64,clip,rotate=v,first=4)" "snapkv=1024+32"
 fi
 if has retro; then
   # Retrofits (docs/compress.md): calibration on four licenses + two
