@@ -27,6 +27,8 @@ expect bad-depth    2 "bad value '0.5,1.5' for --depths"             -- "$K" eva
 expect bad-evict    2 "bad 'h2o=8\+16'"             -- "$K" eval --kv h2o=8+16 -f "$T"
 expect evict-range  2 "cannot take a layer range"   -- "$K" eval --kv 0-3:h2o=64 -f "$T"
 expect kv-window    2 "give each scheme whole"      -- "$K" eval --kv q8_0 --kv-window 64 -f "$T"
+LONG=$(printf 'q4_0;%.0s' $(seq 1000))
+expect long-scheme  2 "is too long"                 -- "$K" eval --kv "$LONG" -f "$T"
 expect missing-text 1 "cannot open '/nonexistent.txt'" -- "$K" eval --kv q8_0 -f /nonexistent.txt
 if [ -f "$M" ]; then
   printf 'too short' > "$tmp/short.txt"
@@ -38,6 +40,9 @@ if [ -f "$M" ]; then
   # a real run: f16 against the f16 reference must change nothing
   expect run-table    0 "^\*?f16 .* 0\.00000 .* 100\.00" -- "$K" eval -m "$M" -t 2 -c 64 --chunks 1 -f "$T" --kv f16 --kv q4_0 --kv h2o=32+8 --gen 2 --plot "$tmp/p.svg"
   grep -q "</svg>" "$tmp/p.svg" && grep -q "h2o=32+8" "$tmp/p.svg" && pass=$((pass+1)) || { echo "FAIL plot: no SVG"; fail=$((fail+1)); }
+  # one rule per layer (30 rules, ~1100 characters) fits in a scheme
+  PERLAYER=$(for i in $(seq 0 29); do printf '%d:q4k3v,group=64,clip,rotate=v,first=4;' "$i"; done)
+  expect per-layer    0 "^\*?0:q4k3v"                 -- "$K" eval -m "$M" -t 2 -c 64 --chunks 1 -f "$T" --kv "$PERLAYER" --gen 0
   expect run-json     0 '"scheme": "q8_0".*"kl_mean"' -- "$K" eval -m "$M" -t 2 -c 256 --chunks 1 -f "$T" --kv q8_0 --passkey 256 --depths 0.5 --json
   n=$(grep -c '^{' "$tmp/out"); [ "$n" -eq 2 ] && pass=$((pass+1)) || { echo "FAIL json: $n objects, want 2 (reference + one scheme)"; fail=$((fail+1)); }
   grep -q '"passkey": {"256": ' "$tmp/out" && pass=$((pass+1)) || { echo "FAIL json: no passkey result"; fail=$((fail+1)); }

@@ -17,7 +17,7 @@
 
 typedef struct scheme {
     const char *text;           /* as given */
-    char rules[512];            /* what goes to kv_layers */
+    char rules[4096];           /* what goes to kv_layers: a rule per layer fits */
     kvs_evict_policy evict;
     uint32_t ev_budget, ev_window, ev_sinks;
     kvs_session *s;
@@ -89,7 +89,7 @@ static bool parse_scheme(const char *text, scheme *sc) {
     memset(sc, 0, sizeof *sc);
     sc->text = text;
     if (strlen(text) >= sizeof sc->rules) { fprintf(stderr, "kvslim eval: scheme '%s' is too long\n", text); return false; }
-    char tmp[512];
+    char tmp[sizeof sc->rules];
     snprintf(tmp, sizeof tmp, "%s", text);
     char *out = sc->rules;
     char *save_r = NULL;
