@@ -36,8 +36,18 @@ TEST_BIN = $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH_SRC = $(wildcard bench/*.c)
 BENCH_BIN = $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test clean demo models fuzz
+.PHONY: all test clean demo models fuzz deps
 all: $(BUILD)/kvslim $(TEST_BIN) $(BENCH_BIN)
+
+# Debian packages the build needs: checked (and installed as root) before the
+# first compile, again whenever the script changes (scripts/setup_deps.sh)
+DEPS_OK = $(BUILD)/.deps-ok
+$(DEPS_OK): scripts/setup_deps.sh
+	@mkdir -p $(dir $@)
+	@bash scripts/setup_deps.sh
+	@touch $@
+deps: $(DEPS_OK)
+$(LIB_OBJ) $(CLI_OBJ) $(TEST_BIN:=.o) $(BENCH_BIN:=.o): | $(DEPS_OK)
 
 $(BUILD)/libkvslim.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
