@@ -80,8 +80,18 @@ kvs_status kvs_tokenize(const kvs_model *model, const char *text, size_t len, in
  * length written (<= cap) or a negative value if the token id is invalid. */
 int kvs_token_to_piece(const kvs_model *model, kvs_token tok, char *buf, size_t cap);
 bool kvs_token_is_eog(const kvs_model *model, kvs_token tok);
-/* Apply the model's chat convention to a single user message; returns a
- * malloc'd string (caller frees) or NULL when the model has no template. */
+/* Chat prompts in the model's convention (ChatML, Gemma, Llama 3, Llama 2):
+ * from the GGUF's tokenizer.chat_template or, when the file has none, from
+ * the turn tokens of its vocabulary (Gemma 3 files ship without one).
+ * Roles are "system", "user" and "assistant". kvs_chat_format renders n
+ * messages and, with add_assistant, the assistant's opening; it returns a
+ * malloc'd string (caller frees) or NULL when the model has no known
+ * convention. kvs_chat_format_user is the single-user-message case. */
+typedef struct kvs_chat_message {
+    const char *role;
+    const char *content;
+} kvs_chat_message;
+char *kvs_chat_format(const kvs_model *model, const kvs_chat_message *msgs, size_t n, bool add_assistant);
 char *kvs_chat_format_user(const kvs_model *model, const char *user_msg);
 
 /* ---- session ----------------------------------------------------------- */
@@ -94,6 +104,10 @@ typedef enum kvs_kv_type {
     KVS_KV_Q8_0 = 3,
     KVS_KV_Q4_0 = 4,
 } kvs_kv_type;
+/* Every setting a KV rule (kvs_session_params.kv_layers) may hold. */
+#define KVS_KV_SETTINGS                                                                               \
+    "f32 f16 bf16 q8_0 q4_0 qXkYv group=G recent=R first=S clip rotate[=k|v|kv|none] full window=W[+S] " \
+    "sinks=S page=P shared=L h2o=B[+R] snapkv=B[+W] noevict"
 /* "f16" -> KVS_KV_F16 ...; returns false for an unknown name. */
 bool kvs_kv_type_from_name(const char *name, kvs_kv_type *out);
 const char *kvs_kv_type_name(kvs_kv_type t);
@@ -111,10 +125,31 @@ typedef struct kvs_session_params {
     uint32_t kv_page;      /* tokens per cache page (0 = 256)             */
     uint64_t kv_budget;    /* max bytes of KV pages (0 = no limit); past
                               it kvs_decode fails with KVS_ERR_BUDGET     */
-    /* Per-layer rules, ';'-separated, applied last, e.g.
-     * "0-9:window=512+4;10-29:shared=9;30:q8_0". A rule is [RANGE:]SETTING
-     * [,SETTING...]; settings: f32|f16|bf16|q8_0|q4_0, window=W[+S],
-     * sinks=S, full (no window), shared=L, page=P. NULL = none. */
+    /* KV rules, ';'-separated, applied last in order, e.g.
+     * "0-9:window=512+4;10-29:shared=9;30:q8_0" or "q4k3v,group=64,rotate".
+     * A rule is [RANGE:]SETTING[,SETTING...]; RANGE is N or N-M (default:
+     * every layer). Settings (KVS_KV_SETTINGS lists them all):
+     *   f32 f16 bf16 q8_0 q4_0  element format of stored rows; q8_0/q4_0 are
+     *                           Hadamard-rotated by default where the head
+     *                           size is a power of two (rotate=none: plain)
+     *   qXkYv                   per-channel keys at X bits, per-token values
+     *                           at Y bits (1-8), in groups of group=G tokens (32)
+     *   group=G recent=R first=S clip
+     *                           per-channel extras: an f16 residual of the newest
+     *                           R tokens, the first S tokens kept in f16, a
+     *                           least-squares clipping quantizer
+     *   rotate rotate=k|v|kv|none  Hadamard rotation of keys / values
+     *   window=W[+S] sinks=S full  sliding window of W positions plus S sinks;
+     *                           full: no window
+     *   page=P                  tokens per page
+     *   shared=L                read layer L's cache (L < this layer)
+     *   h2o=B[+R] snapkv=B[+W] noevict
+     *                           token eviction to B tokens per KV head: H2O keeps
+     *                           4 sinks, the newest R (32) and the heaviest
+     *                           hitters; SnapKV compresses each prompt chunk with
+     *                           an observation window of W (32) queries
+     * Layers a setting cannot apply to ignore it (shared layers keep their
+     * source's format; eviction needs full, unwindowed row layers). NULL = none. */
     const char *kv_layers;
 } kvs_session_params;
 kvs_session_params kvs_session_params_default(void);

@@ -26,7 +26,7 @@ expect no-model      1 "cannot load model.*nonexistent" -- "$K" run -m /nonexist
 expect not-gguf      1 "cannot load model"       -- "$K" info -m README.md
 expect ppl-no-file   1 "cannot open"             -- "$K" ppl -f /nonexistent.txt
 expect bench-bad-d   2 "bad value"               -- "$K" bench -d 1,x
-expect kv-badtype    2 "unknown KV type"         -- "$K" run --kv q5_1 -p hi
+expect kv-badtype    1 "cannot use 'q5_1'"       -- "$K" run --kv q5_1 -p hi
 if [ -f "$M" ]; then
   head -c 100000 "$M" > "$tmp/trunc.gguf"
   expect truncated   1 "cannot load model"       -- "$K" info -m "$tmp/trunc.gguf"

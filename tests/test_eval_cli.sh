@@ -24,15 +24,15 @@ expect bad-flag     2 "unknown option"              -- "$K" eval --kv q8_0 -f "$
 expect bad-passkey  2 "bad value 'x1k'"             -- "$K" eval --kv q8_0 -f "$T" --passkey x1k
 expect pk-over-ctx  2 "passkey length 2048 exceeds the context -c 1024" -- "$K" eval --kv q8_0 -f "$T" -c 1024 --passkey 2k
 expect bad-depth    2 "bad value '0.5,1.5' for --depths"             -- "$K" eval --kv q8_0 -f "$T" --depths 0.5,1.5
-expect bad-evict    2 "bad 'h2o=8\+16'"             -- "$K" eval --kv h2o=8+16 -f "$T"
-expect evict-range  2 "cannot take a layer range"   -- "$K" eval --kv 0-3:h2o=64 -f "$T"
 expect kv-window    2 "give each scheme whole"      -- "$K" eval --kv q8_0 --kv-window 64 -f "$T"
-LONG=$(printf 'q4_0;%.0s' $(seq 1000))
-expect long-scheme  2 "is too long"                 -- "$K" eval --kv "$LONG" -f "$T"
 expect missing-text 1 "cannot open '/nonexistent.txt'" -- "$K" eval --kv q8_0 -f /nonexistent.txt
 if [ -f "$M" ]; then
   printf 'too short' > "$tmp/short.txt"
   expect unknown-scheme 2 "scheme 'q5_9'.*cannot use 'q5_9'" -- "$K" eval -m "$M" --kv q5_9 -f "$T" -c 64
+  expect bad-evict    2 "scheme 'h2o=8\+16'.*window \(16\) must not exceed the budget \(8\)" -- "$K" eval -m "$M" --kv h2o=8+16 -f "$T" -c 64
+  expect evict-mixed  2 "different settings"          -- "$K" eval -m "$M" --kv "0-3:h2o=64;4-29:h2o=32" -f "$T" -c 64
+  LONG=$(printf 'q4_0,%.0s' $(seq 100))
+  expect long-rule    2 "kv rule too long"            -- "$K" eval -m "$M" --kv "$LONG" -f "$T" -c 64
   expect evict-kivi   2 "scheme 'q4k4v,h2o=64\+16'.*no layer can evict" -- "$K" eval -m "$M" --kv q4k4v,h2o=64+16 -f "$T" -c 64
   expect text-short   1 "fewer than one chunk of 64" -- "$K" eval -m "$M" --kv q8_0 -f "$tmp/short.txt" -c 64
   expect ctx-train    2 "exceeds the 8192 tokens"    -- "$K" eval -m "$M" --kv q8_0 -f "$T" -c 16k

@@ -252,6 +252,13 @@ static void check_model(const char *ref_path) {
                                    "by Hugging Face<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n"
                                    "<|im_start|>assistant\n") == 0);
         kvs_free(chat);
+        /* a conversation with its own system prompt replaces the default one */
+        const kvs_chat_message conv[] = {{"system", "S"}, {"user", "U"}, {"assistant", "A"}, {"user", "V"}};
+        chat = kvs_tokenizer_chat_format(t, conv, 4, false);
+        CHECK(chat && strcmp(chat, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n"
+                                   "<|im_start|>assistant\nA<|im_end|>\n<|im_start|>user\nV<|im_end|>\n") == 0);
+        kvs_free(chat);
+        CHECK(kvs_tokenizer_chat_format(t, (const kvs_chat_message[]){{NULL, "x"}}, 1, true) == NULL);
     } else if (strstr(r.model, "gemma")) {
         CHECK(kvs_tokenizer_n_vocab(t) == 262144);
         CHECK(kvs_tokenizer_bos(t) == 2 && kvs_tokenizer_eos(t) == 1);
@@ -269,8 +276,17 @@ static void check_model(const char *ref_path) {
         kvs_token *v = encode(t, "a\n\nb", 4, false, false, &n);
         CHECK(v && n == 3 && v[1] == 108);
         free(v);
-        /* no chat template in this (base) model */
-        CHECK(kvs_tokenizer_chat_user(t, "Hi") == NULL);
+        /* no chat template in this file: the Gemma turn tokens of its
+           vocabulary choose the Gemma convention (as llama.cpp does) */
+        char *chat = kvs_tokenizer_chat_user(t, "Hi");
+        CHECK(chat && strcmp(chat, "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n") == 0);
+        kvs_free(chat);
+        /* no system role: its text opens the first user turn; assistant is "model" */
+        const kvs_chat_message conv[] = {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello."}, {"user", "Bye"}};
+        chat = kvs_tokenizer_chat_format(t, conv, 4, true);
+        CHECK(chat && strcmp(chat, "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello."
+                                   "<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n") == 0);
+        kvs_free(chat);
         /* byte fallback: a code point with no piece of its own */
         v = encode(t, "\xf0\x9f\x82\xa1", 4, false, false, &n);
         size_t dl;

@@ -18,14 +18,29 @@ const char *cli_common_help(void) {
            "  -t, --threads N     worker threads (default: all CPUs)\n"
            "  -c, --ctx N         context size in tokens (accepts 4k, 32k)\n"
            "  -b, --batch N       tokens per forward chunk (default 512)\n"
-           "      --kv TYPE       KV element format: f16 (default), f32, bf16, q8_0, q4_0, or\n"
-           "                      qXkYv: keys X bits per channel, values Y bits per token (KIVI)\n"
+           "      --kv SCHEME     KV scheme of every layer: a format f16 (default), f32, bf16, q8_0, q4_0\n"
+           "                      (q8_0/q4_0 Hadamard-rotated where the head size allows; rotate=none: plain),\n"
+           "                      qXkYv (keys X bits per channel, values Y bits per token), or any rule\n"
+           "                      as in --kv-layer, e.g. q4_0,rotate=kv  q4k3v,group=64,recent=64  h2o=512+32\n"
            "      --kv-window W   keep only the last W positions per layer (sliding window)\n"
            "      --kv-sinks S    with a window, also keep the first S positions\n"
            "      --kv-page P     tokens per KV page (default 256)\n"
            "      --kv-budget B   cap KV memory at B bytes (e.g. 64M); decoding past it fails\n"
-           "      --kv-layer RULE per-layer scheme, repeatable: RANGE:SETTING[,SETTING]\n"
-           "                      e.g. 10-29:shared=9  0-9:window=512+4  30:q8_0  q4k4v,group=64,rotate\n";
+           "      --kv-layer RULE per-layer scheme, repeatable: [RANGE:]SETTING[,SETTING...], e.g.\n"
+           "                      10-29:shared=9  0-9:window=512+4  30:q8_0  q4k4v,group=64,rotate\n"
+           "                      settings: " KVS_KV_SETTINGS "\n";
+}
+
+/* Append a rule to the ';'-joined kv rules; the library parses them. */
+static int add_rule(cli_common *c, const char *rule) {
+    size_t used = strlen(c->kv_layers), n = strlen(rule);
+    if (used + n + 2 > sizeof c->kv_layers) {
+        fprintf(stderr, "kvslim: KV rules too long (at most %zu characters in all)\n", sizeof c->kv_layers - 1);
+        return -1;
+    }
+    if (used) c->kv_layers[used++] = ';';
+    memcpy(c->kv_layers + used, rule, n + 1);
+    return 1;
 }
 
 const char *cli_value(int argc, char **argv, int *i) {
@@ -97,20 +112,10 @@ int cli_common_option(cli_common *c, int argc, char **argv, int *i) {
         c->batch = (uint32_t)u;
         return 1;
     }
-    if (!strcmp(a, "--kv")) {
+    if (!strcmp(a, "--kv")) { /* a format name, or any rule of the grammar for every layer */
         if (!(v = cli_value(argc, argv, i))) return -1;
-        unsigned kb, vb;
-        char tail;
         if (kvs_kv_type_from_name(v, &c->kv_type)) return 1;
-        if (sscanf(v, "q%uk%uv%c", &kb, &vb, &tail) == 2) { /* per-channel keys: a rule for every layer */
-            size_t used = strlen(c->kv_layers);
-            if (used + strlen(v) + 2 > sizeof c->kv_layers) return -1;
-            if (used) strcat(c->kv_layers, ";");
-            strcat(c->kv_layers, v);
-            return 1;
-        }
-        fprintf(stderr, "kvslim: unknown KV type '%s' (f16, f32, bf16, q8_0, q4_0, or qXkYv e.g. q4k2v)\n", v);
-        return -1;
+        return add_rule(c, v);
     }
     if (!strcmp(a, "--kv-window") || !strcmp(a, "--kv-sinks") || !strcmp(a, "--kv-page")) {
         if (!(v = cli_value(argc, argv, i))) return -1;
@@ -129,11 +134,7 @@ int cli_common_option(cli_common *c, int argc, char **argv, int *i) {
     }
     if (!strcmp(a, "--kv-layer")) {
         if (!(v = cli_value(argc, argv, i))) return -1;
-        size_t used = strlen(c->kv_layers);
-        if (used + strlen(v) + 2 > sizeof c->kv_layers) { fprintf(stderr, "kvslim: too many --kv-layer rules\n"); return -1; }
-        if (used) strcat(c->kv_layers, ";");
-        strcat(c->kv_layers, v);
-        return 1;
+        return add_rule(c, v);
     }
     return 0;
 }
@@ -166,6 +167,11 @@ kvs_session *cli_new_session(const kvs_model *m, const cli_common *c, uint32_t d
     sp.kv_page = c->kv_page;
     sp.kv_budget = c->kv_budget;
     sp.kv_layers = c->kv_layers[0] ? c->kv_layers : NULL;
+    kvs_model_info in;
+    kvs_model_get_info(m, &in);
+    if (in.n_ctx_train > 0 && sp.n_ctx > (uint32_t)in.n_ctx_train)
+        fprintf(stderr, "kvslim: warning: context %u exceeds the %d tokens the model was trained on; quality past "
+                "that is not what the model was made for\n", sp.n_ctx, in.n_ctx_train);
     kvs_session *s = NULL;
     if (kvs_session_new(m, &sp, &s) != KVS_OK) { cli_error("cannot create session"); return NULL; }
     return s;

@@ -16,10 +16,7 @@
 #define PK_GEN 12 /* tokens generated for a passkey answer */
 
 typedef struct scheme {
-    const char *text;           /* as given */
-    char rules[4096];           /* what goes to kv_layers: a rule per layer fits */
-    kvs_evict_policy evict;
-    uint32_t ev_budget, ev_window, ev_sinks;
+    const char *text;           /* as given: the KV rules (kv_layers) of its sessions */
     kvs_session *s;
     kvs_cmp_result cmp;
     uint64_t bytes_ctx;         /* KV bytes at the context */
@@ -80,55 +77,7 @@ static void usage(void) {
             "      --plot FILE.svg KL and perplexity change vs KV bytes/token, Pareto front marked\n");
 }
 
-/* ---- scheme parsing ------------------------------------------------------ */
-
-/* Pull "h2o=B[+R]" / "snapkv=B[+W]" out of the scheme text; the rest are
- * ordinary rules. The eviction setting must sit in a rule without a layer
- * range (it applies to every full-attention layer). */
-static bool parse_scheme(const char *text, scheme *sc) {
-    memset(sc, 0, sizeof *sc);
-    sc->text = text;
-    if (strlen(text) >= sizeof sc->rules) { fprintf(stderr, "kvslim eval: scheme '%s' is too long\n", text); return false; }
-    char tmp[sizeof sc->rules];
-    snprintf(tmp, sizeof tmp, "%s", text);
-    char *out = sc->rules;
-    char *save_r = NULL;
-    for (char *rule = strtok_r(tmp, ";", &save_r); rule; rule = strtok_r(NULL, ";", &save_r)) {
-        bool ranged = strchr(rule, ':') != NULL;
-        char kept[512] = "";
-        char *save_s = NULL;
-        for (char *set = strtok_r(rule, ",", &save_s); set; set = strtok_r(NULL, ",", &save_s)) {
-            const char *body = strchr(set, ':') ? strchr(set, ':') + 1 : set; /* after a layer range */
-            kvs_evict_policy p = !strncmp(body, "h2o=", 4) ? KVS_EVICT_H2O : !strncmp(body, "snapkv=", 7) ? KVS_EVICT_SNAPKV
-                                                                                                       : KVS_EVICT_NONE;
-            if (p == KVS_EVICT_NONE) {
-                if (kept[0]) strcat(kept, ",");
-                strcat(kept, set);
-                continue;
-            }
-            if (ranged) { fprintf(stderr, "kvslim eval: scheme '%s': %s cannot take a layer range\n", text, set); return false; }
-            if (sc->evict) { fprintf(stderr, "kvslim eval: scheme '%s': more than one eviction policy\n", text); return false; }
-            const char *v = strchr(set, '=') + 1;
-            char *end;
-            unsigned long b = strtoul(v, &end, 10), w = 32;
-            if (*end == '+') { const char *q = end + 1; w = strtoul(q, &end, 10); if (end == q) end = (char *)"x"; }
-            if (end == v || *end || b == 0 || b > (1ul << 24) || w > b) {
-                fprintf(stderr, "kvslim eval: scheme '%s': bad '%s' (use %s=BUDGET+WINDOW, WINDOW <= BUDGET)\n", text, set,
-                        p == KVS_EVICT_H2O ? "h2o" : "snapkv");
-                return false;
-            }
-            sc->evict = p;
-            sc->ev_budget = (uint32_t)b;
-            sc->ev_window = (uint32_t)w;
-            sc->ev_sinks = p == KVS_EVICT_H2O ? 4 : 0;
-            if (sc->ev_sinks + sc->ev_window > sc->ev_budget) sc->ev_sinks = 0;
-        }
-        if (!kept[0]) continue;
-        if (out != sc->rules) *out++ = ';';
-        out += sprintf(out, "%s", kept);
-    }
-    return true;
-}
+/* ---- sessions ----------------------------------------------------------- */
 
 /* Session for one scheme; returns 0, or the exit code after a message. */
 static int open_scheme(const kvs_model *m, const opts *o, scheme *sc, uint32_t n_ctx) {
@@ -137,9 +86,8 @@ static int open_scheme(const kvs_model *m, const opts *o, scheme *sc, uint32_t n
     if (o->c.batch) sp.n_batch = o->c.batch;
     sp.n_threads = o->c.threads;
     sp.kv_page = o->c.kv_page;
-    sp.kv_layers = sc->rules[0] ? sc->rules : NULL;
+    sp.kv_layers = sc->text;
     kvs_status st = kvs_session_new(m, &sp, &sc->s);
-    if (st == KVS_OK && sc->evict) st = kvs_session_set_eviction(sc->s, sc->evict, sc->ev_budget, sc->ev_window, sc->ev_sinks);
     if (st != KVS_OK) {
         fprintf(stderr, "kvslim eval: scheme '%s': %s\n", sc->text, kvs_last_error());
         return st == KVS_ERR_INVALID_ARG || st == KVS_ERR_UNSUPPORTED ? 2 : 1;
@@ -192,8 +140,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         if (!strcmp(a, "--kv")) {
             VAL();
             if (o->n_sc == MAX_SCHEMES) { fprintf(stderr, "kvslim eval: at most %d schemes\n", MAX_SCHEMES); return 2; }
-            if (!parse_scheme(val, &o->sc[1 + o->n_sc])) return 2;
-            o->n_sc++;
+            o->sc[1 + o->n_sc++].text = val;
             continue;
         }
         int r = cli_common_option(&o->c, argc, argv, &i);
@@ -227,7 +174,7 @@ static int parse_args(int argc, char **argv, opts *o) {
     }
     if (o->n_sc == 0) { usage(); fprintf(stderr, "kvslim eval: give at least one --kv SCHEME\n"); return 2; }
     if (o->n_files == 0) { usage(); fprintf(stderr, "kvslim eval: give a text file with -f\n"); return 2; }
-    if (!parse_scheme(o->ref_text, &o->sc[0])) return 2;
+    o->sc[0].text = o->ref_text;
     if (!o->c.ctx) o->c.ctx = 2048;
     if (o->c.ctx < 16) { fprintf(stderr, "kvslim eval: -c %u is too small (at least 16)\n", o->c.ctx); return 2; }
     for (int i = 0; i < o->n_pk; i++)

@@ -54,9 +54,30 @@ void kvs_kv_evict_free(kvs_kv_evict *e) {
     kvs_free(e);
 }
 
-kvs_status kvs_kv_evict_new(const kvs_kv_cache *c, kvs_evict_policy policy, uint32_t budget, uint32_t window,
-                            uint32_t sinks, uint32_t n_batch, kvs_kv_evict **out) {
+kvs_status kvs_kv_evict_new(const kvs_kv_cache *c, uint32_t n_batch, kvs_kv_evict **out) {
     *out = NULL;
+    /* the settings come from the layer schemes (rule settings h2o= / snapkv=);
+     * layers that cannot evict ignore them, as shared layers ignore formats */
+    const kvs_kv_scheme *set = NULL;
+    int32_t set_layer = -1;
+    bool asked = false;
+    for (int32_t i = 0; i < c->n_layers; i++) {
+        const kvs_kv_scheme *s = &c->layers[i].scheme;
+        if (!s->evict) continue;
+        asked = true;
+        if (!eligible(c, i)) continue;
+        if (!set) { set = s; set_layer = i; continue; }
+        if (s->evict != set->evict || s->evict_budget != set->evict_budget || s->evict_window != set->evict_window ||
+            s->evict_sinks != set->evict_sinks)
+            return kvs_fail(KVS_ERR_UNSUPPORTED, "eviction: layers %d and %d ask for different settings; one eviction "
+                            "setting per cache is supported", set_layer, i);
+    }
+    if (!asked) return KVS_OK;
+    if (!set)
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "eviction: no layer can evict (needs full attention, no window, "
+                        "row formats such as f16/q8_0/q4_0 rather than per-channel keys, not shared)");
+    kvs_evict_policy policy = (kvs_evict_policy)set->evict;
+    uint32_t budget = set->evict_budget, window = set->evict_window, sinks = set->evict_sinks;
     if (policy != KVS_EVICT_H2O && policy != KVS_EVICT_SNAPKV)
         return kvs_fail(KVS_ERR_INVALID_ARG, "eviction: unknown policy %d", (int)policy);
     if (budget == 0 || (uint64_t)window + sinks > budget || n_batch == 0)
@@ -75,12 +96,10 @@ kvs_status kvs_kv_evict_new(const kvs_kv_cache *c, kvs_evict_policy policy, uint
     e->L = kvs_calloc((size_t)c->n_layers, sizeof *e->L);
     if (!e->L) { kvs_kv_evict_free(e); return kvs_fail(KVS_ERR_NOMEM, "eviction: out of memory"); }
     size_t stage = 0, H = 0, dk = 0;
-    int n_on = 0;
     for (int32_t i = 0; i < c->n_layers; i++) {
-        if (!eligible(c, i)) continue;
         const kvs_kv_scheme *s = &c->layers[i].scheme;
+        if (!s->evict || !eligible(c, i)) continue;
         e->L[i].on = true;
-        n_on++;
         size_t b = kvs_kv_cache_staging_bytes(c, i, n_batch);
         if (b > stage) stage = b;
         if (s->n_kv_heads > H) H = s->n_kv_heads;
@@ -89,11 +108,6 @@ kvs_status kvs_kv_evict_new(const kvs_kv_cache *c, kvs_evict_policy policy, uint
             kvs_kv_evict_free(e);
             return kvs_fail(KVS_ERR_NOMEM, "eviction: out of memory");
         }
-    }
-    if (!n_on) {
-        kvs_kv_evict_free(e);
-        return kvs_fail(KVS_ERR_UNSUPPORTED, "eviction: no layer can evict (needs full attention, no window, "
-                        "row formats such as f16/q8_0/q4_0 rather than per-channel keys, not shared)");
     }
     e->staging = kvs_aligned_alloc(stage);
     e->kbuf = kvs_malloc(sizeof(float) * H * e->cap * dk);
@@ -299,14 +313,29 @@ kvs_status kvs_session_set_eviction(kvs_session *s, kvs_evict_policy policy, uin
                                     uint32_t sinks) {
     if (!s) return kvs_fail(KVS_ERR_INVALID_ARG, "eviction: NULL session");
     if (s->n_past) return kvs_fail(KVS_ERR_INVALID_ARG, "eviction: set it on an empty session (reset first)");
-    kvs_kv_evict *e = NULL;
-    if (policy != KVS_EVICT_NONE) {
-        kvs_status st = kvs_kv_evict_new(s->kv, policy, budget, window, sinks, s->params.n_batch, &e);
-        if (st != KVS_OK) return st;
+    kvs_kv_cache *c = s->kv;
+    kvs_kv_scheme *saved = kvs_malloc(sizeof *saved * (size_t)c->n_layers);
+    if (!saved) return kvs_fail(KVS_ERR_NOMEM, "eviction: out of memory");
+    for (int32_t i = 0; i < c->n_layers; i++) { /* the same as the rule setting on every layer */
+        kvs_kv_scheme *L = &c->layers[i].scheme;
+        saved[i] = *L;
+        L->evict = (uint32_t)policy;
+        L->evict_budget = policy ? budget : 0;
+        L->evict_window = policy ? window : 0;
+        L->evict_sinks = policy ? sinks : 0;
     }
-    kvs_kv_evict_free(s->kv->evict);
-    s->kv->evict = e;
-    kvs_kv_cache_clear(s->kv);
+    kvs_kv_evict *e = NULL;
+    kvs_status st = kvs_kv_evict_new(c, s->params.n_batch, &e);
+    if (st == KVS_OK && policy != KVS_EVICT_NONE && !e) st = kvs_fail(KVS_ERR_INVALID_ARG, "eviction: unknown policy %d", (int)policy);
+    if (st != KVS_OK) {
+        for (int32_t i = 0; i < c->n_layers; i++) c->layers[i].scheme = saved[i];
+        kvs_free(saved);
+        return st;
+    }
+    kvs_free(saved);
+    kvs_kv_evict_free(c->evict);
+    c->evict = e;
+    kvs_kv_cache_clear(c);
     return KVS_OK;
 }
 

@@ -28,11 +28,11 @@
 
 typedef struct kvs_kv_evict kvs_kv_evict;
 
-/* Eviction state for a cache: which layers evict, with what budget.
- * n_batch bounds the tokens of one step. Fails naming the reason when no
- * layer can evict or the budget cannot hold sinks + window. */
-kvs_status kvs_kv_evict_new(const kvs_kv_cache *c, kvs_evict_policy policy, uint32_t budget, uint32_t window,
-                            uint32_t sinks, uint32_t n_batch, kvs_kv_evict **out);
+/* Eviction state for a cache, from its layer schemes' evict settings:
+ * *out = NULL when no layer asks for eviction. n_batch bounds the tokens of
+ * one step. Fails naming the reason when layers ask but none can evict, when
+ * evicting layers disagree, or when the budget cannot hold sinks + window. */
+kvs_status kvs_kv_evict_new(const kvs_kv_cache *c, uint32_t n_batch, kvs_kv_evict **out);
 void kvs_kv_evict_free(kvs_kv_evict *e);
 void kvs_kv_evict_clear(kvs_kv_evict *e);
 bool kvs_kv_evict_on(const kvs_kv_evict *e, int32_t layer);

@@ -335,4 +335,10 @@ void kvs_kv_scheme_describe(const kvs_kv_scheme *s, char *buf, size_t cap) {
         size_t len = strlen(buf);
         if (len < cap) snprintf(buf + len, cap - len, " page%u", s->page_tokens);
     }
+    if (s->evict) {
+        size_t len = strlen(buf);
+        if (len < cap)
+            snprintf(buf + len, cap - len, " %s=%u+%u", s->evict == KVS_EVICT_H2O ? "h2o" : "snapkv", s->evict_budget,
+                     s->evict_window);
+    }
 }

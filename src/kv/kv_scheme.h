@@ -72,6 +72,12 @@ typedef struct kvs_kv_scheme {
                                      least squared error (clipping outliers) */
     uint32_t rotate_v;            /* 1: values pass through the Hadamard rotation before
                                      storage; the attention output is rotated back */
+    /* Token eviction (kv/kv_evict.h): a policy (kvs_evict_policy, 0 = none)
+     * bounding the layer to evict_budget tokens per KV head, of which the
+     * first evict_sinks and (H2O) the newest evict_window are always kept;
+     * for SnapKV evict_window is the observation window. Honoured on full,
+     * unwindowed, unshared layers with row formats; one setting per cache. */
+    uint32_t evict, evict_budget, evict_window, evict_sinks;
 } kvs_kv_scheme;
 
 /* A plain full-attention scheme (f16 unless told otherwise). */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 
 static const struct { const char *name; kvs_kv_type t; kvs_dtype d; } g_types[] = {
@@ -44,7 +45,8 @@ static bool parse_u32(const char *s, size_t n, uint32_t *out) {
 }
 
 /* One setting (text [s, s+n)) applied to layers [a, b]. */
-static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const char *s, size_t n, const char *rule) {
+static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const char *s, size_t n, const char *rule,
+                                bool *rot_set) {
     const char *eq = memchr(s, '=', n);
     size_t kl = eq ? (size_t)(eq - s) : n;
     const char *v = eq ? eq + 1 : NULL;
@@ -61,7 +63,8 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
             unsigned kb, vb;
             char tail;
             if (!strcmp(name, "full")) { L->window = 0; L->sinks = 0; continue; }
-            if (!strcmp(name, "rotate")) { L->rotate = 1; continue; }
+            if (!strcmp(name, "rotate")) { L->rotate = 1; if (rot_set) rot_set[i] = true; continue; }
+            if (!strcmp(name, "noevict")) { L->evict = 0; L->evict_budget = L->evict_window = L->evict_sinks = 0; continue; }
             if (!strcmp(name, "clip")) { L->clip = 1; continue; }
             if (sscanf(name, "q%uk%uv%c", &kb, &vb, &tail) == 2 && kb >= 1 && kb <= 8 && vb >= 1 && vb <= 8) {
                 if (L->store == KVS_KV_STORE_SHARED) continue;
@@ -89,7 +92,23 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
             if (vl == 1 && v[0] == 'k') { L->rotate = 1; L->rotate_v = 0; }
             else if (vl == 1 && v[0] == 'v') { L->rotate = 0; L->rotate_v = 1; }
             else if (vl == 2 && !memcmp(v, "kv", 2)) { L->rotate = 1; L->rotate_v = 1; }
+            else if (vl == 4 && !memcmp(v, "none", 4)) { L->rotate = 0; L->rotate_v = 0; }
             else goto bad;
+            if (rot_set) rot_set[i] = true;
+        } else if ((kl == 3 && !memcmp(s, "h2o", 3)) || (kl == 6 && !memcmp(s, "snapkv", 6))) {
+            /* h2o=B[+R]: B tokens, 4 sinks, the newest R (32); snapkv=B[+W]: observation window W (32) */
+            const char *plus = memchr(v, '+', vl);
+            size_t bl = plus ? (size_t)(plus - v) : vl;
+            y = 32;
+            if (!parse_u32(v, bl, &x) || x == 0 || x > (1u << 24)) goto bad;
+            if (plus && !parse_u32(plus + 1, vl - bl - 1, &y)) goto bad;
+            if (y > x)
+                return kvs_fail(KVS_ERR_INVALID_ARG, "kv rule '%s': '%.*s': the window (%u) must not exceed the budget (%u)",
+                                rule, (int)n, s, y, x);
+            L->evict = kl == 3 ? KVS_EVICT_H2O : KVS_EVICT_SNAPKV;
+            L->evict_budget = x;
+            L->evict_window = y;
+            L->evict_sinks = kl == 3 && 4 + y <= x ? 4 : 0;
         } else if (kl == 6 && !memcmp(s, "recent", 6)) {
             if (!parse_u32(v, vl, &x) || x > 65536) goto bad;
             L->recent = x;
@@ -115,14 +134,41 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
     return KVS_OK;
 bad:
     return kvs_fail(KVS_ERR_INVALID_ARG,
-                    "kv rule '%s': cannot use '%.*s' (settings: f32 f16 bf16 q8_0 q4_0 qXkYv group=G recent=R first=S clip rotate[=k|v|kv] full window=W[+S] sinks=S page=P shared=L)",
+                    "kv rule '%s': cannot use '%.*s' (settings: " KVS_KV_SETTINGS ")",
                     rule, (int)n, s);
 }
 
+/* Quantized row formats are Hadamard-rotated unless a rule says otherwise
+ * (llama.cpp's quantized cache is rotated by default too): keys where the
+ * key head size is a power of two, values where the value head size is. */
+static bool quantized(kvs_dtype t) {
+    const kvs_type_traits *tr = kvs_type_traits_of(t);
+    return tr && tr->is_quantized;
+}
+
+static void default_rotation(kvs_kv_scheme *L) {
+    if (L->store != KVS_KV_STORE_FULL || L->layout != KVS_KV_LAYOUT_BLOCK) return;
+    bool pow2k = L->head_dim_k && !(L->head_dim_k & (L->head_dim_k - 1));
+    bool pow2v = L->head_dim_v && !(L->head_dim_v & (L->head_dim_v - 1));
+    if (pow2k && quantized(L->k_type)) L->rotate = 1;
+    if (pow2v && quantized(L->v_type)) L->rotate_v = 1;
+}
+
+static kvs_status apply_rules(kvs_kv_scheme *sc, int32_t n_layers, const char *spec, bool *rot_set);
+
 kvs_status kvs_kv_spec_apply(kvs_kv_scheme *sc, int32_t n_layers, const char *spec) {
-    if (!spec) return KVS_OK;
+    bool *rot_set = kvs_calloc(n_layers > 0 ? (size_t)n_layers : 1, sizeof *rot_set);
+    if (!rot_set) return kvs_fail(KVS_ERR_NOMEM, "kv rules: out of memory");
+    kvs_status st = apply_rules(sc, n_layers, spec, rot_set);
+    for (int32_t i = 0; st == KVS_OK && i < n_layers; i++)
+        if (!rot_set[i]) default_rotation(&sc[i]);
+    kvs_free(rot_set);
+    return st;
+}
+
+static kvs_status apply_rules(kvs_kv_scheme *sc, int32_t n_layers, const char *spec, bool *rot_set) {
     char rule[256];
-    const char *p = spec;
+    const char *p = spec ? spec : "";
     while (*p) {
         const char *e = strchr(p, ';');
         size_t len = e ? (size_t)(e - p) : strlen(p);
@@ -149,7 +195,7 @@ kvs_status kvs_kv_spec_apply(kvs_kv_scheme *sc, int32_t n_layers, const char *sp
             const char *c = strchr(q, ',');
             size_t n = c ? (size_t)(c - q) : strlen(q);
             if (n == 0) return kvs_fail(KVS_ERR_INVALID_ARG, "kv rule '%s': empty setting", rule);
-            kvs_status st = apply_setting(sc, a, b, q, n, rule);
+            kvs_status st = apply_setting(sc, a, b, q, n, rule, rot_set);
             if (st != KVS_OK) return st;
             q += n + (c ? 1 : 0);
         }

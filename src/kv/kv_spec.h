@@ -9,8 +9,11 @@
 
 kvs_dtype kvs_kv_type_dtype(kvs_kv_type t);
 
-/* Apply the rules to schemes[0..n_layers). On error nothing is guaranteed
- * about schemes; the message names the offending rule. */
+/* Apply the rules to schemes[0..n_layers) (spec may be NULL: no rules), then
+ * the defaults the rules left open: q8_0/q4_0 rows are Hadamard-rotated
+ * where the head size is a power of two unless a rule set rotate= on that
+ * layer. On error nothing is guaranteed about schemes; the message names
+ * the offending rule. */
 kvs_status kvs_kv_spec_apply(kvs_kv_scheme *schemes, int32_t n_layers, const char *spec);
 
 #endif

@@ -138,4 +138,7 @@ int kvs_token_to_piece(const kvs_model *m, kvs_token tok, char *buf, size_t cap)
 
 bool kvs_token_is_eog(const kvs_model *m, kvs_token tok) { return kvs_tokenizer_is_eog(m->tok, tok); }
 
-char *kvs_chat_format_user(const kvs_model *m, const char *msg) { return kvs_tokenizer_chat_user(m->tok, msg); }
+char *kvs_chat_format_user(const kvs_model *m, const char *msg) { return m ? kvs_tokenizer_chat_user(m->tok, msg) : NULL; }
+char *kvs_chat_format(const kvs_model *m, const kvs_chat_message *msgs, size_t n, bool add_assistant) {
+    return m ? kvs_tokenizer_chat_format(m->tok, msgs, n, add_assistant) : NULL;
+}

@@ -6,6 +6,7 @@
 #include "core/alloc.h"
 #include "core/cpu.h"
 #include "core/error.h"
+#include "kv/kv_evict.h"
 #include "kv/kv_spec.h"
 
 kvs_session_params kvs_session_params_default(void) {
@@ -65,6 +66,7 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
             st = kvs_fail(KVS_ERR_INVALID_ARG, "kv rules: layer %d: rotate needs a power-of-two head size (got %d)", i,
                           hp->head_dim_k);
     if (st == KVS_OK) st = kvs_kv_cache_new(schemes, hp->n_layer, p.n_ctx, p.kv_budget, &s->kv);
+    if (st == KVS_OK) st = kvs_kv_evict_new(s->kv, p.n_batch, &s->kv->evict);
     kvs_free(schemes);
     s->params.kv_layers = NULL; /* not owned; only read here */
     if (st == KVS_OK) {

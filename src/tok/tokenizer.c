@@ -73,6 +73,7 @@ struct kvs_tokenizer {
     int n_eog;
 
     char *chat_template; /* NULL if none */
+    int chat_style;      /* kvs_chat_style: from the template, else from the vocabulary */
 };
 
 /* ---- hashing ------------------------------------------------------------ */
@@ -101,6 +102,8 @@ static size_t pow2_at_least(size_t n) {
 }
 
 static inline const char *tok_text(const kvs_tokenizer *t, kvs_token id) { return t->arena + t->text_off[id]; }
+
+static int chat_style_of(const kvs_tokenizer *t);
 
 static kvs_token lookup(const kvs_tokenizer *t, const char *s, size_t n) {
     size_t mask = t->tmap_cap - 1;
@@ -460,6 +463,7 @@ static kvs_status load_impl(kvs_tokenizer *t, const kvs_gguf *g) {
         t->chat_template = kvs_strdup(tmpl);
         if (!t->chat_template) return nomem();
     }
+    t->chat_style = chat_style_of(t);
     return KVS_OK;
 }
 
@@ -909,35 +913,108 @@ static char *chatml_default_system(const char *tmpl) {
     return NULL;
 }
 
-static char *concat(const char *a, const char *b, const char *c, const char *d) {
-    size_t la = strlen(a), lb = strlen(b), lc = strlen(c), ld = strlen(d);
-    char *r = kvs_malloc(la + lb + lc + ld + 1);
-    if (!r) return NULL;
-    memcpy(r, a, la);
-    memcpy(r + la, b, lb);
-    memcpy(r + la + lb, c, lc);
-    memcpy(r + la + lb + lc, d, ld);
-    r[la + lb + lc + ld] = '\0';
-    return r;
+/* The conversation's markers per style. A template names its style by its
+ * markers; a GGUF without one (Gemma 3's) gets the style whose turn tokens
+ * its vocabulary holds, as llama.cpp falls back to the architecture's own. */
+enum { CHAT_NONE = 0, CHAT_CHATML = 1, CHAT_GEMMA = 2, CHAT_LLAMA3 = 3, CHAT_LLAMA2 = 4 };
+
+static int chat_style_of(const kvs_tokenizer *t) {
+    static const struct { const char *marker; int style; } k[] = {
+        {"<|im_start|>", CHAT_CHATML}, {"<start_of_turn>", CHAT_GEMMA},
+        {"<|start_header_id|>", CHAT_LLAMA3}, {"[INST]", CHAT_LLAMA2},
+    };
+    const size_t n = sizeof k / sizeof *k;
+    if (t->chat_template) {
+        for (size_t i = 0; i < n; i++)
+            if (strstr(t->chat_template, k[i].marker)) return k[i].style;
+        return CHAT_NONE; /* a template we cannot read: say so rather than guess */
+    }
+    for (size_t i = 0; i + 1 < n; i++) /* "[INST]" is plain text, never a special token */
+        if (lookup(t, k[i].marker, strlen(k[i].marker)) >= 0) return k[i].style;
+    return CHAT_NONE;
+}
+
+bool kvs_tokenizer_has_chat(const kvs_tokenizer *t) { return t && t->chat_style != CHAT_NONE; }
+
+/* Growing output buffer for the formatter. */
+typedef struct { char *p; size_t n, cap; bool oom; } chat_buf;
+
+static void cb_put(chat_buf *b, const char *s) {
+    size_t l = strlen(s);
+    if (b->oom) return;
+    if (b->n + l + 1 > b->cap) {
+        size_t cap = (b->n + l + 1) * 2;
+        char *q = kvs_realloc(b->p, cap);
+        if (!q) { b->oom = true; return; }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, l);
+    b->n += l;
+    b->p[b->n] = '\0';
+}
+
+static bool role_is(const kvs_chat_message *m, const char *r) { return m->role && !strcmp(m->role, r); }
+
+char *kvs_tokenizer_chat_format(const kvs_tokenizer *t, const kvs_chat_message *msgs, size_t n, bool add_assistant) {
+    if (!t || t->chat_style == CHAT_NONE || (n && !msgs)) return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!msgs[i].role || !msgs[i].content) return NULL;
+    chat_buf b = {0};
+    cb_put(&b, "");
+    switch (t->chat_style) {
+    case CHAT_CHATML: {
+        if (!n || !role_is(&msgs[0], "system")) { /* the template's default system prompt (SmolLM2, Qwen2.5) */
+            char *sys = chatml_default_system(t->chat_template ? t->chat_template : "");
+            if (sys) { cb_put(&b, "<|im_start|>system\n"); cb_put(&b, sys); cb_put(&b, "<|im_end|>\n"); }
+            kvs_free(sys);
+        }
+        for (size_t i = 0; i < n; i++) {
+            cb_put(&b, "<|im_start|>"); cb_put(&b, msgs[i].role); cb_put(&b, "\n");
+            cb_put(&b, msgs[i].content); cb_put(&b, "<|im_end|>\n");
+        }
+        if (add_assistant) cb_put(&b, "<|im_start|>assistant\n");
+        break;
+    }
+    case CHAT_GEMMA: { /* no system role: the system text opens the first user turn */
+        const char *sys = n && role_is(&msgs[0], "system") ? msgs[0].content : NULL;
+        for (size_t i = sys ? 1 : 0; i < n; i++) {
+            cb_put(&b, "<start_of_turn>");
+            cb_put(&b, role_is(&msgs[i], "assistant") ? "model" : msgs[i].role);
+            cb_put(&b, "\n");
+            if (sys) { cb_put(&b, sys); cb_put(&b, "\n\n"); sys = NULL; }
+            cb_put(&b, msgs[i].content); cb_put(&b, "<end_of_turn>\n");
+        }
+        if (add_assistant) cb_put(&b, "<start_of_turn>model\n");
+        break;
+    }
+    case CHAT_LLAMA3:
+        for (size_t i = 0; i < n; i++) {
+            cb_put(&b, "<|start_header_id|>"); cb_put(&b, msgs[i].role); cb_put(&b, "<|end_header_id|>\n\n");
+            cb_put(&b, msgs[i].content); cb_put(&b, "<|eot_id|>");
+        }
+        if (add_assistant) cb_put(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+        break;
+    case CHAT_LLAMA2: { /* [INST] <<SYS>> s <</SYS>> u [/INST] a </s><s>[INST] ... */
+        const char *sys = n && role_is(&msgs[0], "system") ? msgs[0].content : NULL;
+        bool first = true;
+        for (size_t i = sys ? 1 : 0; i < n; i++) {
+            if (role_is(&msgs[i], "assistant")) { cb_put(&b, " "); cb_put(&b, msgs[i].content); cb_put(&b, " </s>"); continue; }
+            cb_put(&b, first ? "[INST] " : "<s>[INST] ");
+            if (sys) { cb_put(&b, "<<SYS>>\n"); cb_put(&b, sys); cb_put(&b, "\n<</SYS>>\n\n"); sys = NULL; }
+            cb_put(&b, msgs[i].content); cb_put(&b, " [/INST]");
+            first = false;
+        }
+        break;
+    }
+    default: break;
+    }
+    if (b.oom) { kvs_free(b.p); return NULL; }
+    return b.p;
 }
 
 char *kvs_tokenizer_chat_user(const kvs_tokenizer *t, const char *user_msg) {
-    if (!t || !t->chat_template || !user_msg) return NULL;
-    const char *tm = t->chat_template;
-    if (strstr(tm, "<|im_start|>")) {
-        char *sys = chatml_default_system(tm);
-        char *head = sys ? concat("<|im_start|>system\n", sys, "<|im_end|>\n", "") : NULL;
-        kvs_free(sys);
-        char *r = concat(head ? head : "", "<|im_start|>user\n", user_msg,
-                         "<|im_end|>\n<|im_start|>assistant\n");
-        kvs_free(head);
-        return r;
-    }
-    if (strstr(tm, "<start_of_turn>"))
-        return concat("<start_of_turn>user\n", user_msg, "<end_of_turn>\n<start_of_turn>model\n", "");
-    if (strstr(tm, "<|start_header_id|>"))
-        return concat("<|start_header_id|>user<|end_header_id|>\n\n", user_msg,
-                      "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", "");
-    if (strstr(tm, "[INST]")) return concat("[INST] ", user_msg, " [/INST]", "");
-    return NULL;
+    if (!user_msg) return NULL;
+    kvs_chat_message m = {.role = "user", .content = user_msg};
+    return kvs_tokenizer_chat_format(t, &m, 1, true);
 }

@@ -34,9 +34,15 @@ kvs_status kvs_tokenizer_encode(const kvs_tokenizer *t, const char *text, size_t
 int kvs_tokenizer_piece(const kvs_tokenizer *t, kvs_token tok, bool render_special, char *buf,
                         size_t cap);
 
-/* Single-turn chat prompt for a user message following the model's template
- * (ChatML, Gemma, Llama-3, Llama-2 detected from tokenizer.chat_template).
- * Returns a kvs_malloc'd string or NULL if the model has no template. */
+/* Chat prompts in the model's convention (ChatML, Gemma, Llama-3, Llama-2),
+ * read from tokenizer.chat_template or, when the file has none, from the
+ * turn tokens its vocabulary holds. kvs_tokenizer_chat_format renders a
+ * conversation (roles "system", "user", "assistant"), ending with the
+ * assistant's opening when add_assistant is set; chat_user is the one-turn
+ * case. Both return a kvs_malloc'd string, or NULL when the model has no
+ * known convention (or out of memory). */
+bool kvs_tokenizer_has_chat(const kvs_tokenizer *t);
+char *kvs_tokenizer_chat_format(const kvs_tokenizer *t, const kvs_chat_message *msgs, size_t n, bool add_assistant);
 char *kvs_tokenizer_chat_user(const kvs_tokenizer *t, const char *user_msg);
 
 #endif
