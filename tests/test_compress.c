@@ -24,6 +24,7 @@
 #include "arch/attend.h"
 #include "core/error.h"
 #include "gguf/gguf.h"
+#include "kv/kv_chunk.h"
 #include "model/session.h"
 #include "retrofit/retrofit.h"
 #include "test_util.h"
@@ -122,9 +123,8 @@ static void check_attention(const kvs_model *orig, const kvs_model *comp, int32_
         for (int64_t i = 0; i < n * qd; i++) a->q[i] = b->q[i] = 2.0f * test_rng_normal(&rng);
         for (int64_t i = 0; i < n * kd; i++) a->k[i] = b->k[i] = 2.0f * test_rng_normal(&rng);
         for (int64_t i = 0; i < n * vd; i++) a->v[i] = b->v[i] = test_rng_normal(&rng);
-        for (int64_t t = 0; t < n; t++) a->pos[t] = b->pos[t] = (int32_t)(a->n_past + t);
-        CHECK(kvs_kv_cache_reserve(a->kv, a->n_past + (uint64_t)n) == KVS_OK);
-        CHECK(kvs_kv_cache_reserve(b->kv, b->n_past + (uint64_t)n) == KVS_OK);
+        CHECK(kvs_kv_chunk_begin(a->kv, n, a->pos) == KVS_OK);
+        CHECK(kvs_kv_chunk_begin(b->kv, n, b->pos) == KVS_OK);
         CHECK(kvs_arch_attend(a, layer, n, &hp->rope, scale) == KVS_OK);
         kvs_status st = kvs_retro_attend(b, r, rs, layer, n, &hp->rope, scale);
         CHECKF(st == KVS_OK, "%s: retro attend: %s", name, kvs_last_error());
@@ -135,8 +135,8 @@ static void check_attention(const kvs_model *orig, const kvs_model *comp, int32_
             if (fabs(a->att[i]) > mx) mx = fabs(a->att[i]);
         }
         if (md / (mx > 0 ? mx : 1) > worst) worst = md / (mx > 0 ? mx : 1);
-        a->n_past += (uint32_t)n;
-        b->n_past += (uint32_t)n;
+        kvs_kv_chunk_end(a->kv);
+        kvs_kv_chunk_end(b->kv);
     }
     printf("  %s layer %d: attention rel. error %.2e\n", name, layer, worst);
     CHECKF(worst <= 1e-4, "%s layer %d: latent attention differs from the original: %.3e", name, layer, worst);
@@ -195,11 +195,10 @@ static void check_chunking(const kvs_model *comp, int32_t layer, kvs_kv_type t, 
         memcpy(b->q, q + t0 * qd, sizeof(float) * (size_t)(step * qd));
         memcpy(b->k, k + t0 * kd, sizeof(float) * (size_t)(step * kd));
         memcpy(b->v, v + t0 * vd, sizeof(float) * (size_t)(step * vd));
-        for (int64_t i = 0; i < step; i++) b->pos[i] = (int32_t)(t0 + i);
-        CHECK(kvs_kv_cache_reserve(b->kv, (uint64_t)(t0 + step)) == KVS_OK);
+        CHECK(kvs_kv_chunk_begin(b->kv, step, b->pos) == KVS_OK && b->pos[0] == (int32_t)t0);
         CHECK(kvs_retro_attend(b, r, rb, layer, step, &hp->rope, scale) == KVS_OK);
         memcpy(att + t0 * od, b->att, sizeof(float) * (size_t)(step * od));
-        b->n_past += (uint32_t)step;
+        kvs_kv_chunk_end(b->kv);
     }
     double md = 0, mx = 0;
     for (int64_t i = 0; i < n * od; i++) {

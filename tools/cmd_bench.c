@@ -102,7 +102,7 @@ static int fill_cache_random(kvs_session *s, uint64_t depth) {
             if (kvs_kv_cache_store(c, l, p, n, kb, lat ? NULL : vb) != KVS_OK) { cli_error("fill"); goto done; }
         }
     }
-    s->n_past = (uint32_t)depth;
+    c->n_past = depth;
     rc = 0;
 done:
     free(kb); free(vb);

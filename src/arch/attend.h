@@ -1,8 +1,7 @@
-/* The attention step every decoder architecture shares: RoPE (and the
- * optional Hadamard rotation) on the chunk's q and k, storing k and v in the
- * layer's KV scheme, and attention of the chunk's queries over what the layer
- * can see (its own cache, its ring plus the staged chunk, or the layer it
- * shares). Internal header for src/arch/. */
+/* The attention step every decoder architecture shares: RoPE on the chunk's
+ * q and k, then the KV chunk API (src/kv/kv_chunk.h) - the scheme's
+ * rotations and stores, the view attention reads - and attention of the
+ * chunk's queries over that view. Internal header for src/arch/. */
 #ifndef KVS_ATTEND_H
 #define KVS_ATTEND_H
 
@@ -12,8 +11,8 @@
 
 /* Inputs: s->q (n, n_head*head_dim_k), s->k (n, n_head_kv*head_dim_k) before
  * RoPE, s->v (n, n_head_kv*head_dim_v); positions s->pos[0..n). Output:
- * s->att (n, n_head*head_dim_v). Attention scale `scale`. The cache must have
- * been reserved for n_past + n tokens. q and k are rotated in place. */
+ * s->att (n, n_head*head_dim_v). Attention scale `scale`. Inside a chunk
+ * (kvs_decode begins it). q, k and v are rotated in place. */
 kvs_status kvs_arch_attend(kvs_session *s, int32_t layer, int64_t n, const kvs_rope *rope, float scale);
 
 #endif

@@ -224,11 +224,7 @@ static kvs_status ds2_forward(kvs_session *s, const kvs_token *tokens, int64_t n
     const int64_t d = hp->n_embd;
     kvs_status st;
 
-    if ((st = kvs_kv_cache_reserve(s->kv, s->n_past + (uint64_t)n)) != KVS_OK) return st;
-    for (int64_t t = 0; t < n; t++) {
-        s->pos[t] = (int32_t)(s->n_past + t);
-        kvs_get_row(s->x + t * d, m->tok_embd.data, m->tok_embd.type, d, tokens[t]);
-    }
+    for (int64_t t = 0; t < n; t++) kvs_get_row(s->x + t * d, m->tok_embd.data, m->tok_embd.type, d, tokens[t]);
     const float *pending = NULL; /* previous FFN output, added in the next norm */
     for (int32_t l = 0; l < hp->n_layer; l++) {
         const ds2_layer *w = &dm->layers[l];
@@ -245,7 +241,6 @@ static kvs_status ds2_forward(kvs_session *s, const kvs_token *tokens, int64_t n
         int64_t rows;
         if ((st = kvs_stage_head(s, n, all_logits, logits, &rows)) != KVS_OK) return st;
     }
-    s->n_past += (uint32_t)n;
     return KVS_OK;
 }
 

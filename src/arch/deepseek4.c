@@ -536,7 +536,6 @@ static kvs_status ds4_forward(kvs_session *s, const kvs_token *tokens, int64_t n
     const ds4_model *x = m->ext;
     ds4_state *st = s->ext;
     const int64_t D = hp->n_embd, hc = x->hc;
-    KVS_TRY(kvs_kv_cache_reserve(s->kv, s->n_past + (uint64_t)n));
     for (int64_t t = 0; t < n; t++) {
         float *h = st->h + t * hc * D;
         kvs_get_row(h, m->tok_embd.data, m->tok_embd.type, D, tokens[t]);
@@ -571,7 +570,6 @@ static kvs_status ds4_forward(kvs_session *s, const kvs_token *tokens, int64_t n
         kvs_mm_out lo = {.w = &m->output, .y = logits, .y_stride = hp->n_vocab};
         KVS_TRY(kvs_matmul_run(s->mm, s->pool, st->xn, rows, &lo, 1));
     }
-    s->n_past += (uint32_t)n;
     return KVS_OK;
 }
 

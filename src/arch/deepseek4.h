@@ -74,7 +74,7 @@ typedef struct ds4_state {
 } ds4_state;
 
 /* Attention sublayer of layer l for the chunk's normed inputs st->xn (n rows at
- * positions s->n_past ..): compressors (entries stored in the cache as their
+ * positions s->kv->n_past ..): compressors (entries stored in the cache as their
  * groups complete), indexer top-k, MQA over raw window + entries with sinks,
  * inverse RoPE and the grouped output projection into st->out. */
 kvs_status ds4_attention(kvs_session *s, int32_t l, int64_t n);

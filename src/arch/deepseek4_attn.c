@@ -4,8 +4,10 @@
  * and decode alike), the lightning indexer's top-k, and MQA over one K=V head
  * of the raw window plus the visible compressed entries, with per-head
  * attention sinks, inverse RoPE on the output's rotary tail and the grouped
- * low-rank output projection. Rows live in the session's KV cache
- * (kvs_kv_cache_raw_row / kvs_kv_cache_entry_row) in the scheme's formats.
+ * low-rank output projection. Rows go into the session's KV cache through
+ * the chunk API (kvs_kv_put_raw / kvs_kv_put_entry, which convert them to
+ * the scheme's formats) and are read where they lie (kvs_kv_cache_raw_row /
+ * kvs_kv_cache_entry_row).
  *
  * The per-query loops are contiguous dot/axpy loops over f32 rows: scalar
  * references here, AVX2 twins in deepseek4_avx2.c (tests/test_deepseek4.c
@@ -19,6 +21,7 @@
 
 #include "arch/attend.h"
 #include "arch/deepseek4.h"
+#include "kv/kv_chunk.h"
 #include "core/alloc.h"
 #include "core/cpu.h"
 #include "core/error.h"
@@ -206,9 +209,7 @@ static kvs_status run_compressor(kvs_session *s, int32_t l, const ds4_comp *c, d
     const ds4_model *x = s->model->ext;
     const int32_t m = x->layers[l].ratio;
     const int64_t w = (int64_t)c->coff * c->d, rows = (int64_t)c->coff * m;
-    const uint64_t pos0 = s->n_past;
-    const kvs_kv_scheme *sch = &s->kv->layers[l].scheme;
-    const kvs_type_traits *tr = kvs_type_traits_of(index ? sch->indexer_type : sch->k_type);
+    const uint64_t pos0 = s->kv->n_past;
     float ent[2048];
     if (c->d > 2048) return kvs_fail(KVS_ERR_UNSUPPORTED, "deepseek4: entry width %d above 2048", c->d);
     for (int64_t t = 0; t < n; t++) {
@@ -222,10 +223,7 @@ static kvs_status run_compressor(kvs_session *s, int32_t l, const ds4_comp *c, d
         kvs_rmsnorm(ent, ent, c->norm, 1, c->d, s->model->hp.norm_eps);
         uint64_t j = p / (uint64_t)m;
         ds4_rope(x->freq[1], x->rope_dim, ent, 1, c->d, (int64_t)(j * (uint64_t)m), false);
-        uint8_t *ik = NULL, *row = kvs_kv_cache_entry_row(s->kv, l, j, &ik);
-        if (!row || (index && !ik))
-            return kvs_fail(KVS_ERR_INTERNAL, "deepseek4: layer %d entry %llu not reserved", l, (unsigned long long)j);
-        tr->from_float(ent, index ? ik : row, c->d);
+        KVS_TRY(kvs_kv_put_entry(s->kv, l, j, ent, index));
     }
     return KVS_OK;
 }
@@ -416,10 +414,9 @@ static kvs_status attend_token(kvs_session *s, int32_t l, int64_t t, attn_scratc
     const ds4_layer *w = &x->layers[l];
     ds4_state *st = s->ext;
     const kvs_kv_scheme *sch = &s->kv->layers[l].scheme;
-    const kvs_type_traits *tr = kvs_type_traits_of(sch->k_type);
     const int64_t H = m->hp.n_head, hd = m->hp.head_dim_k, W = x->window;
     const size_t rb = kvs_row_bytes(sch->k_type, hd);
-    const uint64_t pos0 = s->n_past, p = pos0 + (uint64_t)t;
+    const uint64_t pos0 = s->kv->n_past, p = pos0 + (uint64_t)t;
     int64_t nk = 0, nlocal = 0;
     const bool on = decode && pr_enabled();
     double t0 = on ? pr_now() : 0;
@@ -430,7 +427,7 @@ static kvs_status attend_token(kvs_session *s, int32_t l, int64_t t, attn_scratc
     for (uint64_t q = lo; q <= p; q++, nk++) {
         if (q >= pos0) {
             uint8_t *row = sc->local + (size_t)nlocal++ * rb;
-            tr->from_float(st->kv + (int64_t)(q - pos0) * hd, row, hd);
+            kvs_kv_format_row(s->kv, l, st->kv + (int64_t)(q - pos0) * hd, row);
             sc->rows[nk] = row;
         } else {
             sc->rows[nk] = kvs_kv_cache_raw_row(s->kv, l, q);
@@ -487,7 +484,7 @@ static void attend_rows(void *ctx, int64_t a, int64_t b) {
     const ds4_model *x = s->model->ext;
     const int64_t hd = s->model->hp.head_dim_k, H = s->model->hp.n_head;
     const int32_t ratio = x->layers[at->l].ratio;
-    const int64_t nent = ratio ? (int64_t)(s->n_past + at->n) / ratio + 1 : 1; /* entries visible at most */
+    const int64_t nent = ratio ? (int64_t)(s->kv->n_past + (uint64_t)at->n) / ratio + 1 : 1; /* entries visible at most */
     const int64_t max_keys = x->window + (ratio == 4 && nent > x->idx_topk ? x->idx_topk : nent);
     const bool decode = at->n == 1;
     const int64_t ni = (int64_t)x->idx_heads * x->idx_dim;
@@ -520,15 +517,6 @@ static void attend_rows(void *ctx, int64_t a, int64_t b) {
     kvs_free(blk);
 }
 
-/* Round rows through the storage format, so chunk-local keys equal what a
- * later step reads back from the cache. */
-static void round_rows(const kvs_type_traits *tr, float *rows, int64_t n, int64_t d, uint8_t *buf) {
-    for (int64_t t = 0; t < n; t++) {
-        tr->from_float(rows + t * d, buf, d);
-        tr->to_float(buf, rows + t * d, d);
-    }
-}
-
 kvs_status ds4_attention(kvs_session *s, int32_t l, int64_t n) {
     const kvs_model *m = s->model;
     const kvs_hparams *hp = &m->hp;
@@ -538,8 +526,6 @@ kvs_status ds4_attention(kvs_session *s, int32_t l, int64_t n) {
     const int64_t D = hp->n_embd, H = hp->n_head, hd = hp->head_dim_k;
     const int64_t G = x->o_groups, din = H * hd / G;
     const double *freq = x->freq[w->ratio ? 1 : 0];
-    const kvs_kv_scheme *sch = &s->kv->layers[l].scheme;
-    const kvs_type_traits *tr = kvs_type_traits_of(sch->k_type);
     const bool on = n == 1 && pr_enabled();
     double t0 = on ? pr_now() : 0;
     if (on) pr_calls++;
@@ -559,11 +545,8 @@ kvs_status ds4_attention(kvs_session *s, int32_t l, int64_t n) {
     if (w->ratio == 4) b[nb++] = (kvs_mm_out){.w = &w->iq_b, .y = st->iq, .y_stride = x->idx_heads * x->idx_dim};
     KVS_TRY(kvs_matmul_run(s->mm, s->pool, st->qr, n, b, nb));
     kvs_rmsnorm(st->q, st->q, NULL, n * H, hd, hp->norm_eps); /* per-head, no gain */
-    uint8_t rowbuf[4096];
-    if (kvs_row_bytes(sch->k_type, hd) > sizeof rowbuf)
-        return kvs_fail(KVS_ERR_UNSUPPORTED, "deepseek4: head size %lld too large", (long long)hd);
     for (int64_t t = 0; t < n; t++) {
-        int64_t p = (int64_t)s->n_past + t;
+        int64_t p = (int64_t)s->kv->n_past + t;
         ds4_rope(freq, x->rope_dim, st->q + t * H * hd, (int32_t)H, (int32_t)hd, p, false);
         ds4_rope(freq, x->rope_dim, st->kv + t * hd, 1, (int32_t)hd, p, false);
         if (w->ratio == 4) {
@@ -572,7 +555,7 @@ kvs_status ds4_attention(kvs_session *s, int32_t l, int64_t n) {
             for (int64_t h = 0; h < x->idx_heads; h++) st->iw[t * x->idx_heads + h] *= iscale;
         }
     }
-    round_rows(tr, st->kv, n, hd, rowbuf);
+    KVS_TRY(kvs_kv_round_rows(s->kv, l, st->kv, n)); /* chunk keys as later steps read them back */
     pr_lap(on, PR_PROJ, &t0);
 
     /* compressors: entries (and indexer keys) for every block completing in the chunk */
@@ -602,11 +585,7 @@ kvs_status ds4_attention(kvs_session *s, int32_t l, int64_t n) {
     if (on) t0 = pr_now(); /* attend_token timed its own stages */
 
     /* the chunk's raw rows join the window ring only now: its queries read them from st->kv */
-    for (int64_t t = 0; t < n; t++) {
-        uint8_t *row = kvs_kv_cache_raw_row(s->kv, l, s->n_past + (uint64_t)t);
-        if (!row) return kvs_fail(KVS_ERR_INTERNAL, "deepseek4: layer %d raw slot not reserved", l);
-        tr->from_float(st->kv + t * hd, row, hd);
-    }
+    for (int64_t t = 0; t < n; t++) KVS_TRY(kvs_kv_put_raw(s->kv, l, s->kv->n_past + (uint64_t)t, st->kv + t * hd));
     pr_lap(on, PR_STORE, &t0);
 
     /* grouped output: o (n, G, din) -> per group o_lora rows of Wo_a -> Wo_b */

@@ -176,9 +176,7 @@ static kvs_status gemma_forward(kvs_session *s, const kvs_token *tokens, int64_t
     const float emb_scale = sqrtf((float)d);
     kvs_status st;
 
-    if ((st = kvs_kv_cache_reserve(s->kv, s->n_past + (uint64_t)n)) != KVS_OK) return st;
     for (int64_t t = 0; t < n; t++) {
-        s->pos[t] = (int32_t)(s->n_past + t);
         float *xr = s->x + t * d;
         kvs_get_row(xr, m->tok_embd.data, m->tok_embd.type, d, tokens[t]);
         for (int64_t i = 0; i < d; i++) xr[i] *= emb_scale;
@@ -234,7 +232,6 @@ static kvs_status gemma_forward(kvs_session *s, const kvs_token *tokens, int64_t
             for (int64_t i = 0; i < rows * hp->n_vocab; i++) logits[i] = c * tanhf(logits[i] / c);
         }
     }
-    s->n_past += (uint32_t)n;
     return KVS_OK;
 }
 
@@ -266,18 +263,15 @@ static void gemma_session_free(kvs_session *s) {
     s->ext = NULL;
 }
 
-kvs_status kvs_gemma_set_capture(kvs_session *s, kvs_capture_fn fn, void *ctx) {
-    if (!s || s->model->ops != &kvs_arch_gemma3 || !s->ext)
-        return kvs_fail(KVS_ERR_UNSUPPORTED, "capture: architecture '%s' has no capture hook",
-                        s ? s->model->arch_name : "?");
+static kvs_status gemma_set_capture(kvs_session *s, kvs_capture_fn fn, void *ctx) {
     gemma_session *gs = s->ext;
     gs->capture = fn;
     gs->capture_ctx = ctx;
     return KVS_OK;
 }
 
-const kvs_retro *kvs_gemma_retro(const kvs_model *m) {
-    const gemma_model *g = m && m->ops == &kvs_arch_gemma3 ? m->ext : NULL;
+static const kvs_retro *gemma_retro(const kvs_model *m) {
+    const gemma_model *g = m->ext;
     return g ? g->retro : NULL;
 }
 
@@ -299,26 +293,45 @@ static void gemma_schemes(const kvs_model *m, kvs_dtype kv_type, kvs_kv_scheme *
 
 /* ---- loading ------------------------------------------------------------ */
 
-/* Sliding-window pattern: a per-layer bool array ("true" = sliding), a
- * period (every n-th layer global), or Gemma 3's fixed period of 6. */
-static kvs_status load_pattern(kvs_loader *L, gemma_model *g, int32_t n_layer, int32_t def_period) {
+/* Sliding-window pattern from the GGUF alone (the loader and the planner
+ * read it here): a per-layer bool array ("true" = sliding), a period (every
+ * n-th layer global), or the architecture's default period (Gemma 3: 6;
+ * none for Gemma 4). swa: (n_layer). */
+static kvs_status sliding_layers(const kvs_gguf *g, int32_t n_layer, int32_t def_period, bool *swa) {
     char k[128];
-    const kvs_gguf_kv *kv = kvs_gguf_find(L->m->gguf, kvs_load_key(L, k, sizeof k, "attention.sliding_window_pattern"));
+    const char *arch = kvs_gguf_get_str(g, "general.architecture");
+    snprintf(k, sizeof k, "%s.attention.sliding_window_pattern", arch ? arch : "?");
+    const kvs_gguf_kv *kv = kvs_gguf_find(g, k);
     if (kv && kv->type == KVS_GGUF_ARRAY) {
         if (kv->v.arr.n != (uint64_t)n_layer || kv->v.arr.type == KVS_GGUF_STRING || kv->v.arr.type == KVS_GGUF_F32)
             return kvs_fail(KVS_ERR_FORMAT, "model: '%s' needs %d booleans (one per layer)", k, n_layer);
-        for (int32_t i = 0; i < n_layer; i++) g->layers[i].swa = kvs_gguf_arr_int(kv, (uint64_t)i) != 0;
+        for (int32_t i = 0; i < n_layer; i++) swa[i] = kvs_gguf_arr_int(kv, (uint64_t)i) != 0;
         return KVS_OK;
     }
     int32_t period = def_period;
     if (kv) {
         uint32_t p;
-        if (!kvs_gguf_get_u32(L->m->gguf, k, &p)) return kvs_fail(KVS_ERR_FORMAT, "model: bad '%s'", k);
+        if (!kvs_gguf_get_u32(g, k, &p)) return kvs_fail(KVS_ERR_FORMAT, "model: bad '%s'", k);
         period = (int32_t)p;
     }
     if (period <= 0) return kvs_fail(KVS_ERR_FORMAT, "model: no sliding-window pattern ('%s')", k);
-    for (int32_t i = 0; i < n_layer; i++) g->layers[i].swa = period > 1 && i % period < period - 1;
+    for (int32_t i = 0; i < n_layer; i++) swa[i] = period > 1 && i % period < period - 1;
     return KVS_OK;
+}
+static kvs_status gemma3_sliding(const kvs_gguf *g, int32_t n_layer, bool *swa) {
+    return sliding_layers(g, n_layer, GEMMA3_SWA_PERIOD, swa);
+}
+static kvs_status gemma4_sliding(const kvs_gguf *g, int32_t n_layer, bool *swa) {
+    return sliding_layers(g, n_layer, 0, swa);
+}
+
+static kvs_status load_pattern(kvs_loader *L, gemma_model *g, int32_t n_layer) {
+    bool *swa = kvs_calloc((size_t)n_layer, sizeof *swa);
+    if (!swa) return kvs_fail(KVS_ERR_NOMEM, "model: out of memory");
+    kvs_status st = L->m->ops->sliding_layers(L->m->gguf, n_layer, swa);
+    for (int32_t i = 0; st == KVS_OK && i < n_layer; i++) g->layers[i].swa = swa[i];
+    kvs_free(swa);
+    return st;
 }
 
 static kvs_status load_gemma(kvs_loader *L, bool gemma4) {
@@ -340,7 +353,7 @@ static kvs_status load_gemma(kvs_loader *L, bool gemma4) {
     int32_t window = 0;
     KVS_TRY(kvs_load_need_u32(L, "attention.sliding_window", &window));
     g->window = (uint32_t)window;
-    KVS_TRY(load_pattern(L, g, hp->n_layer, gemma4 ? 0 : GEMMA3_SWA_PERIOD));
+    KVS_TRY(load_pattern(L, g, hp->n_layer));
 
     /* RoPE: global layers use rope.freq_base (+ linear scaling, + gemma4's
      * rope_freqs); local ones the local base, no scaling, no factors. */
@@ -439,8 +452,10 @@ static kvs_status load_gemma4(kvs_loader *L) { return load_gemma(L, true); }
 const kvs_arch_ops kvs_arch_gemma3 = {
     .name = "gemma3", .load = load_gemma3, .default_schemes = gemma_schemes,
     .session_init = gemma_session_init, .session_free = gemma_session_free, .forward = gemma_forward,
+    .retro = gemma_retro, .set_capture = gemma_set_capture, .sliding_layers = gemma3_sliding,
 };
 const kvs_arch_ops kvs_arch_gemma4 = {
     .name = "gemma4", .load = load_gemma4, .default_schemes = gemma_schemes,
     .session_init = gemma_session_init, .session_free = gemma_session_free, .forward = gemma_forward,
+    .sliding_layers = gemma4_sliding,
 };

@@ -38,12 +38,7 @@ static kvs_status llama_forward(kvs_session *s, const kvs_token *tokens, int64_t
     const int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v;
     kvs_status st;
 
-    /* pages for the whole chunk first: a budget failure changes nothing */
-    if ((st = kvs_kv_cache_reserve(s->kv, s->n_past + (uint64_t)n)) != KVS_OK) return st;
-    for (int64_t t = 0; t < n; t++) {
-        s->pos[t] = (int32_t)(s->n_past + t);
-        kvs_get_row(s->x + t * d, m->tok_embd.data, m->tok_embd.type, d, tokens[t]);
-    }
+    for (int64_t t = 0; t < n; t++) kvs_get_row(s->x + t * d, m->tok_embd.data, m->tok_embd.type, d, tokens[t]);
     /* s->up holds the pending residual delta (the previous FFN output) so
      * the add fuses into the next norm; NULL before the first layer */
     const float *pending = NULL;
@@ -88,7 +83,6 @@ static kvs_status llama_forward(kvs_session *s, const kvs_token *tokens, int64_t
         int64_t rows;
         if ((st = kvs_stage_head(s, n, all_logits, logits, &rows)) != KVS_OK) return st;
     }
-    s->n_past += (uint32_t)n;
     return KVS_OK;
 }
 
@@ -149,24 +143,25 @@ static kvs_status llama_session_init(kvs_session *s) {
     return KVS_OK;
 }
 
-kvs_status kvs_llama_set_capture(kvs_session *s, kvs_capture_fn fn, void *ctx) {
-    if (!s || (s->model->ops != &kvs_arch_llama && s->model->ops != &kvs_arch_qwen2) || !s->ext)
-        return kvs_fail(KVS_ERR_UNSUPPORTED, "capture: architecture '%s' has no capture hook (llama, qwen2 only)",
-                        s ? s->model->arch_name : "?");
+static kvs_status llama_set_capture(kvs_session *s, kvs_capture_fn fn, void *ctx) {
     llama_state *ls = s->ext;
     ls->capture = fn;
     ls->capture_ctx = ctx;
     return KVS_OK;
 }
 
+static const kvs_retro *llama_retro(const kvs_model *m) { return m->ext; }
+
 static kvs_status load_llama(kvs_loader *L) { return load_family(L, KVS_ROPE_NORM, false); }
 static kvs_status load_qwen2(kvs_loader *L) { return load_family(L, KVS_ROPE_NEOX, true); }
 
 const kvs_arch_ops kvs_arch_llama = {
     .name = "llama", .load = load_llama, .default_schemes = llama_schemes, .session_init = llama_session_init,
-    .session_free = llama_session_free, .forward = llama_forward,
+    .session_free = llama_session_free, .forward = llama_forward, .retro = llama_retro,
+    .set_capture = llama_set_capture,
 };
 const kvs_arch_ops kvs_arch_qwen2 = {
     .name = "qwen2", .load = load_qwen2, .default_schemes = llama_schemes, .session_init = llama_session_init,
-    .session_free = llama_session_free, .forward = llama_forward,
+    .session_free = llama_session_free, .forward = llama_forward, .retro = llama_retro,
+    .set_capture = llama_set_capture,
 };

@@ -227,6 +227,8 @@ void kvs_kv_cache_clear(kvs_kv_cache *c) {
         L->n_stored = 0;
     }
     c->bytes = 0;
+    c->n_past = 0;
+    c->chunk_n = 0;
     kvs_kv_evict_clear(c->evict);
 }
 
@@ -240,6 +242,8 @@ void kvs_kv_cache_free(kvs_kv_cache *c) {
         kvs_free(c->layers[i].scratch);
     }
     kvs_free(c->layers);
+    kvs_free(c->segs);
+    kvs_aligned_free(c->staging);
     kvs_free(c);
 }
 

@@ -87,6 +87,13 @@ typedef struct kvs_kv_cache {
     uint64_t bytes;          /* bytes of pages currently allocated */
     uint64_t budget;         /* 0 = unlimited */
     struct kvs_kv_evict *evict; /* token eviction (kv/kv_evict.h), NULL = none */
+    /* the sequence and its chunk in flight (kv/kv_chunk.h) */
+    uint64_t n_past;         /* positions stored */
+    int64_t chunk_n;         /* tokens of the chunk begun, 0 = none */
+    uint32_t n_batch;        /* most tokens per chunk */
+    uint8_t *staging;        /* one chunk in a windowed layer's formats */
+    kvs_kv_segment *segs;    /* (max_segs) attention view of one layer */
+    int max_segs;
 } kvs_kv_cache;
 
 /* Validates the schemes (shared sources must be earlier, non-shared layers
@@ -94,7 +101,7 @@ typedef struct kvs_kv_cache {
 kvs_status kvs_kv_cache_new(const kvs_kv_scheme *schemes, int32_t n_layers, uint32_t capacity,
                             uint64_t budget_bytes, kvs_kv_cache **out);
 void kvs_kv_cache_free(kvs_kv_cache *c);
-/* Drop every stored position and give all pages back. */
+/* Drop every stored position (n_past = 0) and give all pages back. */
 void kvs_kv_cache_clear(kvs_kv_cache *c);
 
 /* Make sure every layer has pages for positions [0, n_pos) (the slots those

@@ -312,7 +312,7 @@ kvs_status kvs_kv_evict_update(kvs_kv_evict *e, kvs_kv_cache *c, int32_t layer, 
 kvs_status kvs_session_set_eviction(kvs_session *s, kvs_evict_policy policy, uint32_t budget, uint32_t window,
                                     uint32_t sinks) {
     if (!s) return kvs_fail(KVS_ERR_INVALID_ARG, "eviction: NULL session");
-    if (s->n_past) return kvs_fail(KVS_ERR_INVALID_ARG, "eviction: set it on an empty session (reset first)");
+    if (s->kv->n_past) return kvs_fail(KVS_ERR_INVALID_ARG, "eviction: set it on an empty session (reset first)");
     kvs_kv_cache *c = s->kv;
     kvs_kv_scheme *saved = kvs_malloc(sizeof *saved * (size_t)c->n_layers);
     if (!saved) return kvs_fail(KVS_ERR_NOMEM, "eviction: out of memory");

@@ -13,6 +13,14 @@
 #include "tok/tokenizer.h"
 
 struct kvs_loader;
+struct kvs_retro;
+
+/* Called by the forward pass for every layer after the Q/K/V projections
+ * (and Gemma's QK-norm), before RoPE: q (n, n_head*dk), k (n, n_kv*dk),
+ * v (n, n_kv*dv) at positions pos; rope is the layer's RoPE (Gemma 3: local
+ * or global base). Used by calibration (src/retrofit/calib.c). */
+typedef void (*kvs_capture_fn)(void *ctx, int32_t layer, int64_t n, const int32_t *pos, const float *q,
+                               const float *k, const float *v, const kvs_rope *rope);
 
 /* One architecture family: how to load it, which KV scheme each layer gets
  * by default, and its forward pass. Each lives in src/arch/<name>.c and is
@@ -27,10 +35,20 @@ typedef struct kvs_arch_ops {
      * session's standard buffers and freed with it */
     kvs_status (*session_init)(kvs_session *s);
     void (*session_free)(kvs_session *s);
-    /* n (<= n_batch) tokens at positions n_past..; appends them to the cache
-     * and advances n_past. logits: NULL, (n_vocab) for the last token, or
-     * (n, n_vocab) when all_logits. */
+    /* n (<= n_batch) tokens of the chunk kvs_decode began (positions in
+     * s->pos, pages reserved), stored through the chunk API; kvs_decode ends
+     * the chunk. logits: NULL, (n_vocab) for the last token, or (n, n_vocab)
+     * when all_logits. */
     kvs_status (*forward)(kvs_session *s, const kvs_token *tokens, int64_t n, bool all_logits, float *logits);
+    /* optional, for retrofit (src/retrofit/): the latent layers a compressed
+     * file carries (NULL: none), and the capture hook on a session (fn NULL
+     * removes it). Absent: the architecture cannot be retrofitted. */
+    const struct kvs_retro *(*retro)(const kvs_model *m);
+    kvs_status (*set_capture)(kvs_session *s, kvs_capture_fn fn, void *ctx);
+    /* optional: which layers have a sliding window, from the GGUF metadata
+     * alone; the loader and the planner (src/plan/plan_gguf.c) both call it,
+     * so they cannot disagree. swa: (n_layer). */
+    kvs_status (*sliding_layers)(const kvs_gguf *g, int32_t n_layer, bool *swa);
 } kvs_arch_ops;
 
 typedef struct kvs_hparams {
@@ -67,6 +85,9 @@ void kvs_model_full_schemes(const kvs_model *m, kvs_dtype kv_type, kvs_kv_scheme
 /* Bytes a decode step reads from the weights: all of them, except only one
  * row of the embedding table unless it doubles as the output head. */
 void kvs_model_count_weights(kvs_model *m);
+
+/* The architecture a GGUF's general.architecture names, or NULL. */
+const kvs_arch_ops *kvs_arch_find(const char *name);
 
 extern const kvs_arch_ops kvs_arch_llama, kvs_arch_qwen2;
 extern const kvs_arch_ops kvs_arch_deepseek2;

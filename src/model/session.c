@@ -6,6 +6,7 @@
 #include "core/alloc.h"
 #include "core/cpu.h"
 #include "core/error.h"
+#include "kv/kv_chunk.h"
 #include "kv/kv_evict.h"
 #include "kv/kv_spec.h"
 
@@ -19,8 +20,6 @@ void kvs_session_free(kvs_session *s) {
     if (s->ext && s->model->ops->session_free) s->model->ops->session_free(s);
     kvs_kv_cache_free(s->kv);
     kvs_pool_free(s->pool);
-    kvs_aligned_free(s->staging);
-    kvs_free(s->segs);
     kvs_matmul_free(s->mm);
     kvs_attn_free(s->attn);
     kvs_aligned_free(s->block);
@@ -69,23 +68,7 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
     if (st == KVS_OK) st = kvs_kv_evict_new(s->kv, p.n_batch, &s->kv->evict);
     kvs_free(schemes);
     s->params.kv_layers = NULL; /* not owned; only read here */
-    if (st == KVS_OK) {
-        size_t staging = 0;
-        int segs = 1;
-        for (int32_t i = 0; i < hp->n_layer; i++) {
-            const kvs_kv_layer *L = &s->kv->layers[i];
-            if (L->scheme.window && L->pages) {
-                size_t b = kvs_kv_cache_staging_bytes(s->kv, i, p.n_batch);
-                if (b > staging) staging = b;
-            }
-            int ms = kvs_kv_cache_max_segments(s->kv, i) + 1;
-            if (ms > segs) segs = ms;
-        }
-        s->max_segs = segs;
-        s->segs = kvs_calloc((size_t)segs, sizeof *s->segs);
-        if (staging) s->staging = kvs_aligned_alloc(staging);
-        if (!s->segs || (staging && !s->staging)) st = kvs_fail(KVS_ERR_NOMEM, "session: out of memory");
-    }
+    if (st == KVS_OK) st = kvs_kv_chunk_init(s->kv, p.n_batch);
     if (st == KVS_OK) st = kvs_pool_new(p.n_threads, &s->pool);
     if (st == KVS_OK) st = kvs_matmul_new(&s->mm);
     if (st == KVS_OK) st = kvs_attn_new(p.n_threads, &s->attn);
@@ -117,10 +100,9 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
 
 void kvs_session_reset(kvs_session *s) {
     if (!s) return;
-    s->n_past = 0;
     kvs_kv_cache_clear(s->kv);
 }
-uint32_t kvs_session_n_past(const kvs_session *s) { return s->n_past; }
+uint32_t kvs_session_n_past(const kvs_session *s) { return (uint32_t)s->kv->n_past; }
 uint32_t kvs_session_n_ctx(const kvs_session *s) { return s->params.n_ctx; }
 uint64_t kvs_session_kv_bytes(const kvs_session *s) { return s->kv->bytes; }
 
@@ -144,9 +126,9 @@ uint64_t kvs_session_kv_bytes_per_token(const kvs_session *s) {
 kvs_status kvs_decode(kvs_session *s, const kvs_token *tokens, size_t n, bool all_logits, float *logits) {
     if (!s || (!tokens && n)) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_decode: NULL argument");
     if (n == 0) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_decode: no tokens");
-    if ((uint64_t)s->n_past + n > s->params.n_ctx)
-        return kvs_fail(KVS_ERR_CONTEXT, "%zu tokens after %u cached exceed the context of %u tokens",
-                        n, s->n_past, s->params.n_ctx);
+    if (s->kv->n_past + n > s->params.n_ctx)
+        return kvs_fail(KVS_ERR_CONTEXT, "%zu tokens after %llu cached exceed the context of %u tokens",
+                        n, (unsigned long long)s->kv->n_past, s->params.n_ctx);
     int32_t n_vocab = s->model->hp.n_vocab;
     for (size_t i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= n_vocab)
@@ -158,8 +140,11 @@ kvs_status kvs_decode(kvs_session *s, const kvs_token *tokens, size_t n, bool al
         float *lg = NULL;
         if (logits && all_logits) lg = logits + done * (size_t)n_vocab;
         else if (logits && last) lg = logits;
-        kvs_status st = s->model->ops->forward(s, tokens + done, (int64_t)chunk, all_logits, lg);
+        /* the chunk's pages are reserved before anything runs: a budget failure changes nothing */
+        kvs_status st = kvs_kv_chunk_begin(s->kv, (int64_t)chunk, s->pos);
+        if (st == KVS_OK) st = s->model->ops->forward(s, tokens + done, (int64_t)chunk, all_logits, lg);
         if (st != KVS_OK) return st;
+        kvs_kv_chunk_end(s->kv);
         done += chunk;
     }
     return KVS_OK;

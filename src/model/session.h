@@ -13,14 +13,10 @@
 struct kvs_session {
     const kvs_model *model;
     kvs_session_params params;
-    kvs_kv_cache *kv;
+    kvs_kv_cache *kv;      /* the sequence's cache; kv->n_past tokens stored */
     kvs_pool *pool;
     kvs_matmul *mm;
     kvs_attn *attn;
-    uint32_t n_past;
-    kvs_kv_segment *segs;  /* (max_segs) attention view of one layer      */
-    int max_segs;
-    uint8_t *staging;      /* one chunk's K/V in a windowed layer's format */
     /* activations for up to n_batch tokens, carved from one block */
     void *block;
     float *x;        /* (n_batch, n_embd) residual stream        */
@@ -31,7 +27,7 @@ struct kvs_session {
     float *att;      /* (n_batch, n_head * head_dim_v)           */
     float *gate;     /* (n_batch, n_ff)                          */
     float *up;       /* (n_batch, n_ff)                          */
-    int32_t *pos;    /* (n_batch)                                */
+    int32_t *pos;    /* (n_batch) positions of the chunk (kvs_kv_chunk_begin) */
     void *ext;       /* architecture-specific state (kvs_arch_ops.session_init) */
 };
 

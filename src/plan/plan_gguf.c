@@ -2,8 +2,8 @@
  * the file and we only look at keys and tensor sizes). Uses the llama.cpp
  * key names: {arch}.block_count, .attention.head_count[_kv] (scalar or
  * per-layer array), .attention.key_length/.value_length,
- * .attention.sliding_window (+ .attention.sliding_window_pattern, or the
- * gemma3 rule "every 6th layer is global"), .attention.kv_lora_rank with
+ * .attention.sliding_window (+ .attention.sliding_window_pattern; for the
+ * architectures the engine runs, their own reading: kvs_arch_ops.sliding_layers), .attention.kv_lora_rank with
  * .rope.dimension_count (deepseek2 MLA), .attention.shared_kv_layers
  * (gemma3n), .expert_count/.expert_used_count (MoE active bytes),
  * .attention.compress_ratios (+ .attention.indexer.key_length/.top_k,
@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "gguf/gguf.h"
 #include "kv/kv_spec.h"
+#include "model/model.h"
 #include "plan/plan.h"
 
 /* kvslim compress keys (the engine's names: src/retrofit/retrofit.h). */
@@ -119,10 +120,22 @@ kvs_status kvs_plan_from_gguf(const char *path, kvs_plan_model *out) {
     const kvs_gguf_kv *pattern = kvs_gguf_find(g, key);
     uint32_t swp_scalar = 0;
     if (pattern && pattern->type != KVS_GGUF_ARRAY) kvs_gguf_get_u32(g, key, &swp_scalar);
-    if (!pattern && !strcmp(arch, "gemma3") && window) swp_scalar = 6;
 
     st = kvs_plan_model_init(out, nl);
     if (st != KVS_OK) { kvs_gguf_close(g); return st; }
+    /* an architecture the engine runs says itself which layers slide (the
+     * loader reads the same function); others follow the generic keys */
+    const kvs_arch_ops *ops = kvs_arch_find(arch);
+    bool *swa = NULL;
+    if (window && ops && ops->sliding_layers) {
+        if (!(swa = kvs_calloc(nl, sizeof *swa))) st = kvs_fail(KVS_ERR_NOMEM, "plan: out of memory");
+        if (st == KVS_OK && (st = ops->sliding_layers(g, (int32_t)nl, swa)) != KVS_OK) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "%s", kvs_last_error());
+            st = kvs_fail(st, "%s: %s", path, msg);
+        }
+        if (st != KVS_OK) { kvs_free(swa); kvs_gguf_close(g); kvs_plan_model_free(out); return st; }
+    }
     const char *name = kvs_gguf_get_str(g, "general.name");
     snprintf(out->name, sizeof out->name, "%s", name && *name ? name : arch);
     snprintf(out->arch, sizeof out->arch, "%s", arch);
@@ -157,7 +170,9 @@ kvs_status kvs_plan_from_gguf(const char *path, kvs_plan_model *out) {
             continue;
         }
         bool local = window > 0;
-        if (pattern && pattern->type == KVS_GGUF_ARRAY && i < pattern->v.arr.n && pattern->v.arr.type != KVS_GGUF_STRING)
+        if (swa)
+            local = swa[i];
+        else if (pattern && pattern->type == KVS_GGUF_ARRAY && i < pattern->v.arr.n && pattern->v.arr.type != KVS_GGUF_STRING)
             local = window > 0 && kvs_gguf_arr_int(pattern, i) != 0;
         else if (swp_scalar)
             local = window > 0 && (i % swp_scalar) != swp_scalar - 1;
@@ -185,6 +200,8 @@ kvs_status kvs_plan_from_gguf(const char *path, kvs_plan_model *out) {
         }
         if (local) last_local = (int32_t)i; else last_global = (int32_t)i;
     }
+
+    kvs_free(swa);
 
     double total_b = 0, expert_b = 0, total_p = 0, expert_p = 0;
     for (uint64_t i = 0; i < kvs_gguf_n_tensors(g); i++) {

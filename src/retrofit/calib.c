@@ -95,8 +95,10 @@ static void on_capture(void *ctx, int32_t l, int64_t n, const int32_t *pos, cons
 }
 
 kvs_status kvs_retro_set_capture(kvs_session *s, kvs_capture_fn fn, void *ctx) {
-    if (s && s->model->ops == &kvs_arch_gemma3) return kvs_gemma_set_capture(s, fn, ctx);
-    return kvs_llama_set_capture(s, fn, ctx);
+    if (!s || !s->model->ops->set_capture || !s->ext)
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "capture: architecture '%s' has no capture hook (llama, qwen2, gemma3)",
+                        s ? s->model->arch_name : "?");
+    return s->model->ops->set_capture(s, fn, ctx);
 }
 
 static kvs_status calib_alloc(const kvs_model *m, int64_t n_batch, kvs_calib **out) {

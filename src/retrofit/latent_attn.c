@@ -17,6 +17,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "kv/kv_chunk.h"
 #include "model/session.h"
 #include "retrofit/retrofit.h"
 
@@ -142,11 +143,11 @@ static void lift_values(kvs_session *s, const kvs_retro_layer *rl, const float *
         }
 }
 
-/* Dequantized rows of positions [0, T) into st->rows (T, d). */
-static void read_rows(kvs_session *s, kvs_retro_state *st, int32_t layer, int64_t T, int64_t d) {
-    int n_segs = kvs_kv_cache_segments(s->kv, layer, (uint64_t)T, s->segs, s->max_segs);
-    for (int g = 0; g < n_segs; g++) {
-        const kvs_kv_segment *sg = &s->segs[g];
+/* Dequantized rows of positions [0, n_past + n) into st->rows (T, d). */
+static void read_rows(kvs_session *s, kvs_retro_state *st, int32_t layer, int64_t d) {
+    const kvs_kv_view view = kvs_kv_layer_view(s->kv, layer, NULL, NULL); /* positions [0, n_past + n) */
+    for (int g = 0; g < view.n_segs; g++) {
+        const kvs_kv_segment *sg = &view.segs[g];
         const kvs_type_traits *tt = kvs_type_traits_of(sg->k_type);
         for (int64_t t = 0; t < sg->n; t++)
             tt->to_float(sg->k + (size_t)t * sg->k_row, st->rows + (sg->pos0 + t) * d, d);
@@ -157,9 +158,9 @@ static kvs_status attend_pre(kvs_session *s, const kvs_retro_layer *rl, kvs_retr
                              const kvs_rope *rope, float scale) {
     const kvs_hparams *hp = &s->model->hp;
     const int32_t dk = hp->head_dim_k, kd = hp->n_head_kv * dk;
-    const int64_t d = rl->rv + rl->rk + rl->keep, T = (int64_t)s->n_past + n;
+    const int64_t d = rl->rv + rl->rk + rl->keep, T = (int64_t)s->kv->n_past + n;
     kvs_rope_apply(rope, s->q, n, hp->n_head, dk, s->pos);
-    read_rows(s, st, layer, T, d);
+    read_rows(s, st, layer, d);
     float tmp[1024]; /* one rebuilt key row (kd) */
     float *kr = kd <= 1024 ? tmp : NULL;
     if (!kr) return kvs_fail(KVS_ERR_UNSUPPORTED, "retrofit: key width %d too large", kd);
@@ -216,9 +217,9 @@ static kvs_status attend_keep(kvs_session *s, const kvs_retro_layer *rl, kvs_ret
                 x[rl->rv + rl->rk + i] = idx / dk == g ? q[idx % dk] : 0.0f;
             }
         }
-    int n_segs = kvs_kv_cache_segments(s->kv, layer, s->n_past + (uint64_t)n, s->segs, s->max_segs);
+    const kvs_kv_view view = kvs_kv_layer_view(s->kv, layer, NULL, NULL);
     kvs_attn_args aa = {
-        .segs = s->segs, .n_segs = n_segs, .n_kv_heads = 1, .head_dim_k = (int32_t)d, .head_dim_v = rl->rv,
+        .segs = view.segs, .n_segs = view.n_segs, .n_kv_heads = 1, .head_dim_k = (int32_t)d, .head_dim_v = rl->rv,
         .q = st->qx, .n_q = n, .n_head = hp->n_head, .q_pos = s->pos, .scale = scale, .out = st->lat,
     };
     return kvs_attn_run(s->attn, s->pool, &aa);
@@ -240,7 +241,7 @@ kvs_status kvs_retro_attend(kvs_session *s, const kvs_retro *r, kvs_retro_state 
         float tmp[2048]; /* one weighted K or V row */
         if (kd > 2048 || vd > 2048) return kvs_fail(KVS_ERR_UNSUPPORTED, "retrofit: K/V width %d/%d too large", kd, vd);
         make_rows(rl, s->k, s->v, n, kd, vd, st->rows, d, tmp);
-        kvs_status e = kvs_kv_cache_store(s->kv, layer, s->n_past, n, st->rows, NULL);
+        kvs_status e = kvs_kv_put_rows(s->kv, layer, st->rows, NULL);
         if (e != KVS_OK) return e;
     }
     kvs_status e = r->mode == KVS_RETRO_PRE ? attend_pre(s, rl, st, layer, n, rope, scale)

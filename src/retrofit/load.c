@@ -143,9 +143,7 @@ void kvs_retro_schemes(const kvs_model *m, const kvs_retro *r, kvs_dtype kv_type
 
 const kvs_retro *kvs_retro_of(const kvs_model *m) {
     if (!m) return NULL;
-    if (m->ops == &kvs_arch_llama || m->ops == &kvs_arch_qwen2) return m->ext;
-    if (m->ops == &kvs_arch_gemma3) return kvs_gemma_retro(m);
-    return NULL;
+    return m->ops->retro ? m->ops->retro(m) : NULL;
 }
 
 void kvs_retro_apply_schemes(const kvs_model *m, const kvs_retro *r, kvs_kv_scheme *out) {

@@ -92,20 +92,12 @@ void kvs_retro_schemes(const kvs_model *m, const kvs_retro *r, kvs_dtype kv_type
 void kvs_retro_apply_schemes(const kvs_model *m, const kvs_retro *r, kvs_kv_scheme *out);
 /* The retrofit a loaded model carries (llama, qwen2, gemma3), or NULL. */
 const kvs_retro *kvs_retro_of(const kvs_model *m);
-const kvs_retro *kvs_gemma_retro(const kvs_model *m);
 
 /* ---- capture hook (calibration) ---------------------------------------- */
-/* Called by the forward pass for every layer after the Q/K/V projections
- * (and Gemma's QK-norm), before RoPE: q (n, n_head*dk), k (n, n_kv*dk),
- * v (n, n_kv*dv) at positions pos; rope is the layer's RoPE (Gemma 3: local
- * or global base). Off (NULL) by default. */
-typedef void (*kvs_capture_fn)(void *ctx, int32_t layer, int64_t n, const int32_t *pos, const float *q,
-                               const float *k, const float *v, const kvs_rope *rope);
-/* Installs the hook on a session of a llama-family (llama, qwen2) or Gemma 3
- * model (KVS_ERR_UNSUPPORTED for other architectures). fn NULL removes it. */
+/* The capture hook (kvs_capture_fn, model/model.h) on a session whose
+ * architecture has one (kvs_arch_ops.set_capture: llama, qwen2, Gemma 3;
+ * KVS_ERR_UNSUPPORTED otherwise). fn NULL removes it. */
 kvs_status kvs_retro_set_capture(kvs_session *s, kvs_capture_fn fn, void *ctx);
-kvs_status kvs_llama_set_capture(kvs_session *s, kvs_capture_fn fn, void *ctx);
-kvs_status kvs_gemma_set_capture(kvs_session *s, kvs_capture_fn fn, void *ctx);
 
 /* ---- latent attention -------------------------------------------------- */
 typedef struct kvs_retro_state kvs_retro_state;

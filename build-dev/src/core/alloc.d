@@ -1,0 +1,2 @@
+build-dev/src/core/alloc.o: src/core/alloc.c src/core/alloc.h
+src/core/alloc.h:

@@ -1,0 +1,2 @@
+build-dev/src/eval/passkey.o: src/eval/passkey.c include/kvslim.h
+include/kvslim.h:

@@ -1,0 +1,16 @@
+build-dev/src/model/model.o: src/model/model.c src/model/model.h \
+ src/gguf/gguf.h include/kvslim.h src/kv/kv_scheme.h src/core/dtype.h \
+ src/ops/matmul.h src/core/threads.h src/ops/ops.h src/tok/tokenizer.h \
+ src/core/alloc.h src/core/error.h src/model/loader.h
+src/model/model.h:
+src/gguf/gguf.h:
+include/kvslim.h:
+src/kv/kv_scheme.h:
+src/core/dtype.h:
+src/ops/matmul.h:
+src/core/threads.h:
+src/ops/ops.h:
+src/tok/tokenizer.h:
+src/core/alloc.h:
+src/core/error.h:
+src/model/loader.h:
