@@ -170,6 +170,28 @@ uint64_t kvs_session_kv_bytes_per_token(const kvs_session *s);
 /* Human-readable KV scheme of one layer, e.g. "full 3x64 f16 page256". */
 void kvs_session_kv_describe(const kvs_session *s, int32_t layer, char *buf, size_t cap);
 
+/* ---- sequences sharing one KV pool ---- */
+
+/* A new session over the same model, KV scheme and KV pool as s (one byte
+ * budget for both), whose cached tokens are s's: every KV page is shared,
+ * and a write to a shared page copies it first, so neither session changes
+ * what the other reads. Prefill a system prompt or a document once, fork it
+ * per request. The fork has its own activations and threads. Refused
+ * (KVS_ERR_UNSUPPORTED) for token eviction and for architectures that carry
+ * other per-sequence state (DeepSeek V4's compressor rings). */
+kvs_status kvs_session_fork(const kvs_session *s, kvs_session **out);
+/* Keep the first n_tokens cached tokens and forget the rest (rewind for an
+ * edit or a retry); pages past them go back to the pool. Refused
+ * (KVS_ERR_UNSUPPORTED, naming the layer) where a layer no longer holds what
+ * the kept tokens need: a sliding window that wrapped, per-channel groups
+ * already quantized, eviction, compressed layers. 0 always works. */
+kvs_status kvs_session_truncate(kvs_session *s, uint32_t n_tokens);
+/* Bytes the KV pool holds for all the sessions that share it (each shared
+ * page once), and its budget (0 = none). kvs_session_kv_bytes counts the
+ * pages one session holds, shared ones included. */
+uint64_t kvs_session_pool_bytes(const kvs_session *s);
+uint64_t kvs_session_pool_budget(const kvs_session *s);
+
 /* Run the model on n tokens appended after the cached ones.
  * logits: NULL, or room for n_vocab floats (all_logits=false: last token
  * only) or n*n_vocab floats (all_logits=true: one row per token). */

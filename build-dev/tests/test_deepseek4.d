@@ -1,14 +1,16 @@
 build-dev/tests/test_deepseek4.o: tests/test_deepseek4.c \
  src/arch/deepseek4.h src/model/session.h src/attn/attn.h \
- src/core/threads.h include/kvslim.h src/kv/kv_cache.h src/kv/kv_scheme.h \
- src/core/dtype.h src/model/model.h src/gguf/gguf.h src/ops/matmul.h \
- src/ops/ops.h src/tok/tokenizer.h src/core/cpu.h tests/test_util.h
+ src/core/threads.h include/kvslim.h src/kv/kv_cache.h src/kv/kv_pool.h \
+ src/kv/kv_scheme.h src/core/dtype.h src/model/model.h src/gguf/gguf.h \
+ src/ops/matmul.h src/ops/ops.h src/tok/tokenizer.h src/core/cpu.h \
+ tests/test_util.h
 src/arch/deepseek4.h:
 src/model/session.h:
 src/attn/attn.h:
 src/core/threads.h:
 include/kvslim.h:
 src/kv/kv_cache.h:
+src/kv/kv_pool.h:
 src/kv/kv_scheme.h:
 src/core/dtype.h:
 src/model/model.h:

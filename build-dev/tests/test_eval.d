@@ -1,12 +1,13 @@
 build-dev/tests/test_eval.o: tests/test_eval.c src/kv/kv_evict.h \
- src/core/threads.h include/kvslim.h src/kv/kv_cache.h src/kv/kv_scheme.h \
- src/core/dtype.h src/model/session.h src/attn/attn.h src/model/model.h \
- src/gguf/gguf.h src/ops/matmul.h src/ops/ops.h src/tok/tokenizer.h \
- tests/test_util.h
+ src/core/threads.h include/kvslim.h src/kv/kv_cache.h src/kv/kv_pool.h \
+ src/kv/kv_scheme.h src/core/dtype.h src/model/session.h src/attn/attn.h \
+ src/model/model.h src/gguf/gguf.h src/ops/matmul.h src/ops/ops.h \
+ src/tok/tokenizer.h tests/test_util.h
 src/kv/kv_evict.h:
 src/core/threads.h:
 include/kvslim.h:
 src/kv/kv_cache.h:
+src/kv/kv_pool.h:
 src/kv/kv_scheme.h:
 src/core/dtype.h:
 src/model/session.h:

@@ -580,4 +580,5 @@ const kvs_arch_ops kvs_arch_deepseek4 = {
     .session_init = ds4_session_init,
     .session_free = ds4_session_free,
     .forward = ds4_forward,
+    .sequence_state = true, /* the compressors' rings */
 };

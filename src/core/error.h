@@ -15,4 +15,7 @@
 kvs_status kvs_fail(kvs_status st, const char *fmt, ...) KVS_PRINTF(2, 3);
 void kvs_clear_error(void);
 
+/* Return the status of x from the calling function unless it is KVS_OK. */
+#define KVS_TRY(x) do { kvs_status st_ = (x); if (st_ != KVS_OK) return st_; } while (0)
+
 #endif

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/f16.h"
 #include "kv/kivi.h"
+#include "kv/kv_chunk.h"
 #include "kv/kv_evict.h"
 
 #define KVS_DEFAULT_PAGE 256
@@ -91,6 +92,18 @@ static uint64_t compressed_entries(const kvs_kv_layer *L, uint64_t n_pos) {
 kvs_status kvs_kv_cache_new(const kvs_kv_scheme *schemes, int32_t n_layers, uint32_t capacity,
                             uint64_t budget_bytes, kvs_kv_cache **out) {
     *out = NULL;
+    kvs_kv_pool *pool;
+    kvs_status st = kvs_kv_pool_new(budget_bytes, &pool);
+    if (st != KVS_OK) return st;
+    st = kvs_kv_cache_new_in(pool, schemes, n_layers, capacity, out);
+    if (st != KVS_OK) { kvs_kv_pool_free(pool); return st; }
+    (*out)->own_pool = true;
+    return KVS_OK;
+}
+
+kvs_status kvs_kv_cache_new_in(kvs_kv_pool *pool, const kvs_kv_scheme *schemes, int32_t n_layers, uint32_t capacity,
+                               kvs_kv_cache **out) {
+    *out = NULL;
     if (n_layers <= 0 || capacity == 0)
         return kvs_fail(KVS_ERR_INVALID_ARG, "kv cache: need layers and a non-zero context");
     kvs_kv_cache *c = kvs_calloc(1, sizeof *c);
@@ -99,7 +112,8 @@ kvs_status kvs_kv_cache_new(const kvs_kv_scheme *schemes, int32_t n_layers, uint
     c->n_layers = n_layers;
     c->capacity = capacity;
     c->layers = L;
-    c->budget = budget_bytes;
+    c->pool = pool;
+    pool->n_users++;
     for (int32_t i = 0; i < n_layers; i++) {
         const kvs_kv_scheme *s = &schemes[i];
         L[i].scheme = *s;
@@ -212,17 +226,17 @@ void kvs_kv_cache_clear(kvs_kv_cache *c) {
     for (int32_t i = 0; i < c->n_layers; i++) {
         kvs_kv_layer *L = &c->layers[i];
         if (!L->pages) continue;
-        for (uint64_t p = 0; p < div_up(L->slots, L->page_tokens); p++) {
-            kvs_aligned_free(L->pages[p]);
+        for (uint32_t p = 0; p < L->n_pages_alloc; p++) {
+            kvs_kv_page_release(c->pool, L->pages[p], L->page_bytes);
             L->pages[p] = NULL;
         }
         L->n_pages_alloc = 0;
         for (uint32_t p = 0; L->cpages && p < L->n_cpages_alloc; p++) {
-            kvs_aligned_free(L->cpages[p]);
+            kvs_kv_page_release(c->pool, L->cpages[p], L->cpage_bytes);
             L->cpages[p] = NULL;
         }
         L->n_cpages_alloc = 0;
-        kvs_aligned_free(L->resid);
+        if (L->resid) kvs_kv_page_release(c->pool, (uint8_t *)L->resid, resid_bytes(L));
         L->resid = NULL;
         L->n_stored = 0;
     }
@@ -244,13 +258,60 @@ void kvs_kv_cache_free(kvs_kv_cache *c) {
     kvs_free(c->layers);
     kvs_free(c->segs);
     kvs_aligned_free(c->staging);
+    if (c->pool && --c->pool->n_users == 0 && c->own_pool) kvs_kv_pool_free(c->pool); /* the last user of its pool */
     kvs_free(c);
+}
+
+/* Pages [*p0, *p1) of `pages` and [*c0, *c1) of `cpages` that storing
+ * positions [from, to) may write: the slots those positions map to, the
+ * quantized groups they complete, the compressed entries they complete; a
+ * ring (windowed layer, compressed raw window) or an evicting layer's
+ * compaction may write any of its pages. */
+static void written_pages(const kvs_kv_cache *c, int32_t i, uint64_t from, uint64_t to, uint64_t *p0, uint64_t *p1,
+                          uint64_t *c0, uint64_t *c1) {
+    const kvs_kv_layer *L = &c->layers[i];
+    const uint64_t P = L->page_tokens, all = div_up(L->slots, P);
+    *c0 = *c1 = 0;
+    if (kvs_kv_evict_on(c->evict, i) || windowed(L) || (compressed(L) && L->slots)) {
+        *p0 = 0;
+        *p1 = all;
+    } else if (channel(L)) {
+        *p0 = kvs_kv_scheme_channel_quantized(&L->scheme, from) / P;
+        *p1 = div_up(kvs_kv_scheme_channel_quantized(&L->scheme, to), P);
+    } else {
+        *p0 = from / P;
+        *p1 = div_up(to, P);
+    }
+    if (*p1 > all) *p1 = all;
+    if (compressed(L)) {
+        *c0 = compressed_entries(L, from) / P;
+        *c1 = div_up(compressed_entries(L, to), P);
+    }
+}
+
+/* A private copy of *page when another sequence shares it (copy on write). */
+static kvs_status unshare(kvs_kv_pool *pool, uint8_t **page, size_t bytes) {
+    if (!*page || kvs_kv_page_refs(*page) == 1) return KVS_OK;
+    uint8_t *copy = kvs_kv_page_new(pool, bytes);
+    if (!copy) return kvs_fail(KVS_ERR_NOMEM, "kv cache: cannot copy a shared %.1f KiB page", (double)bytes / 1024.0);
+    memcpy(copy, *page, bytes);
+    kvs_kv_page_release(pool, *page, bytes);
+    *page = copy;
+    return KVS_OK;
+}
+
+static uint64_t shared_in(uint8_t *const *pages, uint64_t lo, uint64_t hi, uint64_t n_alloc, size_t bytes) {
+    uint64_t b = 0;
+    for (uint64_t p = lo; p < hi && p < n_alloc; p++)
+        if (pages[p] && kvs_kv_page_refs(pages[p]) > 1) b += bytes;
+    return b;
 }
 
 kvs_status kvs_kv_cache_reserve(kvs_kv_cache *c, uint64_t n_pos) {
     if (n_pos > c->capacity)
         return kvs_fail(KVS_ERR_CONTEXT, "kv cache: %llu positions exceed the context of %u",
                         (unsigned long long)n_pos, c->capacity);
+    const uint64_t from = c->n_past < n_pos ? c->n_past : n_pos;
     uint64_t need = 0;
     for (int32_t i = 0; i < c->n_layers; i++) {
         const kvs_kv_layer *L = &c->layers[i];
@@ -260,19 +321,24 @@ kvs_status kvs_kv_cache_reserve(kvs_kv_cache *c, uint64_t n_pos) {
         if (channel(L)) {
             used = kvs_kv_scheme_channel_quantized(&L->scheme, n_pos); /* quantized groups only */
             if (n_pos && !L->resid) need += resid_bytes(L);
+            else if (L->resid && kvs_kv_page_refs((const uint8_t *)L->resid) > 1) need += resid_bytes(L);
         }
         uint64_t pages = div_up(used, L->page_tokens);
         if (pages > L->n_pages_alloc) need += (pages - L->n_pages_alloc) * L->page_bytes;
+        uint64_t p0, p1, c0, c1;
+        written_pages(c, i, from, n_pos, &p0, &p1, &c0, &c1);
+        need += shared_in(L->pages, p0, p1, L->n_pages_alloc, L->page_bytes);
         if (compressed(L)) {
             uint64_t cp = div_up(compressed_entries(L, n_pos), L->page_tokens);
             if (cp > L->n_cpages_alloc) need += (cp - L->n_cpages_alloc) * L->cpage_bytes;
+            need += shared_in(L->cpages, c0, c1, L->n_cpages_alloc, L->cpage_bytes);
         }
     }
     if (!need) return KVS_OK;
-    if (c->budget && c->bytes + need > c->budget)
-        return kvs_fail(KVS_ERR_BUDGET, "KV budget of %.1f MiB exhausted: %llu positions need %.1f MiB",
-                        (double)c->budget / 1048576.0, (unsigned long long)n_pos,
-                        (double)(c->bytes + need) / 1048576.0);
+    if (!kvs_kv_pool_fits(c->pool, need))
+        return kvs_fail(KVS_ERR_BUDGET, "KV budget of %.1f MiB exhausted: %llu positions need %.1f MiB more, %.1f MiB "
+                        "in use", (double)c->pool->budget / 1048576.0, (unsigned long long)n_pos,
+                        (double)need / 1048576.0, (double)c->pool->bytes / 1048576.0);
     for (int32_t i = 0; i < c->n_layers; i++) {
         kvs_kv_layer *L = &c->layers[i];
         if (!L->pages) continue;
@@ -281,29 +347,123 @@ kvs_status kvs_kv_cache_reserve(kvs_kv_cache *c, uint64_t n_pos) {
         if (channel(L)) {
             used = kvs_kv_scheme_channel_quantized(&L->scheme, n_pos);
             if (n_pos && !L->resid) {
-                L->resid = kvs_aligned_alloc(resid_bytes(L));
+                L->resid = (uint16_t *)(void *)kvs_kv_page_new(c->pool, resid_bytes(L));
                 if (!L->resid) return kvs_fail(KVS_ERR_NOMEM, "kv cache: out of memory");
                 c->bytes += resid_bytes(L);
+            } else if (L->resid) {
+                uint8_t *r = (uint8_t *)L->resid;
+                KVS_TRY(unshare(c->pool, &r, resid_bytes(L)));
+                L->resid = (uint16_t *)(void *)r;
             }
         }
+        uint64_t p0, p1, c0, c1;
+        written_pages(c, i, from, n_pos, &p0, &p1, &c0, &c1);
+        for (uint64_t p = p0; p < p1 && p < L->n_pages_alloc; p++) KVS_TRY(unshare(c->pool, &L->pages[p], L->page_bytes));
         uint64_t pages = div_up(used, L->page_tokens);
         for (uint64_t p = L->n_pages_alloc; p < pages; p++) {
-            L->pages[p] = kvs_aligned_alloc(L->page_bytes);
+            L->pages[p] = kvs_kv_page_new(c->pool, L->page_bytes);
             if (!L->pages[p])
                 return kvs_fail(KVS_ERR_NOMEM, "kv cache: cannot allocate a %.1f KiB page", (double)L->page_bytes / 1024.0);
             L->n_pages_alloc = (uint32_t)p + 1;
             c->bytes += L->page_bytes;
         }
         if (!compressed(L)) continue;
+        for (uint64_t p = c0; p < c1 && p < L->n_cpages_alloc; p++) KVS_TRY(unshare(c->pool, &L->cpages[p], L->cpage_bytes));
         uint64_t cp = div_up(compressed_entries(L, n_pos), L->page_tokens);
         for (uint64_t p = L->n_cpages_alloc; p < cp; p++) {
-            L->cpages[p] = kvs_aligned_alloc(L->cpage_bytes);
+            L->cpages[p] = kvs_kv_page_new(c->pool, L->cpage_bytes);
             if (!L->cpages[p])
                 return kvs_fail(KVS_ERR_NOMEM, "kv cache: cannot allocate a %.1f KiB page", (double)L->cpage_bytes / 1024.0);
             L->n_cpages_alloc = (uint32_t)p + 1;
             c->bytes += L->cpage_bytes;
         }
     }
+    return KVS_OK;
+}
+
+/* ---- sequence operations --------------------------------------------------- */
+
+kvs_status kvs_kv_cache_fork(const kvs_kv_cache *src, kvs_kv_cache **out) {
+    *out = NULL;
+    if (src->evict)
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: a sequence with token eviction cannot be forked (its kept "
+                        "set is scored per sequence)");
+    if (src->chunk_n) return kvs_fail(KVS_ERR_INVALID_ARG, "kv cache: cannot fork inside a chunk");
+    kvs_kv_scheme *schemes = kvs_malloc(sizeof *schemes * (size_t)src->n_layers);
+    if (!schemes) return kvs_fail(KVS_ERR_NOMEM, "kv cache: out of memory");
+    for (int32_t i = 0; i < src->n_layers; i++) schemes[i] = src->layers[i].scheme;
+    kvs_kv_cache *c;
+    kvs_status st = kvs_kv_cache_new_in(src->pool, schemes, src->n_layers, src->capacity, &c);
+    kvs_free(schemes);
+    if (st != KVS_OK) return st;
+    if (src->n_batch && (st = kvs_kv_chunk_init(c, src->n_batch)) != KVS_OK) { kvs_kv_cache_free(c); return st; }
+    for (int32_t i = 0; i < c->n_layers; i++) {
+        kvs_kv_layer *L = &c->layers[i];
+        const kvs_kv_layer *S = &src->layers[i];
+        if (S->resid) { /* small and written every step: a private copy */
+            if (!kvs_kv_pool_fits(c->pool, resid_bytes(S)) ||
+                !(L->resid = (uint16_t *)(void *)kvs_kv_page_new(c->pool, resid_bytes(S)))) {
+                kvs_kv_cache_free(c);
+                return kvs_fail(kvs_kv_pool_fits(c->pool, resid_bytes(S)) ? KVS_ERR_NOMEM : KVS_ERR_BUDGET,
+                                "kv cache: no room to fork layer %d's f16 residual", i);
+            }
+            memcpy(L->resid, S->resid, resid_bytes(S));
+            c->bytes += resid_bytes(S);
+        }
+        for (uint32_t p = 0; p < S->n_pages_alloc; p++) {
+            L->pages[p] = S->pages[p];
+            kvs_kv_page_ref(L->pages[p]);
+            L->n_pages_alloc = p + 1;
+            c->bytes += L->page_bytes;
+        }
+        for (uint32_t p = 0; p < S->n_cpages_alloc; p++) {
+            L->cpages[p] = S->cpages[p];
+            kvs_kv_page_ref(L->cpages[p]);
+            L->n_cpages_alloc = p + 1;
+            c->bytes += L->cpage_bytes;
+        }
+        L->n_stored = S->n_stored;
+    }
+    c->n_past = src->n_past;
+    c->own_pool = src->own_pool;
+    *out = c;
+    return KVS_OK;
+}
+
+kvs_status kvs_kv_cache_truncate(kvs_kv_cache *c, uint64_t n) {
+    if (n > c->n_past)
+        return kvs_fail(KVS_ERR_INVALID_ARG, "kv cache: cannot truncate %llu tokens to %llu",
+                        (unsigned long long)c->n_past, (unsigned long long)n);
+    if (c->chunk_n) return kvs_fail(KVS_ERR_INVALID_ARG, "kv cache: cannot truncate inside a chunk");
+    if (n == c->n_past) return KVS_OK;
+    if (n == 0) { kvs_kv_cache_clear(c); return KVS_OK; }
+    for (int32_t i = 0; i < c->n_layers; i++) { /* every layer must still hold what positions < n left */
+        const kvs_kv_layer *L = &c->layers[i];
+        const char *why = NULL;
+        if (!L->pages) continue;
+        if (kvs_kv_evict_on(c->evict, i)) why = "evicts tokens";
+        else if (compressed(L)) why = "holds compressed entries";
+        else if (windowed(L) && c->n_past > L->slots) why = "is a sliding window whose ring has wrapped";
+        else if (channel(L) && kvs_kv_scheme_channel_quantized(&L->scheme, n) !=
+                                   kvs_kv_scheme_channel_quantized(&L->scheme, c->n_past))
+            why = "has quantized those positions in groups"; /* the f16 residual holds only the newest */
+        if (why)
+            return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: cannot truncate to %llu tokens: layer %d %s",
+                            (unsigned long long)n, i, why);
+    }
+    for (int32_t i = 0; i < c->n_layers; i++) {
+        kvs_kv_layer *L = &c->layers[i];
+        if (!L->pages) continue;
+        if (channel(L)) { L->n_stored = n; continue; }
+        uint64_t keep = div_up(n < L->slots ? n : L->slots, L->page_tokens); /* pages beyond n go back */
+        for (uint64_t p = keep; p < L->n_pages_alloc; p++) {
+            kvs_kv_page_release(c->pool, L->pages[p], L->page_bytes);
+            L->pages[p] = NULL;
+            c->bytes -= L->page_bytes;
+        }
+        if (keep < L->n_pages_alloc) L->n_pages_alloc = (uint32_t)keep;
+    }
+    c->n_past = n;
     return KVS_OK;
 }
 

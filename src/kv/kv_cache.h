@@ -32,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kv/kv_pool.h"
 #include "kv/kv_scheme.h"
 #include "kvslim.h"
 
@@ -84,8 +85,9 @@ typedef struct kvs_kv_cache {
     int32_t n_layers;
     uint32_t capacity;       /* positions per sequence (the session context) */
     kvs_kv_layer *layers;    /* (n_layers) */
-    uint64_t bytes;          /* bytes of pages currently allocated */
-    uint64_t budget;         /* 0 = unlimited */
+    kvs_kv_pool *pool;       /* where the pages come from (kv/kv_pool.h), its budget shared */
+    bool own_pool;           /* the pool goes with its last user (kvs_kv_cache_new and its forks) */
+    uint64_t bytes;          /* bytes of the pages this sequence holds (shared ones included) */
     struct kvs_kv_evict *evict; /* token eviction (kv/kv_evict.h), NULL = none */
     /* the sequence and its chunk in flight (kv/kv_chunk.h) */
     uint64_t n_past;         /* positions stored */
@@ -97,16 +99,32 @@ typedef struct kvs_kv_cache {
 } kvs_kv_cache;
 
 /* Validates the schemes (shared sources must be earlier, non-shared layers
- * of identical geometry) and allocates no pages yet. */
+ * of identical geometry) and allocates no pages yet. kvs_kv_cache_new
+ * draws on a pool of its own with budget_bytes (0 = unlimited);
+ * kvs_kv_cache_new_in on a pool that other sequences share (free every
+ * sequence before the pool). */
 kvs_status kvs_kv_cache_new(const kvs_kv_scheme *schemes, int32_t n_layers, uint32_t capacity,
                             uint64_t budget_bytes, kvs_kv_cache **out);
+kvs_status kvs_kv_cache_new_in(kvs_kv_pool *pool, const kvs_kv_scheme *schemes, int32_t n_layers,
+                               uint32_t capacity, kvs_kv_cache **out);
+/* A new sequence in src's pool holding the same tokens: it shares every page
+ * (a write to a shared page copies it first) and copies the small per-layer
+ * f16 residuals. Sequences with token eviction cannot fork yet. */
+kvs_status kvs_kv_cache_fork(const kvs_kv_cache *src, kvs_kv_cache **out);
+/* Keep only the first n stored positions (rewind for an edit or a retry);
+ * pages past them go back to the pool. Refused (KVS_ERR_UNSUPPORTED, naming
+ * the layer) where a layer no longer holds what positions < n need: a
+ * window ring that wrapped, quantized groups, evicted or compressed
+ * layers; n = 0 always works. */
+kvs_status kvs_kv_cache_truncate(kvs_kv_cache *c, uint64_t n);
 void kvs_kv_cache_free(kvs_kv_cache *c);
 /* Drop every stored position (n_past = 0) and give all pages back. */
 void kvs_kv_cache_clear(kvs_kv_cache *c);
 
 /* Make sure every layer has pages for positions [0, n_pos) (the slots those
- * positions map to). Fails with KVS_ERR_BUDGET, changing nothing, when the
- * budget would be exceeded. */
+ * positions map to), and that the pages positions [n_past, n_pos) will write
+ * are this sequence's own (shared ones are copied). Fails with
+ * KVS_ERR_BUDGET, changing nothing, when the pool's budget would be exceeded. */
 kvs_status kvs_kv_cache_reserve(kvs_kv_cache *c, uint64_t n_pos);
 
 /* Store n tokens' K and V at absolute positions pos0..pos0+n-1 (pages must

@@ -5,6 +5,7 @@
 #ifndef KVS_LOADER_H
 #define KVS_LOADER_H
 
+#include "core/error.h"
 #include "model/model.h"
 
 typedef struct kvs_loader {
@@ -42,6 +43,5 @@ kvs_status kvs_load_common_hparams(kvs_loader *L);
  * optional rope_freqs. */
 kvs_status kvs_load_embeddings(kvs_loader *L);
 
-#define KVS_TRY(x) do { kvs_status st_ = (x); if (st_ != KVS_OK) return st_; } while (0)
 
 #endif

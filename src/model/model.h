@@ -49,6 +49,9 @@ typedef struct kvs_arch_ops {
      * alone; the loader and the planner (src/plan/plan_gguf.c) both call it,
      * so they cannot disagree. swa: (n_layer). */
     kvs_status (*sliding_layers)(const kvs_gguf *g, int32_t n_layer, bool *swa);
+    /* the forward pass keeps per-sequence state outside the KV cache (in
+     * s->ext), so a session cannot be forked or truncated */
+    bool sequence_state;
 } kvs_arch_ops;
 
 typedef struct kvs_hparams {

@@ -105,6 +105,39 @@ void kvs_session_reset(kvs_session *s) {
 uint32_t kvs_session_n_past(const kvs_session *s) { return (uint32_t)s->kv->n_past; }
 uint32_t kvs_session_n_ctx(const kvs_session *s) { return s->params.n_ctx; }
 uint64_t kvs_session_kv_bytes(const kvs_session *s) { return s->kv->bytes; }
+uint64_t kvs_session_pool_bytes(const kvs_session *s) { return s->kv->pool->bytes; }
+uint64_t kvs_session_pool_budget(const kvs_session *s) { return s->kv->pool->budget; }
+
+kvs_status kvs_session_fork(const kvs_session *s, kvs_session **out) {
+    if (!out) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_session_fork: out is NULL");
+    *out = NULL;
+    if (!s) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_session_fork: session is NULL");
+    if (s->model->ops->sequence_state)
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "fork: %s keeps per-sequence state outside the KV cache", s->model->arch_name);
+    kvs_kv_cache *kv;
+    KVS_TRY(kvs_kv_cache_fork(s->kv, &kv));
+    kvs_session_params p = s->params; /* buffers as s's; the cache is replaced by the fork */
+    p.kv_layers = NULL;
+    p.kv_window = p.kv_sinks = 0;
+    p.kv_budget = 0;
+    kvs_session *f;
+    kvs_status st = kvs_session_new(s->model, &p, &f);
+    if (st != KVS_OK) { kvs_kv_cache_free(kv); return st; }
+    kvs_kv_cache_free(f->kv);
+    f->kv = kv;
+    f->params = s->params;
+    *out = f;
+    return KVS_OK;
+}
+
+kvs_status kvs_session_truncate(kvs_session *s, uint32_t n_tokens) {
+    if (!s) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_session_truncate: session is NULL");
+    if (n_tokens && s->model->ops->sequence_state)
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "truncate: %s keeps per-sequence state outside the KV cache",
+                        s->model->arch_name);
+    if (n_tokens == 0) { kvs_session_reset(s); return KVS_OK; }
+    return kvs_kv_cache_truncate(s->kv, n_tokens);
+}
 
 uint64_t kvs_session_kv_bytes_at(const kvs_session *s, uint64_t n_tokens) {
     uint64_t b = 0;

@@ -1,15 +1,16 @@
 build-dev/src/arch/deepseek2.o: src/arch/deepseek2.c src/arch/attend.h \
  src/model/session.h src/attn/attn.h src/core/threads.h include/kvslim.h \
- src/kv/kv_cache.h src/kv/kv_scheme.h src/core/dtype.h src/model/model.h \
- src/gguf/gguf.h src/ops/matmul.h src/ops/ops.h src/tok/tokenizer.h \
- src/arch/stages.h src/core/alloc.h src/core/error.h src/model/loader.h \
- src/ops/moe.h
+ src/kv/kv_cache.h src/kv/kv_pool.h src/kv/kv_scheme.h src/core/dtype.h \
+ src/model/model.h src/gguf/gguf.h src/ops/matmul.h src/ops/ops.h \
+ src/tok/tokenizer.h src/arch/stages.h src/core/alloc.h src/core/error.h \
+ src/model/loader.h src/ops/moe.h
 src/arch/attend.h:
 src/model/session.h:
 src/attn/attn.h:
 src/core/threads.h:
 include/kvslim.h:
 src/kv/kv_cache.h:
+src/kv/kv_pool.h:
 src/kv/kv_scheme.h:
 src/core/dtype.h:
 src/model/model.h:

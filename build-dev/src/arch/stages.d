@@ -1,14 +1,15 @@
 build-dev/src/arch/stages.o: src/arch/stages.c src/arch/stages.h \
  src/model/session.h src/attn/attn.h src/core/threads.h include/kvslim.h \
- src/kv/kv_cache.h src/kv/kv_scheme.h src/core/dtype.h src/model/model.h \
- src/gguf/gguf.h src/ops/matmul.h src/ops/ops.h src/tok/tokenizer.h \
- src/arch/attend.h
+ src/kv/kv_cache.h src/kv/kv_pool.h src/kv/kv_scheme.h src/core/dtype.h \
+ src/model/model.h src/gguf/gguf.h src/ops/matmul.h src/ops/ops.h \
+ src/tok/tokenizer.h src/arch/attend.h
 src/arch/stages.h:
 src/model/session.h:
 src/attn/attn.h:
 src/core/threads.h:
 include/kvslim.h:
 src/kv/kv_cache.h:
+src/kv/kv_pool.h:
 src/kv/kv_scheme.h:
 src/core/dtype.h:
 src/model/model.h:

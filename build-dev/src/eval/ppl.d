@@ -1,8 +1,8 @@
 build-dev/src/eval/ppl.o: src/eval/ppl.c src/core/alloc.h \
  src/core/error.h include/kvslim.h src/model/session.h src/attn/attn.h \
- src/core/threads.h src/kv/kv_cache.h src/kv/kv_scheme.h src/core/dtype.h \
- src/model/model.h src/gguf/gguf.h src/ops/matmul.h src/ops/ops.h \
- src/tok/tokenizer.h
+ src/core/threads.h src/kv/kv_cache.h src/kv/kv_pool.h src/kv/kv_scheme.h \
+ src/core/dtype.h src/model/model.h src/gguf/gguf.h src/ops/matmul.h \
+ src/ops/ops.h src/tok/tokenizer.h
 src/core/alloc.h:
 src/core/error.h:
 include/kvslim.h:
@@ -10,6 +10,7 @@ src/model/session.h:
 src/attn/attn.h:
 src/core/threads.h:
 src/kv/kv_cache.h:
+src/kv/kv_pool.h:
 src/kv/kv_scheme.h:
 src/core/dtype.h:
 src/model/model.h:
