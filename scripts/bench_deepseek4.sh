@@ -30,7 +30,7 @@
 #
 #   scripts/bench_deepseek4.sh
 #   DEPTHS_V4=8192,65536 DEPTHS_GQA=8192 THREADS=1 N_GEN=32 scripts/bench_deepseek4.sh
-#   LIB=/tmp/main/libkvslim.a OUT=build/bench-old DEPTHS_GQA= scripts/bench_deepseek4.sh
+#   LIB=OLD_CHECKOUT/build/libkvslim.a OUT=build/bench-old DEPTHS_GQA= scripts/bench_deepseek4.sh
 set -eu
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}

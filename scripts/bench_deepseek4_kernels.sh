@@ -11,7 +11,7 @@
 # Links build/libkvslim.a (LIB=... for another build; make first). Process CPU
 # time, so a loaded machine inflates but does not skew the comparison much.
 #   scripts/bench_deepseek4_kernels.sh
-#   LIB=/tmp/main/libkvslim.a scripts/bench_deepseek4_kernels.sh
+#   LIB=OLD_CHECKOUT/build/libkvslim.a scripts/bench_deepseek4_kernels.sh
 set -eu
 cd "$(dirname "$0")/.."
 LIB=${LIB:-build/libkvslim.a}

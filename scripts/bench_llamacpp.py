@@ -1,17 +1,43 @@
 #!/usr/bin/env python3
-"""Peer benchmark: llama.cpp (through llama-cpp-python) on the same model,
-threads and tests as `kvslim bench`: prefill tok/s for P tokens from an empty
-cache, and decode tok/s for N steps after D tokens of context (f16 KV).
-Best of R repetitions. Prints one JSON object per test.
+"""Peer benchmark: llama.cpp's own llama-bench (built by scripts/setup_peers.sh
+from the llama-cpp-python 0.3.36 sdist) on the same model, threads and tests as
+`kvslim bench`: prefill tok/s for P tokens from an empty cache, and decode
+tok/s for N single-token steps after D tokens of context. Best of R
+repetitions (llama-bench's samples; it also warms up once), batch 512. Prints
+one JSON object per test, named as `kvslim bench --json` names them
+(pp512, tg32@d8192), with llama-bench's mean next to the best.
 
-usage: scripts/bench_llamacpp.py MODEL [-t 2] [-p 512] [-n 32] [-d 0,2048,8192] [-r 2] [--flash-attn 0|1]
+Runs the peer's build (bash scripts/setup_peers.sh, a no-op once built);
+LLAMA_BENCH=path/to/llama-bench measures another build instead.
+
+usage: scripts/bench_llamacpp.py MODEL [-t 2] [-p 512] [-n 32] [-d 0,2048,8192] [-r 2]
+           [--flash-attn 0|1] [--kv f16|q8_0|q4_0]     (-p 0 or -n 0 skips that test)
 """
 import argparse
 import json
-import random
-import time
+import os
+import subprocess
+import sys
 
-import llama_cpp
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def llama_bench():
+    exe = os.environ.get("LLAMA_BENCH")
+    if exe:
+        return exe
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", "setup_peers.sh"), "--quiet"], check=True,
+                   stdout=sys.stderr)
+    return os.path.join(ROOT, "peers", "llama.cpp", "build", "bin", "llama-bench")
+
+
+def run(exe, model, args):
+    cmd = [exe, "-m", model, "-o", "jsonl", "-b", "512", "-ub", "512"] + args
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr)
+        sys.exit(f"bench_llamacpp: {' '.join(cmd)} failed ({p.returncode})")
+    return [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
 
 
 def main():
@@ -23,34 +49,23 @@ def main():
     ap.add_argument("-d", "--depths", default="0,2048,8192")
     ap.add_argument("-r", "--reps", type=int, default=2)
     ap.add_argument("--flash-attn", type=int, default=0)
+    ap.add_argument("--kv", default="f16", help="llama.cpp KV type for K and V (-ctk/-ctv)")
     a = ap.parse_args()
-    depths = [int(x) for x in a.depths.split(",")]
-    ctx = max(max(depths) + a.n_gen, a.prefill) + 16
-    llm = llama_cpp.Llama(model_path=a.model, n_ctx=ctx, n_batch=512, n_ubatch=512, n_threads=a.threads,
-                          n_threads_batch=a.threads, logits_all=False, flash_attn=bool(a.flash_attn),
-                          verbose=False)
-    rng = random.Random(1234567)
-    toks = [rng.randrange(llm.n_vocab()) for _ in range(ctx)]
-    tag = {"engine": "llama.cpp", "version": llama_cpp.__version__, "flash_attn": bool(a.flash_attn),
-           "threads": a.threads}
-    best = 0.0
-    for _ in range(a.reps):
-        llm.reset()
-        t0 = time.perf_counter()
-        llm.eval(toks[:a.prefill])
-        best = max(best, a.prefill / (time.perf_counter() - t0))
-    print(json.dumps({**tag, "test": f"pp{a.prefill}", "tok_s": round(best, 2)}), flush=True)
-    for d in depths:
-        best = 0.0
-        for _ in range(a.reps):
-            llm.reset()
-            if d:
-                llm.eval(toks[:d])
-            t0 = time.perf_counter()
-            for g in range(a.n_gen):
-                llm.eval([toks[d + g]])
-            best = max(best, a.n_gen / (time.perf_counter() - t0))
-        print(json.dumps({**tag, "test": f"tg{a.n_gen}@d{d}", "tok_s": round(best, 2)}), flush=True)
+    exe = llama_bench()
+    common = ["-t", str(a.threads), "-r", str(a.reps), "-fa", "on" if a.flash_attn else "off",
+              "-ctk", a.kv, "-ctv", a.kv]
+    rows = []
+    if a.prefill > 0:
+        rows += run(exe, a.model, common + ["-p", str(a.prefill), "-n", "0", "-d", "0"])
+    if a.n_gen > 0:
+        rows += run(exe, a.model, common + ["-p", "0", "-n", str(a.n_gen), "-d", a.depths])
+    for r in rows:
+        test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}@d{r['n_depth']}"
+        samples = r.get("samples_ts") or [r["avg_ts"]]
+        print(json.dumps({"engine": "llama.cpp", "version": r.get("build_commit", "?"),
+                          "flash_attn": bool(a.flash_attn), "threads": r["n_threads"], "kv": a.kv,
+                          "test": test, "tok_s": round(max(samples), 2), "mean_tok_s": round(r["avg_ts"], 2)}),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@
 # dense SwiGLU FFN of 1408 in every layer, Q4_0 weights, random values) is
 # generated once into a git-ignored path, then `kvslim bench` decodes at KV
 # depths 0, 1024 and 4096 with 2 threads; with PEER=1 llama.cpp
-# (llama-cpp-python, scripts/bench_llamacpp.py) runs the same file, tests and
-# threads right after, for a ratio on the same machine state.
+# (llama-bench from scripts/setup_peers.sh, through scripts/bench_llamacpp.py)
+# runs the same file, tests and threads right after, for a ratio on the same
+# machine state.
 #
 # usage: scripts/bench_mla.sh            env: PY (python with numpy+gguf),
-#        PEER=1 PEER_PY=/work/venv-ref/bin/python scripts/bench_mla.sh
+#        PEER=1 scripts/bench_mla.sh     PEER_FA (llama.cpp flash-attention modes, default "0 1": both),
 #        THREADS (2), DEPTHS (0,1024,4096), NGEN (32), REPS (2), KV (f16, or q8_0:
 #        the int8 latent path), FILL=1 (reach each depth with random cache
 #        rows instead of a prefill: same decode work, no prefill cost),
@@ -40,6 +41,8 @@ set -x
 "$KVSLIM" bench -m "$OUT" -t "$THREADS" -c "$CTX" --kv "$KV" -p "$PREFILL" -n "$NGEN" -d "$DEPTHS" -r "$REPS" \
     --bw-gib 0 "${EXTRA[@]}"
 if [ "${PEER:-0}" = 1 ]; then
-    "${PEER_PY:-/work/venv-ref/bin/python}" scripts/bench_llamacpp.py "$OUT" -t "$THREADS" -p 512 -n "$NGEN" \
-        -d "$DEPTHS" -r "$REPS"
+    for fa in ${PEER_FA:-0 1}; do
+        python3 scripts/bench_llamacpp.py "$OUT" -t "$THREADS" -p "$PREFILL" -n "$NGEN" \
+            -d "$DEPTHS" -r "$REPS" --flash-attn "$fa"
+    done
 fi

@@ -29,6 +29,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 KVSLIM = os.environ.get("KVSLIM", os.path.join(os.path.dirname(__file__), "..", "build", "kvslim"))
 MAX_SCHEMES = 32  # kvslim eval's limit per run
@@ -161,7 +162,8 @@ def main():
     # The f16 buffer (sinks + recent residual + partial group) is a fixed cost per layer: take it
     # off the budget.
     fixed = layers * (args.first + recent + group) * nkv * 2 * d * 2 / args.ctx
-    pdir = args.probes or "/tmp/kv_mix_%s_c%d_p%d" % (os.path.basename(args.model), args.ctx, args.probe)
+    pdir = args.probes or os.path.join(tempfile.gettempdir(), "kv_mix_%s_c%d_p%d" % (
+        os.path.basename(args.model), args.ctx, args.probe))
     os.makedirs(pdir, exist_ok=True)
     sens = {}
     for part in "kv":

@@ -1,48 +1,66 @@
 #!/usr/bin/env python3
 """llama.cpp's quantized KV cache on the same text and chunking as
-`kvslim eval` (for issue #5's "lower perplexity increase than llama.cpp's
-q4_0 KV cache at equal bytes").
+`kvslim eval`, measured by llama.cpp's own llama-perplexity (built by
+scripts/setup_peers.sh from the llama-cpp-python 0.3.36 sdist; a no-op once
+built; LLAMA_PERPLEXITY=path measures another build).
 
 Perplexity the llama.cpp way (non-overlapping chunks of --ctx tokens, first
-token replaced by BOS, second half scored), once per KV type; prints one
-JSON line per type with ppl and its change vs the first type given.
-K and V are quantized (V needs flash attention in llama.cpp). Since its PR
-21038 (April 2026) llama.cpp also rotates Q, K and V by a Hadamard transform
-whenever the cache is quantized, like kvslim's `rotate=kv`; run with
-LLAMA_ATTN_ROT_DISABLE=1 in the environment for the plain format.
+token replaced by BOS when the model adds one, second half of each chunk
+scored), once per KV type (-ctk/-ctv: K and V both quantized, with flash
+attention, which a quantized V needs). The first type is the reference: its
+run saves the logits (--kl-divergence-base in a temporary folder) and every
+other type's run reads them back (--kl-divergence) for the KL divergence over
+the full vocabulary and the top-1 agreement, on the same tokens.
+
+llama.cpp rotates Q, K and V by a Hadamard transform whenever the cache is
+quantized (its PR 21038), like kvslim's `rotate=kv`; --unrotated adds, for
+each quantized type, a run with LLAMA_ATTN_ROT_DISABLE=1 (the plain format),
+labelled "TYPE,rotate=none".
+
+Prints one JSON line per run: kv, rotate, ppl, dppl_pct (vs the reference),
+kl_mean, kl_p99, top1_pct.
 
 usage: scripts/llamacpp_kv_ppl.py MODEL.gguf TEXT [--ctx 2048] [--chunks 1]
-           [--types f16,q8_0,q4_0] [--threads 2]
-(needs: pip install llama-cpp-python numpy)
+           [--types f16,q8_0,q4_0] [--threads 2] [--unrotated] [--no-kl]
 """
 import argparse
 import json
-import math
+import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 
-import numpy as np
-import llama_cpp
-
-TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0,
-         "q4_1": llama_cpp.GGML_TYPE_Q4_1, "q5_0": llama_cpp.GGML_TYPE_Q5_0}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUANT = {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"}
 
 
-def ppl(llm, tokens, n_ctx, chunks, bos):
-    n = min(len(tokens) // n_ctx, chunks)
-    nll, count = 0.0, 0
-    for c in range(n):
-        chunk = list(tokens[c * n_ctx:(c + 1) * n_ctx])
-        inp = list(chunk)
-        if bos is not None:
-            inp[0] = bos
-        llm.reset()
-        llm.eval(inp)
-        for j in range(n_ctx // 2, n_ctx - 1):
-            lg = np.array(llm.scores[j], dtype=np.float64)
-            m = lg.max()
-            nll += m + math.log(np.exp(lg - m).sum()) - lg[chunk[j + 1]]
-            count += 1
-    return math.exp(nll / count), n, count
+def llama_perplexity():
+    exe = os.environ.get("LLAMA_PERPLEXITY")
+    if exe:
+        return exe
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", "setup_peers.sh"), "--quiet"], check=True,
+                   stdout=sys.stderr)
+    return os.path.join(ROOT, "peers", "llama.cpp", "build", "bin", "llama-perplexity")
+
+
+def num(pattern, text):
+    m = re.search(pattern, text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def run(exe, a, kv, rotate, extra):
+    env = dict(os.environ)
+    if rotate == "none":
+        env["LLAMA_ATTN_ROT_DISABLE"] = "1"
+    cmd = [exe, "-m", a.model, "-f", a.text, "-c", str(a.ctx), "--chunks", str(a.chunks), "-t", str(a.threads),
+           "-fa", "on", "-ctk", kv, "-ctv", kv] + extra
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    if p.returncode != 0:
+        sys.stderr.write(p.stdout[-4000:])
+        sys.exit(f"llamacpp_kv_ppl: {' '.join(cmd)} failed ({p.returncode})")
+    return p.stdout
 
 
 def main():
@@ -53,24 +71,48 @@ def main():
     ap.add_argument("--chunks", type=int, default=1)
     ap.add_argument("--types", default="f16,q8_0,q4_0")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--unrotated", action="store_true",
+                    help="also run each quantized type with llama.cpp's Hadamard rotation off")
+    ap.add_argument("--no-kl", action="store_true", help="perplexity only (no logits file, no KL)")
     a = ap.parse_args()
-    data = open(a.text, "rb").read()
-    base = None
-    for name in a.types.split(","):
-        t = TYPES[name]
-        llm = llama_cpp.Llama(model_path=a.model, n_ctx=a.ctx, n_batch=512, n_threads=a.threads,
-                              n_threads_batch=a.threads, logits_all=True, verbose=False, type_k=t, type_v=t,
-                              flash_attn=True)
-        add_bos = llm._model.add_bos_token() if hasattr(llm._model, "add_bos_token") else False
-        bos = llm.token_bos() if add_bos else None
-        tokens = llm.tokenize(data, add_bos=bool(add_bos), special=False)
-        p, n, count = ppl(llm, tokens, a.ctx, a.chunks, bos)
-        if base is None:
-            base = p
-        print(json.dumps({"kv": name, "text": a.text, "ctx": a.ctx, "chunks": n, "tokens": len(tokens),
-                          "scored": count, "ppl": round(p, 4), "dppl_pct": round(100.0 * (p / base - 1.0), 3)}),
-              flush=True)
-        del llm
+    exe = llama_perplexity()
+    runs = []
+    for t in a.types.split(","):
+        runs.append((t, "kv" if t in QUANT else "none"))
+        if a.unrotated and t in QUANT:
+            runs.append((t, "none"))
+    tmp = tempfile.mkdtemp(prefix="llamacpp-kl.")
+    try:
+        base_file = os.path.join(tmp, "base.logits")
+        base = None
+        for i, (kv, rotate) in enumerate(runs):
+            if a.no_kl:
+                extra = []
+            elif i == 0:
+                extra = ["--kl-divergence-base", base_file]
+            else:
+                extra = ["--kl-divergence-base", base_file, "--kl-divergence"]
+            out = run(exe, a, kv, rotate, extra)
+            if i == 0 or a.no_kl:
+                ppl = num(r"Final estimate: PPL = ([0-9.]+)", out)
+            else:
+                ppl = num(r"^Mean PPL\(Q\)\s*:\s*([0-9.]+)", out)
+            if ppl is None:
+                sys.stderr.write(out[-4000:])
+                sys.exit(f"llamacpp_kv_ppl: no perplexity in llama-perplexity's output for {kv}")
+            if base is None:
+                base = ppl
+            label = kv + (",rotate=none" if rotate == "none" and kv in QUANT else "")
+            row = {"kv": label, "rotate": rotate, "text": a.text, "ctx": a.ctx, "chunks": a.chunks,
+                   "ppl": round(ppl, 4), "dppl_pct": round(100.0 * (ppl / base - 1.0), 3)}
+            if i > 0 and not a.no_kl:
+                row["kl_mean"] = num(r"^Mean\s+KLD:\s*([-0-9.]+)", out)
+                row["kl_p99"] = num(r"^99\.0%\s+KLD:\s*([-0-9.]+)", out)
+                row["top1_pct"] = num(r"^Same top p:\s*([0-9.]+)", out)
+            row["engine"] = "llama.cpp (llama-perplexity)"
+            print(json.dumps(row), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

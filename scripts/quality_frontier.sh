@@ -2,26 +2,28 @@
 # Issue #5 frontier: KV bytes vs quality (ppl change, KL, top-1, passkey) of
 # the quantized-cache, eviction and retrofit schemes on SmolLM2-135M and
 # Gemma-3-270M, two Debian texts, against the f16 cache and llama.cpp's q4_0
-# KV cache on the same tokens. Writes one JSON file per run to $OUT (default
-# /tmp/kvs_frontier) and prints markdown tables (scripts/eval_table.py --md).
+# KV cache on the same tokens (llama-perplexity from scripts/setup_peers.sh,
+# through scripts/llamacpp_kv_ppl.py: its default rotated cache and the plain
+# one, with KL against its own f16 run). Writes one JSON file per run to $OUT
+# (default build/frontier) and prints markdown tables (scripts/eval_table.py --md).
 # Slow (hours on 2 cores): run parts with the env knobs.
 #
 # usage: scripts/quality_frontier.sh [THREADS]
 #   PARTS="pk ppl ctx8k retro"  which parts (default all):
 #     pk     memory-barriers ppl/KL at -c 2048 (1 chunk) + passkey at $PK, the same run
-#     ppl    GPL-3 ppl/KL at -c 2048 (1 chunk) + llama.cpp f16/q8_0/q4_0 on both texts
+#     ppl    GPL-3 ppl/KL at -c 2048 (1 chunk) + llama.cpp f16/q8_0/q4_0 (rotated and not) on both texts
 #     ctx8k  both models at -c 8192 (1 chunk of memory-barriers) + passkey at 4k and 8k
 #     retro  compressed files (kvslim compress) : ppl + passkey
 #   ONLY=smollm2|gemma   one model;  PK=1k,2k  passkey lengths (8k needs -c 8192:
-#   PKCTX=8192);  TRIALS=2;  LLAMACPP=0 skip llama.cpp (needs PY with llama-cpp-python)
+#   PKCTX=8192);  TRIALS=2;  LLAMACPP=0 skip llama.cpp
 # Texts: /usr/share/common-licenses/GPL-3 and linux-doc's memory-barriers.txt
 # (apt install linux-doc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${1:-2}
 K=${BUILD:-build}/kvslim
-OUT=${OUT:-/tmp/kvs_frontier}; mkdir -p "$OUT"
-PY=${PY:-/work/venv-ref/bin/python}
+OUT=${OUT:-build/frontier}; mkdir -p "$OUT"
+[ "${LLAMACPP:-1}" = 0 ] || bash scripts/setup_peers.sh --quiet
 PARTS=${PARTS:-pk ppl ctx8k retro}
 PK=${PK:-1k,2k}; PKCTX=${PKCTX:-2048}; TRIALS=${TRIALS:-2}
 L=/usr/share/common-licenses
@@ -51,7 +53,8 @@ run_eval() { # out model ctx text extra-args... -- schemes...
 }
 llamacpp() { # out model text
   [ "${LLAMACPP:-1}" = 0 ] && return 0
-  "$PY" scripts/llamacpp_kv_ppl.py "$2" "$3" --ctx 2048 --chunks 1 --types f16,q8_0,q4_0 --threads "$T" | tee "$OUT/$1.json"
+  python3 scripts/llamacpp_kv_ppl.py "$2" "$3" --ctx 2048 --chunks 1 --types f16,q8_0,q4_0 --unrotated \
+      --threads "$T" | tee "$OUT/$1.json"
 }
 PKA=(--passkey "$PK" --trials "$TRIALS")
 

@@ -2,6 +2,12 @@
 """Reference outputs from an independent implementation (llama.cpp through
 llama-cpp-python) for kvslim's whole-model tests.
 
+llama.cpp here is the peer of scripts/setup_peers.sh: llama-cpp-python
+0.3.36's bindings over the libllama.so built from that sdist's vendored
+llama.cpp, run in the reference Python it makes (`bash scripts/setup_peers.sh
+--python`, peers/venv); scripts/peer.py sets both up on first use and re-runs
+this script under that Python, so any `python3` can start it.
+
 Writes tests/data/ref_<name>.json with, for fixed prompts, the prompt tokens,
 32 greedy continuation tokens and the top-10 logits after the prompt; and
 the perplexity of a text at a context size computed the llama.cpp way
@@ -13,17 +19,20 @@ a test can tell a real divergence from a near-tie when no exact float64
 reference exists for the architecture. --more-ctx adds perplexities at
 further context sizes ("ppl_more").
 
-usage: scripts/ref_llamacpp.py MODEL.gguf NAME [--ctx 512] [--more-ctx 2048]
+usage: python3 scripts/ref_llamacpp.py MODEL.gguf NAME [--ctx 512] [--more-ctx 2048]
            [--text FILE]
-(needs: pip install llama-cpp-python numpy)
 """
 import argparse
 import json
 import math
+import os
 import sys
 
-import numpy as np
-import llama_cpp
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peer  # noqa: E402
+
+llama_cpp = peer.llama_cpp()
+import numpy as np  # noqa: E402
 
 PROMPTS = [
     "Once upon a time",

@@ -94,8 +94,10 @@ def rope(x, pos, freqs):
 
 def compare_llama_cpp(path, toks, ref):
     """Second opinion from another engine: llama.cpp's logits for the same
-    tokens, as max |diff| / max |ref| (its f32 paths differ from float64)."""
-    import llama_cpp
+    tokens, as max |diff| / max |ref| (its f32 paths differ from float64).
+    llama.cpp is the peer of scripts/setup_peers.sh (scripts/peer.py)."""
+    import peer
+    llama_cpp = peer.llama_cpp()
     llm = llama_cpp.Llama(model_path=path, n_ctx=max(128, len(toks) + 8), n_batch=len(toks), n_ubatch=len(toks),
                           n_threads=2, logits_all=True, verbose=False, type_k=0, type_v=0)   # f32 KV cache
     llm.eval([int(t) for t in toks])
@@ -112,8 +114,11 @@ def main():
     ap.add_argument("--n-tokens", type=int, default=64)
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--llama-cpp", action="store_true",
-                    help="also run llama.cpp (llama-cpp-python) on the same tokens and report the difference")
+                    help="also run llama.cpp (llama-cpp-python, scripts/setup_peers.sh) on the same tokens and report the difference")
     a = ap.parse_args()
+    if a.llama_cpp:
+        import peer
+        peer.llama_cpp()   # into the reference Python before any work
     M = Model(a.model)
 
     L = M.key("block_count")

@@ -18,7 +18,8 @@ usage: scripts/ref_numpy_llama.py MODEL.gguf --ref tests/data/ref_smollm2.json
            --out tests/data/ref_smollm2_f64.json
            [--compare --dump-logits build/dump_logits]
 --compare also runs kvslim (through scripts/dump_logits.c, built separately)
-and llama.cpp (needs llama_cpp importable) on the teacher-forced sequences
+and llama.cpp (the peer of scripts/setup_peers.sh through scripts/peer.py,
+which re-runs this script in the reference Python peers/venv) on the teacher-forced sequences
 and stores max/RMS |diff| vs f64 over the f64 top-20 ids per position.
 (needs: pip install gguf numpy)
 """
@@ -116,7 +117,8 @@ def topn(row, n):
 
 
 def llamacpp_logits(model_path, seqs):
-    import llama_cpp
+    import peer
+    llama_cpp = peer.llama_cpp()
     llm = llama_cpp.Llama(model_path=model_path, n_ctx=256, logits_all=True,
                           n_threads=2, verbose=False)
     out = []
@@ -152,6 +154,9 @@ def main():
     ap.add_argument("--compare", action="store_true")
     ap.add_argument("--dump-logits", default="build/dump_logits")
     a = ap.parse_args()
+    if a.compare:
+        import peer
+        peer.llama_cpp()   # into the reference Python before any work
 
     ref = json.load(open(a.ref))
     m = Model(a.model)

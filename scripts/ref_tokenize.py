@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Reference tokenizations for tests/test_tokenizer.c, produced by an
-independent implementation (llama-cpp-python, vocab_only=True).
+independent implementation (llama-cpp-python, vocab_only=True: the peer of
+scripts/setup_peers.sh, through scripts/peer.py, which re-runs this script in
+the reference Python peers/venv).
 
-Usage: /work/venv-ref/bin/python scripts/ref_tokenize.py [models/X.gguf ...]
+Usage: python3 scripts/ref_tokenize.py [models/X.gguf ...]
 Writes tests/data/tok_ref_<model-stem>.txt for each model given (default:
 both models in models/ that are present).
 
@@ -17,7 +19,10 @@ and special=True (special token text is parsed)."""
 import os
 import sys
 
-import llama_cpp
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peer  # noqa: E402
+
+llama_cpp = peer.llama_cpp()
 
 GPL3 = "/usr/share/common-licenses/GPL-3"
 
