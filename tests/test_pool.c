@@ -62,9 +62,6 @@ static void fresh_calls(const kvs_model *m, const char *rules, const kvs_token *
     if (done < n) CHECK(kvs_decode(s, t + done, n - done, false, out) == KVS_OK);
     kvs_session_free(s);
 }
-static void fresh(const kvs_model *m, const char *rules, const kvs_token *t, size_t n, float *out) {
-    fresh_calls(m, rules, t, n, NULL, out);
-}
 
 /* Largest |a - b| relative to the largest |a|. */
 static double rel_diff(const float *a, const float *b, size_t n) {
