@@ -1,8 +1,10 @@
 /* Core utilities: f16/bf16 conversions (exhaustive round trip), thread pool
- * coverage, allocation hook. */
+ * coverage, allocation hook, error messages that wrap the previous one. */
 #include <stdatomic.h>
+#include <string.h>
 
 #include "core/alloc.h"
+#include "core/error.h"
 #include "core/f16.h"
 #include "core/threads.h"
 #include "test_util.h"
@@ -16,7 +18,29 @@ static void sum_task(void *vctx, int ith, int nth) {
     atomic_fetch_add(&c->sum, s);
 }
 
+/* kvs_fail with kvs_last_error() as an argument: the message buffer is
+ * formatted from itself (src/retrofit/load.c wraps the rules error so). */
+static void test_error_wrap(void) {
+    kvs_fail(KVS_ERR_FORMAT, "bad rule '%s'", "x=1");
+    CHECK(kvs_fail(KVS_ERR_INVALID_ARG, "model: %s: %s", "kvslim.kv.rules", kvs_last_error()) == KVS_ERR_INVALID_ARG);
+    CHECKF(!strcmp(kvs_last_error(), "model: kvslim.kv.rules: bad rule 'x=1'"), "got '%s'", kvs_last_error());
+    kvs_fail(KVS_ERR_FORMAT, "%s (outer)", kvs_last_error());
+    CHECKF(!strcmp(kvs_last_error(), "model: kvslim.kv.rules: bad rule 'x=1' (outer)"), "got '%s'", kvs_last_error());
+    /* a message at the length limit, wrapped: cut, still terminated */
+    char longmsg[KVS_ERROR_MAX + 64];
+    memset(longmsg, 'a', sizeof longmsg - 1);
+    longmsg[sizeof longmsg - 1] = '\0';
+    kvs_fail(KVS_ERR_IO, "%s", longmsg);
+    CHECK(strlen(kvs_last_error()) == KVS_ERROR_MAX - 1);
+    kvs_fail(KVS_ERR_IO, "w: %s", kvs_last_error());
+    const char *e = kvs_last_error();
+    CHECK(strlen(e) == KVS_ERROR_MAX - 1 && !strncmp(e, "w: aaa", 6) && e[KVS_ERROR_MAX - 2] == 'a');
+    kvs_clear_error();
+    CHECK(kvs_last_error()[0] == '\0');
+}
+
 int main(void) {
+    test_error_wrap();
     /* every finite half round-trips exactly through f32 */
     int bad = 0;
     for (uint32_t h = 0; h < 65536; h++) {
