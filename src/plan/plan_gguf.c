@@ -100,8 +100,10 @@ kvs_status kvs_plan_from_gguf(const char *path, kvs_plan_model *out) {
     if (!arch) { kvs_gguf_close(g); return kvs_fail(KVS_ERR_FORMAT, "%s: no general.architecture key", path); }
     uint32_t nl = 0, nh = 0, embd = 0, ctx = 0, window = 0, kv_lora = 0, rope = 0, n_shared = 0, n_exp = 0, n_used = 0;
     if (!key_u32(g, arch, "block_count", &nl) || nl == 0 || nl > 100000) {
+        /* the message first: arch points into g */
+        st = kvs_fail(KVS_ERR_FORMAT, "%s: missing or bad %s.block_count (want 1 to 100000 layers)", path, arch);
         kvs_gguf_close(g);
-        return kvs_fail(KVS_ERR_FORMAT, "%s: missing or bad %s.block_count", path, arch);
+        return st;
     }
     key_layer_u32(g, arch, "attention.head_count", 0, &nh);
     key_u32(g, arch, "embedding_length", &embd);
