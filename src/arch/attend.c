@@ -1,8 +1,6 @@
 /* Shared attention step of the decoder architectures (see attend.h). */
 #include "arch/attend.h"
 
-#include <stdatomic.h>
-
 #include "core/error.h"
 #include "kv/kivi.h"
 #include "kv/kv_evict.h"
@@ -14,7 +12,6 @@
  * and v in the cache, for tokens [lo, hi). */
 typedef struct rope_store_task {
     kvs_session *s; const kvs_rope *rope; int32_t layer; bool store, rotate, rotate_v;
-    _Atomic int status; /* first failure (kvs_status); the message is in that thread's error slot */
 } rope_store_task;
 
 static void rope_store_rows(void *ctx, int64_t lo, int64_t hi) {
@@ -34,7 +31,7 @@ static void rope_store_rows(void *ctx, int64_t lo, int64_t hi) {
     if (!t->store) return;
     kvs_status st = kvs_kv_cache_store(s->kv, t->layer, s->n_past + (uint32_t)lo, hi - lo, s->k + lo * kd,
                                        s->v + lo * vd);
-    if (st != KVS_OK) atomic_store(&t->status, (int)st);
+    kvs_task_fail(st); /* the pool carries the message back to kvs_arch_attend */
 }
 
 /* The last layer that reads layer src's cache, or -1. */
@@ -97,9 +94,8 @@ kvs_status kvs_arch_attend(kvs_session *s, int32_t layer, int64_t n, const kvs_r
     const bool rot_v = ls->rotate_v && ls->store == KVS_KV_STORE_FULL;
     rope_store_task rt = {.s = s, .rope = rope, .layer = layer, .store = own && !win && !grouped && !evict,
                           .rotate = ls->rotate != 0, .rotate_v = rot_v};
-    kvs_pool_for(s->pool, n, KVS_PAR_MIN_TOKENS, rope_store_rows, &rt);
-    if (atomic_load(&rt.status) != KVS_OK)
-        return kvs_fail((kvs_status)atomic_load(&rt.status), "layer %d: KV cache store failed", layer);
+    if ((st = kvs_pool_for(s->pool, n, KVS_PAR_MIN_TOKENS, rope_store_rows, &rt)) != KVS_OK)
+        return kvs_fail(st, "layer %d: %s", layer, kvs_last_error());
     if (grouped && (st = kvs_kv_cache_store(s->kv, layer, s->n_past, n, s->k, s->v)) != KVS_OK) return st;
     int n_segs;
     if (evict) {
