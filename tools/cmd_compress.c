@@ -188,7 +188,7 @@ int cmd_compress(int argc, char **argv) {
     {
         const kvs_hparams *hp = &m->hp;
         kvs_kv_scheme *tmp = kvs_calloc((size_t)hp->n_layer, sizeof *tmp);
-        if (!tmp) goto done;
+        if (!tmp) { fprintf(stderr, "kvslim compress: out of memory\n"); goto done; }
         kvs_model_full_schemes(m, KVS_TYPE_F16, tmp);
         kvs_status e = kvs_kv_spec_apply(tmp, hp->n_layer, rules);
         kvs_free(tmp);

@@ -94,8 +94,11 @@ int cmd_run(int argc, char **argv) {
     cli_common cc = c;
     cc.ctx = ctx;
     if (!(s = cli_new_session(m, &cc, ctx))) goto done;
-    if (kvs_sampler_new(&sp, info.n_vocab, &smp) != KVS_OK) { cli_error("sampler"); goto done; }
-    if (!(logits = malloc(sizeof(float) * (size_t)info.n_vocab))) goto done;
+    if (kvs_sampler_new(&sp, info.n_vocab, &smp) != KVS_OK) { cli_error("cannot create the sampler"); goto done; }
+    if (!(logits = malloc(sizeof(float) * (size_t)info.n_vocab))) {
+        fprintf(stderr, "kvslim run: out of memory for %d logits\n", info.n_vocab);
+        goto done;
+    }
     for (size_t i = 0; i < n_prompt; i++) kvs_sampler_accept(smp, toks[i]);
 
     double t0 = cli_now();

@@ -3,6 +3,7 @@
  * worker thread back to the caller. */
 #include "core/threads.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -101,9 +102,11 @@ kvs_status kvs_pool_new(int n_threads, kvs_pool **out) {
             worker_arg *a = kvs_malloc(sizeof *a);
             if (!a) { p->n = i; kvs_pool_free(p); return kvs_fail(KVS_ERR_NOMEM, "thread pool: out of memory"); }
             a->p = p; a->ith = i;
-            if (pthread_create(&p->threads[i], NULL, worker_main, a) != 0) {
+            int e = pthread_create(&p->threads[i], NULL, worker_main, a);
+            if (e != 0) {
                 kvs_free(a); p->n = i; kvs_pool_free(p);
-                return kvs_fail(KVS_ERR_INTERNAL, "thread pool: pthread_create failed");
+                return kvs_fail(e == EAGAIN ? KVS_ERR_NOMEM : KVS_ERR_INTERNAL, "thread pool: cannot start thread %d of %d: %s",
+                                i + 1, n_threads, strerror(e));
             }
         }
     }
