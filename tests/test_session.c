@@ -297,6 +297,36 @@ static void test_sampler(void) {
     p = kvs_sampler_params_default();
     p.top_p = 0.0f;
     CHECK(kvs_sampler_new(&p, V, &s) == KVS_ERR_INVALID_ARG && s == NULL);
+    /* every bad parameter is refused under its own name (a NaN temperature
+     * used to be blamed on top_p) */
+    static const struct { int which; float v; const char *name; } bad[] = {
+        {0, NAN, "temperature"}, {0, INFINITY, "temperature"}, {0, -INFINITY, "temperature"},
+        {1, NAN, "top_p"}, {1, INFINITY, "top_p"}, {1, -0.5f, "top_p"},
+        {2, NAN, "min_p"}, {2, 1.5f, "min_p"}, {2, -INFINITY, "min_p"},
+        {3, NAN, "repeat_penalty"}, {3, 0.0f, "repeat_penalty"}, {3, INFINITY, "repeat_penalty"},
+        {4, -1.0f, "repeat_last_n"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        p = kvs_sampler_params_default();
+        switch (bad[i].which) {
+        case 0: p.temperature = bad[i].v; break;
+        case 1: p.top_p = bad[i].v; break;
+        case 2: p.min_p = bad[i].v; break;
+        case 3: p.repeat_penalty = bad[i].v; break;
+        default: p.repeat_last_n = (int32_t)bad[i].v; break;
+        }
+        s = NULL;
+        kvs_status st = kvs_sampler_new(&p, V, &s);
+        const char *e = kvs_last_error();
+        CHECKF(st == KVS_ERR_INVALID_ARG && !s && strstr(e, bad[i].name) && (bad[i].which == 1 || !strstr(e, "top_p")),
+               "%s = %g: %s '%s'", bad[i].name, (double)bad[i].v, kvs_status_name(st), e);
+        kvs_sampler_free(s);
+    }
+    /* documented "off" values stay accepted */
+    p = kvs_sampler_params_default();
+    p.temperature = -1.0f; p.top_p = 2.0f; p.min_p = -1.0f; p.repeat_last_n = 0;
+    CHECK(kvs_sampler_new(&p, V, &s) == KVS_OK);
+    kvs_sampler_free(s);
     CHECK(kvs_sampler_new(NULL, 0, &s) == KVS_ERR_INVALID_ARG);
     kvs_sampler_free(NULL);
 }

@@ -20,6 +20,12 @@ static const kvs_arch_ops *const ARCHES[] = {
 };
 #define N_ARCHES (sizeof ARCHES / sizeof *ARCHES)
 
+const kvs_arch_ops *kvs_model_find_arch(const char *name) {
+    for (size_t i = 0; name && i < N_ARCHES; i++)
+        if (strcmp(name, ARCHES[i]->name) == 0) return ARCHES[i];
+    return NULL;
+}
+
 void kvs_model_count_weights(kvs_model *m) {
     m->weight_bytes = m->n_params = 0;
     for (uint64_t i = 0; i < kvs_gguf_n_tensors(m->gguf); i++) {
@@ -52,8 +58,7 @@ static kvs_status load(kvs_model *m, kvs_loader *L, const char *path, const kvs_
     KVS_TRY(kvs_gguf_open(path, p->use_mmap, &m->gguf));
     const char *arch = kvs_gguf_get_str(m->gguf, "general.architecture");
     if (!arch) return kvs_fail(KVS_ERR_FORMAT, "model: '%s' has no general.architecture", path);
-    for (size_t i = 0; i < N_ARCHES && !m->ops; i++)
-        if (strcmp(arch, ARCHES[i]->name) == 0) m->ops = ARCHES[i];
+    m->ops = kvs_model_find_arch(arch);
     if (!m->ops) {
         char names[256] = "";
         for (size_t i = 0; i < N_ARCHES; i++) {

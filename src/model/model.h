@@ -31,6 +31,9 @@ typedef struct kvs_arch_ops {
      * and advances n_past. logits: NULL, (n_vocab) for the last token, or
      * (n, n_vocab) when all_logits. */
     kvs_status (*forward)(kvs_session *s, const kvs_token *tokens, int64_t n, bool all_logits, float *logits);
+    /* one head_count / head_count_kv for every layer (kvs_load_common_hparams):
+     * a per-layer array must hold a single value (model/hparams.h) */
+    bool one_head_count;
 } kvs_arch_ops;
 
 typedef struct kvs_hparams {
@@ -67,6 +70,9 @@ void kvs_model_full_schemes(const kvs_model *m, kvs_dtype kv_type, kvs_kv_scheme
 /* Bytes a decode step reads from the weights: all of them, except only one
  * row of the embedding table unless it doubles as the output head. */
 void kvs_model_count_weights(kvs_model *m);
+
+/* The architecture named general.architecture = name, or NULL. */
+const kvs_arch_ops *kvs_model_find_arch(const char *name);
 
 extern const kvs_arch_ops kvs_arch_llama, kvs_arch_qwen2;
 extern const kvs_arch_ops kvs_arch_deepseek2;
