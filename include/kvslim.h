@@ -206,12 +206,14 @@ typedef struct kvs_sampler_params {
     float    top_p;         /* >= 1: off (default 0.95)                     */
     float    min_p;         /* <= 0: off (default 0.05)                     */
     float    repeat_penalty;/* 1: off (default 1.0)                         */
-    int32_t  repeat_last_n; /* window for the penalty (default 64)          */
+    int32_t  repeat_last_n; /* window for the penalty, >= 0 (default 64)    */
     uint64_t seed;          /* default 0x5eed                               */
 } kvs_sampler_params;
 kvs_sampler_params kvs_sampler_params_default(void);
 
 typedef struct kvs_sampler kvs_sampler;
+/* KVS_ERR_INVALID_ARG, naming the parameter, for a NaN or infinite value,
+ * top_p <= 0, min_p > 1, repeat_penalty <= 0 or repeat_last_n < 0. */
 kvs_status kvs_sampler_new(const kvs_sampler_params *params, int32_t n_vocab, kvs_sampler **out);
 void kvs_sampler_free(kvs_sampler *smp);
 /* Choose a token from logits (modified in place). */

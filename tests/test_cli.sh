@@ -22,6 +22,12 @@ expect run-no-prompt 2 "give a prompt"           -- "$K" run
 expect run-bad-flag  2 "unknown option"          -- "$K" run --bogus
 expect run-bad-t     2 "bad thread count"        -- "$K" run -t abc -p hi
 expect run-bad-temp  2 "bad value"               -- "$K" run --temp x -p hi
+expect run-nan-temp  2 "bad value 'nan' for --temp: want a finite" -- "$K" run --temp nan -p hi
+expect run-inf-temp  2 "bad value 'inf' for --temp"  -- "$K" run --temp inf -p hi
+expect run-neg-temp  2 "bad value '-1' for --temp"   -- "$K" run --temp -1 -p hi
+expect run-nan-top-p 2 "bad value 'nan' for --top-p" -- "$K" run --top-p nan -p hi
+expect run-nan-min-p 2 "bad value 'nan' for --min-p" -- "$K" run --min-p nan -p hi
+expect run-inf-rpen  2 "bad value 'inf' for --repeat-penalty" -- "$K" run --repeat-penalty inf -p hi
 expect no-model      1 "cannot load model.*nonexistent" -- "$K" run -m /nonexistent.gguf -p hi
 expect not-gguf      1 "cannot load model"       -- "$K" info -m README.md
 expect ppl-no-file   1 "cannot open"             -- "$K" ppl -f /nonexistent.txt

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `kvslim compress` on good and bad input: bad options, a rank above the
 # K/V width, calibration text too short, an architecture the retrofit cannot
-# handle, -o naming the input: clear message, non-zero exit, no output file,
-# input untouched. Then (unless KVS_SKIP_SLOW=1) a small real compression:
+# handle, -o naming the input or the calibration text, -o a symlink, fifo,
+# directory or device: clear message, non-zero exit, no output file, input
+# untouched. Then (unless KVS_SKIP_SLOW=1) a small real compression:
 # the file loads, `info` shows latent and shared layers, and `ppl` and `run`
 # work on it.
 set -u
@@ -33,6 +34,22 @@ expect both-rope    2 "exclude each other"      -- "$K" compress -m x --calib y 
 expect nothing      2 "nothing to do"           -- "$K" compress -m x --calib y -o "$O"
 expect rope-no-lat  2 "need --latent"           -- "$K" compress -m x --calib y --rope-keep 2 -o "$O"
 expect no-model     1 "cannot|no such"          -- "$K" compress -m /nonexistent.gguf --calib "$CAL" --latent r=8 -o "$O"
+# -o must be a regular file (or nothing yet) and none of the inputs: refused
+# before any work (-m need not exist), the path left as it was. /dev/null
+# would be replaced when run as root.
+printf 'calibration text\n' > "$tmp/cal.txt"; ln "$tmp/cal.txt" "$tmp/cal-hard.txt"
+printf 'keep me\n' > "$tmp/victim"; ln -s "$tmp/victim" "$tmp/link.gguf"
+mkfifo "$tmp/fifo.gguf"; mkdir "$tmp/dir.gguf"
+expect out-is-calib 2 "calibration text.*refusing to overwrite" -- "$K" compress -m x --calib "$tmp/cal.txt" --latent r=8 -o "$tmp/cal.txt"
+expect out-calib-hl 2 "calibration text.*refusing to overwrite" -- "$K" compress -m x --calib "$CAL" --calib "$tmp/cal.txt" --latent r=8 -o "$tmp/cal-hard.txt"
+expect out-is-cache 2 "same file"               -- "$K" compress -m x --calib-cache "$O" --latent r=8 -o "$O"
+expect out-symlink  1 "symbolic link"           -- "$K" compress -m x --calib "$CAL" --latent r=8 -o "$tmp/link.gguf"
+expect out-fifo     1 "fifo"                    -- "$K" compress -m x --calib "$CAL" --latent r=8 -o "$tmp/fifo.gguf"
+expect out-dir      1 "directory"               -- "$K" compress -m x --calib "$CAL" --latent r=8 -o "$tmp/dir.gguf"
+expect out-devnull  1 "device"                  -- "$K" compress -m x --calib "$CAL" --latent r=8 -o /dev/null
+if [ -L "$tmp/link.gguf" ] && [ -p "$tmp/fifo.gguf" ] && [ -d "$tmp/dir.gguf" ] && [ -c /dev/null ] &&
+   [ "$(cat "$tmp/victim")" = "keep me" ] && [ "$(cat "$tmp/cal.txt")" = "calibration text" ]; then pass=$((pass+1))
+else echo "FAIL a refused -o path changed"; fail=$((fail+1)); fi
 if [ -f "$M" ]; then
   sum=$(cksum < "$M")
   expect same-file  2 "refusing to overwrite"   -- "$K" compress -m "$M" --calib "$CAL" --latent r=64 -o "$M"

@@ -1,8 +1,10 @@
 /* Core utilities: f16/bf16 conversions (exhaustive round trip), thread pool
- * coverage, allocation hook. */
+ * coverage, allocation hook, error messages that wrap the previous one. */
 #include <stdatomic.h>
+#include <string.h>
 
 #include "core/alloc.h"
+#include "core/error.h"
 #include "core/f16.h"
 #include "core/threads.h"
 #include "test_util.h"
@@ -16,7 +18,82 @@ static void sum_task(void *vctx, int ith, int nth) {
     atomic_fetch_add(&c->sum, s);
 }
 
+/* kvs_fail with kvs_last_error() as an argument: the message buffer is
+ * formatted from itself (src/retrofit/load.c wraps the rules error so). */
+static void test_error_wrap(void) {
+    kvs_fail(KVS_ERR_FORMAT, "bad rule '%s'", "x=1");
+    CHECK(kvs_fail(KVS_ERR_INVALID_ARG, "model: %s: %s", "kvslim.kv.rules", kvs_last_error()) == KVS_ERR_INVALID_ARG);
+    CHECKF(!strcmp(kvs_last_error(), "model: kvslim.kv.rules: bad rule 'x=1'"), "got '%s'", kvs_last_error());
+    kvs_fail(KVS_ERR_FORMAT, "%s (outer)", kvs_last_error());
+    CHECKF(!strcmp(kvs_last_error(), "model: kvslim.kv.rules: bad rule 'x=1' (outer)"), "got '%s'", kvs_last_error());
+    /* a message at the length limit, wrapped: cut, still terminated */
+    char longmsg[KVS_ERROR_MAX + 64];
+    memset(longmsg, 'a', sizeof longmsg - 1);
+    longmsg[sizeof longmsg - 1] = '\0';
+    kvs_fail(KVS_ERR_IO, "%s", longmsg);
+    CHECK(strlen(kvs_last_error()) == KVS_ERROR_MAX - 1);
+    kvs_fail(KVS_ERR_IO, "w: %s", kvs_last_error());
+    const char *e = kvs_last_error();
+    CHECK(strlen(e) == KVS_ERROR_MAX - 1 && !strncmp(e, "w: aaa", 6) && e[KVS_ERROR_MAX - 2] == 'a');
+    kvs_clear_error();
+    CHECK(kvs_last_error()[0] == '\0');
+}
+
+/* A task failing on a worker thread: its status and message come back from
+ * kvs_pool_run / kvs_pool_for on the caller (messages are thread-local). */
+typedef struct fail_ctx { int fail_on; _Atomic int ran; } fail_ctx;
+static void fail_task(void *vctx, int ith, int nth) {
+    fail_ctx *c = vctx;
+    atomic_fetch_add(&c->ran, 1);
+    if (c->fail_on == -1 || ith == c->fail_on) kvs_task_fail(kvs_fail(KVS_ERR_BUDGET, "task %d of %d failed", ith, nth));
+}
+static void fail_range(void *vctx, int64_t lo, int64_t hi) {
+    (void)vctx;
+    if (hi > lo) kvs_task_fail(kvs_fail(KVS_ERR_NOMEM, "range [%lld, %lld) failed", (long long)lo, (long long)hi));
+}
+static void ok_range(void *vctx, int64_t lo, int64_t hi) { (void)vctx; (void)lo; (void)hi; kvs_task_fail(KVS_OK); }
+
+static void test_pool_errors(void) {
+    for (int nt = 1; nt <= 4; nt++) {
+        kvs_pool *p = NULL;
+        CHECK(kvs_pool_new(nt, &p) == KVS_OK);
+        if (!p) continue;
+        for (int rep = 0; rep < 20; rep++) {
+            fail_ctx c = {.fail_on = nt - 1}; /* the last worker: another thread when nt > 1 */
+            kvs_clear_error();
+            CHECK(kvs_pool_run(p, fail_task, &c) == KVS_ERR_BUDGET);
+            char want[64];
+            snprintf(want, sizeof want, "task %d of %d failed", nt - 1, nt);
+            CHECKF(!strcmp(kvs_last_error(), want), "nt %d: '%s'", nt, kvs_last_error());
+            CHECK(atomic_load(&c.ran) == nt);
+            /* every task fails: one whole message wins */
+            fail_ctx all = {.fail_on = -1};
+            CHECK(kvs_pool_run(p, fail_task, &all) == KVS_ERR_BUDGET);
+            CHECK(!strncmp(kvs_last_error(), "task ", 5) && strstr(kvs_last_error(), " failed"));
+        }
+        /* the next run starts clean */
+        fail_ctx none = {.fail_on = 99};
+        CHECK(kvs_pool_run(p, fail_task, &none) == KVS_OK);
+        /* parallel and inline loops */
+        CHECK(kvs_pool_for(p, 100, 1, fail_range, NULL) == KVS_ERR_NOMEM);
+        CHECK(strstr(kvs_last_error(), "failed") != NULL);
+        CHECK(kvs_pool_for(p, 3, 10, fail_range, NULL) == KVS_ERR_NOMEM);
+        CHECKF(!strcmp(kvs_last_error(), "range [0, 3) failed"), "'%s'", kvs_last_error());
+        CHECK(kvs_pool_for(p, 100, 1, ok_range, NULL) == KVS_OK);
+        CHECK(kvs_pool_for(p, 0, 1, fail_range, NULL) == KVS_OK);
+        kvs_pool_free(p);
+    }
+    CHECK(kvs_pool_run(NULL, fail_task, &(fail_ctx){.fail_on = 0}) == KVS_ERR_BUDGET);
+    CHECK(!strcmp(kvs_last_error(), "task 0 of 1 failed"));
+    /* outside any run, kvs_task_fail leaves the caller's message alone */
+    kvs_fail(KVS_ERR_IO, "kept");
+    kvs_task_fail(KVS_ERR_IO);
+    CHECK(!strcmp(kvs_last_error(), "kept"));
+}
+
 int main(void) {
+    test_error_wrap();
+    test_pool_errors();
     /* every finite half round-trips exactly through f32 */
     int bad = 0;
     for (uint32_t h = 0; h < 65536; h++) {

@@ -559,7 +559,41 @@ static void test_gguf_input(void) {
     CHECK(kvs_plan_from_gguf("/nonexistent.gguf", &m) != KVS_OK);
 }
 
+/* A metadata-only llama GGUF at path: block_count nl (0 = left out). */
+static kvs_status write_tiny_llama(const char *path, uint32_t nl, bool with_nl) {
+    kvs_gguf_writer *w = NULL;
+    kvs_status st = kvs_gguf_writer_new(&w);
+    if (st != KVS_OK) return st;
+    kvs_gguf_writer_set_str(w, "general.architecture", "llama");
+    if (with_nl) kvs_gguf_writer_set_u32(w, "llama.block_count", nl);
+    kvs_gguf_writer_set_u32(w, "llama.attention.head_count", 4);
+    kvs_gguf_writer_set_u32(w, "llama.embedding_length", 64);
+    st = kvs_gguf_writer_write(w, path);
+    kvs_gguf_writer_free(w);
+    return st;
+}
+
+/* block_count 0 / above the limit / absent: an error naming the key. The
+ * message used to be formatted after the file (which holds the arch name)
+ * was closed: a use after free that ASan reports (tests run under SAN=1). */
+static void test_gguf_bad_block_count(void) {
+    char path[] = "/tmp/kvs_test_plan_nl_XXXXXX";
+    int fd = mkstemp(path);
+    if (fd >= 0) close(fd);
+    const uint32_t bad[] = {0, 100001, 0xFFFFFFFFu};
+    for (int k = 0; k < 4; k++) {
+        CHECK(write_tiny_llama(path, k < 3 ? bad[k] : 0, k < 3) == KVS_OK);
+        kvs_plan_model m;
+        kvs_status st = kvs_plan_from_gguf(path, &m);
+        CHECK(st == KVS_ERR_FORMAT);
+        if (st == KVS_OK) kvs_plan_model_free(&m);
+        CHECKF(strstr(kvs_last_error(), "bad llama.block_count") != NULL, "case %d: '%s'", k, kvs_last_error());
+    }
+    remove(path);
+}
+
 int main(void) {
+    test_gguf_bad_block_count();
     test_published_figures();
     test_scheme_formula();
     test_whatif();

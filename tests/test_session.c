@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/error.h"
 #include "kvslim.h"
 #include "plan/plan.h"
 #include "test_util.h"
@@ -162,6 +163,48 @@ static void test_alloc_failures(const char *path) {
     CHECK(ok && nomem > 10);
 }
 
+/* An allocation failing inside a worker thread (eviction scores each KV
+ * head on the pool, 2 threads) fails the decode with that thread's message;
+ * it used to be dropped (the scores silently left stale). Whenever the
+ * decode attempted more allocations than were allowed, it must have failed.
+ * The first 48 allocations of the step cover the scoring of several layers. */
+static void test_worker_alloc_failures(const char *path) {
+    kvs_model *m = NULL;
+    CHECK(kvs_model_load(path, NULL, &m) == KVS_OK);
+    if (!m) return;
+    kvs_session_params sp = kvs_session_params_default();
+    sp.n_ctx = 32;
+    sp.n_threads = 2;
+    kvs_session *s = NULL;
+    CHECK(kvs_session_new(m, &sp, &s) == KVS_OK);
+    kvs_token t[8];
+    for (int i = 0; i < 8; i++) t[i] = 100 + 7 * i;
+    int failed = 0, scoring = 0;
+    for (int64_t n = 0; s && n <= 48; n++) {
+        kvs_session_reset(s);
+        CHECK(kvs_session_set_eviction(s, KVS_EVICT_H2O, 4, 2, 1) == KVS_OK);
+        kvs_clear_error();
+        uint64_t c0 = kvs_alloc_count();
+        kvs_alloc_fail_after(n < 48 ? n : -1); /* the last pass: no limit */
+        kvs_status st = kvs_decode(s, t, 8, false, NULL);
+        kvs_alloc_fail_after(-1);
+        bool hit = n < 48 && kvs_alloc_count() - c0 > (uint64_t)n; /* some allocation was refused */
+        if (hit) {
+            CHECKF(st == KVS_ERR_NOMEM && kvs_last_error()[0], "allocation %lld refused: %s '%s'", (long long)n,
+                   kvs_status_name(st), kvs_last_error());
+            failed++;
+            if (strstr(kvs_last_error(), "eviction")) scoring++;
+        } else {
+            CHECKF(st == KVS_OK, "no allocation refused but %s: %s", kvs_status_name(st), kvs_last_error());
+        }
+    }
+    printf("eviction decode, allocation n of the step refused: %d failures, each KVS_ERR_NOMEM with a message "
+           "(%d in the scoring)\n", failed, scoring);
+    CHECK(failed > 0 && scoring > 0);
+    kvs_session_free(s);
+    kvs_model_free(m);
+}
+
 static void test_sampler(void) {
     enum { V = 1000 };
     float base[V], lg[V];
@@ -254,6 +297,36 @@ static void test_sampler(void) {
     p = kvs_sampler_params_default();
     p.top_p = 0.0f;
     CHECK(kvs_sampler_new(&p, V, &s) == KVS_ERR_INVALID_ARG && s == NULL);
+    /* every bad parameter is refused under its own name (a NaN temperature
+     * used to be blamed on top_p) */
+    static const struct { int which; float v; const char *name; } bad[] = {
+        {0, NAN, "temperature"}, {0, INFINITY, "temperature"}, {0, -INFINITY, "temperature"},
+        {1, NAN, "top_p"}, {1, INFINITY, "top_p"}, {1, -0.5f, "top_p"},
+        {2, NAN, "min_p"}, {2, 1.5f, "min_p"}, {2, -INFINITY, "min_p"},
+        {3, NAN, "repeat_penalty"}, {3, 0.0f, "repeat_penalty"}, {3, INFINITY, "repeat_penalty"},
+        {4, -1.0f, "repeat_last_n"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        p = kvs_sampler_params_default();
+        switch (bad[i].which) {
+        case 0: p.temperature = bad[i].v; break;
+        case 1: p.top_p = bad[i].v; break;
+        case 2: p.min_p = bad[i].v; break;
+        case 3: p.repeat_penalty = bad[i].v; break;
+        default: p.repeat_last_n = (int32_t)bad[i].v; break;
+        }
+        s = NULL;
+        kvs_status st = kvs_sampler_new(&p, V, &s);
+        const char *e = kvs_last_error();
+        CHECKF(st == KVS_ERR_INVALID_ARG && !s && strstr(e, bad[i].name) && (bad[i].which == 1 || !strstr(e, "top_p")),
+               "%s = %g: %s '%s'", bad[i].name, (double)bad[i].v, kvs_status_name(st), e);
+        kvs_sampler_free(s);
+    }
+    /* documented "off" values stay accepted */
+    p = kvs_sampler_params_default();
+    p.temperature = -1.0f; p.top_p = 2.0f; p.min_p = -1.0f; p.repeat_last_n = 0;
+    CHECK(kvs_sampler_new(&p, V, &s) == KVS_OK);
+    kvs_sampler_free(s);
     CHECK(kvs_sampler_new(NULL, 0, &s) == KVS_ERR_INVALID_ARG);
     kvs_sampler_free(NULL);
 }
@@ -264,6 +337,7 @@ int main(void) {
     if (path) {
         test_plan_matches_allocator(path);
         test_alloc_failures(path);
+        test_worker_alloc_failures(path);
     } else {
         const char *req = getenv("KVS_REQUIRE_MODELS");
         CHECK(!(req && *req == '1'));

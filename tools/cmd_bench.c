@@ -165,7 +165,7 @@ static attn_timing attn_time(const kvs_kv_scheme *sc, int32_t n_head, uint64_t d
     for (int c = 0; c < nc; c++) {
         int max_segs = kvs_kv_cache_max_segments(kv[c], 0);
         segs[c] = calloc((size_t)max_segs, sizeof *segs[c]);
-        if (!segs[c]) goto done;
+        if (!segs[c]) { fprintf(stderr, "kvslim bench: out of memory\n"); goto done; }
         int n_segs = kvs_kv_cache_segments(kv[c], 0, depth, segs[c], max_segs);
         args[c] = (kvs_attn_args){.segs = segs[c], .n_segs = n_segs, .n_kv_heads = n_kv, .head_dim_k = dk,
                                   .head_dim_v = dv, .q = q, .n_q = 1, .n_head = n_head, .q_pos = &pos,
@@ -185,7 +185,7 @@ static attn_timing attn_time(const kvs_kv_scheme *sc, int32_t n_head, uint64_t d
     int max_b = (int)(seconds / 0.02) + 3, nb = 0;
     bt = malloc(sizeof(double) * (size_t)max_b);
     ct = malloc(sizeof(double) * (size_t)max_b);
-    if (!bt || !ct) goto done;
+    if (!bt || !ct) { fprintf(stderr, "kvslim bench: out of memory\n"); goto done; }
     double start = cli_now();
     int64_t call = 0;
     while (nb < max_b && (nb < 3 || cli_now() - start < seconds)) {
@@ -329,7 +329,8 @@ int cmd_bench(int argc, char **argv) {
     kvs_token *toks = malloc(sizeof *toks * (size_t)(need + 1));
     float *logits = malloc(sizeof(float) * (size_t)in.n_vocab);
     int rc = 1;
-    if (!s || !toks || !logits) goto done;
+    if (!s) goto done; /* cli_new_session said why */
+    if (!toks || !logits) { fprintf(stderr, "kvslim bench: out of memory for %llu tokens\n", (unsigned long long)need); goto done; }
     uint64_t rng = 0x1234567ull;
     for (uint64_t i = 0; i < need + 1; i++) {
         rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;

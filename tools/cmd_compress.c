@@ -3,15 +3,17 @@
  * plans ranks / kept rotary dims / shared layers (src/retrofit/lowrank.c)
  * and writes a new GGUF: every tensor and key of the input, plus the
  * projection tensors and the kvslim.* keys (docs/compress.md). The input is
- * never modified; nothing is written unless everything succeeded. */
+ * never modified; nothing is written unless everything succeeded. -o must
+ * name a regular file (or nothing yet), none of the inputs (src/core/
+ * safe_file.h): checked before calibrating. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli.h"
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/safe_file.h"
 #include "gguf/gguf.h"
 #include "kv/kv_spec.h"
 #include "model/model.h"
@@ -48,10 +50,19 @@ static void on_progress(void *ctx, int64_t done, int64_t total) {
     fprintf(stderr, "\rcalibrating: %lld/%lld tokens (%.1f s)   ", (long long)done, (long long)total, cli_now() - t0);
 }
 
-static bool same_file(const char *a, const char *b) {
-    struct stat sa, sb;
-    if (stat(a, &sa) != 0 || stat(b, &sb) != 0) return false;
-    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+/* -o against the inputs, before any work: 2 when it names one of them (a
+ * usage error), 1 when it is not a regular file, 0 when it may be written. */
+static int check_output(const char *out_path, const char *in_path, const char *const *calib, int n_calib,
+                        const char *cache) {
+    kvs_safe_protect prot[18];
+    int n = 0;
+    prot[n++] = (kvs_safe_protect){in_path, "input model"};
+    for (int i = 0; i < n_calib; i++) prot[n++] = (kvs_safe_protect){calib[i], "calibration text"};
+    if (cache) prot[n++] = (kvs_safe_protect){cache, "calibration cache"};
+    kvs_status st = kvs_safe_check_target(out_path, prot, n);
+    if (st == KVS_OK) return 0;
+    fprintf(stderr, "kvslim compress: -o: %s\n", kvs_last_error());
+    return st == KVS_ERR_INVALID_ARG ? 2 : 1;
 }
 
 /* "r=N" or "budget=B" (B with k/M suffixes). */
@@ -125,10 +136,16 @@ int cmd_compress(int argc, char **argv) {
     if (!latent && (rope_pre || o.rope_keep)) { fprintf(stderr, "kvslim compress: --rope/--rope-keep need --latent\n"); return 2; }
     if (!latent && !o.share && !kv) { fprintf(stderr, "kvslim compress: nothing to do: give --latent, --share or --kv\n"); return 2; }
     if (latent) o.mode = o.rope_keep ? KVS_RETRO_KEEP : KVS_RETRO_PRE;
-    if (!strcmp(in_path, out_path) || same_file(in_path, out_path)) {
+    if (!strcmp(in_path, out_path)) {
         fprintf(stderr, "kvslim compress: refusing to overwrite the input '%s'; give another -o\n", in_path);
         return 2;
     }
+    if (cache && !strcmp(cache, out_path)) {
+        fprintf(stderr, "kvslim compress: --calib-cache and -o name the same file '%s'\n", out_path);
+        return 2;
+    }
+    int chk = check_output(out_path, in_path, calib, n_calib, cache);
+    if (chk) return chk;
     /* formats on top */
     char rules[1024] = "";
     if (kv) {
@@ -188,7 +205,7 @@ int cmd_compress(int argc, char **argv) {
     {
         const kvs_hparams *hp = &m->hp;
         kvs_kv_scheme *tmp = kvs_calloc((size_t)hp->n_layer, sizeof *tmp);
-        if (!tmp) goto done;
+        if (!tmp) { fprintf(stderr, "kvslim compress: out of memory\n"); goto done; }
         kvs_model_full_schemes(m, KVS_TYPE_F16, tmp);
         kvs_status e = kvs_kv_spec_apply(tmp, hp->n_layer, rules);
         kvs_free(tmp);

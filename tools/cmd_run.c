@@ -38,6 +38,8 @@ int cmd_run(int argc, char **argv) {
         const char *a = argv[i], *val;
 #define VAL() do { if (!(val = cli_value(argc, argv, &i))) return 2; } while (0)
 #define BAD() do { fprintf(stderr, "kvslim run: bad value '%s' for %s\n", val, a); return 2; } while (0)
+/* sampler options: NaN fails every comparison, so each test is "inside" */
+#define BADF(want) do { fprintf(stderr, "kvslim run: bad value '%s' for %s: want %s\n", val, a, want); return 2; } while (0)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(); return 0; }
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { VAL(); prompt = val; }
         else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { VAL(); file = val; }
@@ -45,16 +47,17 @@ int cmd_run(int argc, char **argv) {
         else if (!strcmp(a, "--chat")) chat = true;
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = true;
         else if (!strcmp(a, "--print-tokens")) print_tokens = true;
-        else if (!strcmp(a, "--temp")) { VAL(); if (!cli_parse_float(val, &f)) BAD(); sp.temperature = (float)f; }
+        else if (!strcmp(a, "--temp")) { VAL(); if (!cli_parse_float(val, &f) || !(f >= 0 && f <= 1e6)) BADF("a finite number >= 0 (0 = greedy)"); sp.temperature = (float)f; }
         else if (!strcmp(a, "--top-k")) { VAL(); if (!cli_parse_int(val, 0, 1 << 24, &v)) BAD(); sp.top_k = (int32_t)v; }
-        else if (!strcmp(a, "--top-p")) { VAL(); if (!cli_parse_float(val, &f) || f <= 0 || f > 1) BAD(); sp.top_p = (float)f; }
-        else if (!strcmp(a, "--min-p")) { VAL(); if (!cli_parse_float(val, &f) || f < 0 || f > 1) BAD(); sp.min_p = (float)f; }
-        else if (!strcmp(a, "--repeat-penalty")) { VAL(); if (!cli_parse_float(val, &f) || f <= 0) BAD(); sp.repeat_penalty = (float)f; }
+        else if (!strcmp(a, "--top-p")) { VAL(); if (!cli_parse_float(val, &f) || !(f > 0 && f <= 1)) BADF("a number above 0 and at most 1 (1 = off)"); sp.top_p = (float)f; }
+        else if (!strcmp(a, "--min-p")) { VAL(); if (!cli_parse_float(val, &f) || !(f >= 0 && f <= 1)) BADF("a number from 0 to 1 (0 = off)"); sp.min_p = (float)f; }
+        else if (!strcmp(a, "--repeat-penalty")) { VAL(); if (!cli_parse_float(val, &f) || !(f > 0 && f <= 1e6)) BADF("a finite number above 0 (1 = off)"); sp.repeat_penalty = (float)f; }
         else if (!strcmp(a, "--repeat-last-n")) { VAL(); if (!cli_parse_int(val, 0, 1 << 20, &v)) BAD(); sp.repeat_last_n = (int32_t)v; }
         else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) { VAL(); if (!cli_parse_int(val, 0, INT64_MAX, &v)) BAD(); sp.seed = (uint64_t)v; }
         else { fprintf(stderr, "kvslim run: unknown option '%s' (see --help)\n", a); return 2; }
 #undef VAL
 #undef BAD
+#undef BADF
     }
     if (!prompt && !file) { usage(); fprintf(stderr, "kvslim run: give a prompt with -p or -f\n"); return 2; }
     char *file_text = NULL;
@@ -94,8 +97,11 @@ int cmd_run(int argc, char **argv) {
     cli_common cc = c;
     cc.ctx = ctx;
     if (!(s = cli_new_session(m, &cc, ctx))) goto done;
-    if (kvs_sampler_new(&sp, info.n_vocab, &smp) != KVS_OK) { cli_error("sampler"); goto done; }
-    if (!(logits = malloc(sizeof(float) * (size_t)info.n_vocab))) goto done;
+    if (kvs_sampler_new(&sp, info.n_vocab, &smp) != KVS_OK) { cli_error("cannot create the sampler"); goto done; }
+    if (!(logits = malloc(sizeof(float) * (size_t)info.n_vocab))) {
+        fprintf(stderr, "kvslim run: out of memory for %d logits\n", info.n_vocab);
+        goto done;
+    }
     for (size_t i = 0; i < n_prompt; i++) kvs_sampler_accept(smp, toks[i]);
 
     double t0 = cli_now();

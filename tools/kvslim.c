@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "cmd_plan.h"
+#include "core/safe_file.h"
 #include "kvslim.h"
 
 static void usage(FILE *f) {
@@ -23,6 +24,7 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
     if (argc < 2) { usage(stderr); return 2; }
     const char *cmd = argv[1];
+    kvs_safe_file_cleanup_on_signals(); /* SIGINT/SIGTERM remove half-written outputs' temporaries */
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) { usage(stdout); return 0; }
     if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "ppl")) return cmd_ppl(argc - 1, argv + 1);

@@ -21,7 +21,7 @@ kvs_status kvs_arch_attend(kvs_session *s, int32_t layer, int64_t n, const kvs_r
     const kvs_hparams *hp = &s->model->hp;
     kvs_status st;
     rope_task rt = {.s = s, .rope = rope};
-    kvs_pool_for(s->pool, n, KVS_PAR_MIN_TOKENS, rope_rows, &rt);
+    if ((st = kvs_pool_for(s->pool, n, KVS_PAR_MIN_TOKENS, rope_rows, &rt)) != KVS_OK) return st;
     if ((st = kvs_kv_layer_prepare(s->kv, s->pool, layer, s->q, hp->n_head, s->k, s->v)) != KVS_OK) return st;
     const kvs_kv_view view = kvs_kv_layer_view(s->kv, layer, s->k, s->v);
     kvs_attn_args aa = {

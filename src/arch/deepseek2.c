@@ -358,8 +358,8 @@ static kvs_status load_hparams(kvs_loader *L, ds2_model *dm) {
     if (dm->nope <= 0 || (dm->rope_dim & 1) || dm->rank + dm->rope_dim > 2048 || dm->dv > 1024)
         return kvs_fail(KVS_ERR_FORMAT, "model: deepseek2 head sizes (key %d, rope %d, value %d, latent %d) are inconsistent",
                         dm->dk, dm->rope_dim, dm->dv, dm->rank);
-    hp->n_ctx_train = kvs_load_opt_u32(L, "context_length", 4096);
-    hp->norm_eps = kvs_load_opt_f32(L, "attention.layer_norm_rms_epsilon", 1e-6f);
+    KVS_TRY(kvs_load_context_length(L, 4096, &hp->n_ctx_train));
+    KVS_TRY(kvs_load_norm_eps(L, 1e-6f, &hp->norm_eps));
     dm->n_dense = kvs_load_opt_u32(L, "leading_dense_block_count", 0);
     if (dm->n_dense > hp->n_layer) dm->n_dense = hp->n_layer;
     if (dm->n_dense > 0) KVS_TRY(kvs_load_need_u32(L, "feed_forward_length", &dm->n_ff_dense));
@@ -400,7 +400,7 @@ static kvs_status load_hparams(kvs_loader *L, ds2_model *dm) {
     kvs_rope *rp = &dm->rope;
     rp->mode = KVS_ROPE_NORM;
     rp->n_dims = dm->rope_dim;
-    rp->freq_base = kvs_load_opt_f32(L, "rope.freq_base", 10000.0f);
+    KVS_TRY(kvs_load_positive_f32(L, "rope.freq_base", 10000.0f, 1e30f, &rp->freq_base));
     rp->freq_scale = 1.0f;
     float mscale = 1.0f;
     const char *stype = kvs_gguf_get_str(m->gguf, kvs_load_key(L, k, sizeof k, "rope.scaling.type"));

@@ -189,8 +189,8 @@ static kvs_status load_deepseek4(kvs_loader *L) {
     KVS_TRY(need(L, "attention.key_length", &hp->head_dim_k));
     hp->head_dim_v = hp->head_dim_k;
     hp->n_head_kv = 1;
-    hp->n_ctx_train = kvs_load_opt_u32(L, "context_length", 4096);
-    hp->norm_eps = kvs_load_opt_f32(L, "attention.layer_norm_rms_epsilon", 1e-6f);
+    KVS_TRY(kvs_load_context_length(L, 4096, &hp->n_ctx_train));
+    KVS_TRY(kvs_load_norm_eps(L, 1e-6f, &hp->norm_eps));
     KVS_TRY(need(L, "rope.dimension_count", &x->rope_dim));
     KVS_TRY(need(L, "attention.q_lora_rank", &x->q_lora));
     KVS_TRY(need(L, "attention.output_lora_rank", &x->o_lora));
@@ -201,7 +201,7 @@ static kvs_status load_deepseek4(kvs_loader *L) {
     KVS_TRY(need(L, "expert_used_count", &x->n_used));
     KVS_TRY(need(L, "expert_feed_forward_length", &x->n_ff));
     x->sinkhorn_iters = kvs_load_opt_u32(L, "hyper_connection.sinkhorn_iterations", 20);
-    x->hc_eps = kvs_load_opt_f32(L, "hyper_connection.epsilon", 1e-6f);
+    KVS_TRY(kvs_load_positive_f32(L, "hyper_connection.epsilon", 1e-6f, 1.0f, &x->hc_eps));
     x->n_hash = kvs_load_opt_u32(L, "hash_layer_count", 0);
     x->route_scale = kvs_load_opt_f32(L, "expert_weights_scale", 1.0f);
     int32_t gating = kvs_load_opt_u32(L, "expert_gating_func", 4);
@@ -242,8 +242,10 @@ static kvs_status load_deepseek4(kvs_loader *L) {
                             x->rope_dim);
     }
     /* RoPE: window-only layers rope.freq_base; compressed layers their own base with YaRN */
-    double base = kvs_load_opt_f32(L, "rope.freq_base", 10000.0f);
-    double cbase = kvs_load_opt_f32(L, "attention.compress_rope_freq_base", (float)base);
+    float fbase, fcbase;
+    KVS_TRY(kvs_load_positive_f32(L, "rope.freq_base", 10000.0f, 1e30f, &fbase));
+    KVS_TRY(kvs_load_positive_f32(L, "attention.compress_rope_freq_base", fbase, 1e30f, &fcbase));
+    double base = fbase, cbase = fcbase;
     double factor = 1.0, orig = 0;
     const char *stype = kvs_gguf_get_str(m->gguf, kvs_load_key(L, k, sizeof k, "rope.scaling.type"));
     if (stype && strcmp(stype, "yarn") == 0) {

@@ -341,8 +341,7 @@ typedef struct attn_task {
     kvs_session *s;
     int32_t l;
     int64_t n;
-    kvs_status st;
-} attn_task;
+} attn_task; /* failures go through kvs_task_fail */
 
 /* Indexer scores of query t over entries [a, b) into sc. */
 typedef struct idx_task {
@@ -497,7 +496,7 @@ static void attend_rows(void *ctx, int64_t a, int64_t b) {
                    (size_t)ni + rb * (size_t)x->window;
     uint8_t *blk = kvs_malloc(bytes);
     if (!blk) {
-        at->st = kvs_fail(KVS_ERR_NOMEM, "deepseek4: out of memory for attention scratch");
+        kvs_task_fail(kvs_fail(KVS_ERR_NOMEM, "deepseek4: out of memory for attention scratch"));
         return;
     }
     sc.rows = (const uint8_t **)blk;
@@ -512,7 +511,7 @@ static void attend_rows(void *ctx, int64_t a, int64_t b) {
     sc.local = (uint8_t *)(sc.q8 + ni);
     for (int64_t t = a; t < b; t++) {
         kvs_status r = attend_token(s, at->l, t, &sc, decode);
-        if (r != KVS_OK) at->st = r;
+        if (r != KVS_OK) { kvs_task_fail(r); break; }
     }
     kvs_free(blk);
 }
@@ -578,10 +577,9 @@ kvs_status ds4_attention(kvs_session *s, int32_t l, int64_t n) {
 
     pr_lap(on, PR_COMP, &t0);
     /* attention per query token */
-    attn_task at = {.s = s, .l = l, .n = n, .st = KVS_OK};
-    if (n == 1) attend_rows(&at, 0, 1);
-    else kvs_pool_for(s->pool, n, KVS_PAR_MIN_TOKENS, attend_rows, &at);
-    if (at.st != KVS_OK) return at.st;
+    attn_task at = {.s = s, .l = l, .n = n};
+    /* decode runs inline (index_scores splits its entries over the pool) */
+    KVS_TRY(kvs_pool_for(n == 1 ? NULL : s->pool, n, KVS_PAR_MIN_TOKENS, attend_rows, &at));
     if (on) t0 = pr_now(); /* attend_token timed its own stages */
 
     /* the chunk's raw rows join the window ring only now: its queries read them from st->kv */

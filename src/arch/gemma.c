@@ -339,7 +339,7 @@ static kvs_status load_gemma(kvs_loader *L, bool gemma4) {
     kvs_hparams *hp = &m->hp;
     KVS_TRY(kvs_load_common_hparams(L));
     hp->rope.mode = KVS_ROPE_NEOX;
-    hp->norm_eps = kvs_load_opt_f32(L, "attention.layer_norm_rms_epsilon", 1e-6f);
+    KVS_TRY(kvs_load_norm_eps(L, 1e-6f, &hp->norm_eps));
     if (hp->head_dim_k != hp->head_dim_v)
         return kvs_fail(KVS_ERR_UNSUPPORTED, "model: %s with key size %d != value size %d", L->arch, hp->head_dim_k,
                         hp->head_dim_v);
@@ -361,9 +361,12 @@ static kvs_status load_gemma(kvs_loader *L, bool gemma4) {
     g->rope_local = hp->rope;
     g->rope_local.freq_scale = 1.0f;
     g->rope_local.freq_factors = NULL;
-    g->rope_local.freq_base = kvs_load_opt_f32(L, "rope.freq_base_swa", 10000.0f);
+    KVS_TRY(kvs_load_positive_f32(L, "rope.freq_base_swa", 10000.0f, 1e30f, &g->rope_local.freq_base));
     if (!gemma4) g->rope_global.freq_factors = NULL; /* gemma3 GGUFs carry none */
     g->softcap = kvs_load_opt_f32(L, "final_logit_softcapping", 0.0f);
+    if (!(g->softcap >= 0.0f && isfinite(g->softcap))) /* 0: off; inf or NaN would make logits NaN */
+        return kvs_fail(KVS_ERR_FORMAT, "model: '%s.final_logit_softcapping' = %g: want a finite number >= 0", L->arch,
+                        (double)g->softcap);
     /* gemma3: q scaled by query_pre_attn_scalar^-1/2, which llama.cpp takes as
      * the head size (n_embd / n_head for the 27B); gemma4: no scaling */
     if (gemma4) g->attn_scale = 1.0f;
@@ -453,9 +456,11 @@ const kvs_arch_ops kvs_arch_gemma3 = {
     .name = "gemma3", .load = load_gemma3, .default_schemes = gemma_schemes,
     .session_init = gemma_session_init, .session_free = gemma_session_free, .forward = gemma_forward,
     .retro = gemma_retro, .set_capture = gemma_set_capture, .sliding_layers = gemma3_sliding,
+    .one_head_count = true,
 };
 const kvs_arch_ops kvs_arch_gemma4 = {
     .name = "gemma4", .load = load_gemma4, .default_schemes = gemma_schemes,
     .session_init = gemma_session_init, .session_free = gemma_session_free, .forward = gemma_forward,
     .sliding_layers = gemma4_sliding,
+    .one_head_count = true,
 };

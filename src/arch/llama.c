@@ -158,10 +158,10 @@ static kvs_status load_qwen2(kvs_loader *L) { return load_family(L, KVS_ROPE_NEO
 const kvs_arch_ops kvs_arch_llama = {
     .name = "llama", .load = load_llama, .default_schemes = llama_schemes, .session_init = llama_session_init,
     .session_free = llama_session_free, .forward = llama_forward, .retro = llama_retro,
-    .set_capture = llama_set_capture,
+    .set_capture = llama_set_capture, .one_head_count = true,
 };
 const kvs_arch_ops kvs_arch_qwen2 = {
     .name = "qwen2", .load = load_qwen2, .default_schemes = llama_schemes, .session_init = llama_session_init,
     .session_free = llama_session_free, .forward = llama_forward, .retro = llama_retro,
-    .set_capture = llama_set_capture,
+    .set_capture = llama_set_capture, .one_head_count = true,
 };

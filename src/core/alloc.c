@@ -8,13 +8,17 @@
 static _Atomic int64_t g_fail_after = -1;
 static _Atomic uint64_t g_count = 0;
 
+/* Counting down by compare-and-swap: two threads allocating at once must
+ * not both take the last allowed allocation (a plain load then decrement
+ * went past 0 to -1, which switched the hook off mid-run). */
 static int should_fail(void) {
     atomic_fetch_add(&g_count, 1);
     int64_t left = atomic_load(&g_fail_after);
-    if (left < 0) return 0;
-    if (left == 0) return 1;
-    atomic_fetch_sub(&g_fail_after, 1);
-    return 0;
+    for (;;) {
+        if (left < 0) return 0;
+        if (left == 0) return 1;
+        if (atomic_compare_exchange_weak(&g_fail_after, &left, left - 1)) return 0;
+    }
 }
 
 void kvs_alloc_fail_after(int64_t n) { atomic_store(&g_fail_after, n); }

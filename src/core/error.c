@@ -3,8 +3,9 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
-static _Thread_local char g_last_error[512];
+static _Thread_local char g_last_error[KVS_ERROR_MAX];
 
 const char *kvs_status_name(kvs_status st) {
     switch (st) {
@@ -25,10 +26,16 @@ const char *kvs_last_error(void) { return g_last_error; }
 
 void kvs_clear_error(void) { g_last_error[0] = '\0'; }
 
+/* Formatted into a temporary first: an argument may be kvs_last_error()
+ * itself (an error that wraps the previous one), and vsnprintf into the
+ * buffer it reads from is undefined. */
 kvs_status kvs_fail(kvs_status st, const char *fmt, ...) {
+    char tmp[KVS_ERROR_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(g_last_error, sizeof g_last_error, fmt, ap);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    if (n < 0) snprintf(tmp, sizeof tmp, "%s (and the message could not be formatted)", kvs_status_name(st));
+    memcpy(g_last_error, tmp, sizeof tmp);
     return st;
 }

@@ -1,6 +1,8 @@
 /* Status/error plumbing shared by every module: kvs_fail() records a
  * formatted message in a thread-local buffer (read back with kvs_last_error)
- * and returns the status, so failures read as `return kvs_fail(...)`. */
+ * and returns the status, so failures read as `return kvs_fail(...)`.
+ * An argument may be kvs_last_error() itself: wrapping the previous error,
+ * kvs_fail(st, "model: %s", kvs_last_error()), is safe. */
 #ifndef KVS_CORE_ERROR_H
 #define KVS_CORE_ERROR_H
 
@@ -11,6 +13,8 @@
 #else
 #define KVS_PRINTF(a, b)
 #endif
+
+#define KVS_ERROR_MAX 512 /* bytes of a message, NUL included (longer ones are cut) */
 
 kvs_status kvs_fail(kvs_status st, const char *fmt, ...) KVS_PRINTF(2, 3);
 void kvs_clear_error(void);

@@ -1,21 +1,21 @@
 /* GGUF writer: collects kvs (each pre-encoded as its GGUF value bytes) and
  * tensors (data copied at add time), then writes a v3 file with the tensor
  * data aligned (general.alignment if set, else 32) and each tensor padded.
- * The file goes to a temporary name in the target's directory and is
- * renamed over the target only once fully written and synced, so a failure
- * never leaves a partial file nor clobbers an existing one. */
+ * The file goes through src/core/safe_file.c: a temporary in the target's
+ * directory renamed over the target once fully written and synced, so a
+ * failure never leaves a partial file nor clobbers an existing one, and a
+ * target that is not a regular file (a symlink, /dev/null) is refused. */
 #include "gguf/gguf.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/safe_file.h"
 
 static const uint8_t k_wsize[13] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
 
@@ -355,34 +355,15 @@ kvs_status kvs_gguf_writer_write(kvs_gguf_writer *w, const char *path) {
         return kvs_fail(KVS_ERR_NOMEM, "gguf writer: out of memory encoding the header");
     }
 
-    size_t plen = strlen(path);
-    char *tmp = kvs_malloc(plen + 12);
-    if (!tmp) {
+    kvs_safe_file *sf = NULL;
+    kvs_status st = kvs_safe_open(path, &sf);
+    if (st != KVS_OK) {
         kvs_free(h.p);
-        return kvs_fail(KVS_ERR_NOMEM, "gguf writer: out of memory");
+        return kvs_fail(st, "gguf writer: %s", kvs_last_error());
     }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        kvs_free(h.p);
-        kvs_status st = kvs_fail(KVS_ERR_IO, "gguf writer: cannot create a temporary file next to '%s': %s",
-                                 path, strerror(e));
-        kvs_free(tmp);
-        return st;
-    }
-    (void)fchmod(fd, 0644);
-    FILE *f = fdopen(fd, "wb");
-    if (!f) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        kvs_free(h.p);
-        kvs_free(tmp);
-        return kvs_fail(KVS_ERR_IO, "gguf writer: fdopen failed: %s", strerror(e));
-    }
+    FILE *f = kvs_safe_stream(sf);
     uint64_t pos = h.len;
+    errno = 0;
     bool ok = fwrite(h.p, 1, h.len, f) == h.len;
     kvs_free(h.p);
     ok = ok && write_pad(f, &pos, align);
@@ -392,24 +373,12 @@ kvs_status kvs_gguf_writer_write(kvs_gguf_writer *w, const char *path) {
         pos += t->nbytes;
         ok = ok && write_pad(f, &pos, align);
     }
-    int e = 0;
-    if (ok && fflush(f) != 0) ok = false;
-    if (ok && fsync(fileno(f)) != 0) ok = false;
-    if (!ok) e = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = false;
-        e = errno;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        ok = false;
-        e = errno;
-    }
     if (!ok) {
-        unlink(tmp);
-        kvs_free(tmp);
-        return kvs_fail(KVS_ERR_IO, "gguf writer: writing '%s' failed: %s", path,
-                        e ? strerror(e) : "short write");
+        int e = errno;
+        kvs_safe_abort(sf);
+        return kvs_fail(KVS_ERR_IO, "gguf writer: writing '%s' failed: %s", path, e ? strerror(e) : "short write");
     }
-    kvs_free(tmp);
+    st = kvs_safe_commit(sf);
+    if (st != KVS_OK) return kvs_fail(st, "gguf writer: %s", kvs_last_error());
     return KVS_OK;
 }

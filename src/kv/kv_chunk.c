@@ -3,7 +3,7 @@
  * eviction. */
 #include "kv/kv_chunk.h"
 
-#include <stdatomic.h>
+#include <stdio.h>
 
 #include "core/alloc.h"
 #include "core/error.h"
@@ -113,7 +113,6 @@ typedef struct prepare_task {
     int32_t layer, n_head, n_kv, dk, dv;
     float *q, *k, *v;
     bool rot_k, rot_v, store;
-    _Atomic int status; /* first failure (kvs_status); the message is in that thread's error slot */
 } prepare_task;
 
 static void prepare_rows(void *ctx, int64_t lo, int64_t hi) {
@@ -128,7 +127,7 @@ static void prepare_rows(void *ctx, int64_t lo, int64_t hi) {
     if (!t->store) return;
     kvs_status st = kvs_kv_cache_store(t->c, t->layer, t->c->n_past + (uint64_t)lo, hi - lo, t->k + lo * kd,
                                        t->v + lo * vd);
-    if (st != KVS_OK) atomic_store(&t->status, (int)st);
+    if (st != KVS_OK) kvs_task_fail(st); /* the pool carries the message back to the caller */
 }
 
 kvs_status kvs_kv_layer_prepare(kvs_kv_cache *c, kvs_pool *pool, int32_t layer, float *q, int32_t n_head, float *k,
@@ -141,9 +140,12 @@ kvs_status kvs_kv_layer_prepare(kvs_kv_cache *c, kvs_pool *pool, int32_t layer, 
     prepare_task pt = {.c = c, .layer = layer, .n_head = n_head, .n_kv = (int32_t)ls->n_kv_heads,
                        .dk = (int32_t)ls->head_dim_k, .dv = (int32_t)ls->head_dim_v, .q = q, .k = k, .v = v,
                        .rot_k = p.rot_k, .rot_v = p.rot_v, .store = p.store_first};
-    if (pt.rot_k || pt.rot_v || pt.store) kvs_pool_for(pool, n, PAR_MIN_TOKENS, prepare_rows, &pt);
-    if (atomic_load(&pt.status) != KVS_OK)
-        return kvs_fail((kvs_status)atomic_load(&pt.status), "layer %d: KV cache store failed", layer);
+    kvs_status st = KVS_OK;
+    if ((pt.rot_k || pt.rot_v || pt.store) && (st = kvs_pool_for(pool, n, PAR_MIN_TOKENS, prepare_rows, &pt)) != KVS_OK) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", kvs_last_error());
+        return kvs_fail(st, "layer %d: %s", layer, msg);
+    }
     if (p.grouped) return kvs_kv_cache_store(c, layer, c->n_past, n, k, v);
     return KVS_OK;
 }

@@ -147,11 +147,11 @@ int kvs_kv_evict_segments(kvs_kv_evict *e, const kvs_kv_cache *c, int32_t layer,
     return ns;
 }
 
-void kvs_kv_evict_score_ref(const float *q, int64_t nq, int32_t group, const int32_t *qpos, const float *cached,
-                            int64_t nc, const float *chunk, const int32_t *cpos, int64_t n, int32_t dk, float scale,
-                            float *score) {
-    double *lg = malloc(sizeof(double) * (size_t)(nc + n));
-    if (!lg) return;
+kvs_status kvs_kv_evict_score_ref(const float *q, int64_t nq, int32_t group, const int32_t *qpos, const float *cached,
+                                  int64_t nc, const float *chunk, const int32_t *cpos, int64_t n, int32_t dk, float scale,
+                                  float *score) {
+    double *lg = kvs_malloc(sizeof(double) * (size_t)(nc + n));
+    if (!lg) return kvs_fail(KVS_ERR_NOMEM, "eviction: out of memory scoring %lld keys", (long long)(nc + n));
     for (int64_t i = 0; i < nq; i++)
         for (int32_t g = 0; g < group; g++) {
             const float *qi = q + (i * group + g) * dk;
@@ -170,7 +170,8 @@ void kvs_kv_evict_score_ref(const float *q, int64_t nq, int32_t group, const int
             for (int64_t j = 0; j < vis; j++) if (lg[j] > -INFINITY) z += exp(lg[j] - mx);
             for (int64_t j = 0; j < vis; j++) if (lg[j] > -INFINITY) score[j] += (float)(exp(lg[j] - mx) / z);
         }
-    free(lg);
+    kvs_free(lg);
+    return KVS_OK;
 }
 
 static int cmp_rank(const void *a, const void *b) {
@@ -206,10 +207,10 @@ static uint64_t select_with(struct ranked *rank, const float *score, uint64_t n_
 uint64_t kvs_kv_evict_select(const float *score, uint64_t n_tot, uint32_t budget, uint32_t window, uint32_t sinks,
                              int pool, bool *keep) {
     if ((uint64_t)window + sinks > budget) return 0;
-    struct ranked *rank = malloc(sizeof *rank * (size_t)(n_tot ? n_tot : 1));
+    struct ranked *rank = kvs_malloc(sizeof *rank * (size_t)(n_tot ? n_tot : 1));
     if (!rank) return 0;
     uint64_t r = select_with(rank, score, n_tot, budget, window, sinks, pool, keep);
-    free(rank);
+    kvs_free(rank);
     return r;
 }
 
@@ -229,9 +230,14 @@ static void score_heads(void *ctx, int64_t lo, int64_t hi) {
     const int32_t H = (int32_t)L->scheme.n_kv_heads, dk = (int32_t)L->scheme.head_dim_k, G = t->n_head / H;
     const uint64_t nc = e->L[t->layer].n_kept;
     const kvs_type_traits *kt = kvs_type_traits_of(L->scheme.k_type);
-    float *qh = malloc(sizeof(float) * (size_t)(t->n - t->q0) * G * dk);
-    float *ch = malloc(sizeof(float) * (size_t)t->n * dk);
-    if (!qh || !ch) { free(qh); free(ch); return; }
+    float *qh = kvs_malloc(sizeof(float) * (size_t)(t->n - t->q0) * G * dk);
+    float *ch = kvs_malloc(sizeof(float) * (size_t)t->n * dk);
+    if (!qh || !ch) {
+        kvs_free(qh);
+        kvs_free(ch);
+        kvs_task_fail(kvs_fail(KVS_ERR_NOMEM, "eviction: layer %d: out of memory for the scoring buffers", t->layer));
+        return;
+    }
     for (int64_t h = lo; h < hi; h++) {
         float *kb = e->kbuf + (size_t)h * e->cap * dk;
         for (uint64_t j = 0; j < nc; j++) {
@@ -245,10 +251,12 @@ static void score_heads(void *ctx, int64_t lo, int64_t hi) {
         for (int64_t i = 0; i < t->n; i++) memcpy(ch + i * dk, t->k + (i * H + h) * dk, sizeof(float) * dk);
         float *sc = e->score + (size_t)h * e->cap;
         memset(sc, 0, sizeof(float) * (nc + (uint64_t)t->n));
-        kvs_kv_evict_score_ref(qh, t->n - t->q0, G, e->pos + t->q0, kb, (int64_t)nc, ch, e->pos, t->n, dk, t->scale, sc);
+        kvs_status st = kvs_kv_evict_score_ref(qh, t->n - t->q0, G, e->pos + t->q0, kb, (int64_t)nc, ch, e->pos, t->n,
+                                               dk, t->scale, sc);
+        if (st != KVS_OK) { kvs_task_fail(st); break; }
     }
-    free(qh);
-    free(ch);
+    kvs_free(qh);
+    kvs_free(ch);
 }
 
 /* Move kept rows (and H2O scores) of one head down to slots 0..kept-1. */
@@ -285,7 +293,8 @@ kvs_status kvs_kv_evict_update(kvs_kv_evict *e, kvs_kv_cache *c, int32_t layer, 
     if (need_scores) {
         int64_t q0 = snap && n > (int64_t)e->window ? n - (int64_t)e->window : 0; /* SnapKV: the observation window */
         score_task t = {.e = e, .c = c, .layer = layer, .q = q, .n_head = n_head, .n = n, .q0 = q0, .k = k, .scale = scale};
-        kvs_pool_for(pool, H, 2, score_heads, &t);
+        kvs_status sst = kvs_pool_for(pool, H, 2, score_heads, &t);
+        if (sst != KVS_OK) return sst;
     }
     kvs_status st = kvs_kv_cache_store(c, layer, nc, n, k, v);
     if (st != KVS_OK) return st;

@@ -56,10 +56,11 @@ kvs_status kvs_kv_evict_update(kvs_kv_evict *e, kvs_kv_cache *c, int32_t layer, 
  * the queries q (nq, group, dk) at true positions qpos over keys
  * [cached (nc, dk) | chunk (n, dk) at chunk positions cpos], summed over
  * queries and heads of the group, added into score (nc + n). A query sees
- * every cached key and the chunk keys at positions <= its own. */
-void kvs_kv_evict_score_ref(const float *q, int64_t nq, int32_t group, const int32_t *qpos, const float *cached,
-                            int64_t nc, const float *chunk, const int32_t *cpos, int64_t n, int32_t dk, float scale,
-                            float *score);
+ * every cached key and the chunk keys at positions <= its own. Fails only
+ * for want of memory. */
+kvs_status kvs_kv_evict_score_ref(const float *q, int64_t nq, int32_t group, const int32_t *qpos, const float *cached,
+                                  int64_t nc, const float *chunk, const int32_t *cpos, int64_t n, int32_t dk, float scale,
+                                  float *score);
 
 /* Choose which of n_tot slots to keep: the first `sinks`, the last
  * `window`, and the highest scoring others (ties: the newer), up to budget

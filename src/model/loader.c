@@ -6,6 +6,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "model/hparams.h"
 
 const char *kvs_load_key(const kvs_loader *L, char *buf, size_t cap, const char *suffix) {
     snprintf(buf, cap, "%s.%s", L->arch, suffix);
@@ -125,15 +126,40 @@ kvs_status kvs_load_vector(kvs_loader *L, const char *name, int64_t n, const flo
     return KVS_OK;
 }
 
+kvs_status kvs_load_context_length(kvs_loader *L, int32_t def, int32_t *out) {
+    uint32_t v;
+    if (kvs_hp_context_length(L->m->gguf, L->arch, (uint32_t)def, &v) != KVS_OK)
+        return kvs_fail(KVS_ERR_FORMAT, "model: %s", kvs_last_error());
+    *out = (int32_t)v;
+    return KVS_OK;
+}
+
+kvs_status kvs_load_positive_f32(kvs_loader *L, const char *suffix, float def, float max, float *out) {
+    if (kvs_hp_positive_f32(L->m->gguf, L->arch, suffix, def, max, out) != KVS_OK)
+        return kvs_fail(KVS_ERR_FORMAT, "model: %s", kvs_last_error());
+    return KVS_OK;
+}
+
+/* head_count[_kv]: a scalar or a per-layer array of one value (hparams.h). */
+static kvs_status head_count(kvs_loader *L, const char *suffix, int32_t def, bool required, int32_t *out) {
+    bool present;
+    uint32_t v;
+    kvs_status st = kvs_hp_head_count(L->m->gguf, L->arch, suffix, (uint32_t)L->m->hp.n_layer, &present, &v);
+    if (st != KVS_OK) return kvs_fail(st, "model: %s", kvs_last_error());
+    if (!present && required) return kvs_fail(KVS_ERR_FORMAT, "model: missing metadata key '%s.%s'", L->arch, suffix);
+    *out = present ? (int32_t)v : def;
+    return KVS_OK;
+}
+
 kvs_status kvs_load_common_hparams(kvs_loader *L) {
     kvs_model *m = L->m;
     kvs_hparams *hp = &m->hp;
     KVS_TRY(kvs_load_need_u32(L, "block_count", &hp->n_layer));
     KVS_TRY(kvs_load_need_u32(L, "embedding_length", &hp->n_embd));
     KVS_TRY(kvs_load_need_u32(L, "feed_forward_length", &hp->n_ff));
-    KVS_TRY(kvs_load_need_u32(L, "attention.head_count", &hp->n_head));
-    hp->n_head_kv = kvs_load_opt_u32(L, "attention.head_count_kv", hp->n_head);
-    hp->n_ctx_train = kvs_load_opt_u32(L, "context_length", 2048);
+    KVS_TRY(head_count(L, "attention.head_count", 0, true, &hp->n_head));
+    KVS_TRY(head_count(L, "attention.head_count_kv", hp->n_head, false, &hp->n_head_kv));
+    KVS_TRY(kvs_load_context_length(L, 2048, &hp->n_ctx_train));
     if (hp->n_embd % hp->n_head && !kvs_load_opt_u32(L, "attention.key_length", 0))
         return kvs_fail(KVS_ERR_FORMAT, "model: embedding %d not divisible by %d heads", hp->n_embd, hp->n_head);
     hp->head_dim_k = kvs_load_opt_u32(L, "attention.key_length", hp->n_embd / hp->n_head);
@@ -142,11 +168,11 @@ kvs_status kvs_load_common_hparams(kvs_loader *L) {
         return kvs_fail(KVS_ERR_FORMAT, "model: %d heads not a multiple of %d KV heads", hp->n_head, hp->n_head_kv);
     if (hp->head_dim_k > 1024 || hp->head_dim_v > 1024 || (hp->head_dim_k & 1))
         return kvs_fail(KVS_ERR_UNSUPPORTED, "model: head size %d/%d not supported", hp->head_dim_k, hp->head_dim_v);
-    hp->norm_eps = kvs_load_opt_f32(L, "attention.layer_norm_rms_epsilon", 1e-5f);
+    KVS_TRY(kvs_load_norm_eps(L, 1e-5f, &hp->norm_eps));
     hp->rope.n_dims = kvs_load_opt_u32(L, "rope.dimension_count", hp->head_dim_k);
     if (hp->rope.n_dims > hp->head_dim_k || (hp->rope.n_dims & 1))
         return kvs_fail(KVS_ERR_FORMAT, "model: rope dimension %d invalid for head size %d", hp->rope.n_dims, hp->head_dim_k);
-    hp->rope.freq_base = kvs_load_opt_f32(L, "rope.freq_base", 10000.0f);
+    KVS_TRY(kvs_load_positive_f32(L, "rope.freq_base", 10000.0f, 1e30f, &hp->rope.freq_base));
     hp->rope.freq_scale = 1.0f;
     char k[128];
     const char *stype = kvs_gguf_get_str(m->gguf, kvs_load_key(L, k, sizeof k, "rope.scaling.type"));

@@ -21,6 +21,13 @@ const char *kvs_load_key(const kvs_loader *L, char *buf, size_t cap, const char 
 kvs_status kvs_load_need_u32(const kvs_loader *L, const char *suffix, int32_t *out);
 int32_t kvs_load_opt_u32(const kvs_loader *L, const char *suffix, int32_t def);
 float kvs_load_opt_f32(const kvs_loader *L, const char *suffix, float def);
+/* Optional, checked (model/hparams.h): a bad value is an error naming the
+ * key, never a silent default. context_length in [1, KVS_MAX_CTX]; a
+ * positive finite float at most max. */
+kvs_status kvs_load_context_length(kvs_loader *L, int32_t def, int32_t *out);
+kvs_status kvs_load_positive_f32(kvs_loader *L, const char *suffix, float def, float max, float *out);
+/* attention.layer_norm_rms_epsilon: (0, 1] (NaN would make every logit NaN). */
+#define kvs_load_norm_eps(L, def, out) kvs_load_positive_f32((L), "attention.layer_norm_rms_epsilon", (def), 1.0f, (out))
 /* A 2-D weight of shape [n_in, n_out] (GGUF ne order); missing + !required
  * leaves w zeroed. */
 kvs_status kvs_load_matrix(kvs_loader *L, const char *name, int64_t n_in, int64_t n_out, kvs_weight *w,
@@ -35,9 +42,9 @@ kvs_status kvs_load_vector(kvs_loader *L, const char *name, int64_t n, const flo
 void *kvs_load_alloc(kvs_loader *L, size_t bytes);
 
 /* The hyper-parameters most decoders share: block_count, embedding_length,
- * feed_forward_length, head counts, key/value lengths, context_length, RMS
- * epsilon, RoPE dimension count/base/linear scaling. rope.mode is left to the
- * caller. */
+ * feed_forward_length, head counts (a per-layer array must hold one value),
+ * key/value lengths, context_length, RMS epsilon, RoPE dimension
+ * count/base/linear scaling. rope.mode is left to the caller. */
 kvs_status kvs_load_common_hparams(kvs_loader *L);
 /* token_embd (sets n_vocab), output (tied when absent), output_norm,
  * optional rope_freqs. */

@@ -52,6 +52,9 @@ typedef struct kvs_arch_ops {
     /* the forward pass keeps per-sequence state outside the KV cache (in
      * s->ext), so a session cannot be forked or truncated */
     bool sequence_state;
+    /* one head_count / head_count_kv for every layer (kvs_load_common_hparams):
+     * a per-layer array must hold a single value (model/hparams.h) */
+    bool one_head_count;
 } kvs_arch_ops;
 
 typedef struct kvs_hparams {

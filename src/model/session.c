@@ -9,6 +9,7 @@
 #include "kv/kv_chunk.h"
 #include "kv/kv_evict.h"
 #include "kv/kv_spec.h"
+#include "model/hparams.h"
 
 kvs_session_params kvs_session_params_default(void) {
     kvs_session_params p = {.n_ctx = 0, .n_batch = 512, .n_threads = 0, .kv_type = KVS_KV_F16};
@@ -39,7 +40,7 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
     kvs_session_params p = params ? *params : kvs_session_params_default();
     const kvs_hparams *hp = &m->hp;
     if (p.n_ctx == 0) p.n_ctx = (uint32_t)hp->n_ctx_train;
-    if (p.n_ctx > (1u << 26)) return kvs_fail(KVS_ERR_INVALID_ARG, "context %u is too large", p.n_ctx);
+    if (p.n_ctx > KVS_MAX_CTX) return kvs_fail(KVS_ERR_INVALID_ARG, "context %u is too large (at most %u)", p.n_ctx, KVS_MAX_CTX);
     if (p.n_batch == 0) p.n_batch = 512;
     if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
     if (p.n_threads <= 0) p.n_threads = kvs_cpu_count();

@@ -8,6 +8,9 @@
  * (gemma3n), .expert_count/.expert_used_count (MoE active bytes),
  * .attention.compress_ratios (+ .attention.indexer.key_length/.top_k,
  * deepseek4: the engine's COMPRESSED schemes, kvs_kv_scheme_compressed).
+ * context_length and, for the architectures the engine runs, the head
+ * counts pass the loader's own checks (model/hparams.h): plan and run
+ * accept the same files.
  * A file written by `kvslim compress` (docs/compress.md) adds
  * kvslim.latent.ranks (its latent layers) and kvslim.kv.rules (formats,
  * shared layers), read here the way the engine reads them, so plan, info
@@ -20,6 +23,7 @@
 #include "core/error.h"
 #include "gguf/gguf.h"
 #include "kv/kv_spec.h"
+#include "model/hparams.h"
 #include "model/model.h"
 #include "plan/plan.h"
 
@@ -101,8 +105,17 @@ kvs_status kvs_plan_from_gguf(const char *path, kvs_plan_model *out) {
     if (!arch) { kvs_gguf_close(g); return kvs_fail(KVS_ERR_FORMAT, "%s: no general.architecture key", path); }
     uint32_t nl = 0, nh = 0, embd = 0, ctx = 0, window = 0, kv_lora = 0, rope = 0, n_shared = 0, n_exp = 0, n_used = 0;
     if (!key_u32(g, arch, "block_count", &nl) || nl == 0 || nl > 100000) {
+        /* the message first: arch points into g */
+        st = kvs_fail(KVS_ERR_FORMAT, "%s: missing or bad %s.block_count (want 1 to 100000 layers)", path, arch);
         kvs_gguf_close(g);
-        return kvs_fail(KVS_ERR_FORMAT, "%s: missing or bad %s.block_count", path, arch);
+        return st;
+    }
+    /* the loader's checks on what both read: an absurd context_length, and
+     * per-layer head counts for an architecture the engine runs with one */
+    if ((st = kvs_hp_check_plan(g, arch, nl)) != KVS_OK) {
+        st = kvs_fail(st, "%s: %s", path, kvs_last_error());
+        kvs_gguf_close(g);
+        return st;
     }
     key_layer_u32(g, arch, "attention.head_count", 0, &nh);
     key_u32(g, arch, "embedding_length", &embd);

@@ -36,7 +36,7 @@ typedef struct group {
 static void append_range(char *buf, size_t cap, uint32_t a, uint32_t b) {
     size_t len = strlen(buf);
     if (len + 24 >= cap) {
-        if (len + 4 < cap && strcmp(buf + (len >= 3 ? len - 3 : 0), "...") != 0) strcat(buf, "...");
+        if (len + 4 < cap && strcmp(buf + (len >= 3 ? len - 3 : 0), "...") != 0) snprintf(buf + len, cap - len, "...");
         return;
     }
     if (a == b) snprintf(buf + len, cap - len, "%s%u", len ? "," : "", a);

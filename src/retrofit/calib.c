@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/safe_file.h"
 #include "model/session.h"
 #include "retrofit/retrofit.h"
 
@@ -207,14 +208,18 @@ static bool calib_io(FILE *f, kvs_calib *c, bool wr) {
     return true;
 }
 
+/* Through src/core/safe_file.c: all or nothing, never onto a non-regular path. */
 kvs_status kvs_calib_save(const kvs_calib *c, const char *path) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return kvs_fail(KVS_ERR_IO, "calibration cache: cannot create '%s'", path);
+    kvs_safe_file *sf = NULL;
+    if (kvs_safe_open(path, &sf) != KVS_OK) return kvs_fail(KVS_ERR_IO, "calibration cache: %s", kvs_last_error());
+    FILE *f = kvs_safe_stream(sf);
     uint64_t h[8] = {CALIB_MAGIC, (uint64_t)c->n_layer, (uint64_t)c->n_head, (uint64_t)c->n_kv,
                      (uint64_t)c->dk, (uint64_t)c->dv, c->n_tokens, 0};
-    bool ok = fwrite(h, sizeof h, 1, f) == 1 && calib_io(f, (kvs_calib *)c, true);
-    if (fclose(f) != 0) ok = false;
-    if (!ok) { remove(path); return kvs_fail(KVS_ERR_IO, "calibration cache: cannot write '%s'", path); }
+    if (!(fwrite(h, sizeof h, 1, f) == 1 && calib_io(f, (kvs_calib *)c, true))) {
+        kvs_safe_abort(sf);
+        return kvs_fail(KVS_ERR_IO, "calibration cache: cannot write '%s'", path);
+    }
+    if (kvs_safe_commit(sf) != KVS_OK) return kvs_fail(KVS_ERR_IO, "calibration cache: %s", kvs_last_error());
     return KVS_OK;
 }
 

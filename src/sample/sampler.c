@@ -31,9 +31,20 @@ kvs_status kvs_sampler_new(const kvs_sampler_params *params, int32_t n_vocab, kv
     *out = NULL;
     kvs_sampler_params p = params ? *params : kvs_sampler_params_default();
     if (n_vocab <= 0) return kvs_fail(KVS_ERR_INVALID_ARG, "sampler: vocabulary size %d", n_vocab);
-    if (!(p.top_p > 0.0f) || p.min_p > 1.0f || !(p.repeat_penalty > 0.0f) || isnan(p.temperature))
-        return kvs_fail(KVS_ERR_INVALID_ARG, "sampler: need top_p > 0, min_p <= 1, repeat_penalty > 0");
-    if (p.repeat_last_n < 0) p.repeat_last_n = 0;
+    /* each parameter on its own, named (NaN fails every comparison) */
+    if (!isfinite(p.temperature))
+        return kvs_fail(KVS_ERR_INVALID_ARG, "sampler: temperature %g: want a finite number (<= 0 for greedy)",
+                        (double)p.temperature);
+    if (!(p.top_p > 0.0f) || !isfinite(p.top_p))
+        return kvs_fail(KVS_ERR_INVALID_ARG, "sampler: top_p %g: want a finite number > 0 (>= 1 for off)", (double)p.top_p);
+    if (!(p.min_p <= 1.0f) || !isfinite(p.min_p))
+        return kvs_fail(KVS_ERR_INVALID_ARG, "sampler: min_p %g: want a finite number <= 1 (<= 0 for off)", (double)p.min_p);
+    if (!(p.repeat_penalty > 0.0f) || !isfinite(p.repeat_penalty))
+        return kvs_fail(KVS_ERR_INVALID_ARG, "sampler: repeat_penalty %g: want a finite number > 0 (1 for off)",
+                        (double)p.repeat_penalty);
+    if (p.repeat_last_n < 0)
+        return kvs_fail(KVS_ERR_INVALID_ARG, "sampler: repeat_last_n %d: want a token count >= 0 (0 for off)",
+                        p.repeat_last_n);
     kvs_sampler *s = kvs_calloc(1, sizeof *s);
     if (!s) return kvs_fail(KVS_ERR_NOMEM, "sampler: out of memory");
     s->p = p;
