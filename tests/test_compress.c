@@ -187,8 +187,9 @@ static void check_chunking(const kvs_model *comp, int32_t layer, kvs_kv_type t, 
     memcpy(q, a->q, sizeof(float) * (size_t)(n * qd));
     memcpy(k, a->k, sizeof(float) * (size_t)(n * kd));
     memcpy(v, a->v, sizeof(float) * (size_t)(n * vd));
-    CHECK(kvs_kv_cache_reserve(a->kv, (uint64_t)n) == KVS_OK);
+    CHECK(kvs_kv_chunk_begin(a->kv, n, a->pos) == KVS_OK);
     CHECK(kvs_retro_attend(a, r, ra, layer, n, &hp->rope, scale) == KVS_OK);
+    kvs_kv_chunk_end(a->kv);
     const kvs_dtype rt = a->kv->layers[layer].scheme.k_type;
     const int64_t step = rt == KVS_TYPE_Q8_0 || rt == KVS_TYPE_Q4_0 ? 2 : 1;
     for (int64_t t0 = 0; t0 < n; t0 += step) {
