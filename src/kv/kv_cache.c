@@ -401,11 +401,10 @@ kvs_status kvs_kv_cache_fork(const kvs_kv_cache *src, kvs_kv_cache **out) {
         kvs_kv_layer *L = &c->layers[i];
         const kvs_kv_layer *S = &src->layers[i];
         if (S->resid) { /* small and written every step: a private copy */
-            if (!kvs_kv_pool_fits(c->pool, resid_bytes(S)) ||
-                !(L->resid = (uint16_t *)(void *)kvs_kv_page_new(c->pool, resid_bytes(S)))) {
+            const bool fits = kvs_kv_pool_fits(c->pool, resid_bytes(S));
+            if (!fits || !(L->resid = (uint16_t *)(void *)kvs_kv_page_new(c->pool, resid_bytes(S)))) {
                 kvs_kv_cache_free(c);
-                return kvs_fail(kvs_kv_pool_fits(c->pool, resid_bytes(S)) ? KVS_ERR_NOMEM : KVS_ERR_BUDGET,
-                                "kv cache: no room to fork layer %d's f16 residual", i);
+                return kvs_fail(fits ? KVS_ERR_NOMEM : KVS_ERR_BUDGET, "kv cache: no room to fork layer %d's f16 residual", i);
             }
             memcpy(L->resid, S->resid, resid_bytes(S));
             c->bytes += resid_bytes(S);
