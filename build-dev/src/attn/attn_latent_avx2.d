@@ -1,7 +1,0 @@
-build-dev/src/attn/attn_latent_avx2.o: src/attn/attn_latent_avx2.c \
- src/attn/attn_latent.h src/attn/attn_simd.h src/attn/exp_avx2.h \
- src/core/dtype.h
-src/attn/attn_latent.h:
-src/attn/attn_simd.h:
-src/attn/exp_avx2.h:
-src/core/dtype.h:

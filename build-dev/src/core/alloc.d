@@ -1,2 +1,0 @@
-build-dev/src/core/alloc.o: src/core/alloc.c src/core/alloc.h
-src/core/alloc.h:

@@ -1,2 +1,0 @@
-build-dev/src/core/cpu.o: src/core/cpu.c src/core/cpu.h
-src/core/cpu.h:

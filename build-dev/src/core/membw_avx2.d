@@ -1,1 +1,0 @@
-build-dev/src/core/membw_avx2.o: src/core/membw_avx2.c
