@@ -5,11 +5,16 @@
 # apt-get line to run. `make` runs it before the first compile (and again
 # whenever this file changes), so `make demo` and `make test` set themselves
 # up on a fresh Debian 12 machine.
-# Usage: scripts/setup_deps.sh [--check]   (--check: report only, never install)
+# Usage: scripts/setup_deps.sh [--check] [PACKAGE...]
+#   --check: report only, never install; PACKAGEs: check these instead of the
+#   build's own (scripts/setup_peers.sh asks for its toolchain this way)
 set -euo pipefail
 
+check=0
+if [ "${1:-}" = --check ]; then check=1; shift; fi
 # library headers the build includes, and what fetching models needs
 PKGS=(gcc make liblapacke-dev python3 python3-pip)
+if [ $# -gt 0 ]; then PKGS=("$@"); fi
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -23,7 +28,7 @@ done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 line="apt-get install -y ${missing[*]}"
-if [ "${1:-}" = --check ]; then
+if [ "$check" = 1 ]; then
   echo "setup_deps: missing Debian packages: ${missing[*]}" >&2
   echo "  run: $line" >&2
   exit 1

@@ -142,34 +142,9 @@ if [ "$CHECK" = 1 ]; then
   exit 1
 fi
 
-# Debian packages: a C/C++ toolchain and cmake (pip for the download)
-missing=()
-for p in cmake g++ make python3-pip; do
-  case $p in
-    cmake) command -v cmake >/dev/null 2>&1 && continue ;;
-    g++) command -v g++ >/dev/null 2>&1 && continue ;;
-    make) command -v make >/dev/null 2>&1 && continue ;;
-    python3-pip) python3 -m pip --version >/dev/null 2>&1 && continue ;;
-  esac
-  missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  line="apt-get install -y ${missing[*]}"
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "setup_peers: missing ${missing[*]} and no apt-get on this system; install their equivalents" >&2
-    exit 1
-  fi
-  if [ "$(id -u)" -eq 0 ]; then SUDO=()
-  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO=(sudo -n)
-  else
-    echo "setup_peers: missing Debian packages: ${missing[*]}" >&2
-    echo "  as root, run: $line" >&2
-    exit 1
-  fi
-  echo "setup_peers: installing ${missing[*]}" >&2
-  "${SUDO[@]}" apt-get update -qq
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-fi
+# Debian packages: a C/C++ toolchain and cmake (pip for the download), the
+# same way the build checks and installs its own
+bash "$(dirname "$0")/setup_deps.sh" cmake g++ make python3-pip
 
 mkdir -p "$PEER"
 start=$(date +%s)
