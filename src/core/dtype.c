@@ -93,21 +93,23 @@ static void dtype_init_once(void) {
         f[KVS_TYPE_Q6_K].vec_dot_x4 = kvs_q6_K_vec_dot_x4_avx2;
         f[KVS_TYPE_Q6_K].to_float = kvs_q6_K_to_float_avx2;
 
-        /* many-row kernels; gemm_min_rows: below it the per-row dots win
-         * (decoding a panel costs about one pass of 4 activation rows) */
+        /* many-row kernels; gemm_min_rows: the fewest activation rows where
+         * they beat the per-row dots (bench_gemm: a panel costs about 2 rows
+         * of kernel work for the 32-blocks, 10 for the K-quants, and the
+         * float types have good 4-row dots) */
 #define GEMM(T, ID, aux, rows) (f[ID].gemm = kvs_##T##_gemm_avx2, f[ID].gemm_xaux = (aux), f[ID].gemm_min_rows = (rows))
-        GEMM(f32, KVS_TYPE_F32, false, 8);
-        GEMM(f16, KVS_TYPE_F16, false, 8);
-        GEMM(bf16, KVS_TYPE_BF16, false, 8);
-        GEMM(q4_0, KVS_TYPE_Q4_0, true, 8);
-        GEMM(q4_1, KVS_TYPE_Q4_1, true, 8);
-        GEMM(q5_0, KVS_TYPE_Q5_0, true, 8);
-        GEMM(q5_1, KVS_TYPE_Q5_1, true, 8);
-        GEMM(q8_0, KVS_TYPE_Q8_0, true, 8);
-        GEMM(q2_K, KVS_TYPE_Q2_K, false, 8);
-        GEMM(q3_K, KVS_TYPE_Q3_K, false, 8);
-        GEMM(q4_K, KVS_TYPE_Q4_K, false, 8);
-        GEMM(q5_K, KVS_TYPE_Q5_K, false, 8);
+        GEMM(f32, KVS_TYPE_F32, false, 32);
+        GEMM(f16, KVS_TYPE_F16, false, 32);
+        GEMM(bf16, KVS_TYPE_BF16, false, 16);
+        GEMM(q4_0, KVS_TYPE_Q4_0, true, 3);
+        GEMM(q4_1, KVS_TYPE_Q4_1, true, 3);
+        GEMM(q5_0, KVS_TYPE_Q5_0, true, 2);
+        GEMM(q5_1, KVS_TYPE_Q5_1, true, 2);
+        GEMM(q8_0, KVS_TYPE_Q8_0, true, 6);
+        GEMM(q2_K, KVS_TYPE_Q2_K, false, 1);
+        GEMM(q3_K, KVS_TYPE_Q3_K, false, 1);
+        GEMM(q4_K, KVS_TYPE_Q4_K, false, 16);
+        GEMM(q5_K, KVS_TYPE_Q5_K, false, 12);
         GEMM(q6_K, KVS_TYPE_Q6_K, false, 8);
 #undef GEMM
     }

@@ -365,16 +365,24 @@ AI void kq_pack(const uint8_t *w, size_t ws, int nrows, int64_t nsb, size_t bsz,
             transpose8(r);
             for (int s = 0; s < 8; s++) _mm256_storeu_si256((__m256i *)(p + 32 * (8 * k + s)), r[s]);
         }
-        int16_t *ps = (int16_t *)(p + KQ_Q);
-        for (int j = 0; j < nsc; j++)
-            for (int i = 0; i < 8; i++) ps[16 * j + 2 * i] = ps[16 * j + 2 * i + 1] = sc[i][j];
-        int16_t *pc = ps + 16 * nsc;
-        for (int q = 0; q < 8; q++)
+        /* scales: dword (sc, sc) per row and sub-block, 8 sub-blocks per transpose */
+        for (int h = 0; h < nsc / 8; h++) {
+            __m256i r[8];
             for (int i = 0; i < 8; i++) {
-                pc[16 * q + 2 * i] = c[i][2 * q];
-                pc[16 * q + 2 * i + 1] = c[i][2 * q + 1];
+                const __m256i e = _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(sc[i] + 8 * h)));
+                r[i] = _mm256_or_si256(_mm256_and_si256(e, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(e, 16));
             }
-        float *pd = (float *)(pc + 128);
+            transpose8(r);
+            for (int j = 0; j < 8; j++) _mm256_storeu_si256((__m256i *)(p + KQ_Q + 32 * (8 * h + j)), r[j]);
+        }
+        /* corrections: dword q of a row's c[] meets bsums dword q */
+        {
+            __m256i r[8];
+            for (int i = 0; i < 8; i++) r[i] = ld(c[i]);
+            transpose8(r);
+            for (int q = 0; q < 8; q++) _mm256_storeu_si256((__m256i *)(p + KQ_Q + 32 * (nsc + q)), r[q]);
+        }
+        float *pd = (float *)(p + KQ_Q + 32 * (nsc + 8));
         memcpy(pd, d, 32);
         memcpy(pd + 8, dmin, 32);
     }

@@ -1,6 +1,7 @@
 /* Y = X W^T over quantized weights, threaded; see ops/matmul.h. */
 #include "ops/matmul.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -48,6 +49,8 @@ typedef struct mm_task {
     int64_t n_tokens;
     int64_t n_tiles[MM_MAX_OUTS];
     int64_t total_tiles;
+    int64_t chunk;          /* tiles per grab */
+    _Atomic int64_t next;   /* first tile not yet taken */
     uint8_t *scratch;
     size_t scratch_stride;
 } mm_task;
@@ -119,16 +122,23 @@ static void mm_tile(const mm_task *tk, int j, int64_t tile, int ith) {
             for (int64_t r = r0; r < r1; r++) o->y[tt * o->y_stride + r] += o->bias[r];
 }
 
+/* Tiles are taken in chunks from a shared counter rather than split up
+ * front, so a thread that runs while another is preempted (a busy machine)
+ * keeps taking work instead of waiting at the end. */
 static void mm_worker(void *ctx, int ith, int nth) {
-    const mm_task *tk = ctx;
-    int64_t lo, hi;
-    kvs_split(tk->total_tiles, ith, nth, &lo, &hi);
+    mm_task *tk = ctx;
     int j = 0;
     int64_t base = 0;
-    for (int64_t g = lo; g < hi; g++) {
-        while (g >= base + tk->n_tiles[j]) base += tk->n_tiles[j++];
-        mm_tile(tk, j, g - base, ith);
+    for (;;) {
+        const int64_t lo = atomic_fetch_add_explicit(&tk->next, tk->chunk, memory_order_relaxed);
+        if (lo >= tk->total_tiles) break;
+        const int64_t hi = lo + tk->chunk < tk->total_tiles ? lo + tk->chunk : tk->total_tiles;
+        for (int64_t g = lo; g < hi; g++) { /* g grows per thread: j, base only move forward */
+            while (g >= base + tk->n_tiles[j]) base += tk->n_tiles[j++];
+            mm_tile(tk, j, g - base, ith);
+        }
     }
+    (void)nth;
 }
 
 kvs_status kvs_matmul_run(kvs_matmul *m, kvs_pool *pool, const float *x, int64_t n_tokens,
@@ -202,6 +212,13 @@ kvs_status kvs_matmul_run(kvs_matmul *m, kvs_pool *pool, const float *x, int64_t
         tk.scratch = m->scratch;
         tk.scratch_stride = scratch_need;
     }
+    /* one tile per grab when tiles are heavy (many rows through gemm), else
+     * about 8 grabs per thread */
+    bool heavy = false;
+    for (int j = 0; j < n_outs; j++) heavy |= tk.gemm[j];
+    tk.chunk = heavy ? 1 : tk.total_tiles / (8 * (int64_t)kvs_pool_size(pool));
+    if (tk.chunk < 1) tk.chunk = 1;
+    atomic_init(&tk.next, 0);
     kvs_pool_run(pool, mm_worker, &tk);
     return KVS_OK;
 }
