@@ -186,9 +186,13 @@ static void test_type(uint32_t t, uint64_t seed) {
  * weight rows not multiples of the 8-column panel, odd block counts, padded
  * strides. Per element |d| <= 1e-5 * S (S as for vec_dot) and the NMSE of
  * the whole output <= 1e-10 (float reassociation only). */
-static void test_gemm(uint32_t t, uint64_t seed) {
+static void test_gemm(uint32_t t, uint64_t seed, int vnni) {
     const kvs_type_traits *F = kvs_type_traits_of(t), *R = kvs_type_traits_ref(t);
     if (!F || !F->gemm) return;
+    const kvs_gemm_fn gemm = kvs_gemm_variant(t, vnni);
+    const char *isa = vnni ? "vnni" : "avx2";
+    CHECKF(gemm != NULL, "%s: no %s gemm", R->name, isa);
+    if (!gemm) return;
     const int bs = R->block_size;
     const uint32_t vt = R->vec_dot_type;
     const kvs_type_traits *VF = kvs_type_traits_of(vt), *VR = kvs_type_traits_ref(vt);
@@ -234,7 +238,7 @@ static void test_gemm(uint32_t t, uint64_t seed) {
                 for (size_t k = 0; k < ys * (size_t)max_nt; k++) y[k] = yr[k] = -7.0f; /* canaries */
                 kvs_gemm_args ga = {.n = n, .nr = nr, .nt = nt, .w = w, .w_stride = ws, .x = xq, .x_stride = xs,
                                     .xaux = aux, .xaux_stride = as, .y = y, .y_stride = ys, .scratch = scratch};
-                F->gemm(&ga);
+                gemm(&ga);
                 ga.y = yr;
                 kvs_gemm_ref(t, &ga);
                 double num = 0, den = 0;
@@ -247,17 +251,18 @@ static void test_gemm(uint32_t t, uint64_t seed) {
                         num += d * d;
                         den += (double)yr[k] * yr[k];
                         if (!(fabs(d) <= 1e-5 * S[k] + 1e-30)) {
-                            if (!bad) fprintf(stderr, "  %s gemm n=%lld nt=%lld nr=%lld [%lld,%zu]: %.9g vs %.9g (S=%g)\n",
-                                              R->name, (long long)n, (long long)nt, (long long)nr, (long long)i, r,
-                                              y[k], yr[k], S[k]);
+                            if (!bad)
+                                fprintf(stderr, "  %s %s gemm n=%lld nt=%lld nr=%lld [%lld,%zu]: %.9g vs %.9g (S=%g)\n",
+                                        R->name, isa, (long long)n, (long long)nt, (long long)nr, (long long)i, r,
+                                        y[k], yr[k], S[k]);
                             bad++;
                         }
                     }
-                CHECKF(bad == 0, "%s gemm n=%lld nt=%lld nr=%lld: %d elements off", R->name, (long long)n,
+                CHECKF(bad == 0, "%s %s gemm n=%lld nt=%lld nr=%lld: %d elements off", R->name, isa, (long long)n,
                        (long long)nt, (long long)nr, bad);
-                CHECKF(canary == 0, "%s gemm n=%lld nt=%lld nr=%lld: wrote %d elements outside the tile", R->name,
-                       (long long)n, (long long)nt, (long long)nr, canary);
-                CHECKF(num <= 1e-10 * den + 1e-30, "%s gemm n=%lld nt=%lld nr=%lld: nmse %.3e", R->name,
+                CHECKF(canary == 0, "%s %s gemm n=%lld nt=%lld nr=%lld: wrote %d elements outside the tile", R->name,
+                       isa, (long long)n, (long long)nt, (long long)nr, canary);
+                CHECKF(num <= 1e-10 * den + 1e-30, "%s %s gemm n=%lld nt=%lld nr=%lld: nmse %.3e", R->name, isa,
                        (long long)n, (long long)nt, (long long)nr, den > 0 ? num / den : num);
             }
         free(w); free(xq); free(xf); free(wd); free(xd); free(aux); free(y); free(yr); free(S);
@@ -396,7 +401,14 @@ int main(void) {
     for (int i = 0; i < N_TYPES; i++) test_nmse(k_types[i]);
     for (uint64_t seed = 1; seed <= 4; seed++)
         for (int i = 0; i < N_TYPES; i++) test_type(k_types[i], seed);
-    for (uint64_t seed = 1; seed <= 2; seed++)
-        for (int i = 0; i < N_TYPES; i++) test_gemm(k_types[i], seed);
+    /* both many-row variants the CPU can run (the dispatched one is only one of them) */
+    for (int vnni = 0; vnni <= 1; vnni++) {
+        if (vnni ? !kvs_cpu()->avx512vnni : !kvs_cpu()->avx2) {
+            printf("  gemm %s: not supported by this CPU, skipped\n", vnni ? "vnni" : "avx2");
+            continue;
+        }
+        for (uint64_t seed = 1; seed <= 2; seed++)
+            for (int i = 0; i < N_TYPES; i++) test_gemm(k_types[i], seed, vnni);
+    }
     return test_finish("test_quant");
 }
