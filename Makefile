@@ -1,8 +1,9 @@
 # kvslim build. `make` builds the library and CLI, `make test` runs the suite,
 # `make SAN=1 test` builds everything with ASan+UBSan into build-san/.
 # Sources are discovered by wildcard: add a .c under src/<module>/ and it builds.
-# Files named *_avx2.c / *_avx512.c are compiled with those ISA flags and must
-# only be entered after a runtime CPU check (src/core/cpu.c).
+# Files named *_avx2.c / *_avx512.c / *_vnni.c (AVX-512 plus VNNI) are compiled
+# with those ISA flags and must only be entered after a runtime CPU check
+# (src/core/cpu.c).
 
 CC      ?= cc
 SAN     ?= 0
@@ -26,6 +27,7 @@ LDLIBS  = -llapacke -lm -pthread $(LDFLAGS_SAN)
 
 AVX2_FLAGS   = -mavx2 -mfma -mf16c
 AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
+VNNI_FLAGS   = $(AVX512_FLAGS) -mavx512vnni
 
 LIB_SRC  = $(wildcard src/*/*.c)
 CLI_SRC  = $(wildcard tools/*.c)
@@ -60,6 +62,10 @@ $(BUILD)/%_avx2.o: %_avx2.c
 $(BUILD)/%_avx512.o: %_avx512.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(AVX512_FLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%_vnni.o: %_vnni.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(VNNI_FLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

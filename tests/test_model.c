@@ -6,7 +6,13 @@
  *   - logits after the prompt: the top-10 of each reference within
  *     LOGIT_TOL. Both engines round activations to 8 bits (Q8_1) like the
  *     weights expect; the f64 study measured 0.6-1.2 max / 0.19-0.28 RMS
- *     logit deviation from exact math for llama.cpp and kvslim alike;
+ *     logit deviation from exact math for llama.cpp and kvslim alike. Most
+ *     of that is one offset common to all logits (llama.cpp's top-10 sit
+ *     0.22 below exact math on prompt 0), which no probability depends on
+ *     and which a mere change of summation order moves (0.26 -> 0.43 on
+ *     prompt 0 when prefill went from per-row dots to the gemm kernels, with
+ *     the rest 0.075 -> 0.069). So the mean difference over the top-10 is
+ *     bounded by LOGIT_TOL and the max / RMS are taken after removing it;
  *   - 32 greedy tokens identical to llama.cpp's, up to the first step that
  *     exact math calls a near-tie (f64 top-2 gap < NEAR_TIE): past such a
  *     step either choice is within rounding noise, and llama.cpp itself
@@ -71,17 +77,23 @@ int main(void) {
         CHECK(kvs_decode(s, toks, n, false, logits) == KVS_OK);
         const kvs_json *fp = kvs_json_at(kvs_json_get(f64, "prompts"), pi);
         const kvs_json *tops[2] = {kvs_json_get(p, "top_logits"), kvs_json_get(fp, "f64_top10")};
-        float maxd[2] = {0, 0}, rms[2] = {0, 0};
+        float maxd[2] = {0, 0}, rms[2] = {0, 0}, off[2] = {0, 0};
         for (int r = 0; r < 2; r++) {
             for (size_t i = 0; i < tops[r]->n; i++) {
                 const kvs_json *e = kvs_json_at(tops[r], i);
-                float d = fabsf(logits[(int)kvs_json_at(e, 0)->num] - (float)kvs_json_at(e, 1)->num);
+                off[r] += logits[(int)kvs_json_at(e, 0)->num] - (float)kvs_json_at(e, 1)->num;
+            }
+            off[r] /= (float)tops[r]->n;
+            for (size_t i = 0; i < tops[r]->n; i++) {
+                const kvs_json *e = kvs_json_at(tops[r], i);
+                float d = fabsf(logits[(int)kvs_json_at(e, 0)->num] - (float)kvs_json_at(e, 1)->num - off[r]);
                 if (d > maxd[r]) maxd[r] = d;
                 rms[r] += d * d;
             }
             rms[r] = sqrtf(rms[r] / (float)tops[r]->n);
-            CHECKF(maxd[r] < LOGIT_TOL && rms[r] < LOGIT_RMS_TOL, "prompt %zu: top-10 logits vs %s: max %.4f rms %.4f",
-                   pi, r ? "f64" : "llama.cpp", maxd[r], rms[r]);
+            CHECKF(fabsf(off[r]) < LOGIT_TOL && maxd[r] < LOGIT_TOL && rms[r] < LOGIT_RMS_TOL,
+                   "prompt %zu: top-10 logits vs %s: offset %.4f, then max %.4f rms %.4f", pi,
+                   r ? "f64" : "llama.cpp", off[r], maxd[r], rms[r]);
         }
 
         const kvs_json *g = kvs_json_get(p, "greedy");
@@ -97,9 +109,9 @@ int main(void) {
         double gap = 1e9;
         const kvs_json *tf = kvs_json_get(fp, "teacher_forced");
         if (match < g->n) kvs_json_get_num(kvs_json_at(tf, match), "gap", &gap);
-        printf("prompt %zu %-24.24s: top-10 |dlogit| vs llama.cpp max %.3f rms %.3f, vs f64 max %.3f rms %.3f; "
-               "greedy %zu/%zu identical%s\n", pi, text, maxd[0], rms[0], maxd[1], rms[1], match, g->n,
-               match < g->n ? " (then a near-tie)" : "");
+        printf("prompt %zu %-24.24s: top-10 dlogit vs llama.cpp offset %+.3f max %.3f rms %.3f, vs f64 offset "
+               "%+.3f max %.3f rms %.3f; greedy %zu/%zu identical%s\n", pi, text, off[0], maxd[0], rms[0], off[1],
+               maxd[1], rms[1], match, g->n, match < g->n ? " (then a near-tie)" : "");
         if (match < g->n) printf("    divergence at step %zu: exact f64 top-2 gap %.3f\n", match, gap);
         CHECKF(match == g->n || gap < NEAR_TIE,
                "prompt %zu: greedy diverges at step %zu where f64 top-2 gap is %.3f (not a near-tie)", pi, match, gap);

@@ -13,6 +13,7 @@
  *   quantize -> dequantize NMSE (N(0,1) data): see nmse_bound[]. */
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/cpu.h"
 #include "core/dtype.h"
 #include "core/f16.h"
@@ -180,6 +181,95 @@ static void test_type(uint32_t t, uint64_t seed) {
     }
 }
 
+/* (5) many-row kernels (gemm) vs the reference (vec_dot_ref per pair) at
+ * awkward shapes: activation rows 1..17 (not multiples of the 4-token tile),
+ * weight rows not multiples of the 8-column panel, odd block counts, padded
+ * strides. Per element |d| <= 1e-5 * S (S as for vec_dot) and the NMSE of
+ * the whole output <= 1e-10 (float reassociation only). */
+static void test_gemm(uint32_t t, uint64_t seed, int vnni) {
+    const kvs_type_traits *F = kvs_type_traits_of(t), *R = kvs_type_traits_ref(t);
+    if (!F || !F->gemm) return;
+    const kvs_gemm_fn gemm = kvs_gemm_variant(t, vnni);
+    const char *isa = vnni ? "vnni" : "avx2";
+    CHECKF(gemm != NULL, "%s: no %s gemm", R->name, isa);
+    if (!gemm) return;
+    const int bs = R->block_size;
+    const uint32_t vt = R->vec_dot_type;
+    const kvs_type_traits *VF = kvs_type_traits_of(vt), *VR = kvs_type_traits_ref(vt);
+    static const int64_t nts[] = {1, 2, 3, 4, 5, 17};
+    static const int64_t nrs[] = {1, 3, 8, 9, 23};
+    static const int64_t nbs[] = {1, 3, 7};
+    static const int64_t nfs[] = {1, 13, 72};
+    for (int bi = 0; bi < 3; bi++) {
+        const int64_t n = bs == 1 ? nfs[bi] : nbs[bi] * bs;
+        const size_t wrb = kvs_row_bytes(t, n), ws = wrb + 16 * (size_t)bi;
+        const size_t xrb = kvs_row_bytes(vt, n), xs = xrb + 8 * (size_t)bi;
+        const int64_t max_nt = 17, max_nr = 23;
+        const size_t as = (size_t)(n / 32) + (size_t)bi;
+        uint8_t *w = calloc(ws * (size_t)max_nr, 1), *xq = calloc(xs * (size_t)max_nt, 1);
+        float *xf = malloc(sizeof(float) * (size_t)n), *wd = malloc(sizeof(float) * (size_t)n),
+              *xd = malloc(sizeof(float) * (size_t)n);
+        kvs_q8_aux *aux = calloc(as * (size_t)max_nt + 1, sizeof *aux);
+        const size_t ys = (size_t)max_nr + 5;
+        float *y = malloc(sizeof(float) * ys * (size_t)max_nt), *yr = malloc(sizeof(float) * ys * (size_t)max_nt);
+        void *scratch = kvs_aligned_alloc(kvs_gemm_scratch_bytes(t, n) + 64);
+        double *S = malloc(sizeof(double) * ys * (size_t)max_nt);
+        uint64_t rng = seed * 104729 + (uint64_t)t * 17 + (uint64_t)bi;
+        CHECK(w && xq && xf && wd && xd && aux && y && yr && scratch && S);
+        for (int64_t r = 0; r < max_nr; r++) {
+            gen_row(xf, n, bs, &rng);
+            make_weights(t, xf, w + (size_t)r * ws, n, &rng, (int)((seed + (uint64_t)r) % 2 == 0));
+        }
+        for (int64_t i = 0; i < max_nt; i++) {
+            gen_row(xf, n, bs, &rng);
+            VF->from_float(xf, xq + (size_t)i * xs, n);
+            if (F->gemm_xaux) kvs_q8_aux_fill(vt, xq + (size_t)i * xs, aux + (size_t)i * as, n);
+        }
+        for (int64_t i = 0; i < max_nt; i++) {
+            VR->to_float_ref(xq + (size_t)i * xs, xd, n);
+            for (int64_t r = 0; r < max_nr; r++) {
+                R->to_float_ref(w + (size_t)r * ws, wd, n);
+                S[(size_t)i * ys + (size_t)r] = abs_dot(wd, xd, n);
+            }
+        }
+        for (int a = 0; a < 6; a++)
+            for (int b = 0; b < 5; b++) {
+                const int64_t nt = nts[a], nr = nrs[b];
+                for (size_t k = 0; k < ys * (size_t)max_nt; k++) y[k] = yr[k] = -7.0f; /* canaries */
+                kvs_gemm_args ga = {.n = n, .nr = nr, .nt = nt, .w = w, .w_stride = ws, .x = xq, .x_stride = xs,
+                                    .xaux = aux, .xaux_stride = as, .y = y, .y_stride = ys, .scratch = scratch};
+                gemm(&ga);
+                ga.y = yr;
+                kvs_gemm_ref(t, &ga);
+                double num = 0, den = 0;
+                int bad = 0, canary = 0;
+                for (int64_t i = 0; i < max_nt; i++)
+                    for (size_t r = 0; r < ys; r++) {
+                        const size_t k = (size_t)i * ys + r;
+                        if (i >= nt || (int64_t)r >= nr) { canary += y[k] != -7.0f; continue; }
+                        const double d = (double)y[k] - yr[k];
+                        num += d * d;
+                        den += (double)yr[k] * yr[k];
+                        if (!(fabs(d) <= 1e-5 * S[k] + 1e-30)) {
+                            if (!bad)
+                                fprintf(stderr, "  %s %s gemm n=%lld nt=%lld nr=%lld [%lld,%zu]: %.9g vs %.9g (S=%g)\n",
+                                        R->name, isa, (long long)n, (long long)nt, (long long)nr, (long long)i, r,
+                                        y[k], yr[k], S[k]);
+                            bad++;
+                        }
+                    }
+                CHECKF(bad == 0, "%s %s gemm n=%lld nt=%lld nr=%lld: %d elements off", R->name, isa, (long long)n,
+                       (long long)nt, (long long)nr, bad);
+                CHECKF(canary == 0, "%s %s gemm n=%lld nt=%lld nr=%lld: wrote %d elements outside the tile", R->name,
+                       isa, (long long)n, (long long)nt, (long long)nr, canary);
+                CHECKF(num <= 1e-10 * den + 1e-30, "%s %s gemm n=%lld nt=%lld nr=%lld: nmse %.3e", R->name, isa,
+                       (long long)n, (long long)nt, (long long)nr, den > 0 ? num / den : num);
+            }
+        free(w); free(xq); free(xf); free(wd); free(xd); free(aux); free(y); free(yr); free(S);
+        kvs_aligned_free(scratch);
+    }
+}
+
 /* (4) quantize -> dequantize error on N(0,1) data */
 static void test_nmse(uint32_t t) {
     const kvs_type_traits *F = kvs_type_traits_of(t), *R = kvs_type_traits_ref(t);
@@ -311,5 +401,14 @@ int main(void) {
     for (int i = 0; i < N_TYPES; i++) test_nmse(k_types[i]);
     for (uint64_t seed = 1; seed <= 4; seed++)
         for (int i = 0; i < N_TYPES; i++) test_type(k_types[i], seed);
+    /* both many-row variants the CPU can run (the dispatched one is only one of them) */
+    for (int vnni = 0; vnni <= 1; vnni++) {
+        if (vnni ? !kvs_cpu()->avx512vnni : !kvs_cpu()->avx2) {
+            printf("  gemm %s: not supported by this CPU, skipped\n", vnni ? "vnni" : "avx2");
+            continue;
+        }
+        for (uint64_t seed = 1; seed <= 2; seed++)
+            for (int i = 0; i < N_TYPES; i++) test_gemm(k_types[i], seed, vnni);
+    }
     return test_finish("test_quant");
 }

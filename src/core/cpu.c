@@ -26,6 +26,7 @@ const kvs_cpu_features *kvs_cpu(void) {
             f.avx512 = f.avx2 && __builtin_cpu_supports("avx512f") &&
                        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                        __builtin_cpu_supports("avx512dq");
+            f.avx512vnni = f.avx512 && __builtin_cpu_supports("avx512vnni");
         }
 #endif
         g_feat = f;

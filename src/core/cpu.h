@@ -9,6 +9,7 @@
 typedef struct kvs_cpu_features {
     bool avx2;     /* AVX2 + FMA + F16C */
     bool avx512;   /* AVX-512 F/BW/VL/DQ */
+    bool avx512vnni; /* avx512 plus AVX512_VNNI (vpdpbusd / vpdpwssd) */
 } kvs_cpu_features;
 
 const kvs_cpu_features *kvs_cpu(void);

@@ -5,8 +5,10 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "core/cpu.h"
+#include "core/f16.h"
 #include "core/quant_internal.h"
 
 static kvs_type_traits g_ref[KVS_TYPE_COUNT];
@@ -90,6 +92,29 @@ static void dtype_init_once(void) {
         f[KVS_TYPE_Q6_K].vec_dot = kvs_q6_K_vec_dot_avx2;
         f[KVS_TYPE_Q6_K].vec_dot_x4 = kvs_q6_K_vec_dot_x4_avx2;
         f[KVS_TYPE_Q6_K].to_float = kvs_q6_K_to_float_avx2;
+
+        /* many-row kernels; gemm_min_rows: the fewest activation rows where
+         * they beat the per-row dots (bench_gemm, per ISA: a panel costs
+         * about 2 rows of kernel work for the 32-blocks, 10 for the
+         * K-quants, and the float types have good 4-row dots) */
+        const bool vnni = kvs_cpu()->avx512vnni;
+#define GEMM(T, ID, aux, rows_avx2, rows_vnni)                                                  \
+    (f[ID].gemm = vnni ? kvs_##T##_gemm_vnni : kvs_##T##_gemm_avx2, f[ID].gemm_xaux = (aux), \
+     f[ID].gemm_min_rows = vnni ? (rows_vnni) : (rows_avx2))
+        GEMM(f32, KVS_TYPE_F32, false, 32, 16);
+        GEMM(f16, KVS_TYPE_F16, false, 32, 16);
+        GEMM(bf16, KVS_TYPE_BF16, false, 16, 16);
+        GEMM(q4_0, KVS_TYPE_Q4_0, true, 2, 2);
+        GEMM(q4_1, KVS_TYPE_Q4_1, true, 3, 3);
+        GEMM(q5_0, KVS_TYPE_Q5_0, true, 2, 2);
+        GEMM(q5_1, KVS_TYPE_Q5_1, true, 2, 2);
+        GEMM(q8_0, KVS_TYPE_Q8_0, true, 4, 2);
+        GEMM(q2_K, KVS_TYPE_Q2_K, false, 1, 1);
+        GEMM(q3_K, KVS_TYPE_Q3_K, false, 1, 1);
+        GEMM(q4_K, KVS_TYPE_Q4_K, false, 16, 12);
+        GEMM(q5_K, KVS_TYPE_Q5_K, false, 12, 6);
+        GEMM(q6_K, KVS_TYPE_Q6_K, false, 8, 6);
+#undef GEMM
     }
 #endif
 }
@@ -120,4 +145,66 @@ size_t kvs_row_bytes(uint32_t t, int64_t n) {
     const kvs_type_traits *tr = kvs_type_traits_ref(t);
     if (!tr || n < 0 || n % tr->block_size) return 0;
     return (size_t)(n / tr->block_size) * tr->type_size;
+}
+
+size_t kvs_gemm_scratch_bytes(uint32_t t, int64_t n) {
+    const kvs_type_traits *tr = kvs_type_traits_ref(t);
+    if (!tr || n <= 0 || n % tr->block_size) return 0;
+    const size_t nb = (size_t)(n / tr->block_size);
+    switch (t) {
+    case KVS_TYPE_F32: case KVS_TYPE_F16: case KVS_TYPE_BF16: return nb * KVS_GEMM_PANEL_FLOAT;
+    case KVS_TYPE_Q4_0: case KVS_TYPE_Q5_0: case KVS_TYPE_Q8_0: return nb * KVS_GEMM_PANEL_LEGACY;
+    case KVS_TYPE_Q4_1: case KVS_TYPE_Q5_1: return nb * KVS_GEMM_PANEL_LEGACY_M;
+    case KVS_TYPE_Q4_K: case KVS_TYPE_Q5_K: return nb * KVS_GEMM_PANEL_K8;
+    case KVS_TYPE_Q2_K: case KVS_TYPE_Q3_K: case KVS_TYPE_Q6_K: return nb * KVS_GEMM_PANEL_K16;
+    default: return 0;
+    }
+}
+
+void kvs_gemm_ref(uint32_t t, const kvs_gemm_args *a) {
+    const kvs_type_traits *tr = kvs_type_traits_ref(t);
+    for (int64_t i = 0; i < a->nt; i++)
+        for (int64_t r = 0; r < a->nr; r++)
+            tr->vec_dot_ref(a->n, &a->y[(size_t)i * a->y_stride + (size_t)r],
+                            (const uint8_t *)a->w + (size_t)r * a->w_stride,
+                            (const uint8_t *)a->x + (size_t)i * a->x_stride);
+}
+
+void kvs_q8_aux_fill(uint32_t t, const void *x, kvs_q8_aux *aux, int64_t n) {
+    if (t == KVS_TYPE_Q8_1) {
+        const kvs_block_q8_1 *b = x;
+        for (int64_t i = 0; i < n / KVS_QK; i++) {
+            aux[i].d = kvs_f16_to_f32(b[i].d);
+            aux[i].s = kvs_f16_to_f32(b[i].s);
+        }
+        return;
+    }
+    const kvs_block_q8_0 *b = x;
+    for (int64_t i = 0; i < n / KVS_QK; i++) {
+        int32_t sum = 0;
+        for (int j = 0; j < KVS_QK; j++) sum += b[i].qs[j];
+        aux[i].d = kvs_f16_to_f32(b[i].d);
+        aux[i].sum = sum;
+    }
+}
+
+kvs_gemm_fn kvs_gemm_variant(uint32_t t, int vnni) {
+#define V(T) return vnni ? kvs_##T##_gemm_vnni : kvs_##T##_gemm_avx2
+    switch (t) {
+    case KVS_TYPE_F32: V(f32);
+    case KVS_TYPE_F16: V(f16);
+    case KVS_TYPE_BF16: V(bf16);
+    case KVS_TYPE_Q4_0: V(q4_0);
+    case KVS_TYPE_Q4_1: V(q4_1);
+    case KVS_TYPE_Q5_0: V(q5_0);
+    case KVS_TYPE_Q5_1: V(q5_1);
+    case KVS_TYPE_Q8_0: V(q8_0);
+    case KVS_TYPE_Q2_K: V(q2_K);
+    case KVS_TYPE_Q3_K: V(q3_K);
+    case KVS_TYPE_Q4_K: V(q4_K);
+    case KVS_TYPE_Q5_K: V(q5_K);
+    case KVS_TYPE_Q6_K: V(q6_K);
+    default: return NULL;
+    }
+#undef V
 }

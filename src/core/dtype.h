@@ -42,6 +42,38 @@ typedef void (*kvs_vec_dot_fn)(int64_t n, float *s, const void *w, const void *x
 typedef void (*kvs_vec_dot_x4_fn)(int64_t n, float *s, const void *w, const void *x,
                                   size_t x_stride_bytes);
 
+/* Per 32-block of a q8_0 / q8_1 activation row, what the many-row kernels
+ * read instead of the f16 fields: the scale as a float, and the integer sum
+ * of the 32 quants (q8_0) or the stored s = d * sum as a float (q8_1). */
+typedef struct kvs_q8_aux {
+    float d;
+    union { int32_t sum; float s; };
+} kvs_q8_aux;
+
+/* Many-row product over a block of weight rows (prefill GEMM):
+ *   y[t * y_stride + r] = dot(w row r, x row t)   for r < nr, t < nt
+ * w rows are w_stride bytes apart (in this type), x rows x_stride bytes apart
+ * (already converted to vec_dot_type). xaux: for types with gemm_xaux, the
+ * kvs_q8_aux of every block of each x row (rows xaux_stride entries apart,
+ * see kvs_q8_aux_fill), else unused. scratch: kvs_gemm_scratch_bytes(type, n)
+ * bytes, 32-byte aligned, owned by the calling thread. The reference is
+ * vec_dot_ref for every (t, r) pair (kvs_gemm_ref); the fast kernels agree
+ * with it within float reassociation. */
+typedef struct kvs_gemm_args {
+    int64_t n;                /* elements per row (a block multiple) */
+    int64_t nr, nt;           /* weight rows, activation rows */
+    const void *w;
+    size_t w_stride;
+    const void *x;
+    size_t x_stride;
+    const kvs_q8_aux *xaux;
+    size_t xaux_stride;
+    float *y;
+    size_t y_stride;          /* in floats */
+    void *scratch;
+} kvs_gemm_args;
+typedef void (*kvs_gemm_fn)(const kvs_gemm_args *a);
+
 typedef struct kvs_type_traits {
     const char *name;          /* "q4_K", "f16", ... as ggml spells them    */
     int32_t block_size;        /* elements per block (1 for float types)    */
@@ -52,6 +84,9 @@ typedef struct kvs_type_traits {
     kvs_from_float_fn from_float; kvs_from_float_fn from_float_ref; /* NULL if none */
     kvs_vec_dot_fn vec_dot;    kvs_vec_dot_fn vec_dot_ref;            /* NULL if none */
     kvs_vec_dot_x4_fn vec_dot_x4; /* optional fast path, may be NULL          */
+    kvs_gemm_fn gemm;          /* optional many-row kernel, NULL in the reference table */
+    bool gemm_xaux;            /* gemm reads kvs_gemm_args.xaux              */
+    int32_t gemm_min_rows;     /* fewest activation rows where gemm beats vec_dot */
 } kvs_type_traits;
 
 /* Traits with the fastest supported functions, or NULL if `t` is unknown or
@@ -61,6 +96,12 @@ const kvs_type_traits *kvs_type_traits_of(uint32_t t);
 /* Same table but with every function pointer set to the scalar reference. */
 const kvs_type_traits *kvs_type_traits_ref(uint32_t t);
 void kvs_dtype_init(void);
+/* Scratch bytes one call of traits->gemm needs for rows of n elements. */
+size_t kvs_gemm_scratch_bytes(uint32_t t, int64_t n);
+/* The reference many-row product: vec_dot_ref of type t for every pair. */
+void kvs_gemm_ref(uint32_t t, const kvs_gemm_args *a);
+/* The kvs_q8_aux of each 32-block of a q8_0 or q8_1 row of n elements. */
+void kvs_q8_aux_fill(uint32_t t, const void *x, kvs_q8_aux *aux, int64_t n);
 const char *kvs_dtype_name(uint32_t t); /* "unknown(N)"-safe: never NULL */
 /* Bytes for n elements of type t; 0 if t unknown or n not a block multiple. */
 size_t kvs_row_bytes(uint32_t t, int64_t n);

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/dtype.h"
+
 #define KVS_QK   32  /* elements per block of the legacy formats */
 #define KVS_QK_K 256 /* elements per super-block of the K formats  */
 #define KVS_K_SCALE_SIZE 12
@@ -132,6 +134,36 @@ void kvs_q8_0_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x,
 void kvs_q4_K_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
 void kvs_q5_K_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
 void kvs_q6_K_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
+
+/* Many-row kernels (gemm_impl.h, built as gemm_avx2.c and gemm_vnni.c),
+ * see kvs_gemm_args in core/dtype.h. */
+#define KVS_DECL_GEMM(T)                                   \
+    void kvs_##T##_gemm_avx2(const kvs_gemm_args *a);      \
+    void kvs_##T##_gemm_vnni(const kvs_gemm_args *a);
+KVS_DECL_GEMM(f32)
+KVS_DECL_GEMM(f16)
+KVS_DECL_GEMM(bf16)
+KVS_DECL_GEMM(q4_0)
+KVS_DECL_GEMM(q4_1)
+KVS_DECL_GEMM(q5_0)
+KVS_DECL_GEMM(q5_1)
+KVS_DECL_GEMM(q8_0)
+KVS_DECL_GEMM(q2_K)
+KVS_DECL_GEMM(q3_K)
+KVS_DECL_GEMM(q4_K)
+KVS_DECL_GEMM(q5_K)
+KVS_DECL_GEMM(q6_K)
+#undef KVS_DECL_GEMM
+/* The AVX2 (vnni = 0) or VNNI (1) gemm of type t, or NULL; for tests and
+ * benchmarks (the trait table holds the one the CPU runs best). */
+kvs_gemm_fn kvs_gemm_variant(uint32_t t, int vnni);
+/* Panel bytes the gemm kernels keep per 8 weight rows and block (per element
+ * for the float types): see the layouts in gemm_impl.h. */
+#define KVS_GEMM_PANEL_LEGACY   288  /* q4_0, q5_0, q8_0 per 32-block */
+#define KVS_GEMM_PANEL_LEGACY_M 320  /* q4_1, q5_1 */
+#define KVS_GEMM_PANEL_K8      2624  /* q4_K, q5_K per 256-block */
+#define KVS_GEMM_PANEL_K16     2880  /* q2_K, q3_K, q6_K */
+#define KVS_GEMM_PANEL_FLOAT     32  /* f32, f16, bf16 per element */
 
 void kvs_f16_to_float_avx2(const void *x, float *y, int64_t n);
 void kvs_bf16_to_float_avx2(const void *x, float *y, int64_t n);

@@ -1,6 +1,7 @@
 /* Y = X W^T over quantized weights, threaded; see ops/matmul.h. */
 #include "ops/matmul.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -13,6 +14,10 @@
 struct kvs_matmul {
     void *xq[KVS_TYPE_COUNT];   /* converted activations per vec_dot_type, grown on demand */
     size_t xq_cap[KVS_TYPE_COUNT];
+    kvs_q8_aux *aux[KVS_TYPE_COUNT]; /* (n_tokens, n_in / 32) per q8_0 / q8_1 row, for gemm */
+    size_t aux_cap[KVS_TYPE_COUNT];
+    uint8_t *scratch;           /* (n_threads, scratch_stride) gemm panels */
+    size_t scratch_cap;
 };
 
 kvs_status kvs_matmul_new(kvs_matmul **out) {
@@ -25,7 +30,11 @@ kvs_status kvs_matmul_new(kvs_matmul **out) {
 
 void kvs_matmul_free(kvs_matmul *m) {
     if (!m) return;
-    for (int i = 0; i < KVS_TYPE_COUNT; i++) kvs_aligned_free(m->xq[i]);
+    for (int i = 0; i < KVS_TYPE_COUNT; i++) {
+        kvs_aligned_free(m->xq[i]);
+        kvs_aligned_free(m->aux[i]);
+    }
+    kvs_aligned_free(m->scratch);
     kvs_free(m);
 }
 
@@ -34,10 +43,31 @@ typedef struct mm_task {
     int n_outs;
     const void *xq[MM_MAX_OUTS];
     size_t xq_stride[MM_MAX_OUTS];
+    const kvs_q8_aux *aux[MM_MAX_OUTS];
+    size_t aux_stride[MM_MAX_OUTS];
+    bool gemm[MM_MAX_OUTS];
     int64_t n_tokens;
     int64_t n_tiles[MM_MAX_OUTS];
     int64_t total_tiles;
+    int64_t chunk;          /* tiles per grab */
+    _Atomic int64_t next;   /* first tile not yet taken */
+    uint8_t *scratch;
+    size_t scratch_stride;
 } mm_task;
+
+typedef struct aux_task {
+    uint32_t vt;
+    const uint8_t *xq;
+    size_t stride, aux_stride;
+    kvs_q8_aux *aux;
+    int64_t n_in;
+} aux_task;
+
+static void aux_rows(void *ctx, int64_t lo, int64_t hi) {
+    const aux_task *c = ctx;
+    for (int64_t t = lo; t < hi; t++)
+        kvs_q8_aux_fill(c->vt, c->xq + (size_t)t * c->stride, c->aux + (size_t)t * c->aux_stride, c->n_in);
+}
 
 typedef struct conv_task {
     const kvs_type_traits *tr;
@@ -52,7 +82,7 @@ static void conv_rows(void *ctx, int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; t++) c->tr->from_float(c->x + t * c->n_in, c->out + (size_t)t * c->stride, c->n_in);
 }
 
-static void mm_tile(const mm_task *tk, int j, int64_t tile) {
+static void mm_tile(const mm_task *tk, int j, int64_t tile, int ith) {
     const kvs_mm_out *o = &tk->outs[j];
     const kvs_weight *w = o->w;
     const kvs_type_traits *tr = kvs_type_traits_of(w->type);
@@ -61,7 +91,17 @@ static void mm_tile(const mm_task *tk, int j, int64_t tile) {
     const uint8_t *xq = tk->xq[j];
     size_t xs = tk->xq_stride[j];
     int64_t t = 0;
-    if (tr->vec_dot_x4) {
+    if (tk->gemm[j]) {
+        const kvs_gemm_args a = {
+            .n = w->n_in, .nr = r1 - r0, .nt = tk->n_tokens,
+            .w = (const uint8_t *)w->data + (size_t)r0 * w->row_bytes, .w_stride = w->row_bytes,
+            .x = xq, .x_stride = xs, .xaux = tk->aux[j], .xaux_stride = tk->aux_stride[j],
+            .y = o->y + r0, .y_stride = (size_t)o->y_stride,
+            .scratch = tk->scratch + (size_t)ith * tk->scratch_stride,
+        };
+        tr->gemm(&a);
+        t = tk->n_tokens;
+    } else if (tr->vec_dot_x4) {
         for (; t + 4 <= tk->n_tokens; t += 4) {
             for (int64_t r = r0; r < r1; r++) {
                 float s[4];
@@ -82,16 +122,23 @@ static void mm_tile(const mm_task *tk, int j, int64_t tile) {
             for (int64_t r = r0; r < r1; r++) o->y[tt * o->y_stride + r] += o->bias[r];
 }
 
+/* Tiles are taken in chunks from a shared counter rather than split up
+ * front, so a thread that runs while another is preempted (a busy machine)
+ * keeps taking work instead of waiting at the end. */
 static void mm_worker(void *ctx, int ith, int nth) {
-    const mm_task *tk = ctx;
-    int64_t lo, hi;
-    kvs_split(tk->total_tiles, ith, nth, &lo, &hi);
+    mm_task *tk = ctx;
     int j = 0;
     int64_t base = 0;
-    for (int64_t g = lo; g < hi; g++) {
-        while (g >= base + tk->n_tiles[j]) base += tk->n_tiles[j++];
-        mm_tile(tk, j, g - base);
+    for (;;) {
+        const int64_t lo = atomic_fetch_add_explicit(&tk->next, tk->chunk, memory_order_relaxed);
+        if (lo >= tk->total_tiles) break;
+        const int64_t hi = lo + tk->chunk < tk->total_tiles ? lo + tk->chunk : tk->total_tiles;
+        for (int64_t g = lo; g < hi; g++) { /* g grows per thread: j, base only move forward */
+            while (g >= base + tk->n_tiles[j]) base += tk->n_tiles[j++];
+            mm_tile(tk, j, g - base, ith);
+        }
     }
+    (void)nth;
 }
 
 kvs_status kvs_matmul_run(kvs_matmul *m, kvs_pool *pool, const float *x, int64_t n_tokens,
@@ -100,7 +147,8 @@ kvs_status kvs_matmul_run(kvs_matmul *m, kvs_pool *pool, const float *x, int64_t
         return kvs_fail(KVS_ERR_INTERNAL, "matmul: bad arguments");
     mm_task tk = {.outs = outs, .n_outs = n_outs, .n_tokens = n_tokens};
     int64_t n_in = outs[0].w->n_in;
-    bool converted[KVS_TYPE_COUNT] = {0};
+    bool converted[KVS_TYPE_COUNT] = {0}, aux_done[KVS_TYPE_COUNT] = {0};
+    size_t scratch_need = 0;
     for (int j = 0; j < n_outs; j++) {
         const kvs_weight *w = outs[j].w;
         if (w->n_in != n_in) return kvs_fail(KVS_ERR_INTERNAL, "matmul: mixed input widths");
@@ -128,9 +176,49 @@ kvs_status kvs_matmul_run(kvs_matmul *m, kvs_pool *pool, const float *x, int64_t
         }
         tk.xq[j] = m->xq[vt];
         tk.xq_stride[j] = stride;
+        tk.gemm[j] = tr->gemm && n_tokens >= tr->gemm_min_rows;
+        if (tk.gemm[j]) {
+            size_t sb = (kvs_gemm_scratch_bytes(w->type, n_in) + 63) & ~(size_t)63;
+            if (sb > scratch_need) scratch_need = sb;
+        }
+        if (tk.gemm[j] && tr->gemm_xaux) {
+            size_t as = (size_t)(n_in / 32);
+            if (!aux_done[vt]) {
+                size_t need = as * (size_t)n_tokens * sizeof(kvs_q8_aux);
+                if (need > m->aux_cap[vt]) {
+                    kvs_aligned_free(m->aux[vt]);
+                    m->aux[vt] = kvs_aligned_alloc(need);
+                    m->aux_cap[vt] = m->aux[vt] ? need : 0;
+                    if (!m->aux[vt]) return kvs_fail(KVS_ERR_NOMEM, "matmul: out of memory");
+                }
+                aux_task at = {vt, m->xq[vt], stride, as, m->aux[vt], n_in};
+                kvs_pool_for(pool, n_tokens, 8, aux_rows, &at);
+                aux_done[vt] = true;
+            }
+            tk.aux[j] = m->aux[vt];
+            tk.aux_stride[j] = as;
+        }
         tk.n_tiles[j] = (w->n_out + MM_ROW_TILE - 1) / MM_ROW_TILE;
         tk.total_tiles += tk.n_tiles[j];
     }
+    if (scratch_need) {
+        size_t need = scratch_need * (size_t)kvs_pool_size(pool);
+        if (need > m->scratch_cap) {
+            kvs_aligned_free(m->scratch);
+            m->scratch = kvs_aligned_alloc(need);
+            m->scratch_cap = m->scratch ? need : 0;
+            if (!m->scratch) return kvs_fail(KVS_ERR_NOMEM, "matmul: out of memory");
+        }
+        tk.scratch = m->scratch;
+        tk.scratch_stride = scratch_need;
+    }
+    /* one tile per grab when tiles are heavy (many rows through gemm), else
+     * about 8 grabs per thread */
+    bool heavy = false;
+    for (int j = 0; j < n_outs; j++) heavy |= tk.gemm[j];
+    tk.chunk = heavy ? 1 : tk.total_tiles / (8 * (int64_t)kvs_pool_size(pool));
+    if (tk.chunk < 1) tk.chunk = 1;
+    atomic_init(&tk.next, 0);
     kvs_pool_run(pool, mm_worker, &tk);
     return KVS_OK;
 }
