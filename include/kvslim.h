@@ -1,7 +1,8 @@
 /* kvslim public API.
  *
- * Two handles: an immutable, mmapped kvs_model and a kvs_session that owns a
- * KV cache and scratch buffers. Options structs come with *_default(). Every
+ * Handles: an immutable, mmapped kvs_model; a kvs_session that owns a KV
+ * cache and scratch buffers; a kvs_engine that runs many kvs_seq sequences
+ * over one KV pool in batched steps. Options structs come with *_default(). Every
  * call that can fail returns a kvs_status; the message for the most recent
  * failure on the calling thread is kvs_last_error(). Library code never prints
  * and never exits. *_free(NULL) is a no-op. No tensor internals are exposed.
@@ -197,6 +198,64 @@ uint64_t kvs_session_pool_budget(const kvs_session *s);
  * only) or n*n_vocab floats (all_logits=true: one row per token). */
 kvs_status kvs_decode(kvs_session *s, const kvs_token *tokens, size_t n,
                       bool all_logits, float *logits);
+
+/* ---- many sequences, one engine ---------------------------------------- */
+
+/* An engine runs many sequences of one model over one KV pool (one byte
+ * budget, kv_budget in its params) and one set of activation buffers sized
+ * for n_batch tokens per step. Each step reads every weight matrix once for
+ * the tokens of all the sequences in it; attention runs per sequence over its
+ * own pages (continuous batching: new prompts and running decodes mix in the
+ * same steps). A kvs_session is the same machinery with one sequence.
+ * An engine and its sequences are used by one thread at a time. */
+typedef struct kvs_engine kvs_engine;
+typedef struct kvs_seq kvs_seq;
+
+/* params as for kvs_session_new (n_batch: tokens per step, all sequences
+ * together; n_ctx: the longest sequence). */
+kvs_status kvs_engine_new(const kvs_model *model, const kvs_session_params *params, kvs_engine **out);
+/* Frees the engine and every sequence still open in it. */
+void kvs_engine_free(kvs_engine *e);
+uint32_t kvs_engine_n_batch(const kvs_engine *e);
+uint32_t kvs_engine_n_ctx(const kvs_engine *e);
+/* Bytes the pool holds now (each shared page once) and its budget (0: none). */
+uint64_t kvs_engine_kv_bytes(const kvs_engine *e);
+uint64_t kvs_engine_kv_budget(const kvs_engine *e);
+/* Sequences open now. */
+uint32_t kvs_engine_n_seqs(const kvs_engine *e);
+
+/* An empty sequence; a fork holding src's tokens (pages shared, copied on
+ * write; refused where kvs_session_fork is). */
+kvs_status kvs_seq_new(kvs_engine *e, kvs_seq **out);
+kvs_status kvs_seq_fork(const kvs_seq *src, kvs_seq **out);
+/* Gives the sequence's pages back to the pool. */
+void kvs_seq_free(kvs_seq *q);
+uint32_t kvs_seq_n_past(const kvs_seq *q);
+/* Bytes of the pages the sequence holds (shared ones included). */
+uint64_t kvs_seq_kv_bytes(const kvs_seq *q);
+/* As kvs_session_truncate. */
+kvs_status kvs_seq_truncate(kvs_seq *q, uint32_t n_tokens);
+
+/* One entry of a batch: n_tokens tokens appended to seq, and optionally the
+ * logits of its last token (n_vocab floats). */
+typedef struct kvs_batch_entry {
+    kvs_seq *seq;
+    const kvs_token *tokens;
+    uint32_t n_tokens;
+    float *logits;      /* NULL, or room for n_vocab floats              */
+    kvs_status status;  /* out: KVS_OK, or why this entry did not run     */
+} kvs_batch_entry;
+/* Run every entry (each sequence at most once per call). Entries are
+ * packed into steps of at most n_batch tokens; a long entry is split over
+ * steps (chunked prefill) while the short ones ride along in the first.
+ * An entry that cannot run (its tokens exceed the context, the pool's
+ * budget is reached, a bad token) gets its own status and leaves its
+ * sequence unchanged; the others still run. Returns KVS_OK when every
+ * entry ran, otherwise the first failing entry's status (entry.status says
+ * which). Each sequence's logits equal those of a session decoding it alone
+ * with the same chunk boundaries, up to the summation order of the
+ * many-row matmul (tests/test_engine.c states the tolerance). */
+kvs_status kvs_engine_decode(kvs_engine *e, kvs_batch_entry *entries, size_t n_entries);
 
 /* ---- sampling ---------------------------------------------------------- */
 

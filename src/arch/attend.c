@@ -17,20 +17,32 @@ static void rope_rows(void *ctx, int64_t lo, int64_t hi) {
     kvs_rope_apply(t->rope, s->k + lo * kd, hi - lo, hp->n_head_kv, hp->head_dim_k, s->pos + lo);
 }
 
-kvs_status kvs_arch_attend(kvs_session *s, int32_t layer, int64_t n, const kvs_rope *rope, float scale) {
+/* One sequence's rows of the step: its chunk API calls and attention over its view. */
+static kvs_status attend_span(kvs_session *s, const kvs_span *sp, int32_t layer, float scale) {
     const kvs_hparams *hp = &s->model->hp;
+    const int64_t qd = (int64_t)hp->n_head * hp->head_dim_k, kd = (int64_t)hp->n_head_kv * hp->head_dim_k;
+    const int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v, od = (int64_t)hp->n_head * hp->head_dim_v;
+    float *q = s->q + sp->row0 * qd, *k = s->k + sp->row0 * kd, *v = s->v + sp->row0 * vd;
+    float *out = s->att + sp->row0 * od;
     kvs_status st;
-    rope_task rt = {.s = s, .rope = rope};
-    if ((st = kvs_pool_for(s->pool, n, KVS_PAR_MIN_TOKENS, rope_rows, &rt)) != KVS_OK) return st;
-    if ((st = kvs_kv_layer_prepare(s->kv, s->pool, layer, s->q, hp->n_head, s->k, s->v)) != KVS_OK) return st;
-    const kvs_kv_view view = kvs_kv_layer_view(s->kv, layer, s->k, s->v);
+    if ((st = kvs_kv_layer_prepare(sp->kv, s->pool, layer, q, hp->n_head, k, v)) != KVS_OK) return st;
+    const kvs_kv_view view = kvs_kv_layer_view(sp->kv, layer, k, v);
     kvs_attn_args aa = {
         .segs = view.segs, .n_segs = view.n_segs, .n_kv_heads = hp->n_head_kv,
         .head_dim_k = hp->head_dim_k, .head_dim_v = hp->head_dim_v,
-        .q = s->q, .n_q = n, .n_head = hp->n_head, .q_pos = s->pos,
+        .q = q, .n_q = sp->n, .n_head = hp->n_head, .q_pos = s->pos + sp->row0,
         .window = view.window, .sinks = view.sinks,
-        .scale = scale, .out = s->att,
+        .scale = scale, .out = out,
     };
     if ((st = kvs_attn_run(s->attn, s->pool, &aa)) != KVS_OK) return st;
-    return kvs_kv_layer_commit(s->kv, s->pool, layer, s->q, hp->n_head, s->k, s->v, s->att, scale);
+    return kvs_kv_layer_commit(sp->kv, s->pool, layer, q, hp->n_head, k, v, out, scale);
+}
+
+kvs_status kvs_arch_attend(kvs_session *s, int32_t layer, int64_t n, const kvs_rope *rope, float scale) {
+    kvs_status st;
+    rope_task rt = {.s = s, .rope = rope};
+    if ((st = kvs_pool_for(s->pool, n, KVS_PAR_MIN_TOKENS, rope_rows, &rt)) != KVS_OK) return st;
+    for (int i = 0; i < s->n_spans; i++)
+        if ((st = attend_span(s, &s->spans[i], layer, scale)) != KVS_OK) return st;
+    return KVS_OK;
 }

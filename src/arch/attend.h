@@ -11,8 +11,9 @@
 
 /* Inputs: s->q (n, n_head*head_dim_k), s->k (n, n_head_kv*head_dim_k) before
  * RoPE, s->v (n, n_head_kv*head_dim_v); positions s->pos[0..n). Output:
- * s->att (n, n_head*head_dim_v). Attention scale `scale`. Inside a chunk
- * (kvs_decode begins it). q, k and v are rotated in place. */
+ * s->att (n, n_head*head_dim_v). Attention scale `scale`. Inside a step
+ * (kvs_step_forward): each span of rows attends over its own sequence's
+ * cache. q, k and v are rotated in place. */
 kvs_status kvs_arch_attend(kvs_session *s, int32_t layer, int64_t n, const kvs_rope *rope, float scale);
 
 #endif

@@ -38,9 +38,15 @@ void kvs_stage_glu(kvs_session *s, int64_t n, float *gate, const float *up, int6
 kvs_status kvs_stage_head(kvs_session *s, int64_t n, bool all_logits, float *logits, int64_t *rows) {
     const kvs_model *m = s->model;
     const kvs_hparams *hp = &m->hp;
-    const int64_t d = hp->n_embd, first = all_logits ? 0 : n - 1;
-    *rows = n - first;
-    kvs_rmsnorm(s->xn, s->x + first * d, m->output_norm, *rows, d, hp->norm_eps);
+    const int64_t d = hp->n_embd;
+    if (all_logits) {
+        *rows = n;
+        kvs_rmsnorm(s->xn, s->x, m->output_norm, n, d, hp->norm_eps);
+    } else {
+        *rows = s->n_out;
+        for (int64_t i = 0; i < s->n_out; i++)
+            kvs_rmsnorm(s->xn + i * d, s->x + s->out_rows[i] * d, m->output_norm, 1, d, hp->norm_eps);
+    }
     kvs_mm_out lo = {.w = &m->output, .y = logits, .y_stride = hp->n_vocab};
     return kvs_matmul_run(s->mm, s->pool, s->xn, *rows, &lo, 1);
 }

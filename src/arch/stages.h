@@ -14,8 +14,9 @@ void kvs_stage_add_norm(kvs_session *s, int64_t n, float *x, const float *delta,
 void kvs_stage_glu(kvs_session *s, int64_t n, float *gate, const float *up, int64_t n_ff, bool gelu);
 
 /* The output head: logits (rows, n_vocab) = (rmsnorm(x) * output_norm) W_out
- * for the last token of the n in s->x, or for all n when all_logits. Sets
- * *rows to the rows written. */
+ * for the step's out rows (s->out_rows: the last token of each sequence
+ * that wants logits), or for all n rows of s->x when all_logits. Sets *rows
+ * to the rows written. */
 kvs_status kvs_stage_head(kvs_session *s, int64_t n, bool all_logits, float *logits, int64_t *rows);
 
 #endif

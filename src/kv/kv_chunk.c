@@ -37,6 +37,23 @@ kvs_status kvs_kv_chunk_init(kvs_kv_cache *c, uint32_t n_batch) {
     return KVS_OK;
 }
 
+kvs_status kvs_kv_cache_new_like(const kvs_kv_cache *like, kvs_kv_cache **out) {
+    *out = NULL;
+    kvs_kv_scheme *schemes = kvs_malloc(sizeof *schemes * (size_t)like->n_layers);
+    if (!schemes) return kvs_fail(KVS_ERR_NOMEM, "kv cache: out of memory");
+    for (int32_t i = 0; i < like->n_layers; i++) schemes[i] = like->layers[i].scheme;
+    kvs_kv_cache *c;
+    kvs_status st = kvs_kv_cache_new_in(like->pool, schemes, like->n_layers, like->capacity, &c);
+    kvs_free(schemes);
+    if (st != KVS_OK) return st;
+    c->own_pool = like->own_pool;
+    if (like->evict) st = kvs_kv_evict_new(c, like->n_batch, &c->evict);
+    if (st == KVS_OK && like->n_batch) st = kvs_kv_chunk_init(c, like->n_batch);
+    if (st != KVS_OK) { kvs_kv_cache_free(c); return st; }
+    *out = c;
+    return KVS_OK;
+}
+
 kvs_status kvs_kv_chunk_begin(kvs_kv_cache *c, int64_t n, int32_t *pos) {
     c->chunk_n = 0;
     if (n <= 0 || (c->n_batch && (uint64_t)n > c->n_batch))

@@ -33,6 +33,10 @@
  * kvs_kv_cache_new and any eviction setup. */
 kvs_status kvs_kv_chunk_init(kvs_kv_cache *c, uint32_t n_batch);
 
+/* A new, empty sequence in like's pool with like's schemes, context, chunk
+ * buffers and eviction settings (the engine's sequences, model/engine.c). */
+kvs_status kvs_kv_cache_new_like(const kvs_kv_cache *like, kvs_kv_cache **out);
+
 /* Begin a chunk of n (1..n_batch) tokens after the c->n_past stored ones:
  * pages for positions [0, n_past + n) are reserved in every layer or none
  * is (KVS_ERR_BUDGET / KVS_ERR_CONTEXT); pos (n) gets n_past, n_past+1, ... */

@@ -176,7 +176,9 @@ kvs_status kvs_decode(kvs_session *s, const kvs_token *tokens, size_t n, bool al
         else if (logits && last) lg = logits;
         /* the chunk's pages are reserved before anything runs: a budget failure changes nothing */
         kvs_status st = kvs_kv_chunk_begin(s->kv, (int64_t)chunk, s->pos);
-        if (st == KVS_OK) st = s->model->ops->forward(s, tokens + done, (int64_t)chunk, all_logits, lg);
+        const kvs_span span = {.kv = s->kv, .row0 = 0, .n = (int64_t)chunk};
+        const int64_t last_row = (int64_t)chunk - 1;
+        if (st == KVS_OK) st = kvs_step_forward(s, &span, 1, tokens + done, (int64_t)chunk, &last_row, 1, all_logits, lg);
         if (st != KVS_OK) return st;
         kvs_kv_chunk_end(s->kv);
         done += chunk;

@@ -1,6 +1,7 @@
 /* Session internals: the KV cache, the thread pool, and activation buffers
- * sized for one batch chunk. Shared by the public session API
- * (model/session.c) and the architecture forward passes (src/arch/). */
+ * sized for one batch chunk, and the step in flight (which rows belong to
+ * which sequence). Shared by the public session API (model/session.c), the
+ * engine (model/engine.c) and the architecture forward passes (src/arch/). */
 #ifndef KVS_SESSION_H
 #define KVS_SESSION_H
 
@@ -9,6 +10,13 @@
 #include "kv/kv_cache.h"
 #include "model/model.h"
 #include "ops/matmul.h"
+
+/* One sequence's rows in a forward step: activation rows [row0, row0 + n)
+ * are its tokens, at positions s->pos[row0..], stored in kv. */
+typedef struct kvs_span {
+    kvs_kv_cache *kv;
+    int64_t row0, n;
+} kvs_span;
 
 struct kvs_session {
     const kvs_model *model;
@@ -29,6 +37,20 @@ struct kvs_session {
     float *up;       /* (n_batch, n_ff)                          */
     int32_t *pos;    /* (n_batch) positions of the chunk (kvs_kv_chunk_begin) */
     void *ext;       /* architecture-specific state (kvs_arch_ops.session_init) */
+    /* the step in flight (kvs_step_forward): its rows, one span per sequence
+     * in row order, and the rows whose logits the head computes unless
+     * all_logits (the last row of each sequence that wants them) */
+    const kvs_span *spans;
+    int n_spans;
+    const int64_t *out_rows;
+    int64_t n_out;
 };
+
+/* One forward step over the n rows of tokens: each span's chunk is begun
+ * (kvs_kv_chunk_begin, positions into s->pos) by the caller; logits: NULL,
+ * (n_out, n_vocab) for out_rows, or (n, n_vocab) when all_logits. The
+ * caller ends the chunks when it succeeds. */
+kvs_status kvs_step_forward(kvs_session *s, const kvs_span *spans, int n_spans, const kvs_token *tokens, int64_t n,
+                            const int64_t *out_rows, int64_t n_out, bool all_logits, float *logits);
 
 #endif
