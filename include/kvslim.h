@@ -236,6 +236,25 @@ uint64_t kvs_seq_kv_bytes(const kvs_seq *q);
 /* As kvs_session_truncate. */
 kvs_status kvs_seq_truncate(kvs_seq *q, uint32_t n_tokens);
 
+/* Prefix reuse. kvs_engine_cache_prefix keeps a snapshot of a sequence's
+ * first n tokens (tokens: the tokens it holds; its pages are shared, not
+ * copied). kvs_seq_new_cached starts a sequence for tokens[0..n) from the
+ * longest cached prefix that leaves at least one token to run: *n_cached
+ * tokens are already in it (0: none cached), the caller runs the rest.
+ * Prefixes are matched in blocks of 16 tokens and by exact length; the
+ * least recently used snapshots are dropped when the pool needs their pages.
+ * Architectures whose sequences cannot be forked cache nothing. */
+kvs_status kvs_engine_cache_prefix(kvs_engine *e, const kvs_seq *q, const kvs_token *tokens, uint32_t n);
+kvs_status kvs_seq_new_cached(kvs_engine *e, const kvs_token *tokens, uint32_t n, kvs_seq **out, uint32_t *n_cached);
+typedef struct kvs_prefix_stats {
+    uint64_t lookups, hits, tokens_hit; /* kvs_seq_new_cached calls, those that found a prefix, tokens mapped */
+    uint32_t snapshots;                 /* prefixes held now */
+    uint64_t tokens_held;               /* tokens they hold */
+} kvs_prefix_stats;
+kvs_prefix_stats kvs_engine_prefix_stats(const kvs_engine *e);
+/* Drop every cached prefix. */
+void kvs_engine_prefix_clear(kvs_engine *e);
+
 /* One entry of a batch: n_tokens tokens appended to seq, and optionally the
  * logits of its last token (n_vocab floats). */
 typedef struct kvs_batch_entry {

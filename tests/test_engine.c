@@ -26,6 +26,10 @@
  *     fed a session's calls, and a fork stepping with its parent;
  *   - one pool: an entry over the budget gets KVS_ERR_BUDGET and leaves its
  *     sequence as it was, the others in the same call run and match alone;
+ *   - prefix reuse (kv/kv_prefix.c): a sequence started from a cached prefix
+ *     continues bit-identically to a session with the same calls, block hits
+ *     cut a longer snapshot, a wrapped window ring is reused only whole, the
+ *     pool drops least recently used prefixes for a sequence that needs room;
  *   - bad entries (a sequence twice, a token outside the vocabulary, past the
  *     context, no tokens) are refused alone with a message.
  * Skips the real-model parts (loudly) without the models unless
@@ -348,6 +352,105 @@ static void test_budget_and_bad_entries(const kvs_model *m) {
     free(r);
 }
 
+/* Prefix reuse: a sequence started from a cached prefix continues exactly as
+ * a session that ran the same tokens in the same calls; block hits cut a
+ * longer snapshot; a window ring that wrapped can only be reused whole; the
+ * pool drops cached prefixes when a sequence needs their pages. */
+static void test_prefix(const kvs_model *m) {
+    kvs_model_info in;
+    kvs_model_get_info(m, &in);
+    const int32_t V = in.n_vocab;
+    kvs_token t[200], u[200];
+    text_tokens(m, t, 200, 0);
+    memcpy(u, t, sizeof(kvs_token) * 40);
+    text_tokens(m, u + 40, 160, 300); /* shares the first 40 tokens with t */
+    float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+    kvs_session_params p = params(NULL, 0);
+    kvs_engine *e = NULL;
+    CHECK(kvs_engine_new(m, &p, &e) == KVS_OK);
+    if (!e) { free(a); free(b); return; }
+    kvs_seq *q = NULL, *r = NULL;
+    uint32_t hit = 99;
+    CHECK(kvs_seq_new_cached(e, t, 120, &q, &hit) == KVS_OK && q && hit == 0);
+    kvs_batch_entry x = {.seq = q, .tokens = t, .n_tokens = 100};
+    CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK);
+    CHECK(kvs_engine_cache_prefix(e, q, t, 100) == KVS_OK);
+    CHECK(kvs_engine_cache_prefix(e, q, t, 100) == KVS_OK); /* held already: no second snapshot */
+    CHECK(kvs_engine_prefix_stats(e).snapshots == 1 && kvs_engine_prefix_stats(e).tokens_held == 100);
+    uint64_t before = kvs_engine_kv_bytes(e);
+    kvs_seq_free(q);
+    CHECK(kvs_engine_kv_bytes(e) == before); /* the snapshot holds the pages */
+
+    /* the whole snapshot: 100 tokens mapped, 20 run; a session's calls 64 + 36 (its n_batch), then 20 */
+    CHECK(kvs_seq_new_cached(e, t, 120, &r, &hit) == KVS_OK && hit == 100 && kvs_seq_n_past(r) == 100);
+    x = (kvs_batch_entry){.seq = r, .tokens = t + 100, .n_tokens = 20, .logits = b};
+    CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK);
+    kvs_session *s = NULL;
+    CHECK(kvs_session_new(m, &p, &s) == KVS_OK);
+    if (s) {
+        CHECK(kvs_decode(s, t, 100, false, NULL) == KVS_OK && kvs_decode(s, t + 100, 20, false, a) == KVS_OK);
+        CHECK(memcmp(a, b, sizeof(float) * V) == 0);
+    }
+    kvs_seq_free(r);
+
+    /* a block hit: u shares 40 tokens with t, so 32 (two blocks) are mapped */
+    CHECK(kvs_seq_new_cached(e, u, 150, &r, &hit) == KVS_OK && hit == 32 && kvs_seq_n_past(r) == 32);
+    x = (kvs_batch_entry){.seq = r, .tokens = u + 32, .n_tokens = 118, .logits = b};
+    CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK);
+    if (s) {
+        kvs_session_reset(s);
+        CHECK(kvs_decode(s, u, 32, false, NULL) == KVS_OK && kvs_decode(s, u + 32, 118, false, a) == KVS_OK);
+        CHECK(logit_gap(b, a, V).kl <= TOL_KL_PROMPT);
+    }
+    kvs_prefix_stats ps = kvs_engine_prefix_stats(e);
+    CHECK(ps.lookups == 3 && ps.hits == 2 && ps.tokens_hit == 132);
+    /* at least one token is always left to run: a prompt equal to the snapshot maps one block less */
+    kvs_seq *w = NULL;
+    CHECK(kvs_seq_new_cached(e, t, 100, &w, &hit) == KVS_OK && hit == 96);
+    kvs_seq_free(w);
+    kvs_seq_free(r);
+    kvs_session_free(s);
+    kvs_engine_free(e);
+
+    /* a window ring that wrapped cannot be cut: only the whole snapshot is reused */
+    p = params("window=64+4,page=16", 0); /* a ring of 80 slots */
+    CHECK(kvs_engine_new(m, &p, &e) == KVS_OK);
+    if (e) {
+        CHECK(kvs_seq_new(e, &q) == KVS_OK);
+        x = (kvs_batch_entry){.seq = q, .tokens = t, .n_tokens = 150};
+        CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK && kvs_engine_cache_prefix(e, q, t, 150) == KVS_OK);
+        CHECK(kvs_seq_new_cached(e, t, 160, &r, &hit) == KVS_OK && hit == 150);
+        kvs_seq_free(r);
+        CHECKF(kvs_seq_new_cached(e, t, 120, &r, &hit) == KVS_OK && hit == 0 && kvs_seq_n_past(r) == 0, "hit %u: %s", hit, kvs_last_error());
+        kvs_seq_free(r);
+        kvs_engine_free(e);
+    }
+
+    /* the pool drops cached prefixes for a sequence that needs the room */
+    p = params(NULL, 0);
+    kvs_session *probe = NULL;
+    uint64_t page = 0;
+    CHECK(kvs_session_new(m, &p, &probe) == KVS_OK);
+    if (probe) { CHECK(kvs_decode(probe, t, 1, false, NULL) == KVS_OK); page = kvs_session_kv_bytes(probe); }
+    kvs_session_free(probe);
+    p = params(NULL, page + page / 2); /* one page per layer */
+    CHECK(kvs_engine_new(m, &p, &e) == KVS_OK);
+    if (e && page) {
+        CHECK(kvs_seq_new(e, &q) == KVS_OK);
+        x = (kvs_batch_entry){.seq = q, .tokens = t, .n_tokens = 50};
+        CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK && kvs_engine_cache_prefix(e, q, t, 50) == KVS_OK);
+        kvs_seq_free(q);
+        CHECK(kvs_engine_prefix_stats(e).snapshots == 1);
+        CHECK(kvs_seq_new(e, &q) == KVS_OK);
+        x = (kvs_batch_entry){.seq = q, .tokens = u, .n_tokens = 60};
+        CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK && x.status == KVS_OK);
+        CHECK(kvs_engine_prefix_stats(e).snapshots == 0 && kvs_engine_kv_bytes(e) <= kvs_engine_kv_budget(e));
+    }
+    kvs_engine_free(e);
+    free(a);
+    free(b);
+}
+
 static void run_model(const char *path, const char *name, const char *const *rules, int n_rules, bool real,
                       bool pool_tests) {
     kvs_model *m = NULL;
@@ -356,6 +459,7 @@ static void run_model(const char *path, const char *name, const char *const *rul
     test_one_sequence_bit_identical(m, name);
     for (int i = 0; i < n_rules; i++) test_batched_equals_alone(m, name, rules[i], real);
     if (pool_tests) test_budget_and_bad_entries(m);
+    if (pool_tests) test_prefix(m);
     kvs_model_free(m);
 }
 

@@ -15,6 +15,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "kv/kv_chunk.h"
+#include "kv/kv_prefix.h"
 #include "model/session.h"
 #include "retrofit/retrofit.h"
 
@@ -22,6 +23,7 @@
 
 struct kvs_engine {
     kvs_session *ws;           /* workspace; ws->kv is the empty template */
+    kvs_kv_prefix *prefix;     /* cached prefixes; NULL where sequences cannot fork */
     bool one_per_step;         /* the architecture reads s->kv outside the span path */
     bool seq_state;            /* each sequence carries architecture state (ops->sequence_state) */
     kvs_seq **seqs;            /* (cap) open sequences, n_seqs of them */
@@ -77,6 +79,7 @@ kvs_status kvs_engine_new(const kvs_model *model, const kvs_session_params *para
     const kvs_retro *r = ops->retro ? ops->retro(model) : NULL;
     e->seq_state = ops->sequence_state;
     e->one_per_step = ops->sequence_state || (r && r->mode != KVS_RETRO_NONE);
+    if (!e->seq_state && (st = kvs_kv_prefix_new(&e->prefix)) != KVS_OK) { kvs_engine_free(e); return st; }
     uint32_t B = e->ws->params.n_batch;
     e->max_spans = e->one_per_step ? 1 : (B < STEP_MAX_SEQS ? B : STEP_MAX_SEQS);
     e->tokens = kvs_malloc(sizeof *e->tokens * B);
@@ -96,6 +99,7 @@ kvs_status kvs_engine_new(const kvs_model *model, const kvs_session_params *para
 void kvs_engine_free(kvs_engine *e) {
     if (!e) return;
     while (e->n_seqs) kvs_seq_free(e->seqs[e->n_seqs - 1]);
+    kvs_kv_prefix_free(e->prefix);
     kvs_free(e->seqs);
     kvs_free(e->tokens);
     kvs_free(e->spans);
@@ -201,6 +205,57 @@ kvs_status kvs_seq_truncate(kvs_seq *q, uint32_t n_tokens) {
     return kvs_kv_cache_truncate(q->kv, n_tokens);
 }
 
+/* ---- prefix reuse ------------------------------------------------------------ */
+
+kvs_status kvs_engine_cache_prefix(kvs_engine *e, const kvs_seq *q, const kvs_token *tokens, uint32_t n) {
+    if (!e || !q || (!tokens && n)) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_engine_cache_prefix: NULL argument");
+    if (q->e != e) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_engine_cache_prefix: a sequence of another engine");
+    if (!e->prefix || q->kv->evict) return KVS_OK; /* sequences that cannot fork: nothing to keep */
+    return kvs_kv_prefix_store(e->prefix, q->kv, tokens, n);
+}
+
+kvs_status kvs_seq_new_cached(kvs_engine *e, const kvs_token *tokens, uint32_t n, kvs_seq **out, uint32_t *n_cached) {
+    if (!out || !n_cached) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_seq_new_cached: NULL argument");
+    *out = NULL;
+    *n_cached = 0;
+    if (!e || (!tokens && n)) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_seq_new_cached: NULL argument");
+    kvs_kv_cache *kv = NULL;
+    if (e->prefix) KVS_TRY(kvs_kv_prefix_lookup(e->prefix, tokens, n, &kv, n_cached));
+    if (!kv) return kvs_seq_new(e, out);
+    kvs_seq *q = kvs_calloc(1, sizeof *q);
+    if (!q) { kvs_kv_cache_free(kv); *n_cached = 0; return kvs_fail(KVS_ERR_NOMEM, "engine: out of memory"); }
+    q->kv = kv;
+    kvs_status st = seq_add(e, q, out);
+    if (st != KVS_OK) *n_cached = 0;
+    return st;
+}
+
+kvs_prefix_stats kvs_engine_prefix_stats(const kvs_engine *e) {
+    kvs_prefix_stats r = {0};
+    if (!e || !e->prefix) return r;
+    kvs_kv_prefix_stats s = kvs_kv_prefix_get_stats(e->prefix);
+    r.lookups = s.lookups;
+    r.hits = s.hits;
+    r.tokens_hit = s.tokens_hit;
+    r.snapshots = s.snapshots;
+    r.tokens_held = s.tokens_held;
+    return r;
+}
+
+void kvs_engine_prefix_clear(kvs_engine *e) {
+    if (e && e->prefix) while (kvs_kv_prefix_evict_one(e->prefix)) {}
+}
+
+/* Pages for kv up to n_pos positions (a chunk begun when pos is set), making
+ * room by dropping cached prefixes, least recently used first, while the
+ * pool's budget is what stands in the way. */
+static kvs_status reserve(kvs_engine *e, kvs_kv_cache *kv, uint64_t n_pos, int32_t *pos) {
+    for (;;) {
+        kvs_status st = pos ? kvs_kv_chunk_begin(kv, (int64_t)(n_pos - kv->n_past), pos) : kvs_kv_cache_reserve(kv, n_pos);
+        if (st != KVS_ERR_BUDGET || !e->prefix || !kvs_kv_prefix_evict_one(e->prefix)) return st;
+    }
+}
+
 /* ---- batched decode -------------------------------------------------------- */
 
 /* Why entry x cannot run at all, or KVS_OK. */
@@ -237,7 +292,7 @@ static kvs_status run_step(kvs_engine *e, kvs_batch_entry *xs, size_t n_entries,
         kvs_batch_entry *x = &xs[i];
         if (x->status != KVS_OK || e->done[i] == x->n_tokens) continue;
         uint32_t left = x->n_tokens - e->done[i], take = left < B - rows ? left : (uint32_t)(B - rows);
-        kvs_status st = kvs_kv_chunk_begin(x->seq->kv, take, ws->pos + rows);
+        kvs_status st = reserve(e, x->seq->kv, x->seq->kv->n_past + take, ws->pos + rows);
         if (st != KVS_OK) { x->status = st; continue; }
         memcpy(e->tokens + rows, x->tokens + e->done[i], sizeof *e->tokens * take);
         e->span_entry[n_spans] = i;
@@ -283,7 +338,7 @@ kvs_status kvs_engine_decode(kvs_engine *e, kvs_batch_entry *xs, size_t n_entrie
      * chunk: what it keeps is decided as it goes) */
     for (size_t i = 0; i < n_entries; i++) {
         kvs_kv_cache *kv = xs[i].status == KVS_OK ? xs[i].seq->kv : NULL;
-        if (kv && !kv->evict && xs[i].n_tokens > 1) xs[i].status = kvs_kv_cache_reserve(kv, kv->n_past + xs[i].n_tokens);
+        if (kv && !kv->evict && xs[i].n_tokens > 1) xs[i].status = reserve(e, kv, kv->n_past + xs[i].n_tokens, NULL);
     }
     size_t cursor = 0;
     kvs_status st = KVS_OK;
