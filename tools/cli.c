@@ -156,7 +156,7 @@ kvs_model *cli_load_model(const cli_common *c) {
     return m;
 }
 
-kvs_session *cli_new_session(const kvs_model *m, const cli_common *c, uint32_t default_ctx) {
+kvs_session_params cli_session_params(const kvs_model *m, const cli_common *c, uint32_t default_ctx) {
     kvs_session_params sp = kvs_session_params_default();
     sp.n_ctx = c->ctx ? c->ctx : default_ctx;
     if (c->batch) sp.n_batch = c->batch;
@@ -172,9 +172,21 @@ kvs_session *cli_new_session(const kvs_model *m, const cli_common *c, uint32_t d
     if (in.n_ctx_train > 0 && sp.n_ctx > (uint32_t)in.n_ctx_train)
         fprintf(stderr, "kvslim: warning: context %u exceeds the %d tokens the model was trained on; quality past "
                 "that is not what the model was made for\n", sp.n_ctx, in.n_ctx_train);
+    return sp;
+}
+
+kvs_session *cli_new_session(const kvs_model *m, const cli_common *c, uint32_t default_ctx) {
+    kvs_session_params sp = cli_session_params(m, c, default_ctx);
     kvs_session *s = NULL;
     if (kvs_session_new(m, &sp, &s) != KVS_OK) { cli_error("cannot create session"); return NULL; }
     return s;
+}
+
+kvs_engine *cli_new_engine(const kvs_model *m, const cli_common *c, uint32_t default_ctx) {
+    kvs_session_params sp = cli_session_params(m, c, default_ctx);
+    kvs_engine *e = NULL;
+    if (kvs_engine_new(m, &sp, &e) != KVS_OK) { cli_error("cannot create engine"); return NULL; }
+    return e;
 }
 
 char *cli_read_file(const char *path, size_t *len) {

@@ -35,7 +35,11 @@ bool cli_parse_count(const char *s, unsigned long long *out);
 
 /* Load the model named by -m, or print why not. */
 kvs_model *cli_load_model(const cli_common *c);
+/* Session parameters from the common options (-c, -b, -t, --kv...), warning
+ * when the context exceeds the trained one; a session or an engine with them. */
+kvs_session_params cli_session_params(const kvs_model *m, const cli_common *c, uint32_t default_ctx);
 kvs_session *cli_new_session(const kvs_model *m, const cli_common *c, uint32_t default_ctx);
+kvs_engine *cli_new_engine(const kvs_model *m, const cli_common *c, uint32_t default_ctx);
 /* Read a whole file (NUL-terminated), or print why not. */
 char *cli_read_file(const char *path, size_t *len);
 /* Tokenize with a growing buffer; returns malloc'd tokens or NULL (printed). */

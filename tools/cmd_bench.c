@@ -47,10 +47,16 @@ static void usage(void) {
             "      --attn-hot      re-read one cache instead (rows stay in the CPU caches\n"
             "                      when they fit: kernel compute cost, not memory)\n"
             "      --attn-depths LIST  depths for --attn (default 2048,4096,8192,16384,32768)\n"
-            "      --attn-time S   seconds of timed calls per row (default 0.3)\n\n"
+            "      --attn-time S   seconds of timed calls per row (default 0.3)\n"
+            "      --parallel LIST batched decode of many sequences in one engine (one KV\n"
+            "                      pool), as llama-batched-bench: for each B in LIST, B\n"
+            "                      prompts of -p tokens in one call, then -n steps of one\n"
+            "                      token per sequence; prints the step rates (S_PP, S_TG =\n"
+            "                      tokens/s over all sequences) and the pool's KV bytes\n\n"
             "Examples:\n"
             "  kvslim bench -d 8192 --kv q8_0          whole-model decode at depth 8192\n"
-            "  kvslim bench --attn -t 2 --kv q4k2v    attention alone, KIVI 4-bit keys/2-bit values\n",
+            "  kvslim bench --attn -t 2 --kv q4k2v    attention alone, KIVI 4-bit keys/2-bit values\n"
+            "  kvslim bench --parallel 1,4,16 -p 128 -n 32   many sequences, one pool\n",
             cli_common_help());
 }
 
@@ -265,6 +271,80 @@ done:
     return rc;
 }
 
+/* ---- many sequences in one engine (--parallel) ---- */
+
+/* For each B: B fresh sequences, their prompts (n_prompt tokens each) in one
+ * kvs_engine_decode, then n_gen steps of one token per sequence. */
+static int bench_parallel(const kvs_model *m, const cli_common *c, const kvs_model_info *in,
+                          const unsigned long long *bs, int n_bs, long long n_prompt, long long n_gen, long long reps,
+                          bool json) {
+    unsigned long long max_b = 0;
+    for (int i = 0; i < n_bs; i++) if (bs[i] > max_b) max_b = bs[i];
+    kvs_engine *e = cli_new_engine(m, c, (uint32_t)(n_prompt + n_gen));
+    if (!e) return 1;
+    int rc = 1;
+    kvs_seq **q = calloc(max_b, sizeof *q);
+    kvs_batch_entry *x = calloc(max_b, sizeof *x);
+    kvs_token *toks = malloc(sizeof *toks * max_b * (size_t)(n_prompt + n_gen));
+    float *logits = malloc(sizeof(float) * max_b * (size_t)in->n_vocab);
+    if (!q || !x || !toks || !logits) { fprintf(stderr, "kvslim bench: out of memory\n"); goto done; }
+    uint64_t rng = 0x1234567ull;
+    for (size_t i = 0; i < max_b * (size_t)(n_prompt + n_gen); i++) {
+        rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+        toks[i] = (kvs_token)(rng % (uint64_t)in->n_vocab);
+    }
+    if (!json)
+        printf("%6s %6s %6s %8s %9s %9s %9s %9s %12s\n", "PP", "TG", "B", "N_KV", "T_PP s", "S_PP t/s", "T_TG s",
+               "S_TG t/s", "KV MiB");
+    for (int bi = 0; bi < n_bs; bi++) {
+        const size_t B = bs[bi];
+        double best_pp = 1e30, best_tg = 1e30;
+        uint64_t kv_bytes = 0;
+        for (long long r = 0; r < reps; r++) {
+            for (size_t i = 0; i < B; i++)
+                if (kvs_seq_new(e, &q[i]) != KVS_OK) { cli_error("sequence"); goto done; }
+            const size_t stride = (size_t)(n_prompt + n_gen);
+            for (size_t i = 0; i < B; i++)
+                x[i] = (kvs_batch_entry){.seq = q[i], .tokens = toks + i * stride, .n_tokens = (uint32_t)n_prompt,
+                                         .logits = logits + i * (size_t)in->n_vocab};
+            double t0 = cli_now();
+            if (n_prompt > 0 && kvs_engine_decode(e, x, B) != KVS_OK) { cli_error("decode"); goto done; }
+            double t1 = cli_now();
+            for (long long g = 0; g < n_gen; g++) {
+                for (size_t i = 0; i < B; i++) {
+                    x[i].tokens = toks + i * stride + (size_t)n_prompt + (size_t)g;
+                    x[i].n_tokens = 1;
+                }
+                if (kvs_engine_decode(e, x, B) != KVS_OK) { cli_error("decode"); goto done; }
+            }
+            double t2 = cli_now();
+            if (t1 - t0 < best_pp) best_pp = t1 - t0;
+            if (t2 - t1 < best_tg) best_tg = t2 - t1;
+            kv_bytes = kvs_engine_kv_bytes(e);
+            for (size_t i = 0; i < B; i++) { kvs_seq_free(q[i]); q[i] = NULL; }
+        }
+        const double s_pp = n_prompt > 0 ? (double)(B * (size_t)n_prompt) / best_pp : 0;
+        const double s_tg = (double)(B * (size_t)n_gen) / best_tg;
+        const unsigned long long n_kv = (unsigned long long)(B * (size_t)(n_prompt + n_gen));
+        if (json)
+            printf("{\"test\": \"parallel\", \"pp\": %lld, \"tg\": %lld, \"b\": %zu, \"n_kv\": %llu, \"t_pp\": %.4f, "
+                   "\"s_pp\": %.2f, \"t_tg\": %.4f, \"s_tg\": %.2f, \"kv_bytes\": %llu}\n",
+                   n_prompt, n_gen, B, n_kv, best_pp, s_pp, best_tg, s_tg, (unsigned long long)kv_bytes);
+        else
+            printf("%6lld %6lld %6zu %8llu %9.3f %9.1f %9.3f %9.1f %12.1f\n", n_prompt, n_gen, B, n_kv, best_pp, s_pp,
+                   best_tg, s_tg, (double)kv_bytes / 1048576.0);
+        fflush(stdout);
+    }
+    rc = 0;
+done:
+    kvs_engine_free(e);
+    free(q);
+    free(x);
+    free(toks);
+    free(logits);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
     cli_common c;
     cli_common_init(&c);
@@ -275,6 +355,8 @@ int cmd_bench(int argc, char **argv) {
     unsigned long long attn_depths[16] = {2048, 4096, 8192, 16384, 32768};
     int n_attn_depths = 5;
     double attn_secs = 0.3;
+    unsigned long long par[16];
+    int n_par = 0;
     for (int i = 1; i < argc; i++) {
         int r = cli_common_option(&c, argc, argv, &i);
         if (r < 0) return 2;
@@ -297,6 +379,11 @@ int cmd_bench(int argc, char **argv) {
             if ((n_attn_depths = parse_list(val, attn_depths, 16)) <= 0) BAD();
             for (int d = 0; d < n_attn_depths; d++) if (attn_depths[d] < 1 || attn_depths[d] > (1u << 24)) BAD();
         }
+        else if (!strcmp(a, "--parallel")) {
+            VAL();
+            if ((n_par = parse_list(val, par, 16)) <= 0) BAD();
+            for (int d = 0; d < n_par; d++) if (par[d] < 1 || par[d] > 4096) BAD();
+        }
         else if (!strcmp(a, "--attn-time")) { VAL(); if (!cli_parse_float(val, &attn_secs) || !(attn_secs > 0 && attn_secs <= 60)) BAD(); }
         else { fprintf(stderr, "kvslim bench: unknown option '%s' (see --help)\n", a); return 2; }
 #undef VAL
@@ -306,6 +393,12 @@ int cmd_bench(int argc, char **argv) {
     if (!m) return 1;
     kvs_model_info in;
     kvs_model_get_info(m, &in);
+    if (n_par) {
+        if (!json) printf("model: %s (%s), %d layers, many sequences in one engine\n", in.name, in.arch, in.n_layer);
+        int prc = bench_parallel(m, &c, &in, par, n_par, n_prefill, n_gen, reps, json);
+        kvs_model_free(m);
+        return prc;
+    }
     if (attn) { /* the session only supplies schemes and threads: one position */
         c.ctx = 1;
         kvs_session *as = cli_new_session(m, &c, 1);
