@@ -236,15 +236,17 @@ uint64_t kvs_seq_kv_bytes(const kvs_seq *q);
 /* As kvs_session_truncate. */
 kvs_status kvs_seq_truncate(kvs_seq *q, uint32_t n_tokens);
 
-/* Prefix reuse. kvs_engine_cache_prefix keeps a snapshot of a sequence's
- * first n tokens (tokens: the tokens it holds; its pages are shared, not
- * copied). kvs_seq_new_cached starts a sequence for tokens[0..n) from the
+/* Prefix reuse. kvs_engine_cache_prefix keeps a snapshot of the tokens a
+ * sequence holds (its pages are shared, not copied); a batch entry with
+ * cache_prefix set leaves snapshots as it runs (every 256 tokens and at its
+ * end), which is what lets sliding-window models (Gemma 3) resume a shorter
+ * prefix than a whole earlier prompt. kvs_seq_new_cached starts a sequence for tokens[0..n) from the
  * longest cached prefix that leaves at least one token to run: *n_cached
  * tokens are already in it (0: none cached), the caller runs the rest.
  * Prefixes are matched in blocks of 16 tokens and by exact length; the
  * least recently used snapshots are dropped when the pool needs their pages.
  * Architectures whose sequences cannot be forked cache nothing. */
-kvs_status kvs_engine_cache_prefix(kvs_engine *e, const kvs_seq *q, const kvs_token *tokens, uint32_t n);
+kvs_status kvs_engine_cache_prefix(kvs_engine *e, const kvs_seq *q);
 kvs_status kvs_seq_new_cached(kvs_engine *e, const kvs_token *tokens, uint32_t n, kvs_seq **out, uint32_t *n_cached);
 typedef struct kvs_prefix_stats {
     uint64_t lookups, hits, tokens_hit; /* kvs_seq_new_cached calls, those that found a prefix, tokens mapped */
@@ -262,6 +264,7 @@ typedef struct kvs_batch_entry {
     const kvs_token *tokens;
     uint32_t n_tokens;
     float *logits;      /* NULL, or room for n_vocab floats              */
+    bool cache_prefix;  /* keep snapshots of these tokens for prefix reuse */
     kvs_status status;  /* out: KVS_OK, or why this entry did not run     */
 } kvs_batch_entry;
 /* Run every entry (each sequence at most once per call). Entries are

@@ -30,6 +30,7 @@
  *     continues bit-identically to a session with the same calls, block hits
  *     cut a longer snapshot, a wrapped window ring is reused only whole, the
  *     pool drops least recently used prefixes for a sequence that needs room;
+ *     Gemma 3 resumes a shared prefix from the checkpoints a prompt left;
  *   - bad entries (a sequence twice, a token outside the vocabulary, past the
  *     context, no tokens) are refused alone with a message.
  * Skips the real-model parts (loudly) without the models unless
@@ -374,8 +375,8 @@ static void test_prefix(const kvs_model *m) {
     CHECK(kvs_seq_new_cached(e, t, 120, &q, &hit) == KVS_OK && q && hit == 0);
     kvs_batch_entry x = {.seq = q, .tokens = t, .n_tokens = 100};
     CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK);
-    CHECK(kvs_engine_cache_prefix(e, q, t, 100) == KVS_OK);
-    CHECK(kvs_engine_cache_prefix(e, q, t, 100) == KVS_OK); /* held already: no second snapshot */
+    CHECK(kvs_engine_cache_prefix(e, q) == KVS_OK);
+    CHECK(kvs_engine_cache_prefix(e, q) == KVS_OK); /* held already: no second snapshot */
     CHECK(kvs_engine_prefix_stats(e).snapshots == 1 && kvs_engine_prefix_stats(e).tokens_held == 100);
     uint64_t before = kvs_engine_kv_bytes(e);
     kvs_seq_free(q);
@@ -418,7 +419,7 @@ static void test_prefix(const kvs_model *m) {
     if (e) {
         CHECK(kvs_seq_new(e, &q) == KVS_OK);
         x = (kvs_batch_entry){.seq = q, .tokens = t, .n_tokens = 150};
-        CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK && kvs_engine_cache_prefix(e, q, t, 150) == KVS_OK);
+        CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK && kvs_engine_cache_prefix(e, q) == KVS_OK);
         CHECK(kvs_seq_new_cached(e, t, 160, &r, &hit) == KVS_OK && hit == 150);
         kvs_seq_free(r);
         CHECKF(kvs_seq_new_cached(e, t, 120, &r, &hit) == KVS_OK && hit == 0 && kvs_seq_n_past(r) == 0, "hit %u: %s", hit, kvs_last_error());
@@ -438,7 +439,7 @@ static void test_prefix(const kvs_model *m) {
     if (e && page) {
         CHECK(kvs_seq_new(e, &q) == KVS_OK);
         x = (kvs_batch_entry){.seq = q, .tokens = t, .n_tokens = 50};
-        CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK && kvs_engine_cache_prefix(e, q, t, 50) == KVS_OK);
+        CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK && kvs_engine_cache_prefix(e, q) == KVS_OK);
         kvs_seq_free(q);
         CHECK(kvs_engine_prefix_stats(e).snapshots == 1);
         CHECK(kvs_seq_new(e, &q) == KVS_OK);
@@ -447,6 +448,51 @@ static void test_prefix(const kvs_model *m) {
         CHECK(kvs_engine_prefix_stats(e).snapshots == 0 && kvs_engine_kv_bytes(e) <= kvs_engine_kv_budget(e));
     }
     kvs_engine_free(e);
+    free(a);
+    free(b);
+}
+
+/* Gemma 3's sliding layers (rings of 512 slots): a 900-token prompt run with
+ * cache_prefix leaves checkpoints every 256 tokens, so a prompt sharing its
+ * first 600 tokens resumes from the 512-token checkpoint (the later ones'
+ * rings have wrapped past what position 592 needs) and continues
+ * bit-identically to a session with the same chunks. */
+static void test_prefix_sliding(const kvs_model *m) {
+    kvs_model_info in;
+    kvs_model_get_info(m, &in);
+    const int32_t V = in.n_vocab;
+    enum { N = 900, SHARED = 600, M = 700 };
+    kvs_token *t = malloc(sizeof *t * N), *u = malloc(sizeof *u * M);
+    text_tokens(m, t, N, 0);
+    memcpy(u, t, sizeof *u * SHARED);
+    text_tokens(m, u + SHARED, M - SHARED, 77);
+    float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+    kvs_session_params p = params(NULL, 0);
+    p.n_ctx = 1024;
+    kvs_engine *e = NULL;
+    kvs_seq *q = NULL, *r = NULL;
+    uint32_t hit = 0;
+    CHECK(kvs_engine_new(m, &p, &e) == KVS_OK);
+    if (e) {
+        CHECK(kvs_seq_new(e, &q) == KVS_OK);
+        kvs_batch_entry x = {.seq = q, .tokens = t, .n_tokens = N, .cache_prefix = true};
+        CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK);
+        CHECK(kvs_engine_prefix_stats(e).snapshots == 4); /* 256, 512, 768, 900 */
+        kvs_seq_free(q);
+        CHECKF(kvs_seq_new_cached(e, u, M, &r, &hit) == KVS_OK && hit == 512, "hit %u", hit);
+        x = (kvs_batch_entry){.seq = r, .tokens = u + hit, .n_tokens = M - hit, .logits = b};
+        CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK);
+        kvs_session *s = NULL;
+        CHECK(kvs_session_new(m, &p, &s) == KVS_OK);
+        if (s) {
+            CHECK(kvs_decode(s, u, 512, false, NULL) == KVS_OK && kvs_decode(s, u + 512, M - 512, false, a) == KVS_OK);
+            CHECK(memcmp(a, b, sizeof(float) * V) == 0);
+        }
+        kvs_session_free(s);
+    }
+    kvs_engine_free(e);
+    free(t);
+    free(u);
     free(a);
     free(b);
 }
@@ -479,5 +525,9 @@ int main(void) {
     }
     run_model(smol, "smollm2", smol_rules, 5, true, true);
     run_model(gemma, "gemma3", plain, 1, true, false);
+    kvs_model *g3 = NULL;
+    CHECK(kvs_model_load(gemma, NULL, &g3) == KVS_OK);
+    if (g3) test_prefix_sliding(g3);
+    kvs_model_free(g3);
     return test_finish("engine");
 }

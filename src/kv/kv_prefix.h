@@ -13,13 +13,22 @@
  * forks that snapshot truncated to the block (kvs_kv_cache_truncate: layers
  * that cannot be cut there, a wrapped window or quantized groups, fall back
  * to a shallower block or the snapshot's exact length). Least recently used
- * snapshots go first when the pool needs room. */
+ * snapshots go first when the pool needs room.
+ *
+ * Sliding-window layers: a ring that has wrapped no longer holds what a
+ * shorter prefix needs, so a snapshot of such a sequence is reused only
+ * whole. A prompt that asks for it (kvs_batch_entry.cache_prefix) therefore
+ * leaves a snapshot every KVS_PREFIX_CHECKPOINT tokens, its chunks ending
+ * there: a checkpoint shares the ring's pages and the sequence copies a
+ * ring page only when it writes into it, so each checkpoint costs at most
+ * one ring per windowed layer (full layers' pages are shared as they are). */
 #ifndef KVS_KV_PREFIX_H
 #define KVS_KV_PREFIX_H
 
 #include "kv/kv_cache.h"
 
-#define KVS_PREFIX_BLOCK 16 /* tokens per key */
+#define KVS_PREFIX_BLOCK 16       /* tokens per key */
+#define KVS_PREFIX_CHECKPOINT 256 /* tokens between the snapshots a prompt leaves (model/engine.c) */
 
 typedef struct kvs_kv_prefix kvs_kv_prefix;
 

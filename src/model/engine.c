@@ -42,10 +42,24 @@ struct kvs_engine {
 struct kvs_seq {
     kvs_engine *e;
     kvs_kv_cache *kv;
+    kvs_token *tokens;         /* (cap_tokens) the kv->n_past tokens the sequence holds */
+    uint32_t cap_tokens;
     void *ext;                 /* per-sequence architecture state, or NULL */
     uint32_t index;            /* in e->seqs */
     bool in_call;              /* named by an entry of the kvs_engine_decode in progress */
 };
+
+/* Room in q's token history for n tokens. */
+static kvs_status history_reserve(kvs_seq *q, uint64_t n) {
+    if (n <= q->cap_tokens) return KVS_OK;
+    uint64_t cap = q->cap_tokens ? q->cap_tokens : 256;
+    while (cap < n) cap *= 2;
+    kvs_token *t = kvs_realloc(q->tokens, sizeof *t * cap);
+    if (!t) return kvs_fail(KVS_ERR_NOMEM, "engine: out of memory for a sequence's tokens");
+    q->tokens = t;
+    q->cap_tokens = (uint32_t)cap;
+    return KVS_OK;
+}
 
 /* ---- the step ------------------------------------------------------------ */
 
@@ -138,8 +152,10 @@ static kvs_status seq_add(kvs_engine *e, kvs_seq *q, kvs_seq **out) {
         q->ext = ws->ext;
         ws->ext = shared;
     }
+    if (st == KVS_OK) st = history_reserve(q, q->kv->n_past);
     if (st != KVS_OK) {
         kvs_kv_cache_free(q->kv);
+        kvs_free(q->tokens);
         kvs_free(q);
         return st;
     }
@@ -173,7 +189,9 @@ kvs_status kvs_seq_fork(const kvs_seq *src, kvs_seq **out) {
     if (!q) return kvs_fail(KVS_ERR_NOMEM, "engine: out of memory");
     kvs_status st = kvs_kv_cache_fork(src->kv, &q->kv);
     if (st != KVS_OK) { kvs_free(q); return st; }
-    return seq_add(e, q, out);
+    KVS_TRY(seq_add(e, q, out));
+    memcpy(q->tokens, src->tokens, sizeof *q->tokens * q->kv->n_past);
+    return KVS_OK;
 }
 
 void kvs_seq_free(kvs_seq *q) {
@@ -187,6 +205,7 @@ void kvs_seq_free(kvs_seq *q) {
         ws->ext = shared;
     }
     kvs_kv_cache_free(q->kv);
+    kvs_free(q->tokens);
     kvs_seq *last = e->seqs[--e->n_seqs];
     e->seqs[q->index] = last;
     last->index = q->index;
@@ -207,11 +226,11 @@ kvs_status kvs_seq_truncate(kvs_seq *q, uint32_t n_tokens) {
 
 /* ---- prefix reuse ------------------------------------------------------------ */
 
-kvs_status kvs_engine_cache_prefix(kvs_engine *e, const kvs_seq *q, const kvs_token *tokens, uint32_t n) {
-    if (!e || !q || (!tokens && n)) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_engine_cache_prefix: NULL argument");
+kvs_status kvs_engine_cache_prefix(kvs_engine *e, const kvs_seq *q) {
+    if (!e || !q) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_engine_cache_prefix: NULL argument");
     if (q->e != e) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_engine_cache_prefix: a sequence of another engine");
     if (!e->prefix || q->kv->evict) return KVS_OK; /* sequences that cannot fork: nothing to keep */
-    return kvs_kv_prefix_store(e->prefix, q->kv, tokens, n);
+    return kvs_kv_prefix_store(e->prefix, q->kv, q->tokens, (uint32_t)q->kv->n_past);
 }
 
 kvs_status kvs_seq_new_cached(kvs_engine *e, const kvs_token *tokens, uint32_t n, kvs_seq **out, uint32_t *n_cached) {
@@ -226,8 +245,9 @@ kvs_status kvs_seq_new_cached(kvs_engine *e, const kvs_token *tokens, uint32_t n
     if (!q) { kvs_kv_cache_free(kv); *n_cached = 0; return kvs_fail(KVS_ERR_NOMEM, "engine: out of memory"); }
     q->kv = kv;
     kvs_status st = seq_add(e, q, out);
-    if (st != KVS_OK) *n_cached = 0;
-    return st;
+    if (st != KVS_OK) { *n_cached = 0; return st; }
+    memcpy(q->tokens, tokens, sizeof *tokens * *n_cached);
+    return KVS_OK;
 }
 
 kvs_prefix_stats kvs_engine_prefix_stats(const kvs_engine *e) {
@@ -292,6 +312,10 @@ static kvs_status run_step(kvs_engine *e, kvs_batch_entry *xs, size_t n_entries,
         kvs_batch_entry *x = &xs[i];
         if (x->status != KVS_OK || e->done[i] == x->n_tokens) continue;
         uint32_t left = x->n_tokens - e->done[i], take = left < B - rows ? left : (uint32_t)(B - rows);
+        if (x->cache_prefix && e->prefix) { /* end the chunk at the next checkpoint: a snapshot is taken there */
+            uint64_t past = x->seq->kv->n_past, next = (past / KVS_PREFIX_CHECKPOINT + 1) * KVS_PREFIX_CHECKPOINT;
+            if (past + take > next) take = (uint32_t)(next - past);
+        }
         kvs_status st = reserve(e, x->seq->kv, x->seq->kv->n_past + take, ws->pos + rows);
         if (st != KVS_OK) { x->status = st; continue; }
         memcpy(e->tokens + rows, x->tokens + e->done[i], sizeof *e->tokens * take);
@@ -309,8 +333,15 @@ static kvs_status run_step(kvs_engine *e, kvs_batch_entry *xs, size_t n_entries,
     for (int j = 0; j < n_spans; j++) {
         kvs_batch_entry *x = &xs[e->span_entry[j]];
         if (st != KVS_OK) { x->status = st; continue; } /* the chunk is not ended: n_past stays */
+        kvs_seq *q = x->seq;
+        memcpy(q->tokens + q->kv->n_past, x->tokens + e->done[e->span_entry[j]], sizeof *q->tokens * e->spans[j].n);
         kvs_kv_chunk_end(e->spans[j].kv);
         e->done[e->span_entry[j]] += (uint32_t)e->spans[j].n;
+        /* checkpoints: at every KVS_PREFIX_CHECKPOINT tokens and at the entry's end (a snapshot that fails,
+         * out of memory, only costs the reuse) */
+        if (x->cache_prefix && e->prefix &&
+            (q->kv->n_past % KVS_PREFIX_CHECKPOINT == 0 || e->done[e->span_entry[j]] == x->n_tokens))
+            (void)kvs_kv_prefix_store(e->prefix, q->kv, q->tokens, (uint32_t)q->kv->n_past);
     }
     if (st != KVS_OK) return st;
     for (int j = 0; j < n_out; j++) memcpy(xs[e->out_entry[j]].logits, e->logits + (size_t)j * V, sizeof(float) * V);
@@ -336,6 +367,8 @@ kvs_status kvs_engine_decode(kvs_engine *e, kvs_batch_entry *xs, size_t n_entrie
     /* a long entry's pages are reserved whole before its first step, so a
      * budget failure leaves its sequence as it was (eviction reserves per
      * chunk: what it keeps is decided as it goes) */
+    for (size_t i = 0; i < n_entries; i++)
+        if (xs[i].status == KVS_OK) xs[i].status = history_reserve(xs[i].seq, xs[i].seq->kv->n_past + xs[i].n_tokens);
     for (size_t i = 0; i < n_entries; i++) {
         kvs_kv_cache *kv = xs[i].status == KVS_OK ? xs[i].seq->kv : NULL;
         if (kv && !kv->evict && xs[i].n_tokens > 1) xs[i].status = reserve(e, kv, kv->n_past + xs[i].n_tokens, NULL);
