@@ -257,6 +257,21 @@ kvs_prefix_stats kvs_engine_prefix_stats(const kvs_engine *e);
 /* Drop every cached prefix. */
 void kvs_engine_prefix_clear(kvs_engine *e);
 
+/* The tokens a sequence holds (kvs_seq_n_past of them; valid until the
+ * sequence next changes). */
+const kvs_token *kvs_seq_tokens(const kvs_seq *q);
+/* Save a sequence (its tokens, its KV pages and the layer schemes, tagged
+ * with the model's identity: a hash of the GGUF's metadata and tensor table)
+ * to path, replacing the file safely (a temporary, fsynced and renamed; a
+ * symlink or special file is refused). Refused for token eviction and for
+ * architectures with per-sequence state outside the cache (DeepSeek V4). */
+kvs_status kvs_seq_save(const kvs_seq *q, const char *path);
+/* A new sequence from a file kvs_seq_save wrote. A file for another model,
+ * other KV schemes, another context, or a damaged file is refused
+ * (KVS_ERR_FORMAT) with a message naming what differs; KVS_ERR_BUDGET when
+ * its pages do not fit the pool. */
+kvs_status kvs_seq_load(kvs_engine *e, const char *path, kvs_seq **out);
+
 /* One entry of a batch: n_tokens tokens appended to seq, and optionally the
  * logits of its last token (n_vocab floats). */
 typedef struct kvs_batch_entry {

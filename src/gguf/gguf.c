@@ -725,3 +725,10 @@ double kvs_gguf_arr_float(const kvs_gguf_kv *kv, uint64_t i) {
     default: return (double)kvs_gguf_arr_int(kv, i);
     }
 }
+
+uint64_t kvs_gguf_identity(const kvs_gguf *g) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    const uint64_t n = g->data_offset < g->size ? g->data_offset : g->size;
+    for (uint64_t i = 0; i < n; i++) h = (h ^ g->base[i]) * 0x100000001b3ull;
+    return h;
+}

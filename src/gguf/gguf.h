@@ -65,6 +65,9 @@ void kvs_gguf_close(kvs_gguf *g);
 uint32_t kvs_gguf_version(const kvs_gguf *g);
 uint64_t kvs_gguf_alignment(const kvs_gguf *g);
 uint64_t kvs_gguf_file_size(const kvs_gguf *g);
+/* A 64-bit hash (FNV-1a) of the file's metadata and tensor table: every byte
+ * before the tensor data. Names one model for session files. */
+uint64_t kvs_gguf_identity(const kvs_gguf *g);
 
 uint64_t kvs_gguf_n_kv(const kvs_gguf *g);
 const kvs_gguf_kv *kvs_gguf_kv_at(const kvs_gguf *g, uint64_t i);

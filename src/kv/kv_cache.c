@@ -29,6 +29,8 @@ static size_t resid_bytes(const kvs_kv_layer *L) {
     return ((size_t)s->first + s->recent + s->group) * s->n_kv_heads * (s->head_dim_k + s->head_dim_v) *
            sizeof(uint16_t);
 }
+
+size_t kvs_kv_layer_resid_bytes(const kvs_kv_layer *L) { return resid_bytes(L); }
 static uint64_t ring_slots(const kvs_kv_layer *L) { return (uint64_t)L->scheme.recent + L->scheme.group; }
 static uint16_t *sink_k(const kvs_kv_layer *L) { return L->resid; }
 static uint16_t *sink_v(const kvs_kv_layer *L) {

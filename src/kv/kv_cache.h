@@ -118,6 +118,8 @@ kvs_status kvs_kv_cache_fork(const kvs_kv_cache *src, kvs_kv_cache **out);
  * layers; n = 0 always works. */
 kvs_status kvs_kv_cache_truncate(kvs_kv_cache *c, uint64_t n);
 void kvs_kv_cache_free(kvs_kv_cache *c);
+/* Bytes of a per-channel layer's f16 residual (L->resid). */
+size_t kvs_kv_layer_resid_bytes(const kvs_kv_layer *L);
 /* Drop every stored position (n_past = 0) and give all pages back. */
 void kvs_kv_cache_clear(kvs_kv_cache *c);
 

@@ -15,6 +15,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "kv/kv_chunk.h"
+#include "kv/kv_file.h"
 #include "kv/kv_prefix.h"
 #include "model/session.h"
 #include "retrofit/retrofit.h"
@@ -222,6 +223,36 @@ kvs_status kvs_seq_truncate(kvs_seq *q, uint32_t n_tokens) {
                         q->e->ws->model->arch_name);
     if (n_tokens == 0) { kvs_kv_cache_clear(q->kv); return KVS_OK; }
     return kvs_kv_cache_truncate(q->kv, n_tokens);
+}
+
+/* ---- files -------------------------------------------------------------------- */
+
+const kvs_token *kvs_seq_tokens(const kvs_seq *q) { return q ? q->tokens : NULL; }
+
+kvs_status kvs_seq_save(const kvs_seq *q, const char *path) {
+    if (!q || !path) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_seq_save: NULL argument");
+    if (q->e->seq_state)
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "save: %s keeps per-sequence state outside the KV cache",
+                        q->e->ws->model->arch_name);
+    return kvs_kv_file_save(q->kv, kvs_gguf_identity(q->e->ws->model->gguf), q->tokens, path);
+}
+
+kvs_status kvs_seq_load(kvs_engine *e, const char *path, kvs_seq **out) {
+    if (!out) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_seq_load: out is NULL");
+    *out = NULL;
+    if (!e || !path) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_seq_load: NULL argument");
+    if (e->seq_state)
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "load: %s keeps per-sequence state outside the KV cache",
+                        e->ws->model->arch_name);
+    kvs_seq *q = kvs_calloc(1, sizeof *q);
+    if (!q) return kvs_fail(KVS_ERR_NOMEM, "engine: out of memory");
+    kvs_status st = kvs_kv_cache_new_like(e->ws->kv, &q->kv);
+    kvs_token *tokens = NULL;
+    if (st == KVS_OK) st = kvs_kv_file_load(q->kv, kvs_gguf_identity(e->ws->model->gguf), path, &tokens);
+    if (st != KVS_OK) { kvs_kv_cache_free(q->kv); kvs_free(q); return st; }
+    q->tokens = tokens;
+    q->cap_tokens = (uint32_t)q->kv->n_past;
+    return seq_add(e, q, out);
 }
 
 /* ---- prefix reuse ------------------------------------------------------------ */
