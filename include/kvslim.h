@@ -250,12 +250,21 @@ kvs_status kvs_engine_cache_prefix(kvs_engine *e, const kvs_seq *q);
 kvs_status kvs_seq_new_cached(kvs_engine *e, const kvs_token *tokens, uint32_t n, kvs_seq **out, uint32_t *n_cached);
 typedef struct kvs_prefix_stats {
     uint64_t lookups, hits, tokens_hit; /* kvs_seq_new_cached calls, those that found a prefix, tokens mapped */
-    uint32_t snapshots;                 /* prefixes held now */
+    uint32_t snapshots;                 /* prefixes whose pages are in the pool */
     uint64_t tokens_held;               /* tokens they hold */
+    uint32_t disk_snapshots;            /* prefixes with a file in the disk tier */
+    uint64_t disk_bytes, disk_hits;     /* bytes of those files; hits loaded from them */
 } kvs_prefix_stats;
 kvs_prefix_stats kvs_engine_prefix_stats(const kvs_engine *e);
-/* Drop every cached prefix. */
+/* Drop every cached prefix (and its file in the disk tier). */
 void kvs_engine_prefix_clear(kvs_engine *e);
+/* The disk tier: prefixes whose pages the pool needs are written to dir
+ * (sequence files) instead of being dropped, as are a cache_prefix entry's
+ * last snapshot and kvs_engine_cache_prefix's at once, up to cap_bytes (0: no
+ * cap; least recently used files go first); a hit loads them back. Files an
+ * earlier run left in dir for this model, schemes and context are found
+ * again, so a restart (even after kill -9) still reuses them. */
+kvs_status kvs_engine_set_prefix_dir(kvs_engine *e, const char *dir, uint64_t cap_bytes);
 
 /* The tokens a sequence holds (kvs_seq_n_past of them; valid until the
  * sequence next changes). */

@@ -9,6 +9,9 @@
  *     symlink or a special file never replaces it;
  *   - kill -9 of a process in the middle of saves leaves a file that loads
  *     (the previous one or the new one, never a partial one);
+ *   - the prefix cache's disk tier: found again after a restart and after
+ *     kill -9, continues bit-identically, bounded by its cap, spilled to and
+ *     loaded back from disk when the pool needs room;
  *   - the reader against hostile bytes: 3000 mutations of a small valid
  *     file, each with its checksum recomputed so the parser itself is
  *     exercised (under the sanitizers in CI), all refused or loaded cleanly.
@@ -250,6 +253,129 @@ static void kill_during_save(const kvs_model *m) {
     kvs_engine_free(e);
 }
 
+/* The disk tier: a prompt's prefix survives the engine (and a process killed
+ * with SIGKILL), is found again by a new engine on the same directory and
+ * continues bit-identically to a session with the same chunks; the cap keeps
+ * the directory bounded; a prefix the pool needs room from is spilled to disk
+ * and loaded back on a hit. */
+static kvs_engine *engine_dir(const kvs_model *m, const char *dir, uint64_t cap, uint64_t budget) {
+    kvs_session_params p = kvs_session_params_default();
+    p.n_ctx = 1024;
+    p.n_batch = 64;
+    p.n_threads = 2;
+    p.kv_budget = budget;
+    kvs_engine *e = NULL;
+    CHECKF(kvs_engine_new(m, &p, &e) == KVS_OK, "%s", kvs_last_error());
+    if (e) CHECKF(kvs_engine_set_prefix_dir(e, dir, cap) == KVS_OK, "%s", kvs_last_error());
+    return e;
+}
+
+static void run_cached(kvs_engine *e, const kvs_token *t, uint32_t n) {
+    kvs_seq *q = NULL;
+    CHECK(kvs_seq_new(e, &q) == KVS_OK);
+    kvs_batch_entry x = {.seq = q, .tokens = t, .n_tokens = n, .cache_prefix = true};
+    CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK);
+    kvs_seq_free(q);
+}
+
+static void disk_tier(const kvs_model *m) {
+    kvs_model_info in;
+    kvs_model_get_info(m, &in);
+    const int32_t V = in.n_vocab;
+    kvs_token t[200], u[200];
+    tokens_for(t, 200, 31, V);
+    tokens_for(u, 200, 32, V);
+    float *a = malloc(sizeof(float) * V), *b = malloc(sizeof(float) * V);
+    const char *dir = path_in("tier");
+    CHECK(mkdir(dir, 0700) == 0);
+    kvs_engine *e = engine_dir(m, dir, 0, 0);
+    if (!e) return;
+    run_cached(e, t, 100);
+    CHECK(kvs_engine_prefix_stats(e).disk_snapshots == 1);
+    kvs_engine_free(e);
+
+    e = engine_dir(m, dir, 0, 0); /* a restart */
+    kvs_prefix_stats ps = kvs_engine_prefix_stats(e);
+    CHECK(ps.disk_snapshots == 1 && ps.snapshots == 0);
+    kvs_seq *q = NULL;
+    uint32_t hit = 0;
+    CHECK(kvs_seq_new_cached(e, t, 110, &q, &hit) == KVS_OK && hit == 100);
+    CHECK(kvs_engine_prefix_stats(e).disk_hits == 1);
+    kvs_batch_entry x = {.seq = q, .tokens = t + 100, .n_tokens = 10, .logits = b};
+    CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK);
+    kvs_session_params sp = kvs_session_params_default();
+    sp.n_ctx = 1024;
+    sp.n_batch = 64;
+    sp.n_threads = 2;
+    kvs_session *s = NULL;
+    CHECK(kvs_session_new(m, &sp, &s) == KVS_OK);
+    if (s) {
+        CHECK(kvs_decode(s, t, 100, false, NULL) == KVS_OK && kvs_decode(s, t + 100, 10, false, a) == KVS_OK);
+        CHECK(!memcmp(a, b, sizeof(float) * V));
+    }
+    kvs_session_free(s);
+    kvs_engine_free(e);
+
+    /* kill -9 right after a prompt: its prefix is on disk */
+    const char *dir2 = path_in("tier2");
+    CHECK(mkdir(dir2, 0700) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        kvs_engine *c = engine_dir(m, dir2, 0, 0);
+        if (c) run_cached(c, u, 80);
+        kill(getpid(), SIGKILL);
+        _exit(1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    e = engine_dir(m, dir2, 0, 0);
+    CHECK(kvs_seq_new_cached(e, u, 90, &q, &hit) == KVS_OK && hit == 80);
+    kvs_engine_free(e);
+
+    /* the cap: room for one file */
+    const char *dir3 = path_in("tier3");
+    CHECK(mkdir(dir3, 0700) == 0);
+    e = engine_dir(m, dir3, 0, 0);
+    run_cached(e, t, 60);
+    uint64_t one = kvs_engine_prefix_stats(e).disk_bytes;
+    kvs_engine_free(e);
+    e = engine_dir(m, dir3, one + one / 2, 0);
+    run_cached(e, u, 60);
+    ps = kvs_engine_prefix_stats(e);
+    CHECK(ps.disk_snapshots == 1 && ps.disk_bytes <= one + one / 2);
+    CHECK(kvs_seq_new_cached(e, u, 70, &q, &hit) == KVS_OK && hit == 60); /* the newer one stays */
+    kvs_engine_free(e);
+
+    /* spill: a budget of about one sequence; the cached prefix leaves the pool for the disk and comes back */
+    const char *dir4 = path_in("tier4");
+    CHECK(mkdir(dir4, 0700) == 0);
+    kvs_session *probe = NULL;
+    uint64_t page = 0;
+    CHECK(kvs_session_new(m, &sp, &probe) == KVS_OK);
+    if (probe) { CHECK(kvs_decode(probe, t, 1, false, NULL) == KVS_OK); page = kvs_session_kv_bytes(probe); }
+    kvs_session_free(probe);
+    e = engine_dir(m, dir4, 0, page + page / 2);
+    if (e && page) {
+        kvs_seq *w = NULL;
+        CHECK(kvs_seq_new(e, &w) == KVS_OK);
+        x = (kvs_batch_entry){.seq = w, .tokens = t, .n_tokens = 50};
+        CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK && kvs_engine_cache_prefix(e, w) == KVS_OK);
+        kvs_seq_free(w);
+        CHECK(kvs_seq_new(e, &w) == KVS_OK);
+        x = (kvs_batch_entry){.seq = w, .tokens = u, .n_tokens = 60};
+        CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK); /* the prefix's pages were needed */
+        ps = kvs_engine_prefix_stats(e);
+        CHECK(ps.snapshots == 0 && ps.disk_snapshots == 1);
+        kvs_seq_free(w);
+        CHECK(kvs_seq_new_cached(e, t, 55, &q, &hit) == KVS_OK && hit == 50 && kvs_engine_prefix_stats(e).disk_hits == 1);
+    }
+    kvs_engine_free(e);
+    free(a);
+    free(b);
+}
+
 int main(void) {
     const char *tmp = getenv("TMPDIR");
     snprintf(g_dir, sizeof g_dir, "%s/kvs_seqfile.XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -283,6 +409,7 @@ int main(void) {
             round_trip(g, NULL, 700);
             refusals(m, g);
             kill_during_save(m);
+            disk_tier(m);
         }
         kvs_model_free(m);
         kvs_model_free(g);

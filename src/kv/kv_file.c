@@ -209,6 +209,63 @@ static kvs_status parse(kvs_kv_cache *c, uint64_t model_id, const uint8_t *data,
     return KVS_OK;
 }
 
+kvs_status kvs_kv_file_peek(const kvs_kv_cache *like, uint64_t model_id, const char *path, kvs_token **tokens,
+                            uint32_t *n_tokens) {
+    *tokens = NULL;
+    *n_tokens = 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return kvs_fail(KVS_ERR_IO, "cannot open sequence file '%s'", path);
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return kvs_fail(KVS_ERR_IO, "sequence file '%s' is not a regular file", path);
+    }
+    const size_t head = sizeof MAGIC + 4 + 4 + 8 + 8 + 4 + 4 + (size_t)like->n_layers * sizeof(kvs_kv_scheme);
+    uint8_t *buf = kvs_malloc(head);
+    kvs_status st = KVS_OK;
+    if (!buf) st = kvs_fail(KVS_ERR_NOMEM, "sequence file: out of memory");
+    else if (pread(fd, buf, head, 0) != (ssize_t)head) st = kvs_fail(KVS_ERR_FORMAT, "sequence file '%s': truncated", path);
+    uint64_t n_past = 0;
+    if (st == KVS_OK) {
+        reader r = {buf, buf + head};
+        uint32_t version = 0, n_layers = 0, capacity = 0, scheme_bytes = 0;
+        uint64_t model = 0;
+        take(&r, NULL, sizeof MAGIC);
+        get_u32(&r, &version);
+        get_u32(&r, &n_layers);
+        get_u64(&r, &model);
+        get_u64(&r, &n_past);
+        get_u32(&r, &capacity);
+        get_u32(&r, &scheme_bytes);
+        if (memcmp(buf, MAGIC, sizeof MAGIC) || version != KVS_KV_FILE_VERSION || model != model_id ||
+            n_layers != (uint32_t)like->n_layers || scheme_bytes != sizeof(kvs_kv_scheme) ||
+            capacity != like->capacity || n_past > capacity)
+            st = kvs_fail(KVS_ERR_FORMAT, "sequence file '%s': not one of this model's, schemes and context", path);
+        for (int32_t i = 0; st == KVS_OK && i < like->n_layers; i++) {
+            uint32_t f[sizeof(kvs_kv_scheme) / 4];
+            for (size_t k = 0; k < sizeof f / 4; k++) get_u32(&r, &f[k]);
+            if (memcmp(f, &like->layers[i].scheme, sizeof f))
+                st = kvs_fail(KVS_ERR_FORMAT, "sequence file '%s': layer %d has another scheme", path, i);
+        }
+    }
+    kvs_token *t = NULL;
+    if (st == KVS_OK && !(t = kvs_malloc(sizeof *t * (n_past ? n_past : 1))))
+        st = kvs_fail(KVS_ERR_NOMEM, "sequence file: out of memory");
+    if (st == KVS_OK && n_past &&
+        pread(fd, t, sizeof *t * n_past, (off_t)head) != (ssize_t)(sizeof *t * n_past))
+        st = kvs_fail(KVS_ERR_FORMAT, "sequence file '%s': truncated", path);
+    for (uint64_t i = 0; st == KVS_OK && i < n_past; i++) { /* little-endian on disk */
+        const uint8_t *b = (const uint8_t *)&t[i];
+        t[i] = (kvs_token)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
+    }
+    close(fd);
+    kvs_free(buf);
+    if (st != KVS_OK) { kvs_free(t); return st; }
+    *tokens = t;
+    *n_tokens = (uint32_t)n_past;
+    return KVS_OK;
+}
+
 kvs_status kvs_kv_file_parse(kvs_kv_cache *c, uint64_t model_id, const uint8_t *data, size_t size, kvs_token **tokens) {
     *tokens = NULL;
     if (c->n_past || c->chunk_n) return kvs_fail(KVS_ERR_INVALID_ARG, "sequence file: load into an empty cache");

@@ -32,6 +32,11 @@ kvs_status kvs_kv_file_save(const kvs_kv_cache *c, uint64_t model_id, const kvs_
  * them). On failure c is left empty. */
 kvs_status kvs_kv_file_parse(kvs_kv_cache *c, uint64_t model_id, const uint8_t *data, size_t size,
                              kvs_token **tokens);
+/* The tokens of a file (*tokens malloc'd, *n_tokens of them) without its
+ * pages, after checking that its header matches like's model, schemes and
+ * context (the pages and the checksum are checked when it is loaded). */
+kvs_status kvs_kv_file_peek(const kvs_kv_cache *like, uint64_t model_id, const char *path, kvs_token **tokens,
+                            uint32_t *n_tokens);
 /* kvs_kv_file_parse of a file's contents. */
 kvs_status kvs_kv_file_load(kvs_kv_cache *c, uint64_t model_id, const char *path, kvs_token **tokens);
 

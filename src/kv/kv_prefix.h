@@ -39,8 +39,10 @@ void kvs_kv_prefix_free(kvs_kv_prefix *p);
 /* Keep a snapshot of c's first n tokens (tokens[0..n), n <= c->n_past;
  * n < c->n_past truncates the snapshot). Nothing is kept for fewer than one
  * block, or when a snapshot already holds these tokens (it is marked used).
- * KVS_ERR_UNSUPPORTED where the cache cannot be forked (eviction). */
-kvs_status kvs_kv_prefix_store(kvs_kv_prefix *p, const kvs_kv_cache *c, const kvs_token *tokens, uint32_t n);
+ * KVS_ERR_UNSUPPORTED where the cache cannot be forked (eviction). to_disk:
+ * also write it to the disk tier now (else only when it is evicted). */
+kvs_status kvs_kv_prefix_store(kvs_kv_prefix *p, const kvs_kv_cache *c, const kvs_token *tokens, uint32_t n,
+                               bool to_disk);
 
 /* A new cache holding the longest cached prefix of tokens[0..n) that leaves
  * at least one token to run (so the caller gets logits), or NULL with
@@ -48,13 +50,28 @@ kvs_status kvs_kv_prefix_store(kvs_kv_prefix *p, const kvs_kv_cache *c, const kv
 kvs_status kvs_kv_prefix_lookup(kvs_kv_prefix *p, const kvs_token *tokens, uint32_t n, kvs_kv_cache **out,
                                 uint32_t *n_hit);
 
-/* Drop the least recently used snapshot; false when there is none. */
+/* Give back the pages of the least recently used snapshot held in memory
+ * (with a disk tier it is written there first and stays findable); false
+ * when no snapshot holds pages. */
 bool kvs_kv_prefix_evict_one(kvs_kv_prefix *p);
+/* Forget every snapshot (and delete their files). */
+void kvs_kv_prefix_clear(kvs_kv_prefix *p);
+
+/* The disk tier: snapshots leave their pages in files in dir (sequence files,
+ * kv/kv_file.h) when evicted or when stored with to_disk, up to cap_bytes (0:
+ * no cap; the least recently used files go first), and are loaded back on a
+ * hit. Files an earlier run left there for the same model, schemes and
+ * context are found again now. like: the cache whose schemes and pool a
+ * loaded snapshot gets. */
+kvs_status kvs_kv_prefix_set_dir(kvs_kv_prefix *p, const kvs_kv_cache *like, uint64_t model_id, const char *dir,
+                                 uint64_t cap_bytes);
 
 typedef struct kvs_kv_prefix_stats {
     uint64_t lookups, hits, tokens_hit; /* lookups, lookups that found a prefix, tokens they mapped */
-    uint32_t snapshots;                 /* snapshots held now */
+    uint32_t snapshots;                 /* snapshots whose pages are in memory */
     uint64_t tokens_held;               /* tokens those snapshots hold */
+    uint32_t disk_snapshots;            /* snapshots with a file in the disk tier */
+    uint64_t disk_bytes, disk_hits;     /* bytes of those files; hits loaded from them */
 } kvs_kv_prefix_stats;
 kvs_kv_prefix_stats kvs_kv_prefix_get_stats(const kvs_kv_prefix *p);
 

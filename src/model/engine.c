@@ -261,7 +261,7 @@ kvs_status kvs_engine_cache_prefix(kvs_engine *e, const kvs_seq *q) {
     if (!e || !q) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_engine_cache_prefix: NULL argument");
     if (q->e != e) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_engine_cache_prefix: a sequence of another engine");
     if (!e->prefix || q->kv->evict) return KVS_OK; /* sequences that cannot fork: nothing to keep */
-    return kvs_kv_prefix_store(e->prefix, q->kv, q->tokens, (uint32_t)q->kv->n_past);
+    return kvs_kv_prefix_store(e->prefix, q->kv, q->tokens, (uint32_t)q->kv->n_past, true);
 }
 
 kvs_status kvs_seq_new_cached(kvs_engine *e, const kvs_token *tokens, uint32_t n, kvs_seq **out, uint32_t *n_cached) {
@@ -290,11 +290,21 @@ kvs_prefix_stats kvs_engine_prefix_stats(const kvs_engine *e) {
     r.tokens_hit = s.tokens_hit;
     r.snapshots = s.snapshots;
     r.tokens_held = s.tokens_held;
+    r.disk_snapshots = s.disk_snapshots;
+    r.disk_bytes = s.disk_bytes;
+    r.disk_hits = s.disk_hits;
     return r;
 }
 
 void kvs_engine_prefix_clear(kvs_engine *e) {
-    if (e && e->prefix) while (kvs_kv_prefix_evict_one(e->prefix)) {}
+    if (e && e->prefix) kvs_kv_prefix_clear(e->prefix);
+}
+
+kvs_status kvs_engine_set_prefix_dir(kvs_engine *e, const char *dir, uint64_t cap_bytes) {
+    if (!e || !dir) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_engine_set_prefix_dir: NULL argument");
+    if (!e->prefix)
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "prefix cache: %s sequences cannot be snapshotted", e->ws->model->arch_name);
+    return kvs_kv_prefix_set_dir(e->prefix, e->ws->kv, kvs_gguf_identity(e->ws->model->gguf), dir, cap_bytes);
 }
 
 /* Pages for kv up to n_pos positions (a chunk begun when pos is set), making
@@ -372,7 +382,8 @@ static kvs_status run_step(kvs_engine *e, kvs_batch_entry *xs, size_t n_entries,
          * out of memory, only costs the reuse) */
         if (x->cache_prefix && e->prefix &&
             (q->kv->n_past % KVS_PREFIX_CHECKPOINT == 0 || e->done[e->span_entry[j]] == x->n_tokens))
-            (void)kvs_kv_prefix_store(e->prefix, q->kv, q->tokens, (uint32_t)q->kv->n_past);
+            (void)kvs_kv_prefix_store(e->prefix, q->kv, q->tokens, (uint32_t)q->kv->n_past,
+                                      e->done[e->span_entry[j]] == x->n_tokens); /* the end goes to disk at once */
     }
     if (st != KVS_OK) return st;
     for (int j = 0; j < n_out; j++) memcpy(xs[e->out_entry[j]].logits, e->logits + (size_t)j * V, sizeof(float) * V);
