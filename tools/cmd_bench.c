@@ -52,7 +52,9 @@ static void usage(void) {
             "                      pool), as llama-batched-bench: for each B in LIST, B\n"
             "                      prompts of -p tokens in one call, then -n steps of one\n"
             "                      token per sequence; prints the step rates (S_PP, S_TG =\n"
-            "                      tokens/s over all sequences) and the pool's KV bytes\n\n"
+            "                      tokens/s over all sequences) and the pool's KV bytes\n"
+            "      --prefix-ttft N time to first token of a prompt of N+1 tokens cold, and\n"
+            "                      again when its first N tokens are a cached prefix\n\n"
             "Examples:\n"
             "  kvslim bench -d 8192 --kv q8_0          whole-model decode at depth 8192\n"
             "  kvslim bench --attn -t 2 --kv q4k2v    attention alone, KIVI 4-bit keys/2-bit values\n"
@@ -345,6 +347,54 @@ done:
     return rc;
 }
 
+/* Cold: a new sequence runs n + 1 prompt tokens (cache_prefix on); warm: a
+ * new sequence for the same prompt maps the cached n and runs the last one. */
+static int bench_prefix_ttft(const kvs_model *m, const cli_common *c, const kvs_model_info *in, long long n,
+                             long long reps, bool json) {
+    kvs_engine *e = cli_new_engine(m, c, (uint32_t)(n + 1));
+    if (!e) return 1;
+    int rc = 1;
+    kvs_token *toks = malloc(sizeof *toks * (size_t)(n + 1));
+    float *logits = malloc(sizeof(float) * (size_t)in->n_vocab);
+    if (!toks || !logits) { fprintf(stderr, "kvslim bench: out of memory\n"); goto done; }
+    uint64_t rng = 0x5eedull;
+    for (long long i = 0; i <= n; i++) {
+        rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+        toks[i] = (kvs_token)(rng % (uint64_t)in->n_vocab);
+    }
+    double cold = 1e30, warm = 1e30;
+    uint32_t hit = 0;
+    for (long long r = 0; r < reps; r++) {
+        kvs_engine_prefix_clear(e);
+        kvs_seq *q = NULL;
+        double t0 = cli_now();
+        if (kvs_seq_new(e, &q) != KVS_OK) { cli_error("sequence"); goto done; }
+        kvs_batch_entry x = {.seq = q, .tokens = toks, .n_tokens = (uint32_t)n + 1, .logits = logits, .cache_prefix = true};
+        if (kvs_engine_decode(e, &x, 1) != KVS_OK) { cli_error("decode"); goto done; }
+        double t1 = cli_now();
+        kvs_seq_free(q);
+        if (kvs_seq_new_cached(e, toks, (uint32_t)n + 1, &q, &hit) != KVS_OK) { cli_error("sequence"); goto done; }
+        x = (kvs_batch_entry){.seq = q, .tokens = toks + hit, .n_tokens = (uint32_t)(n + 1 - hit), .logits = logits};
+        if (kvs_engine_decode(e, &x, 1) != KVS_OK) { cli_error("decode"); goto done; }
+        double t2 = cli_now();
+        kvs_seq_free(q);
+        if (t1 - t0 < cold) cold = t1 - t0;
+        if (t2 - t1 < warm) warm = t2 - t1;
+    }
+    if (json)
+        printf("{\"test\": \"prefix_ttft\", \"prefix\": %lld, \"cached\": %u, \"cold_s\": %.4f, \"warm_s\": %.4f, "
+               "\"ratio\": %.4f}\n", n, hit, cold, warm, warm / cold);
+    else
+        printf("prompt %lld tokens: cold %.1f ms, with %u cached %.1f ms (%.1f%% of cold)\n", n + 1, 1e3 * cold, hit,
+               1e3 * warm, 100.0 * warm / cold);
+    rc = 0;
+done:
+    kvs_engine_free(e);
+    free(toks);
+    free(logits);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
     cli_common c;
     cli_common_init(&c);
@@ -357,6 +407,7 @@ int cmd_bench(int argc, char **argv) {
     double attn_secs = 0.3;
     unsigned long long par[16];
     int n_par = 0;
+    long long prefix_ttft = 0;
     for (int i = 1; i < argc; i++) {
         int r = cli_common_option(&c, argc, argv, &i);
         if (r < 0) return 2;
@@ -379,6 +430,7 @@ int cmd_bench(int argc, char **argv) {
             if ((n_attn_depths = parse_list(val, attn_depths, 16)) <= 0) BAD();
             for (int d = 0; d < n_attn_depths; d++) if (attn_depths[d] < 1 || attn_depths[d] > (1u << 24)) BAD();
         }
+        else if (!strcmp(a, "--prefix-ttft")) { VAL(); if (!cli_parse_int(val, 16, 1 << 20, &prefix_ttft)) BAD(); }
         else if (!strcmp(a, "--parallel")) {
             VAL();
             if ((n_par = parse_list(val, par, 16)) <= 0) BAD();
@@ -393,6 +445,12 @@ int cmd_bench(int argc, char **argv) {
     if (!m) return 1;
     kvs_model_info in;
     kvs_model_get_info(m, &in);
+    if (prefix_ttft) {
+        if (!json) printf("model: %s (%s), %d layers, prefix reuse\n", in.name, in.arch, in.n_layer);
+        int prc = bench_prefix_ttft(m, &c, &in, prefix_ttft, reps, json);
+        kvs_model_free(m);
+        return prc;
+    }
     if (n_par) {
         if (!json) printf("model: %s (%s), %d layers, many sequences in one engine\n", in.name, in.arch, in.n_layer);
         int prc = bench_parallel(m, &c, &in, par, n_par, n_prefill, n_gen, reps, json);
