@@ -11,7 +11,8 @@
 #include "server/oai.h"
 #include "server/server.h"
 
-#define PING_SECONDS 5.0 /* an SSE comment when no token came for this long: the idle timeout sees traffic */
+#define PING_SECONDS 5.0 /* an SSE comment when no token came for this long (at most a third of the
+                            idle timeout): the connection's idle timeout sees traffic while the model works */
 
 static void wait_tick(srv_job *j, double seconds) { /* under j->mu */
     struct timespec ts;
@@ -142,7 +143,7 @@ typedef struct sse_state {
     srv_buf pend;
     size_t off, text_read;
     int phase;           /* 0 role, 1 text, 2 end */
-    double t_last, t0;
+    double t_last, t0, ping;
 } sse_state;
 
 static void sse_put(sse_state *st, char *json) {
@@ -181,7 +182,7 @@ static ssize_t sse_read(void *p, char *buf, size_t max) {
                 srv_job_cancel(j);
                 return -2;
             }
-            if (srv_now() - st->t_last >= PING_SECONDS) break;
+            if (srv_now() - st->t_last >= st->ping) break;
         }
         if (j->out.n > st->text_read) {
             sse_put(st, oai_chunk_json(st->kind, st->id, st->created, model, NULL, j->out.p + st->text_read,
@@ -285,7 +286,8 @@ static int completion(srv_server *s, srv_conn *c, oai_kind kind, const char *pat
     sse_state *st = calloc(1, sizeof *st);
     if (!st) { srv_job_cancel(j); srv_job_release(j); return MHD_NO; }
     *st = (sse_state){.s = s, .j = j, .kind = kind, .include_usage = include_usage, .created = created,
-                      .fd = srv_conn_fd(c), .t_last = srv_now(), .t0 = t0};
+                      .fd = srv_conn_fd(c), .t_last = srv_now(), .t0 = t0,
+                      .ping = srv_http_idle_timeout(c) / 3.0 < PING_SECONDS ? srv_http_idle_timeout(c) / 3.0 : PING_SECONDS};
     memcpy(st->id, id, sizeof id);
     snprintf(st->path, sizeof st->path, "%s", path);
     return srv_reply_stream(c, "text/event-stream", sse_read, st, sse_free);
