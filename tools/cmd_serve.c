@@ -29,6 +29,7 @@ static void usage(void) {
             "      --idle-timeout S   close a connection silent for S seconds (default 30)\n"
             "      --prefix-cache N   cached prompt prefixes (system prompts, conversations) (default 32, 0: off)\n"
             "      --grace S          on SIGTERM, seconds running requests get to finish (default 10)\n"
+            "      --ignore-eos       generate to max_tokens past end-of-generation tokens (load tests)\n"
             "      --quiet            no line per request on stderr\n"
             "Without --kv-budget the pool holds --parallel + 1 full contexts.\n",
             cli_common_help());
@@ -82,6 +83,7 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--prefix-cache")) { VAL(); if (!cli_parse_int(val, 0, 4096, &v)) BAD("0 to 4096"); cfg.sched.prefix_entries = (uint32_t)v; }
         else if (!strcmp(a, "--grace")) { VAL(); if (!cli_parse_float(val, &f) || !(f >= 0 && f <= 86400)) BAD("seconds from 0 to 86400"); grace = f; }
         else if (!strcmp(a, "--quiet")) quiet = true;
+        else if (!strcmp(a, "--ignore-eos")) cfg.sched.ignore_eos = true;
         else { fprintf(stderr, "kvslim serve: unknown option '%s' (see --help)\n", a); return 2; }
 #undef VAL
 #undef BAD

@@ -114,6 +114,7 @@ static srv_job *make_job(srv_server *s, const oai_request *r, srv_error *err) {
         j->n_stop = k + 1;
     }
     if (s->cfg.timeout_s > 0) j->deadline = srv_now() + s->cfg.timeout_s;
+    j->top_logprobs = r->top_logprobs;
     return j;
 }
 
@@ -141,7 +142,7 @@ typedef struct sse_state {
     long long created;
     int fd;
     srv_buf pend;
-    size_t off, text_read;
+    size_t off, text_read, lp_read;
     int phase;           /* 0 role, 1 text, 2 end */
     double t_last, t0, ping;
 } sse_state;
@@ -171,7 +172,8 @@ static ssize_t sse_read(void *p, char *buf, size_t max) {
         if (st->phase == 2) return -1;
         if (st->phase == 0) {
             st->phase = 1;
-            if (st->kind == OAI_CHAT) sse_put(st, oai_chunk_json(st->kind, st->id, st->created, model, "assistant", NULL, 0, NULL));
+            if (st->kind == OAI_CHAT)
+                sse_put(st, oai_chunk_json(st->kind, st->id, st->created, model, "assistant", NULL, 0, NULL, NULL));
             continue;
         }
         pthread_mutex_lock(&j->mu);
@@ -185,9 +187,12 @@ static ssize_t sse_read(void *p, char *buf, size_t max) {
             if (srv_now() - st->t_last >= st->ping) break;
         }
         if (j->out.n > st->text_read) {
+            oai_logprobs lp = {.m = st->s->m, .items = j->lps + st->lp_read, .n = j->n_lps - st->lp_read,
+                               .text_offset = st->text_read};
             sse_put(st, oai_chunk_json(st->kind, st->id, st->created, model, NULL, j->out.p + st->text_read,
-                                       j->out.n - st->text_read, NULL));
+                                       j->out.n - st->text_read, NULL, j->top_logprobs >= 0 ? &lp : NULL));
             st->text_read = j->out.n;
+            st->lp_read = j->n_lps;
             pthread_mutex_unlock(&j->mu);
             continue;
         }
@@ -203,7 +208,7 @@ static ssize_t sse_read(void *p, char *buf, size_t max) {
         if (f == SRV_FINISH_ERROR) {
             sse_put(st, oai_error_json(&err));
         } else {
-            sse_put(st, oai_chunk_json(st->kind, st->id, st->created, model, NULL, NULL, 0, finish_name(f)));
+            sse_put(st, oai_chunk_json(st->kind, st->id, st->created, model, NULL, NULL, 0, finish_name(f), NULL));
             if (st->include_usage) sse_put(st, oai_usage_chunk_json(st->kind, st->id, st->created, model, &u));
         }
         srv_buf_puts(&st->pend, "data: [DONE]\n\n");
@@ -270,8 +275,9 @@ static int completion(srv_server *s, srv_conn *c, oai_kind kind, const char *pat
     }
     if (!stream) {
         oai_usage u = {.prompt_tokens = j->n_prompt, .completion_tokens = j->n_gen, .cached_tokens = j->n_cached};
+        oai_logprobs lp = {.m = s->m, .items = j->lps, .n = j->n_lps};
         char *json = oai_response_json(kind, id, created, s->cfg.model_id, j->out.p ? j->out.p : "", j->out.n,
-                                       finish_name(j->finish), &u);
+                                       finish_name(j->finish), &u, j->top_logprobs >= 0 ? &lp : NULL);
         if (!json) {
             srv_error_set(&err, 500, "server_error", NULL, NULL, "out of memory for the response");
             rc = srv_reply_error(c, &err);

@@ -217,6 +217,23 @@ bool oai_parse(oai_kind kind, const char *body, size_t n, int32_t n_vocab, oai_r
         r->include_usage = u && json_is_true(u);
     }
     if (!parse_stop(r, root, err)) return false;
+    r->top_logprobs = -1;
+    if (kind == OAI_CHAT) { /* "logprobs": bool, "top_logprobs": 0-20 */
+        bool lp = false;
+        if (!get_bool(root, "logprobs", &lp, err)) return false;
+        if ((v = field(root, "top_logprobs"))) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > OAI_MAX_TOP_LOGPROBS)
+                BAD("top_logprobs", "\"top_logprobs\" must be an integer from 0 to %d", OAI_MAX_TOP_LOGPROBS);
+            if (!lp) BAD("top_logprobs", "\"top_logprobs\" needs \"logprobs\": true");
+            r->top_logprobs = (int)json_integer_value(v);
+        } else if (lp) {
+            r->top_logprobs = 0;
+        }
+    } else if ((v = field(root, "logprobs"))) { /* completions: "logprobs": 0-5 alternatives */
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 5)
+            BAD("logprobs", "\"logprobs\" must be an integer from 0 to 5");
+        r->top_logprobs = (int)json_integer_value(v);
+    }
     return true;
 }
 
@@ -263,23 +280,79 @@ static json_t *base(oai_kind kind, bool chunk, const char *id, long long created
                      "system_fingerprint", "kvslim");
 }
 
+/* A token's text as a JSON string (invalid UTF-8 of a partial token repaired) and its bytes. */
+static json_t *piece_json(const kvs_model *m, kvs_token t, json_t **bytes, size_t *len) {
+    char piece[256];
+    int n = kvs_token_to_piece(m, t, piece, sizeof piece);
+    if (n < 0) n = 0;
+    *len = (size_t)n;
+    if (bytes) {
+        *bytes = json_array();
+        for (int i = 0; i < n; i++) json_array_append_new(*bytes, json_integer((unsigned char)piece[i]));
+    }
+    srv_buf b = {0};
+    srv_utf8_append(&b, piece, (size_t)n);
+    json_t *s = json_stringn(b.p ? b.p : "", b.n);
+    srv_buf_free(&b);
+    return s;
+}
+
+static json_t *logprobs_obj(oai_kind kind, const oai_logprobs *lp) {
+    if (!lp) return json_null();
+    if (kind == OAI_CHAT) {
+        json_t *content = json_array();
+        for (size_t i = 0; i < lp->n; i++) {
+            const oai_token_lp *x = &lp->items[i];
+            json_t *bytes, *tops = json_array();
+            size_t len;
+            for (int k = 0; k < x->n_top; k++) {
+                json_t *tb;
+                json_t *ts = piece_json(lp->m, x->top[k], &tb, &len);
+                json_array_append_new(tops, json_pack("{so sf so}", "token", ts, "logprob", (double)x->top_lp[k], "bytes", tb));
+            }
+            json_t *s = piece_json(lp->m, x->tok, &bytes, &len);
+            json_array_append_new(content, json_pack("{so sf so so}", "token", s, "logprob", (double)x->lp, "bytes",
+                                                     bytes, "top_logprobs", tops));
+        }
+        return json_pack("{so}", "content", content);
+    }
+    json_t *toks = json_array(), *lps = json_array(), *tops = json_array(), *offs = json_array();
+    size_t off = lp->text_offset, len;
+    for (size_t i = 0; i < lp->n; i++) {
+        const oai_token_lp *x = &lp->items[i];
+        json_array_append_new(toks, piece_json(lp->m, x->tok, NULL, &len));
+        json_array_append_new(lps, json_real(x->lp));
+        json_array_append_new(offs, json_integer((json_int_t)off));
+        off += len;
+        json_t *t = json_object();
+        for (int k = 0; k < x->n_top; k++) {
+            size_t l2;
+            json_t *ts = piece_json(lp->m, x->top[k], NULL, &l2);
+            if (ts) json_object_set_new(t, json_string_value(ts), json_real(x->top_lp[k]));
+            json_decref(ts);
+        }
+        json_array_append_new(tops, t);
+    }
+    return json_pack("{so so so so}", "tokens", toks, "token_logprobs", lps, "top_logprobs", tops, "text_offset", offs);
+}
+
 char *oai_response_json(oai_kind kind, const char *id, long long created, const char *model, const char *text,
-                        size_t text_len, const char *finish_reason, const oai_usage *u) {
+                        size_t text_len, const char *finish_reason, const oai_usage *u, const oai_logprobs *lp) {
     json_t *o = base(kind, false, id, created, model);
     json_t *t = json_stringn(text, text_len);
     if (!o || !t) { json_decref(o); json_decref(t); return NULL; }
     json_t *choice = kind == OAI_CHAT
                          ? json_pack("{sI s{ss so} so ss}", "index", (json_int_t)0, "message", "role", "assistant",
-                                     "content", t, "logprobs", json_null(), "finish_reason", finish_reason)
-                         : json_pack("{sI so so ss}", "index", (json_int_t)0, "text", t, "logprobs", json_null(),
-                                     "finish_reason", finish_reason);
+                                     "content", t, "logprobs", logprobs_obj(kind, lp), "finish_reason", finish_reason)
+                         : json_pack("{sI so so ss}", "index", (json_int_t)0, "text", t, "logprobs",
+                                     logprobs_obj(kind, lp), "finish_reason", finish_reason);
     json_object_set_new(o, "choices", json_pack("[o]", choice));
     json_object_set_new(o, "usage", usage_obj(u));
     return dump(o);
 }
 
 char *oai_chunk_json(oai_kind kind, const char *id, long long created, const char *model, const char *role,
-                     const char *text, size_t text_len, const char *finish_reason) {
+                     const char *text, size_t text_len, const char *finish_reason, const oai_logprobs *lp) {
     json_t *o = base(kind, true, id, created, model);
     if (!o) return NULL;
     json_t *fr = finish_reason ? json_string(finish_reason) : json_null();
@@ -288,12 +361,12 @@ char *oai_chunk_json(oai_kind kind, const char *id, long long created, const cha
         json_t *delta = json_object();
         if (role) json_object_set_new(delta, "role", json_string(role));
         if (role || text) json_object_set_new(delta, "content", text ? json_stringn(text, text_len) : json_string(""));
-        choice = json_pack("{sI so so so}", "index", (json_int_t)0, "delta", delta, "logprobs", json_null(),
-                           "finish_reason", fr);
+        choice = json_pack("{sI so so so}", "index", (json_int_t)0, "delta", delta, "logprobs",
+                           logprobs_obj(kind, lp), "finish_reason", fr);
     } else {
         choice = json_pack("{sI so so so}", "index", (json_int_t)0, "text",
-                           text ? json_stringn(text, text_len) : json_string(""), "logprobs", json_null(),
-                           "finish_reason", fr);
+                           text ? json_stringn(text, text_len) : json_string(""), "logprobs",
+                           logprobs_obj(kind, lp), "finish_reason", fr);
     }
     json_object_set_new(o, "choices", json_pack("[o]", choice));
     return dump(o);

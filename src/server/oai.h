@@ -15,6 +15,7 @@
 
 #define OAI_MAX_STOP 4        /* as OpenAI's API */
 #define OAI_MAX_STOP_LEN 256  /* bytes per stop sequence */
+#define OAI_MAX_TOP_LOGPROBS 20
 
 typedef enum oai_kind { OAI_CHAT = 0, OAI_COMPLETION = 1 } oai_kind;
 
@@ -38,6 +39,7 @@ typedef struct oai_request {
     const char *stop[OAI_MAX_STOP];
     size_t stop_len[OAI_MAX_STOP];
     int n_stop;
+    int top_logprobs;             /* -1: no logprobs; else alternatives per token (0-20) */
     /* owned storage the pointers above point into */
     void *root;                   /* json_t */
     char **owned;
@@ -49,6 +51,23 @@ typedef struct oai_request {
 bool oai_parse(oai_kind kind, const char *body, size_t n, int32_t n_vocab, oai_request *out, srv_error *err);
 void oai_request_free(oai_request *r);
 
+/* One generated token's log-probability under the model (before
+ * temperature and truncation) and its most likely alternatives. */
+typedef struct oai_token_lp {
+    kvs_token tok;
+    float lp;
+    uint8_t n_top;
+    kvs_token top[OAI_MAX_TOP_LOGPROBS];
+    float top_lp[OAI_MAX_TOP_LOGPROBS];
+} oai_token_lp;
+
+typedef struct oai_logprobs {
+    const kvs_model *m;           /* for the tokens' text */
+    const oai_token_lp *items;    /* (n) */
+    size_t n;
+    size_t text_offset;           /* completions: offset of the first token's text */
+} oai_logprobs;
+
 typedef struct oai_usage {
     uint32_t prompt_tokens, completion_tokens, cached_tokens;
 } oai_usage;
@@ -57,11 +76,11 @@ typedef struct oai_usage {
  * text must be valid UTF-8 (the scheduler repairs what it emits). */
 char *oai_error_json(const srv_error *e);
 char *oai_response_json(oai_kind kind, const char *id, long long created, const char *model, const char *text,
-                        size_t text_len, const char *finish_reason, const oai_usage *u);
+                        size_t text_len, const char *finish_reason, const oai_usage *u, const oai_logprobs *lp);
 /* A stream chunk: the role opening (chat, role != NULL), a text delta, or
  * the closing chunk with finish_reason (text NULL). */
 char *oai_chunk_json(oai_kind kind, const char *id, long long created, const char *model, const char *role,
-                     const char *text, size_t text_len, const char *finish_reason);
+                     const char *text, size_t text_len, const char *finish_reason, const oai_logprobs *lp);
 /* The usage chunk of stream_options.include_usage: no choices, usage set. */
 char *oai_usage_chunk_json(oai_kind kind, const char *id, long long created, const char *model, const oai_usage *u);
 char *oai_models_json(const char *model_id, long long created, uint32_t n_ctx);

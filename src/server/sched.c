@@ -5,6 +5,7 @@
  * list belong to the scheduler thread alone. */
 #include "server/sched.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +58,7 @@ srv_job *srv_job_new(kvs_token *prompt, uint32_t n_prompt) {
     j->refs = 1;
     j->sp = kvs_sampler_params_default();
     atomic_init(&j->cancel, false);
+    j->top_logprobs = -1;
     return j;
 }
 
@@ -71,6 +73,8 @@ void srv_job_release(srv_job *j) {
     srv_buf_free(&j->out);
     srv_buf_free(&j->gen);
     free(j->logits);
+    free(j->lp_logits);
+    free(j->lps);
     kvs_sampler_free(j->smp);
     pthread_cond_destroy(&j->cv);
     pthread_mutex_destroy(&j->mu);
@@ -246,13 +250,45 @@ static bool check_stop(srv_job *j, size_t prev_len) {
     return false;
 }
 
+/* The log-probability of t and the k likeliest tokens, from the model's logits x. */
+static void logprobs_of(const float *x, int32_t V, kvs_token t, int k, oai_token_lp *out) {
+    float mx = x[0];
+    for (int32_t i = 1; i < V; i++) if (x[i] > mx) mx = x[i];
+    double sum = 0;
+    for (int32_t i = 0; i < V; i++) sum += exp((double)x[i] - mx);
+    double lse = mx + log(sum);
+    out->tok = t;
+    out->lp = (float)(x[t] - lse);
+    out->n_top = 0;
+    for (int32_t i = 0; i < V; i++) { /* insertion into a sorted top-k */
+        int n = out->n_top;
+        if (n == k && (n == 0 || x[i] <= x[out->top[n - 1]])) continue;
+        int p = n < k ? n : k - 1;
+        while (p > 0 && x[out->top[p - 1]] < x[i]) { out->top[p] = out->top[p - 1]; p--; }
+        out->top[p] = i;
+        if (n < k) out->n_top++;
+    }
+    for (int i = 0; i < out->n_top; i++) out->top_lp[i] = (float)(x[out->top[i]] - lse);
+}
+
 /* The job's logits hold its next token: sample, stop or go on. */
 static void next_token(srv_sched *s, srv_job *j) {
+    if (j->top_logprobs >= 0) memcpy(j->lp_logits, j->logits, sizeof *j->logits * (size_t)s->n_vocab);
     kvs_token t = kvs_sampler_sample(j->smp, j->logits);
     kvs_sampler_accept(j->smp, t);
-    if (kvs_token_is_eog(s->m, t)) { finish(s, j, SRV_FINISH_STOP, NULL); return; }
+    if (!s->cfg.ignore_eos && kvs_token_is_eog(s->m, t)) { finish(s, j, SRV_FINISH_STOP, NULL); return; }
+    oai_token_lp lp;
+    if (j->top_logprobs >= 0) logprobs_of(j->lp_logits, s->n_vocab, t, j->top_logprobs, &lp);
     pthread_mutex_lock(&j->mu);
     j->n_gen++;
+    if (j->top_logprobs >= 0) {
+        if (j->n_lps == j->cap_lps) {
+            size_t cap = j->cap_lps ? 2 * j->cap_lps : 64;
+            oai_token_lp *q = realloc(j->lps, sizeof *q * cap);
+            if (q) { j->lps = q; j->cap_lps = cap; }
+        }
+        if (j->n_lps < j->cap_lps) j->lps[j->n_lps++] = lp;
+    }
     pthread_mutex_unlock(&j->mu);
     pthread_mutex_lock(&s->mu);
     s->met.generated_tokens++;
@@ -284,7 +320,8 @@ static void start(srv_sched *s, srv_job *j) {
     j->want_register = s->cfg.prefix_entries && j->n_prefix >= MIN_PREFIX_TOKENS && j->n_prefix > n_cached &&
                        j->n_prefix < j->n_prompt && !srv_prefix_has(s->prefix, j->prompt, j->n_prefix);
     if (kvs_sampler_new(&j->sp, s->n_vocab, &j->smp) != KVS_OK ||
-        !(j->logits = malloc(sizeof *j->logits * (size_t)s->n_vocab))) {
+        !(j->logits = malloc(sizeof *j->logits * (size_t)s->n_vocab)) ||
+        (j->top_logprobs >= 0 && !(j->lp_logits = malloc(sizeof *j->lp_logits * (size_t)s->n_vocab)))) {
         fail(s, j, 500, "server_error", NULL, "cannot create the sampler", 0);
         return;
     }

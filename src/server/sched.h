@@ -38,6 +38,7 @@ typedef struct srv_job {
     size_t stop_len[OAI_MAX_STOP];
     int n_stop;
     double deadline;            /* srv_now() seconds; 0: none */
+    int top_logprobs;           /* -1: none; else alternatives per token */
 
     /* output, under mu */
     pthread_mutex_t mu;
@@ -47,6 +48,8 @@ typedef struct srv_job {
     srv_finish finish;
     srv_error err;              /* finish == SRV_FINISH_ERROR */
     uint32_t n_cached, n_gen;
+    oai_token_lp *lps;          /* (n_lps) with top_logprobs >= 0: one per generated token */
+    size_t n_lps, cap_lps;
     int refs;
     atomic_bool cancel;         /* the client went away */
 
@@ -55,6 +58,7 @@ typedef struct srv_job {
     kvs_seq *seq;
     kvs_sampler *smp;
     float *logits;              /* (n_vocab) */
+    float *lp_logits;           /* (n_vocab) the model's logits before the sampler, for logprobs */
     uint32_t n_fed;             /* prompt tokens in the sequence */
     uint32_t chunk;             /* tokens in the current call */
     bool decoding, want_register, ended;
@@ -76,6 +80,7 @@ typedef struct srv_sched_config {
     uint32_t prefix_entries;    /* cached prefixes at most (0: off) */
     uint32_t max_tokens;        /* cap and default of a request's max_tokens (0: the context) */
     uint32_t kv_page;           /* tokens per page of the engine's pool */
+    bool ignore_eos;            /* generate to max_tokens (load tests, benchmarks) */
 } srv_sched_config;
 
 typedef struct srv_sched srv_sched;
