@@ -425,3 +425,14 @@ def test_sigterm_cuts_running_requests_cleanly(make_server):
     assert s.proc.wait(timeout=60) == 0
     log = s.read_log()
     assert "SIGTERM: shutting down" in log and "stopped" in log
+
+
+def test_dashboard_page(server):
+    st, hdr, body = raw(server, "GET", "/")
+    assert st == 200 and hdr["Content-Type"].startswith("text/html")
+    page = body.decode()
+    assert "<textarea" in page and "/metrics.json" in page and "/v1/chat/completions" in page
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", page), "the page fetches nothing from elsewhere"
+    m = json.loads(raw(server, "GET", "/metrics.json")[2])
+    for k in re.findall(r"\bm\.([a-z_]+)", page):  # every field the page reads is served
+        assert k in m, k
