@@ -89,6 +89,7 @@ int cmd_serve(int argc, char **argv) {
 #undef BAD
     }
     if (cfg.http.api_key && !*cfg.http.api_key) cfg.http.api_key = NULL;
+    if (!strcmp(cfg.http.host, "localhost")) cfg.http.host = "127.0.0.1";
     kvs_model *m = cli_load_model(&c);
     if (!m) return 1;
     kvs_model_info info;
@@ -130,7 +131,9 @@ int cmd_serve(int argc, char **argv) {
     }
     fprintf(stderr, "kvslim serve: %s, context %u, --parallel %u, KV pool budget %.1f MiB\n", id, kvs_engine_n_ctx(s->e),
             cfg.sched.parallel, (double)kvs_engine_kv_budget(s->e) / 1048576.0);
-    fprintf(stderr, "kvslim serve: KV scheme:\n  %s\n", s->kv_scheme);
+    fprintf(stderr, "kvslim serve: KV scheme:\n  ");
+    for (const char *p = s->kv_scheme; *p; p++) fputs(*p == '\n' ? "\n  " : (char[2]){*p, 0}, stderr);
+    fputc('\n', stderr);
     fprintf(stderr, "kvslim serve: listening on http://%s%s%s:%u%s\n", strchr(cfg.http.host, ':') ? "[" : "",
             cfg.http.host, strchr(cfg.http.host, ':') ? "]" : "", (unsigned)srv_server_port(s),
             cfg.http.api_key ? " (API key required)" : "");

@@ -363,8 +363,9 @@ def test_metrics_text(server):
 
 # ---- servers of their own ---------------------------------------------------------------
 
-def test_api_key(make_server):
-    s = make_server("-c", "512", "--parallel", "1", "--api-key", "sekrit-key")
+def test_api_key_and_kv_scheme(make_server):
+    s = make_server("-c", "512", "--parallel", "1", "--api-key", "sekrit-key", "--kv", "q8_0",
+                    "--kv-layer", "20-29:window=128+4")
     import openai as oa
     good = oa.OpenAI(base_url=s.url + "/v1", api_key="sekrit-key", max_retries=0, timeout=60)
     bad = oa.OpenAI(base_url=s.url + "/v1", api_key="sekrit-kez", max_retries=0, timeout=60)
@@ -379,6 +380,17 @@ def test_api_key(make_server):
     assert raw(s, "GET", "/health")[0] == 200
     r = good.completions.create(model="m", prompt="hi", max_tokens=2, temperature=0)
     assert r.usage.completion_tokens <= 2
+    m = json.loads(raw(s, "GET", "/metrics.json", headers={"Authorization": "Bearer sekrit-key"})[2])
+    assert m["kv_scheme"].startswith("layers 0-19: full 3x64 q8_0") and "layers 20-29: window 128+4" in m["kv_scheme"]
+
+
+def test_request_timeout(make_server):
+    s = make_server("-c", "4096", "--parallel", "1", "--ignore-eos", "--timeout", "1")
+    c = openai.OpenAI(base_url=s.url + "/v1", api_key="x", max_retries=0, timeout=120)
+    with pytest.raises(openai.APIStatusError) as e:
+        c.completions.create(model="m", prompt="Count:", max_tokens=4000)
+    assert e.value.status_code == 503 and "timeout" in str(e.value)
+    assert metrics(s)["kvslim_requests_running"] == 0
 
 
 def test_queue_full_and_budget(make_server):
