@@ -469,12 +469,15 @@ static void *sched_main(void *arg) {
             rows += take;
         }
         if (!n) continue;
+        for (size_t k = 0; k < n; k++) s->ent_job[k]->past0 = kvs_seq_n_past(s->ent_job[k]->seq);
         double t0 = srv_now();
-        kvs_engine_decode(s->e, s->ents, n);
+        kvs_status call = kvs_engine_decode(s->e, s->ents, n);
         double t1 = srv_now();
         for (size_t k = 0; k < n; k++) {
             srv_job *j = s->ent_job[k];
             kvs_status st = s->ents[k].status;
+            /* a forward pass that fails ends the call: entries after it say KVS_OK without having run */
+            if (st == KVS_OK && call != KVS_OK && kvs_seq_n_past(j->seq) != j->past0 + s->ents[k].n_tokens) st = call;
             if (st == KVS_ERR_BUDGET) {
                 fail(s, j, 503, "server_error", "kv_budget", "the KV pool's budget was reached; retry later", 2);
             } else if (st != KVS_OK) {
