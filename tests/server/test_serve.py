@@ -448,3 +448,31 @@ def test_dashboard_page(server):
     m = json.loads(raw(server, "GET", "/metrics.json")[2])
     for k in re.findall(r"\bm\.([a-z_]+)", page):  # every field the page reads is served
         assert k in m, k
+
+
+GEMMA = os.path.join(os.path.dirname(MODEL), "gemma-3-270m-q4_k_m.gguf")
+
+
+@pytest.mark.skipif(not os.path.exists(GEMMA) and os.environ.get("KVS_REQUIRE_MODELS") != "1",
+                    reason="Gemma 3 270M absent (make models)")
+def test_gemma3_sliding_window_chat(tmpdir_session):
+    # Gemma's template folds the system prompt into the first user turn, so what
+    # is reused is a conversation's history; its layers are sliding-window ones
+    from conftest import Server
+    s = Server("-m", GEMMA, "-c", "1024", "--parallel", "2", tmpdir=tmpdir_session)
+    try:
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key="x", max_retries=0, timeout=120)
+        r = chat(c, "What is 2+2?", max_tokens=8)
+        p = subprocess.run([BIN, "run", "-m", GEMMA, "-t", "2", "--temp", "0", "--chat", "-p", "What is 2+2?", "-n", "8"],
+                           capture_output=True, timeout=300)
+        assert p.returncode == 0 and r.choices[0].message.content == p.stdout.decode()[:-1]
+        hist = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"}]
+        a = c.chat.completions.create(model="m", messages=hist + [{"role": "user", "content": "Name a colour."}],
+                                      max_tokens=6, temperature=0)
+        b = c.chat.completions.create(model="m", messages=hist + [{"role": "user", "content": "Name a colour."}],
+                                      max_tokens=6, temperature=0)
+        assert a.usage.prompt_tokens_details.cached_tokens == 0
+        assert 0 < b.usage.prompt_tokens_details.cached_tokens < b.usage.prompt_tokens
+        assert a.choices[0].message.content == b.choices[0].message.content
+    finally:
+        assert s.stop() == 0
