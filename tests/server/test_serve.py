@@ -455,6 +455,7 @@ GEMMA = os.path.join(os.path.dirname(MODEL), "gemma-3-270m-q4_k_m.gguf")
 
 @pytest.mark.skipif(not os.path.exists(GEMMA) and os.environ.get("KVS_REQUIRE_MODELS") != "1",
                     reason="Gemma 3 270M absent (make models)")
+@pytest.mark.skipif(os.environ.get("KVS_SKIP_SLOW") == "1", reason="KVS_SKIP_SLOW=1 (the sanitizer run)")
 def test_gemma3_sliding_window_chat(tmpdir_session):
     # Gemma's template folds the system prompt into the first user turn, so what
     # is reused is a conversation's history; its layers are sliding-window ones
