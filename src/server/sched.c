@@ -385,6 +385,8 @@ static void admit(srv_sched *s, double now) {
         pthread_cond_broadcast(&j->cv);
         pthread_mutex_unlock(&j->mu);
     }
+    s->met.running = s->n_run; /* before the job's first text can reach its client */
+    s->met.queued = s->n_queued;
 }
 
 static void snapshot(srv_sched *s, double now) {
