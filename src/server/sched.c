@@ -215,6 +215,9 @@ static void sweep(srv_sched *s) {
         s->run[i] = s->run[--s->n_run];
         srv_job_release(j);
     }
+    pthread_mutex_lock(&s->mu);
+    s->met.running = s->n_run;
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void fail(srv_sched *s, srv_job *j, int http, const char *type, const char *code, const char *msg, int retry) {

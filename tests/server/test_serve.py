@@ -392,7 +392,8 @@ def test_request_timeout(make_server):
     with pytest.raises(openai.APIStatusError) as e:
         c.completions.create(model="m", prompt="Count:", max_tokens=4000)
     assert e.value.status_code == 503 and "timeout" in str(e.value)
-    assert metrics(s)["kvslim_requests_running"] == 0
+    wait_for(lambda: metrics(s)["kvslim_requests_running"] == 0, 60, "the timed-out request to be freed")
+    assert metrics(s)['kvslim_requests_total{outcome="error"}'] == 1
 
 
 def test_queue_full_and_budget(make_server):
