@@ -23,7 +23,7 @@ CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitiz
 LDFLAGS_SAN  = -fsanitize=address,undefined
 endif
 CFLAGS  = $(CFLAGS_BASE) $(OPT) $(EXTRA_CFLAGS)
-LDLIBS  = -llapacke -lm -pthread $(LDFLAGS_SAN)
+LDLIBS  = -lmicrohttpd -ljansson -llapacke -lm -pthread $(LDFLAGS_SAN)
 
 AVX2_FLAGS   = -mavx2 -mfma -mf16c
 AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c

@@ -13,7 +13,7 @@ set -euo pipefail
 check=0
 if [ "${1:-}" = --check ]; then check=1; shift; fi
 # library headers the build includes, and what fetching models needs
-PKGS=(gcc make liblapacke-dev python3 python3-pip)
+PKGS=(gcc make liblapacke-dev libmicrohttpd-dev libjansson-dev python3 python3-pip python3-venv)
 if [ $# -gt 0 ]; then PKGS=("$@"); fi
 
 missing=()

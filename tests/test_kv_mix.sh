@@ -49,7 +49,7 @@ sys.exit(1 if fails else 0)
 EOF
 # A real run: probes on 64-token chunks (two evals of 30 schemes each); the
 # chosen scheme must be one kvslim takes (it prints kvslim's own byte count).
-out=$(python3 scripts/kv_mix.py -m "$M" -f README.md -c 64 --bytes 1.5x --base group=16 --probes "$tmp" -t 2 2>"$tmp/err")
+out=$(KVSLIM=$K python3 scripts/kv_mix.py -m "$M" -f README.md -c 64 --bytes 1.5x --base group=16 --probes "$tmp" -t 2 2>"$tmp/err")
 rc=$?
 scheme=$(printf '%s\n' "$out" | tail -1)
 bpt=$(printf '%s\n' "$out" | sed -n 's/.*; \([0-9]*\) B\/token at 64.*/\1/p')
@@ -57,7 +57,7 @@ if [ $rc -ne 0 ] || [ -z "$bpt" ] || [[ "$scheme" != 0*q*k*v*group=16* ]] ||
    [ "$(wc -l < "$tmp/probe_k.json")" -ne 31 ]; then
   echo "FAIL real-run: rc $rc, B/token '$bpt', scheme '$scheme'"; head -5 "$tmp/err"; exit 1
 fi
-python3 scripts/kv_mix.py -m "$M" -f README.md -c 64 --bytes 100 --probes "$tmp" > "$tmp/out" 2>&1
+KVSLIM=$K python3 scripts/kv_mix.py -m "$M" -f README.md -c 64 --bytes 100 --probes "$tmp" > "$tmp/out" 2>&1
 if [ $? -eq 0 ] || ! grep -q "more than the budget" "$tmp/out"; then
   echo "FAIL tiny-budget: accepted or no message"; head -3 "$tmp/out"; exit 1
 fi

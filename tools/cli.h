@@ -54,5 +54,6 @@ int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_compress(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

@@ -18,7 +18,8 @@ static void usage(FILE *f) {
             "  bench   prefill/decode speed at several KV depths vs the memory limit\n"
             "  plan    KV memory, max context, concurrency and cost on given hardware\n"
             "  eval    quality of KV schemes vs an uncompressed cache (ppl, KL, passkey, speed)\n"
-            "  compress  retrofit latent KV / layer sharing onto a GQA model, write a GGUF\n");
+            "  compress  retrofit latent KV / layer sharing onto a GQA model, write a GGUF\n"
+            "  serve   an OpenAI-compatible HTTP server on one shared KV pool\n");
 }
 
 int main(int argc, char **argv) {
@@ -33,6 +34,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(cmd, "plan")) return kvs_cmd_plan(argc - 1, argv + 1);
     if (!strcmp(cmd, "compress")) return cmd_compress(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve")) return cmd_serve(argc - 1, argv + 1);
     fprintf(stderr, "kvslim: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

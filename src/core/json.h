@@ -1,8 +1,9 @@
-/* A small, strict JSON (RFC 8259) reader (HF config.json, test references). It builds
- * a tree of nodes, rejects hostile input with KVS_ERR_FORMAT and a message
- * naming the line and column (truncation, garbage, bad escapes, invalid
- * UTF-16 surrogates, NaN/Infinity, nesting deeper than 64, trailing data),
- * and never reads outside the given buffer. */
+/* A strict JSON (RFC 8259) reader (HF config.json, test references) over
+ * jansson. It builds a tree of nodes, rejects hostile input with
+ * KVS_ERR_FORMAT and a message naming the line and column (truncation,
+ * garbage, bad escapes, invalid UTF-16 surrogates, NaN/Infinity, duplicate
+ * member names, nesting deeper than 64, trailing data), and never reads
+ * outside the given buffer. */
 #ifndef KVS_CORE_JSON_H
 #define KVS_CORE_JSON_H
 
