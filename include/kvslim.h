@@ -296,9 +296,11 @@ typedef struct kvs_batch_entry {
  * steps (chunked prefill) while the short ones ride along in the first.
  * An entry that cannot run (its tokens exceed the context, the pool's
  * budget is reached, a bad token) gets its own status and leaves its
- * sequence unchanged; the others still run. Returns KVS_OK when every
- * entry ran, otherwise the first failing entry's status (entry.status says
- * which). Each sequence's logits equal those of a session decoding it alone
+ * sequence unchanged; the others still run. A failing forward pass (out of
+ * memory) ends the call: every entry not finished gets its status, and its
+ * sequence keeps the chunks that did run (kvs_seq_n_past). Returns KVS_OK
+ * when every entry ran, otherwise the first failing entry's status
+ * (entry.status says which). Each sequence's logits equal those of a session decoding it alone
  * with the same chunk boundaries, up to the summation order of the
  * many-row matmul (tests/test_engine.c states the tolerance). */
 kvs_status kvs_engine_decode(kvs_engine *e, kvs_batch_entry *entries, size_t n_entries);

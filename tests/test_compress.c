@@ -321,7 +321,9 @@ static void test_gemma(bool skip_slow) {
                 double k3 = logits_kl(l0, l3, n, V, &t3);
                 printf("  gemma logits vs original: full rank KL %.2e top-1 %.0f%%, rank 64 KL %.2e top-1 %.0f%%, "
                        "original token by token KL %.2e top-1 %.0f%%\n", k1, 100 * t1, k2, 100 * t2, k3, 100 * t3);
-                CHECKF(k1 < 5e-3 && k1 < 3 * k3 + 1e-4, "gemma full-rank latent logits differ: KL %.3e (floor %.3e)", k1, k3);
+                /* bounded by the floor, and absolutely: the original's own one-row vs many-row gap
+                 * (8.6e-3 with the many-row matmul kernels) is what rounding alone moves */
+                CHECKF(k1 < 2e-2 && k1 < 3 * k3 + 1e-4, "gemma full-rank latent logits differ: KL %.3e (floor %.3e)", k1, k3);
                 CHECKF(k2 > 30 * k1, "gemma rank-64 KL %.3e not above full rank's %.3e", k2, k1);
             }
             free(l0); free(l1); free(l2); free(l3);

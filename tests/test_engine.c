@@ -31,6 +31,7 @@
  *     cut a longer snapshot, a wrapped window ring is reused only whole, the
  *     pool drops least recently used prefixes for a sequence that needs room;
  *     Gemma 3 resumes a shared prefix from the checkpoints a prompt left;
+ *   - allocation failure injected at every allocation of the engine's paths;
  *   - bad entries (a sequence twice, a token outside the vocabulary, past the
  *     context, no tokens) are refused alone with a message.
  * Skips the real-model parts (loudly) without the models unless
@@ -40,6 +41,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "kvslim.h"
 #include "test_util.h"
 
@@ -497,6 +499,78 @@ static void test_prefix_sliding(const kvs_model *m) {
     free(b);
 }
 
+/* Allocation failure at each allocation of the engine's paths: creating it,
+ * a sequence, a batch of two (one with a cached prefix), caching a prefix.
+ * Every failure is KVS_ERR_NOMEM with a message, never a crash or leak (ASan
+ * in CI); with the hook off the same path then works. */
+static void test_alloc_failures(const kvs_model *m) {
+    kvs_model_info in;
+    kvs_model_get_info(m, &in);
+    kvs_token t[80];
+    text_tokens(m, t, 80, 0);
+    float *a = malloc(sizeof(float) * in.n_vocab);
+    kvs_session_params p = params(NULL, 0);
+    /* creating the engine */
+    int failures = 0;
+    bool through = false;
+    for (int64_t k = 0; k < 5000 && !through; k++) {
+        kvs_engine *e = NULL;
+        kvs_alloc_fail_after(k);
+        kvs_status st = kvs_engine_new(m, &p, &e);
+        kvs_alloc_fail_after(-1);
+        if (st == KVS_OK) through = true;
+        else { failures++; CHECKF(st == KVS_ERR_NOMEM && !e, "allocation %lld: %s", (long long)k, kvs_last_error()); }
+        kvs_engine_free(e);
+    }
+    CHECK(through && failures > 20);
+    int engine_failures = failures;
+    /* a sequence, a cached prefix, a batch of two, on an engine whose buffers exist */
+    kvs_engine *e = NULL;
+    CHECK(kvs_engine_new(m, &p, &e) == KVS_OK);
+    if (e) {
+        kvs_seq *w = NULL;
+        kvs_batch_entry x = {.seq = NULL, .tokens = t, .n_tokens = 24, .logits = a};
+        CHECK(kvs_seq_new(e, &w) == KVS_OK && (x.seq = w) && kvs_engine_decode(e, &x, 1) == KVS_OK); /* warm */
+        kvs_seq_free(w);
+    }
+    failures = 0;
+    through = false;
+    for (int64_t k = 0; e && k < 5000 && !through; k++) {
+        kvs_seq *q = NULL, *r = NULL;
+        uint32_t hit = 0;
+        kvs_engine_prefix_clear(e);
+        kvs_alloc_fail_after(k);
+        kvs_status st = kvs_seq_new(e, &q);
+        if (st == KVS_OK) {
+            kvs_batch_entry x = {.seq = q, .tokens = t, .n_tokens = 20};
+            st = kvs_engine_decode(e, &x, 1);
+        }
+        if (st == KVS_OK) st = kvs_engine_cache_prefix(e, q);
+        if (st == KVS_OK) st = kvs_seq_new_cached(e, t, 24, &r, &hit);
+        if (st == KVS_OK) {
+            kvs_batch_entry x[2] = {{.seq = q, .tokens = t + 20, .n_tokens = 1, .logits = a},
+                                    {.seq = r, .tokens = t + hit, .n_tokens = 24 - hit, .logits = a}};
+            st = kvs_engine_decode(e, x, 2);
+        }
+        kvs_alloc_fail_after(-1);
+        if (st != KVS_OK) {
+            failures++;
+            CHECKF(st == KVS_ERR_NOMEM && kvs_last_error()[0], "allocation %lld failed: got %s (%s)", (long long)k,
+                   kvs_status_name(st), kvs_last_error());
+        } else {
+            through = true;
+            CHECK(hit == 16);
+        }
+        kvs_seq_free(q);
+        kvs_seq_free(r);
+    }
+    CHECKF(through && failures > 5, "%d failures, the path %s", failures, through ? "completed" : "never completed");
+    kvs_engine_free(e);
+    printf("  allocation failure injected at each allocation: engine creation %d, sequences and steps %d; all "
+           "KVS_ERR_NOMEM\n", engine_failures, failures);
+    free(a);
+}
+
 static void run_model(const char *path, const char *name, const char *const *rules, int n_rules, bool real,
                       bool pool_tests) {
     kvs_model *m = NULL;
@@ -506,6 +580,7 @@ static void run_model(const char *path, const char *name, const char *const *rul
     for (int i = 0; i < n_rules; i++) test_batched_equals_alone(m, name, rules[i], real);
     if (pool_tests) test_budget_and_bad_entries(m);
     if (pool_tests) test_prefix(m);
+    if (pool_tests) test_alloc_failures(m);
     kvs_model_free(m);
 }
 

@@ -42,6 +42,10 @@ kvs_status kvs_arch_attend(kvs_session *s, int32_t layer, int64_t n, const kvs_r
     kvs_status st;
     rope_task rt = {.s = s, .rope = rope};
     if ((st = kvs_pool_for(s->pool, n, KVS_PAR_MIN_TOKENS, rope_rows, &rt)) != KVS_OK) return st;
+    if (!s->n_spans) { /* outside a step (a direct call): the rows are one sequence, s->kv's */
+        const kvs_span one = {.kv = s->kv, .row0 = 0, .n = n};
+        return attend_span(s, &one, layer, scale);
+    }
     for (int i = 0; i < s->n_spans; i++)
         if ((st = attend_span(s, &s->spans[i], layer, scale)) != KVS_OK) return st;
     return KVS_OK;

@@ -418,6 +418,10 @@ kvs_status kvs_engine_decode(kvs_engine *e, kvs_batch_entry *xs, size_t n_entrie
     size_t cursor = 0;
     kvs_status st = KVS_OK;
     while (cursor < n_entries && st == KVS_OK) st = run_step(e, xs, n_entries, &cursor);
+    /* a failed step ends the call: entries it left unrun or unfinished fail with it (their sequences hold the
+     * chunks that did run: kvs_seq_n_past says how many) */
+    for (size_t i = 0; st != KVS_OK && i < n_entries; i++)
+        if (xs[i].status == KVS_OK && e->done[i] < xs[i].n_tokens) xs[i].status = st;
     for (size_t i = 0; i < n_entries; i++)
         if (xs[i].status != KVS_OK) { first = xs[i].status; break; }
     return st != KVS_OK ? st : first;
