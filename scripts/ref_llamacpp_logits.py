@@ -13,7 +13,7 @@ OUT.bin: u32 n, u32 n_vocab, then f32[n][n_vocab] prefill logits, then
 f32[n][n_vocab] token-by-token logits (native byte order).
 stdout: one line "llama.cpp <version> <commit>".
 
-usage: python3 scripts/ref_llamacpp_logits.py MODEL.gguf ID,ID,... OUT.bin [--batch 512] [--threads 2]
+usage: python3 scripts/ref_llamacpp_logits.py MODEL.gguf ID,ID,...|@FILE OUT.bin [--batch 512] [--threads 2] [--kv f16|f32]
 """
 import argparse
 import ctypes
@@ -64,8 +64,10 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kv", default="f16", choices=["f16", "f32"], help="llama.cpp's K and V cache type")
     a = ap.parse_args()
-    tokens = [int(t) for t in a.tokens.split(",") if t]
+    spec = open(a.tokens[1:]).read() if a.tokens.startswith("@") else a.tokens
+    tokens = [int(t) for t in spec.strip().split(",") if t]
     L = llama_cpp
     L.llama_backend_init()
     mp = L.llama_model_default_params()
@@ -82,6 +84,9 @@ def main():
     cp.n_seq_max = 1
     cp.n_threads = a.threads
     cp.n_threads_batch = a.threads
+    if a.kv == "f32":
+        cp.type_k = L.GGML_TYPE_F32
+        cp.type_v = L.GGML_TYPE_F32
     ctx = L.llama_init_from_model(model, cp)
     if not ctx:
         sys.exit(f"llama.cpp could not make a context for {a.model}")
