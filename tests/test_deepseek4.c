@@ -47,6 +47,7 @@
 
 #include "arch/deepseek4.h"
 #include "core/cpu.h"
+#include "gguf/gguf.h"
 #include "kvslim.h"
 #include "test_util.h"
 
@@ -370,11 +371,40 @@ static void check_q8_fixture(void) {
     free(r.logits);
 }
 
+/* A hash table entry naming an expert that does not exist is refused with
+ * the tensor named (the fixture's I32 table, one entry patched). */
+static void check_bad_tid2eid(void) {
+    size_t len = 0;
+    char *buf = test_read_file(FIXTURE, &len);
+    kvs_gguf *g = NULL;
+    CHECK(buf && kvs_gguf_open_memory(buf, len, &g) == KVS_OK);
+    const kvs_gguf_tensor *t = g ? kvs_gguf_find_tensor(g, "blk.0.ffn_gate_tid2eid.weight") : NULL;
+    CHECK(t && t->type == KVS_TYPE_I32);
+    if (t) {
+        const int32_t bad = 4; /* 4 experts: ids 0..3 */
+        memcpy((char *)t->data + 4 * 17, &bad, 4);
+        char path[] = "/tmp/kvs_ds4_XXXXXX";
+        int fd = mkstemp(path);
+        FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+        CHECK(f && fwrite(buf, 1, len, f) == len);
+        if (f) fclose(f);
+        kvs_model *m = NULL;
+        kvs_status st = kvs_model_load(path, NULL, &m);
+        CHECKF(st == KVS_ERR_FORMAT && strstr(kvs_last_error(), "ffn_gate_tid2eid") &&
+               strstr(kvs_last_error(), "entry 17"), "bad expert id: %d '%s'", st, kvs_last_error());
+        kvs_model_free(m);
+        remove(path);
+    }
+    kvs_gguf_close(g);
+    free(buf);
+}
+
 int main(void) {
     check_kernels();
     check_indexer_q8();
     check_mqa_kernels();
     check_q8_fixture();
+    check_bad_tid2eid();
     ref r = {0};
     if (!load_ref(&r, REF)) {
         fprintf(stderr, "cannot read %s\n", REF);
