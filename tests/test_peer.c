@@ -248,12 +248,14 @@ int main(void) {
     if (!peer_built()) {
         fprintf(stderr,
                 "\n*** test_peer: SKIPPED: the llama.cpp peer is not built (%s, %s missing).\n"
-                "*** Build it with: bash scripts/setup_peers.sh --python   (CI sets KVS_REQUIRE_PEER=1)\n\n",
+                "*** Build it with: bash scripts/setup_peers.sh --python --lib   (CI sets KVS_REQUIRE_PEER=1)\n\n",
                 PEER_PY, PEER_LIB);
         if (req && strcmp(req, "1") == 0) {
-            CHECKF(false, "KVS_REQUIRE_PEER=1 but the peer is not built");
+            fprintf(stderr, "FAIL peer: KVS_REQUIRE_PEER=1 but the peer is not built\n");
+            return 1;
         }
-        return test_finish("peer");
+        printf("skip peer: llama.cpp peer not built\n");
+        return 0;
     }
     char tmpl[] = "/tmp/kvs_peer_XXXXXX";
     const char *tmp = mkdtemp(tmpl);
