@@ -60,6 +60,7 @@ static const fixture k_fixtures[] = {
     {"tests/data/qwen3_tiny.gguf", 96, 32, 256, 0.05, 0.007, 0.97, 1.0, "qwen3: QK-norm, head_dim 32 != 64/4, tied", NULL, 0},
     {"tests/data/deepseek4_tiny.gguf", 701, 128, 1024, 0.2, 0.005, 0.99, 1.0, "deepseek4, F16 experts", "tests/data/deepseek4_tiny_ref.bin", 1},
     {"tests/data/deepseek4_tiny.gguf", 701, 128, 1024, 0.2, 0.08, 0.98, 0.97, "deepseek4, F16 experts; kvslim: 8-bit indexer keys", "tests/data/deepseek4_tiny_ref.bin", 0},
+    {"tests/data/deepseek4_q8.gguf", 701, 128, 1024, 0.2, 0.08, 0.97, 0.97, "deepseek4, 4 x 64 indexer, F16 experts", "tests/data/deepseek4_q8_exact_ref.bin", 1},
     {"tests/data/deepseek4_mxfp4.gguf", 701, 128, 1024, 0.2, 0.15, 0.95, 0.9, "deepseek4, MXFP4 experts", "tests/data/deepseek4_mxfp4_ref.bin", 1},
     {"tests/data/deepseek4_mxfp4.gguf", 701, 128, 1024, 0.2, 0.15, 0.95, 0.9, "deepseek4, MXFP4 experts; kvslim: 8-bit indexer keys", "tests/data/deepseek4_mxfp4_ref.bin", 0},
 };

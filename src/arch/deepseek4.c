@@ -180,7 +180,8 @@ static kvs_status load_layer(kvs_loader *L, ds4_model *x, int32_t il, int32_t ra
     KVS_TRY(kvs_load_matrix(L, NAME("ffn_down_shexp.weight"), F, D, &w->down_sh, true));
 #undef NAME
     w->clamp = per_layer_f32(L, "swiglu_clamp_exp", il, 0.0f);
-    w->clamp_sh = per_layer_f32(L, "swiglu_clamp_shexp", il, 0.0f);
+    /* absent: the routed experts' limit, as llama.cpp's loader reads it */
+    w->clamp_sh = per_layer_f32(L, "swiglu_clamp_shexp", il, w->clamp);
     return KVS_OK;
 }
 
@@ -218,6 +219,9 @@ static kvs_status load_deepseek4(kvs_loader *L) {
     KVS_TRY(kvs_load_positive_f32(L, "hyper_connection.epsilon", 1e-6f, 1.0f, &x->hc_eps));
     x->n_hash = kvs_load_opt_u32(L, "hash_layer_count", 0);
     x->route_scale = kvs_load_opt_f32(L, "expert_weights_scale", 1.0f);
+    char kn[128];
+    bool norm = true;
+    x->route_norm = kvs_gguf_get_bool(m->gguf, kvs_load_key(L, kn, sizeof kn, "expert_weights_norm"), &norm) ? norm : true;
     int32_t gating = kvs_load_opt_u32(L, "expert_gating_func", 4);
     if (gating != 4)
         return kvs_fail(KVS_ERR_UNSUPPORTED, "model: %s.expert_gating_func = %d is not supported (DeepSeek V4 uses 4, "
@@ -514,6 +518,7 @@ static kvs_status moe(kvs_session *s, const ds4_layer *w, const kvs_token *token
         }
         float sum = 0, *wt = st->wts + t * K;
         for (int64_t k = 0; k < K; k++) sum += (wt[k] = sc[sel[k]]);
+        if (!x->route_norm) sum = 1.0f;
         for (int64_t k = 0; k < K; k++) wt[k] = wt[k] / sum * x->route_scale;
     }
     /* each expert over the tokens routed to it, as one batch */
