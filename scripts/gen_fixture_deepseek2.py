@@ -14,6 +14,10 @@ Configurations (--config):
   d      as (a) with 16 heads and latent 64 + rope 32 (rows of 96 = three
          32-element blocks): decode runs the many-head latent kernel
          (src/attn/attn_latent*.c), incl. its int8 path with a q8_0 cache.
+  lite   as (a) with V2-Lite's 27 layers (narrow: hidden 32, 2 heads; MoE in the last
+         2, so a 64-token reference has a clear routing margin): the file
+         llama.cpp reads through its "lite" path (no query LoRA, decided by
+         the layer count)
   bench  DeepSeek-V2-Lite-shaped attention (27 layers, hidden 2048, 16
          heads, latent 512 + rope 64, nope 128, v 128) with a small dense FFN
          in every layer and Q4_0 weights; for speed runs only (~350 MB,
@@ -24,7 +28,7 @@ weights with f32 activations, so the numpy reference
 (scripts/ref_numpy_deepseek2.py, float64 on the same stored values) can be
 compared tightly.
 
-usage: gen_fixture_deepseek2.py --config a|b|c|d|bench -o OUT.gguf [--seed N] [--n-layer N]
+usage: gen_fixture_deepseek2.py --config a|b|c|d|lite|bench -o OUT.gguf [--seed N] [--n-layer N]
 needs: numpy, gguf (PyPI)
 """
 import argparse
@@ -53,6 +57,10 @@ CONFIGS = {
                   vocab=1024, ctx=163840, kvb_split=True, quant="q4_0"),
 }
 CONFIGS["c"] = dict(CONFIGS["a"], kvb_split=False)
+# V2-Lite's form exactly: 27 layers (llama.cpp's "lite" test is the layer count) and no
+# q_lora_rank key, at small widths (tests/data/deepseek2_lite.gguf)
+CONFIGS["lite"] = dict(CONFIGS["a"], n_layer=27, n_embd=32, n_head=2, kv_lora=32, rope=16, nope=16, v=16,
+                       n_ff=64, n_expert=4, n_used=2, n_shared=1, n_ff_exp=16, vocab=288, n_dense=25)
 CONFIGS["d"] = dict(CONFIGS["a"], n_head=16, kv_lora=64, rope=32)
 
 
@@ -90,7 +98,7 @@ def main():
         c["n_layer"] = a.n_layer
     if a.n_dense is not None:
         c["n_dense"] = a.n_dense
-    seed = a.seed if a.seed is not None else {"a": 11, "b": 22, "c": 11, "d": 33, "bench": 7}[a.config]
+    seed = a.seed if a.seed is not None else {"a": 11, "b": 22, "c": 11, "d": 33, "lite": 44, "bench": 7}[a.config]
     rng = np.random.default_rng(seed)
     qtype = gguf.GGMLQuantizationType.Q4_0 if c["quant"] == "q4_0" else None
 
@@ -108,6 +116,11 @@ def main():
     w.add_vocab_size(c["vocab"])
     if c["q_lora"]:
         w.add_q_lora_rank(c["q_lora"])
+    elif c["n_layer"] not in (26, 27):
+        # llama.cpp reads q_lora_rank unless the layer count is a lite model's (26, 27):
+        # a no-LoRA file of another depth states 0 (its loader then takes attn_q); the
+        # converter never meets this case, every real model without query LoRA is lite
+        w.add_q_lora_rank(0)
     w.add_kv_lora_rank(R)
     if c["kvb_split"]:
         # the converter's MLA layout: the cache row is the latent + rope key

@@ -10,20 +10,33 @@ selection bias, hash-routed first layers through ffn_gate_tid2eid, a shared
 expert, SwiGLU clamp). Weights are random; matrices f16, vectors f32.
 
 Shapes:
-  small  the committed test fixture (tests/data/deepseek4_tiny.gguf, default seed), 0.55 MB
-  small8 the same with a 4 x 32 indexer, whose keys the engine stores as 8-bit
-         (tests/data/deepseek4_q8.gguf, default seed)
+  small  the committed test fixtures: tests/data/deepseek4_tiny.gguf (--experts f16,
+         default seed) and tests/data/deepseek4_mxfp4.gguf (default seed), ~0.5 MB
+  small8 the same with a 4 x 64 indexer (tests/data/deepseek4_q8.gguf, --experts f16,
+         default seed)
   bench  a V4-shaped attention for scripts/bench_deepseek4.sh: 512-dim K=V
          entries, 64 rope dims, 128-token window, 128-dim indexer keys, top-512,
          hc 4; small elsewhere (hidden 256, 4 heads, 4 experts): ~10M params
   gqa    a llama-architecture random fixture of similar size (~9M params):
          hidden 512, 8 heads, 2 KV heads (GQA), full f16 KV
 
-Deviation from the ecosystem, documented: ffn_gate_tid2eid is stored as F32
-(token -> expert ids as exact small integers) because kvslim's GGUF reader has
-no I32 tensor type yet; the loader accepts F32 only.
+The layout is the one llama.cpp's converter writes (conversion/deepseek.py,
+DeepseekV4Model): ffn_gate_tid2eid as I32, the routed experts
+(ffn_{gate,up,down}_exps) as MXFP4 (quantized with gguf-py, so expert widths
+are multiples of 32), embedding_length_out = hidden * hc. Both llama.cpp and
+kvslim load these files (tests/test_peer.c compares their logits). Facts of
+llama.cpp's loader a fixture has to respect: the indexer key length is a
+multiple of 64 (llama.cpp always Hadamard-rotates the lightning indexer's keys,
+in blocks of at least 64), and at least one layer is CSA (ratio 4): with none,
+llama.cpp dies with SIGFPE while making the context.
+
+--experts f16 stores the routed experts as F16 instead (llama.cpp and kvslim
+read both): the fixtures checked against the float64 numpy reference at 1e-4
+use it, because an MXFP4 dot quantizes its activations to 8 bits (in both
+engines), ~1e-3 relative, which that reference does not simulate.
 
 usage: scripts/gen_fixture_deepseek4.py OUT.gguf [--shape small|small8|bench|gqa] [--seed N]
+           [--experts mxfp4|f16]
 (needs: pip install gguf numpy)
 """
 import argparse
@@ -35,12 +48,12 @@ ARCH = "deepseek4"
 
 SHAPES = {
     "small": dict(n_layer=5, ratios=[0, 4, 128, 4, 0], n_embd=64, n_head=4, head_dim=32, rope_dim=8,
-                  q_lora=32, o_groups=2, o_lora=16, window=128, idx_heads=8, idx_dim=16, idx_topk=96,
-                  hc=4, sinkhorn=20, n_expert=4, n_used=2, n_ff=16, n_hash=1, vocab=96, ctx=4096),
-    # "small" with 32-dim indexer keys (a multiple of the 32-element int8 block): the 8-bit indexer fixture
+                  q_lora=32, o_groups=2, o_lora=16, window=128, idx_heads=8, idx_dim=64, idx_topk=96,
+                  hc=4, sinkhorn=20, n_expert=4, n_used=2, n_ff=32, n_hash=1, vocab=96, ctx=4096),
+    # "small" with 4 indexer heads: the 8-bit indexer fixture
     "small8": dict(n_layer=5, ratios=[0, 4, 128, 4, 0], n_embd=64, n_head=4, head_dim=32, rope_dim=8,
-                   q_lora=32, o_groups=2, o_lora=16, window=128, idx_heads=4, idx_dim=32, idx_topk=96,
-                   hc=4, sinkhorn=20, n_expert=4, n_used=2, n_ff=16, n_hash=1, vocab=96, ctx=4096),
+                   q_lora=32, o_groups=2, o_lora=16, window=128, idx_heads=4, idx_dim=64, idx_topk=96,
+                   hc=4, sinkhorn=20, n_expert=4, n_used=2, n_ff=32, n_hash=1, vocab=96, ctx=4096),
     "bench": dict(n_layer=4, ratios=[0, 4, 128, 4], n_embd=256, n_head=4, head_dim=512, rope_dim=64,
                   q_lora=128, o_groups=2, o_lora=128, window=128, idx_heads=4, idx_dim=128, idx_topk=512,
                   hc=4, sinkhorn=20, n_expert=4, n_used=2, n_ff=256, n_hash=1, vocab=1024, ctx=131072),
@@ -57,7 +70,7 @@ def tokenizer(w, vocab):
     w.add_eos_token_id(2)
 
 
-def gen_deepseek4(path, c, seed):
+def gen_deepseek4(path, c, seed, experts="mxfp4"):
     rng = np.random.default_rng(seed)
     f16 = np.float16
 
@@ -75,6 +88,7 @@ def gen_deepseek4(path, c, seed):
     w.add_uint32(f"{ARCH}.block_count", L)
     w.add_uint32(f"{ARCH}.context_length", c["ctx"])
     w.add_uint32(f"{ARCH}.embedding_length", D)
+    w.add_uint32(f"{ARCH}.embedding_length_out", D * hc)
     w.add_uint32(f"{ARCH}.attention.head_count", H)
     w.add_uint32(f"{ARCH}.attention.head_count_kv", 1)
     w.add_uint32(f"{ARCH}.attention.key_length", hd)
@@ -149,17 +163,27 @@ def gen_deepseek4(path, c, seed):
                 w.add_tensor(p + "indexer.proj.weight", mat(nih, D))
         w.add_tensor(p + "ffn_gate_inp.weight", mat(E, D))
         if i < c["n_hash"]:
-            ids = np.stack([rng.permutation(E)[:K] for _ in range(V)]).astype(np.float32)
+            ids = np.stack([rng.permutation(E)[:K] for _ in range(V)]).astype(np.int32)
             w.add_tensor(p + "ffn_gate_tid2eid.weight", ids)
         else:
             w.add_tensor(p + "exp_probs_b.bias", vec(E, 0.0, 0.3))
-        w.add_tensor(p + "ffn_gate_exps.weight", (rng.standard_normal((E, F, D)) / np.sqrt(D)).astype(f16))
-        w.add_tensor(p + "ffn_up_exps.weight", (rng.standard_normal((E, F, D)) / np.sqrt(D)).astype(f16))
-        w.add_tensor(p + "ffn_down_exps.weight", (rng.standard_normal((E, D, F)) / np.sqrt(F)).astype(f16))
+        for nm, shape, fan_in in (("gate", (E, F, D), D), ("up", (E, F, D), D), ("down", (E, D, F), F)):
+            a = rng.standard_normal(shape) / np.sqrt(fan_in)
+            if experts == "mxfp4":
+                mxfp4(w, p + f"ffn_{nm}_exps.weight", a)
+            else:
+                w.add_tensor(p + f"ffn_{nm}_exps.weight", a.astype(f16))
         w.add_tensor(p + "ffn_gate_shexp.weight", mat(F, D))
         w.add_tensor(p + "ffn_up_shexp.weight", mat(F, D))
         w.add_tensor(p + "ffn_down_shexp.weight", mat(D, F))
     finish(w)
+
+
+def mxfp4(w, name, a):
+    """Routed experts as the converter stores them: MXFP4 blocks along the input dimension."""
+    qt = gguf.GGMLQuantizationType.MXFP4
+    q = gguf.quants.quantize(a.astype(np.float32), qt)
+    w.add_tensor(name, q, raw_dtype=qt)
 
 
 def gen_gqa(path, seed):
@@ -209,11 +233,12 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--shape", default="small", choices=["small", "small8", "bench", "gqa"])
     ap.add_argument("--seed", type=int, default=5)  # the committed tiny fixture
+    ap.add_argument("--experts", default="mxfp4", choices=["mxfp4", "f16"])
     a = ap.parse_args()
     if a.shape == "gqa":
         gen_gqa(a.out, a.seed)
     else:
-        gen_deepseek4(a.out, SHAPES[a.shape], a.seed)
+        gen_deepseek4(a.out, SHAPES[a.shape], a.seed, a.experts)
 
 
 if __name__ == "__main__":

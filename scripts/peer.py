@@ -8,7 +8,8 @@ reference Python that `bash scripts/setup_peers.sh --python` makes
     import peer
     llama_cpp = peer.llama_cpp()
 
-sets both up on first use (a no-op afterwards) and, when the running
+sets both up on first use (the library only, --lib: a no-op afterwards, and
+after a full build) and, when the running
 interpreter is not that venv, runs the calling script again under it with the
 same arguments, so `python3 scripts/ref_llamacpp.py ...` works from any
 Python. Call it before any work the script does.
@@ -24,7 +25,7 @@ VERSION = "0.3.36"
 
 def llama_cpp():
     setup = os.path.join(ROOT, "scripts", "setup_peers.sh")
-    subprocess.run(["bash", setup, "--python", "--quiet"], check=True, stdout=sys.stderr)
+    subprocess.run(["bash", setup, "--python", "--lib", "--quiet"], check=True, stdout=sys.stderr)
     if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
         if os.environ.get("KVS_PEER_REEXEC"):
             sys.exit(f"peer: running under {sys.executable}, not the reference Python {VENV}/bin/python")

@@ -37,8 +37,12 @@
 # CPU (user + sys), so ~6 min on two idle cores; the sdist download takes
 # ~1.5 min more (pip prepares its metadata), the venv (--python) ~20 s.
 #
-# Usage: bash scripts/setup_peers.sh [--python] [--check] [--quiet]
+# Usage: bash scripts/setup_peers.sh [--python] [--lib] [--check] [--quiet]
 #   --python also make the reference Python (peers/venv)
+#   --lib    build only libllama.so (and the libggml*.so it needs), what
+#            tests/test_peer.c uses through the bindings; CI builds this. A
+#            full build satisfies --lib; a --lib build is completed by a run
+#            without it
 #   --check  exit 0 when the peer (and with --python the venv) is built and
 #            current, 1 otherwise; builds nothing
 #   --quiet  print nothing on success (scripts call it this way)
@@ -57,6 +61,7 @@ SRC=$PEER/llama_cpp_python-$VERSION
 BUILD=$PEER/build
 BIN=$BUILD/bin
 TARGETS=(llama llama-bench llama-perplexity llama-batched-bench llama-server)
+LIB_TARGETS=(llama)
 NATIVE=${PEER_NATIVE:-ON}
 FLAGS=(
   -DCMAKE_BUILD_TYPE=Release
@@ -81,10 +86,11 @@ VENV=$ROOT/peers/venv
 PY_PKGS=(numpy==2.2.6 diskcache==5.6.3 jinja2==3.1.6 typing-extensions==4.12.2 gguf==0.19.0)
 VENV_WANT="bindings=$SRC packages=${PY_PKGS[*]}"
 
-CHECK=0 QUIET=0 PYTHON=0
+CHECK=0 QUIET=0 PYTHON=0 LIB=0
 for a in "$@"; do
   case $a in
     --python) PYTHON=1 ;;
+    --lib) LIB=1 ;;
     --check) CHECK=1 ;;
     --quiet) QUIET=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -93,12 +99,13 @@ for a in "$@"; do
 done
 say() { [ "$QUIET" = 1 ] || echo "$@"; }
 
+lib_ok() { [ -e "$BIN/libllama.so" ] && [ -d "$SRC/llama_cpp" ]; }
 artifacts_ok() {
   local t
   for t in llama-bench llama-perplexity llama-batched-bench llama-server; do
     [ -x "$BIN/$t" ] || return 1
   done
-  [ -e "$BIN/libllama.so" ] && [ -d "$SRC/llama_cpp" ]
+  lib_ok
 }
 venv_ok() {
   [ -f "$VENV/.stamp" ] && [ "$(cat "$VENV/.stamp")" = "$VENV_WANT" ] && [ -x "$VENV/bin/python" ]
@@ -133,9 +140,18 @@ PYEOF
   echo "$VENV_WANT" >"$VENV/.stamp"
 }
 
+WANT_LIB="version=$VERSION sha256=$SHA256 targets=${LIB_TARGETS[*]} flags=${FLAGS[*]}"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && artifacts_ok; then
   [ "$PYTHON" = 1 ] && make_venv
   report; exit 0
+fi
+if [ "$LIB" = 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT_LIB" ] && lib_ok; then
+  [ "$PYTHON" = 1 ] && make_venv
+  say "llama.cpp peer (library only): $BIN/libllama.so"; exit 0
+fi
+if [ "$LIB" = 1 ]; then
+  TARGETS=("${LIB_TARGETS[@]}")
+  WANT=$WANT_LIB
 fi
 if [ "$CHECK" = 1 ]; then
   echo "setup_peers: the llama.cpp peer is not built (or is out of date); run: bash scripts/setup_peers.sh" >&2
@@ -177,8 +193,12 @@ cmake -S "$SRC/vendor/llama.cpp" -B "$BUILD" "${FLAGS[@]}" >"$PEER/configure.log
 echo "setup_peers: building ${TARGETS[*]} with -j${JOBS:-$(nproc)} (log: $PEER/build.log)" >&2
 cmake --build "$BUILD" -j"${JOBS:-$(nproc)}" --target "${TARGETS[@]}" >"$PEER/build.log" 2>&1 ||
   { tail -40 "$PEER/build.log" >&2; echo "setup_peers: build failed (log: $PEER/build.log)" >&2; exit 1; }
-artifacts_ok || { echo "setup_peers: build finished but an artifact is missing under $BIN" >&2; exit 1; }
-"$BIN/llama-bench" --help >/dev/null 2>&1 || { echo "setup_peers: $BIN/llama-bench does not run" >&2; exit 1; }
+if [ "$LIB" = 1 ]; then
+  lib_ok || { echo "setup_peers: build finished but $BIN/libllama.so is missing" >&2; exit 1; }
+else
+  artifacts_ok || { echo "setup_peers: build finished but an artifact is missing under $BIN" >&2; exit 1; }
+  "$BIN/llama-bench" --help >/dev/null 2>&1 || { echo "setup_peers: $BIN/llama-bench does not run" >&2; exit 1; }
+fi
 
 echo "$WANT" >"$STAMP"
 secs=$(( $(date +%s) - start ))

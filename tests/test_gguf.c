@@ -232,7 +232,7 @@ static void test_hostile_patches(void) {
         {"ne1 negative", 1, O(o_t0_ne1), 1ull << 63, "ne[1]"},
         {"element count overflow", 1, O(o_t0_ne1), 1ull << 62, "overflow"},
         {"unknown tensor type 99", 0, O(o_t0_type), 99, "unknown tensor type 99"},
-        {"unknown tensor type 39", 0, O(o_t0_type), 39, "unknown tensor type 39"},
+        {"unknown tensor type 37", 0, O(o_t0_type), 37, "unknown tensor type 37"}, /* 39 is MXFP4 now */
         {"tensor type huge", 0, O(o_t0_type), 0xffffffffu, "unknown tensor type"},
         {"ne0 not block multiple", 1, O(o_t1_ne0), 33, "block size"},
         {"ne0 not block multiple (16)", 1, O(o_t1_ne0), 16, "not a multiple of the block size 32"},
@@ -846,6 +846,38 @@ static int write_seeds(const char *dir) {
     return 0;
 }
 
+/* I32 (DeepSeek V4's hash table) and MXFP4 (its routed experts) tensors:
+ * read with the right sizes; an MXFP4 row that is not a whole number of
+ * 32-blocks is refused with the type named. */
+static void test_table_types(void) {
+    for (int bad = 0; bad < 2; bad++) {
+        tb b = {0};
+        tb_header(&b, 3, 2, 1);
+        tb_kv_str(&b, "general.architecture", "x");
+        const int64_t ne_i[2] = {3, 2}, ne_m[2] = {bad ? 48 : 64, 2};
+        tb_tensor(&b, "ids", 2, ne_i, KVS_TYPE_I32, 0);
+        tb_tensor(&b, "experts", 2, ne_m, KVS_TYPE_MXFP4, 32);
+        tb_pad(&b, 32);
+        for (int32_t v = 0; v < 6; v++) tb_raw(&b, &v, 4);
+        tb_pad(&b, 32);
+        tb_fill(&b, 68, 7);
+        kvs_gguf *g = NULL;
+        kvs_status st = kvs_gguf_open_memory(b.p, b.len, &g);
+        if (!bad) {
+            CHECKF(st == KVS_OK, "i32 + mxfp4: %s", kvs_last_error());
+            const kvs_gguf_tensor *ti = g ? kvs_gguf_find_tensor(g, "ids") : NULL;
+            const kvs_gguf_tensor *tm = g ? kvs_gguf_find_tensor(g, "experts") : NULL;
+            CHECK(ti && ti->type == KVS_TYPE_I32 && ti->nbytes == 24 && ((const int32_t *)ti->data)[5] == 5);
+            CHECK(tm && tm->type == KVS_TYPE_MXFP4 && tm->nbytes == 68);
+        } else {
+            CHECKF(st == KVS_ERR_FORMAT && strstr(kvs_last_error(), "mxfp4"), "mxfp4 ne[0]=48: %d '%s'", st,
+                   kvs_last_error());
+        }
+        kvs_gguf_close(g);
+        free(b.p);
+    }
+}
+
 int main(int argc, char **argv) {
     init_fixtures();
     if (argc == 3 && strcmp(argv[1], "--seeds") == 0) {
@@ -862,6 +894,7 @@ int main(int argc, char **argv) {
     test_base_and_prefixes();
     test_hostile_patches();
     test_hostile_structural();
+    test_table_types();
     test_roundtrip();
     test_writer_errors();
     test_model();

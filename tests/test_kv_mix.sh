@@ -6,6 +6,7 @@
 # kvslim's limits. Bad input (a budget below the narrowest width) exits non-zero.
 set -u
 K=${BUILD:-build}/kvslim
+export KVSLIM=$K   # scripts/kv_mix.py runs this kvslim (its default is build/kvslim)
 M=models/smollm2-135m-instruct-q4_1.gguf
 [ -x "$K" ] || { echo "test_kv_mix.sh: $K not built"; exit 1; }
 if [ ! -f "$M" ]; then

@@ -23,7 +23,7 @@
 static const uint32_t k_types[] = {
     KVS_TYPE_F32,  KVS_TYPE_F16,  KVS_TYPE_BF16, KVS_TYPE_Q4_0, KVS_TYPE_Q4_1,
     KVS_TYPE_Q5_0, KVS_TYPE_Q5_1, KVS_TYPE_Q8_0, KVS_TYPE_Q8_1, KVS_TYPE_Q2_K,
-    KVS_TYPE_Q3_K, KVS_TYPE_Q4_K, KVS_TYPE_Q5_K, KVS_TYPE_Q6_K, KVS_TYPE_Q8_K,
+    KVS_TYPE_Q3_K, KVS_TYPE_Q4_K, KVS_TYPE_Q5_K, KVS_TYPE_Q6_K, KVS_TYPE_Q8_K, KVS_TYPE_MXFP4,
 };
 #define N_TYPES (int)(sizeof k_types / sizeof k_types[0])
 
@@ -36,6 +36,7 @@ static double nmse_bound(uint32_t t) {
     case KVS_TYPE_Q6_K: return 1e-3;
     case KVS_TYPE_Q5_0: case KVS_TYPE_Q5_1: case KVS_TYPE_Q5_K: return 4e-3;
     case KVS_TYPE_Q4_0: case KVS_TYPE_Q4_1: case KVS_TYPE_Q4_K: return 1.5e-2;
+    case KVS_TYPE_MXFP4: return 4e-2; /* E2M1 with a power-of-two scale: coarser than q4_0 */
     default: return 0;
     }
 }
@@ -75,6 +76,14 @@ static const int *half_fields(uint32_t t) {
 static void make_weights(uint32_t t, const float *x, void *buf, int64_t n, uint64_t *rng, int raw) {
     const kvs_type_traits *R = kvs_type_traits_ref(t);
     const int *hf = half_fields(t);
+    if (t == KVS_TYPE_MXFP4 && raw) { /* every nibble pattern, exponents 2^-8 .. 2^6 */
+        kvs_block_mxfp4 *b = buf;
+        for (int64_t i = 0; i < n / KVS_QK; i++) {
+            b[i].e = (uint8_t)(120 + test_rng_next(rng) % 15);
+            for (int j = 0; j < KVS_QK / 2; j++) b[i].qs[j] = (uint8_t)test_rng_next(rng);
+        }
+        return;
+    }
     if (R->from_float_ref && (!raw || !hf)) { R->from_float_ref(x, buf, n); return; }
     const size_t bytes = kvs_row_bytes(t, n);
     uint8_t *p = buf;
@@ -365,6 +374,11 @@ static void test_table(void) {
     CHECK(kvs_row_bytes(KVS_TYPE_Q4_K, 100) == 0);
     CHECK(kvs_row_bytes(KVS_TYPE_F16, 3) == 6);
     CHECK(kvs_row_bytes(33, 256) == 0);
+    CHECK(kvs_row_bytes(KVS_TYPE_MXFP4, 64) == 34 && kvs_row_bytes(KVS_TYPE_I32, 5) == 20);
+    /* i32 is a GGUF table type: known, but nothing converts or multiplies it */
+    CHECK(kvs_type_traits_of(KVS_TYPE_I32) && !kvs_type_traits_of(KVS_TYPE_I32)->to_float &&
+          !kvs_type_traits_of(KVS_TYPE_I32)->vec_dot);
+    CHECK(strcmp(kvs_dtype_name(KVS_TYPE_I32), "i32") == 0 && strcmp(kvs_dtype_name(KVS_TYPE_MXFP4), "mxfp4") == 0);
     for (int i = 0; i < N_TYPES; i++) {
         const kvs_type_traits *F = kvs_type_traits_of(k_types[i]), *R = kvs_type_traits_ref(k_types[i]);
         CHECK(F && R && F->to_float && R->to_float_ref && R->type_size > 0);
@@ -393,11 +407,46 @@ static void test_table(void) {
     CHECK(y[128] == 0.5f * 21 * 9 - 0.25f * 1);
 }
 
+/* (7) MXFP4 against gguf-py (scripts/gen_quant_ref.py writes the file with
+ * gguf.quants): the quantizer reproduces its bytes and both dequantizers its
+ * floats, bit for bit. The file is committed, so this never skips. */
+static void test_gguf_py_mxfp4(void) {
+    FILE *f = fopen("tests/data/quant_ref_mxfp4.bin", "rb");
+    CHECKF(f != NULL, "tests/data/quant_ref_mxfp4.bin missing (run from the repository root)");
+    if (!f) return;
+    char magic[4];
+    uint32_t type = 0, n = 0;
+    int ok = fread(magic, 1, 4, f) == 4 && fread(&type, 4, 1, f) == 1 && fread(&n, 4, 1, f) == 1;
+    CHECK(ok && memcmp(magic, "KQRF", 4) == 0 && type == KVS_TYPE_MXFP4 && n > 0 && n % KVS_QK == 0 && n < (1u << 24));
+    if (!ok || type != KVS_TYPE_MXFP4 || n == 0 || n % KVS_QK || n >= (1u << 24)) { fclose(f); return; }
+    const size_t qb = kvs_row_bytes(KVS_TYPE_MXFP4, n);
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n), *z = malloc(sizeof(float) * n);
+    uint8_t *q = malloc(qb), *mine = malloc(qb);
+    ok = fread(x, 4, n, f) == n && fread(q, 1, qb, f) == qb && fread(y, 4, n, f) == n;
+    fclose(f);
+    CHECKF(ok, "quant_ref_mxfp4.bin truncated");
+    if (ok) {
+        const kvs_type_traits *F = kvs_type_traits_of(KVS_TYPE_MXFP4), *R = kvs_type_traits_ref(KVS_TYPE_MXFP4);
+        R->from_float_ref(x, mine, n);
+        size_t diff = 0;
+        for (size_t i = 0; i < qb; i++) diff += mine[i] != q[i];
+        CHECKF(diff == 0, "mxfp4 quantize vs gguf-py: %zu of %zu bytes differ", diff, qb);
+        R->to_float_ref(q, z, n);
+        CHECKF(memcmp(z, y, sizeof(float) * n) == 0, "mxfp4 to_float_ref vs gguf-py dequantize");
+        F->to_float(q, z, n);
+        CHECKF(memcmp(z, y, sizeof(float) * n) == 0, "mxfp4 to_float (fast) vs gguf-py dequantize");
+        printf("  mxfp4 vs gguf-py: %u elements, quantized bytes and dequantized floats identical: %s\n", n,
+               diff == 0 && memcmp(z, y, sizeof(float) * n) == 0 ? "yes" : "NO");
+    }
+    free(x); free(y); free(z); free(q); free(mine);
+}
+
 int main(void) {
     kvs_dtype_init();
     printf("simd: %s\n", kvs_cpu_simd_name());
     test_table();
     test_half();
+    test_gguf_py_mxfp4();
     for (int i = 0; i < N_TYPES; i++) test_nmse(k_types[i]);
     for (uint64_t seed = 1; seed <= 4; seed++)
         for (int i = 0; i < N_TYPES; i++) test_type(k_types[i], seed);

@@ -82,6 +82,9 @@ static kvs_status load_comp(kvs_loader *L, int32_t il, const char *name, int32_t
     return KVS_OK;
 }
 
+/* The hash routing table, [n_used, n_vocab]: I32 as llama.cpp's converter
+ * writes it (conversion/deepseek.py), or F32 holding exact small integers
+ * (kvslim's fixtures before the reader had I32; still accepted). */
 static kvs_status load_tid2eid(kvs_loader *L, const char *name, int32_t n_vocab, int32_t k, int32_t n_expert,
                                int32_t **out) {
     const kvs_gguf_tensor *t = kvs_gguf_find_tensor(L->m->gguf, name);
@@ -89,16 +92,27 @@ static kvs_status load_tid2eid(kvs_loader *L, const char *name, int32_t n_vocab,
     if (t->n_dims != 2 || t->ne[0] != k || t->ne[1] != n_vocab)
         return kvs_fail(KVS_ERR_FORMAT, "model: tensor '%s' has shape [%lld, %lld], expected [%d, %d]", name,
                         (long long)t->ne[0], (long long)t->ne[1], k, n_vocab);
-    if (t->type != KVS_TYPE_F32)
-        return kvs_fail(KVS_ERR_UNSUPPORTED, "model: tensor '%s': expert ids must be stored as f32", name);
+    if (t->type != KVS_TYPE_I32 && t->type != KVS_TYPE_F32)
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "model: tensor '%s': expert ids must be i32 (or f32), not %s", name,
+                        kvs_dtype_name(t->type));
     int32_t *ids = kvs_load_alloc(L, sizeof(int32_t) * (size_t)n_vocab * (size_t)k);
     if (!ids) return KVS_ERR_NOMEM;
-    const float *f = t->data;
     for (int64_t i = 0; i < (int64_t)n_vocab * k; i++) {
-        if (!(f[i] >= 0 && f[i] < (float)n_expert) || f[i] != floorf(f[i]))
-            return kvs_fail(KVS_ERR_FORMAT, "model: tensor '%s': entry %lld (%g) is not an expert id below %d", name,
-                            (long long)i, (double)f[i], n_expert);
-        ids[i] = (int32_t)f[i];
+        if (t->type == KVS_TYPE_I32) {
+            int32_t v;
+            memcpy(&v, (const uint8_t *)t->data + 4 * i, 4);
+            if (v < 0 || v >= n_expert)
+                return kvs_fail(KVS_ERR_FORMAT, "model: tensor '%s': entry %lld (%d) is not an expert id below %d",
+                                name, (long long)i, v, n_expert);
+            ids[i] = v;
+        } else {
+            float f;
+            memcpy(&f, (const uint8_t *)t->data + 4 * i, 4);
+            if (!(f >= 0 && f < (float)n_expert) || f != floorf(f))
+                return kvs_fail(KVS_ERR_FORMAT, "model: tensor '%s': entry %lld (%g) is not an expert id below %d",
+                                name, (long long)i, (double)f, n_expert);
+            ids[i] = (int32_t)f;
+        }
     }
     *out = ids;
     return KVS_OK;
@@ -166,7 +180,8 @@ static kvs_status load_layer(kvs_loader *L, ds4_model *x, int32_t il, int32_t ra
     KVS_TRY(kvs_load_matrix(L, NAME("ffn_down_shexp.weight"), F, D, &w->down_sh, true));
 #undef NAME
     w->clamp = per_layer_f32(L, "swiglu_clamp_exp", il, 0.0f);
-    w->clamp_sh = per_layer_f32(L, "swiglu_clamp_shexp", il, 0.0f);
+    /* absent: the routed experts' limit, as llama.cpp's loader reads it */
+    w->clamp_sh = per_layer_f32(L, "swiglu_clamp_shexp", il, w->clamp);
     return KVS_OK;
 }
 
@@ -204,6 +219,9 @@ static kvs_status load_deepseek4(kvs_loader *L) {
     KVS_TRY(kvs_load_positive_f32(L, "hyper_connection.epsilon", 1e-6f, 1.0f, &x->hc_eps));
     x->n_hash = kvs_load_opt_u32(L, "hash_layer_count", 0);
     x->route_scale = kvs_load_opt_f32(L, "expert_weights_scale", 1.0f);
+    char kn[128];
+    bool norm = true;
+    x->route_norm = kvs_gguf_get_bool(m->gguf, kvs_load_key(L, kn, sizeof kn, "expert_weights_norm"), &norm) ? norm : true;
     int32_t gating = kvs_load_opt_u32(L, "expert_gating_func", 4);
     if (gating != 4)
         return kvs_fail(KVS_ERR_UNSUPPORTED, "model: %s.expert_gating_func = %d is not supported (DeepSeek V4 uses 4, "
@@ -500,6 +518,7 @@ static kvs_status moe(kvs_session *s, const ds4_layer *w, const kvs_token *token
         }
         float sum = 0, *wt = st->wts + t * K;
         for (int64_t k = 0; k < K; k++) sum += (wt[k] = sc[sel[k]]);
+        if (!x->route_norm) sum = 1.0f;
         for (int64_t k = 0; k < K; k++) wt[k] = wt[k] / sum * x->route_scale;
     }
     /* each expert over the tokens routed to it, as one batch */

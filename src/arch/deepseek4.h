@@ -43,6 +43,7 @@ typedef struct ds4_model {
     int32_t idx_heads, idx_dim, idx_topk;
     int32_t n_expert, n_used, n_ff, n_hash;
     float route_scale;
+    bool route_norm;             /* expert_weights_norm: routed weights divided by their sum */
     bool weights_norm;
     double freq[2][256];         /* rope frequencies: [0] window-only layers, [1] compressed (YaRN) */
     ds4_layer *layers;

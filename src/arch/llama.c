@@ -1,6 +1,9 @@
-/* The llama family (llama, qwen2): loading (hyper-parameters, per-layer
+/* The llama family (llama, qwen2, qwen3): loading (hyper-parameters, per-layer
  * weights) and the forward pass: pre-norm decoder blocks with RMSNorm, RoPE,
- * grouped-query attention over the session's KV cache and a SwiGLU FFN. Batched: n tokens go through each matmul together, and
+ * grouped-query attention over the session's KV cache and a SwiGLU FFN;
+ * qwen3 adds a per-head RMSNorm of q and k (weights of head_dim elements)
+ * between the projections and RoPE, with head_dim set by key_length rather
+ * than n_embd / n_head. Batched: n tokens go through each matmul together, and
  * the per-token stages (residual + norm, RoPE + cache store, SwiGLU) are
  * split across the thread pool for batches. The attention step (RoPE, cache
  * store, attention over the layer's scheme) is shared: arch/attend.c.
@@ -54,6 +57,10 @@ static kvs_status llama_forward(kvs_session *s, const kvs_token *tokens, int64_t
             {.w = &w->wv, .y = s->v, .y_stride = vd, .bias = w->bv},
         };
         if ((st = kvs_matmul_run(s->mm, s->pool, s->xn, n, qkv, 3)) != KVS_OK) return st;
+        if (w->q_norm) { /* qwen3: every head of every token, before RoPE (and before a capture sees them) */
+            kvs_rmsnorm(s->q, s->q, w->q_norm, n * hp->n_head, hp->head_dim_k, hp->norm_eps);
+            kvs_rmsnorm(s->k, s->k, w->k_norm, n * hp->n_head_kv, hp->head_dim_k, hp->norm_eps);
+        }
         if (ls && ls->capture) ls->capture(ls->capture_ctx, l, n, s->pos, s->q, s->k, s->v, &hp->rope);
         const float scale = 1.0f / sqrtf((float)hp->head_dim_k);
         if (ls && ls->retro && kvs_retro_layer_latent(s, retro, l))
@@ -88,7 +95,7 @@ static kvs_status llama_forward(kvs_session *s, const kvs_token *tokens, int64_t
 
 /* ---- loading ---------------------------------------------------------- */
 
-static kvs_status load_family(kvs_loader *L, kvs_rope_mode mode, bool biases) {
+static kvs_status load_family(kvs_loader *L, kvs_rope_mode mode, bool biases, bool qk_norm) {
     kvs_model *m = L->m;
     const kvs_hparams *hp = &m->hp;
     KVS_TRY(kvs_load_common_hparams(L));
@@ -111,6 +118,10 @@ static kvs_status load_family(kvs_loader *L, kvs_rope_mode mode, bool biases) {
         KVS_TRY(kvs_load_vector(L, NAME("attn_q.bias"), qd, &w->bq, biases));
         KVS_TRY(kvs_load_vector(L, NAME("attn_k.bias"), kd, &w->bk, biases));
         KVS_TRY(kvs_load_vector(L, NAME("attn_v.bias"), vd, &w->bv, biases));
+        if (qk_norm) {
+            KVS_TRY(kvs_load_vector(L, NAME("attn_q_norm.weight"), hp->head_dim_k, &w->q_norm, true));
+            KVS_TRY(kvs_load_vector(L, NAME("attn_k_norm.weight"), hp->head_dim_k, &w->k_norm, true));
+        }
         KVS_TRY(kvs_load_matrix(L, NAME("ffn_gate.weight"), hp->n_embd, hp->n_ff, &w->ffn_gate, true));
         KVS_TRY(kvs_load_matrix(L, NAME("ffn_up.weight"), hp->n_embd, hp->n_ff, &w->ffn_up, true));
         KVS_TRY(kvs_load_matrix(L, NAME("ffn_down.weight"), hp->n_ff, hp->n_embd, &w->ffn_down, true));
@@ -152,8 +163,10 @@ static kvs_status llama_set_capture(kvs_session *s, kvs_capture_fn fn, void *ctx
 
 static const kvs_retro *llama_retro(const kvs_model *m) { return m->ext; }
 
-static kvs_status load_llama(kvs_loader *L) { return load_family(L, KVS_ROPE_NORM, false); }
-static kvs_status load_qwen2(kvs_loader *L) { return load_family(L, KVS_ROPE_NEOX, true); }
+static kvs_status load_llama(kvs_loader *L) { return load_family(L, KVS_ROPE_NORM, false, false); }
+static kvs_status load_qwen2(kvs_loader *L) { return load_family(L, KVS_ROPE_NEOX, true, false); }
+/* qwen3: no QKV biases (llama.cpp's loader and converter: none), QK-norm */
+static kvs_status load_qwen3(kvs_loader *L) { return load_family(L, KVS_ROPE_NEOX, false, true); }
 
 const kvs_arch_ops kvs_arch_llama = {
     .name = "llama", .load = load_llama, .default_schemes = llama_schemes, .session_init = llama_session_init,
@@ -162,6 +175,11 @@ const kvs_arch_ops kvs_arch_llama = {
 };
 const kvs_arch_ops kvs_arch_qwen2 = {
     .name = "qwen2", .load = load_qwen2, .default_schemes = llama_schemes, .session_init = llama_session_init,
+    .session_free = llama_session_free, .forward = llama_forward, .retro = llama_retro,
+    .set_capture = llama_set_capture, .one_head_count = true,
+};
+const kvs_arch_ops kvs_arch_qwen3 = {
+    .name = "qwen3", .load = load_qwen3, .default_schemes = llama_schemes, .session_init = llama_session_init,
     .session_free = llama_session_free, .forward = llama_forward, .retro = llama_retro,
     .set_capture = llama_set_capture, .one_head_count = true,
 };

@@ -40,6 +40,12 @@ static void dtype_init_once(void) {
     REF_ENTRY(q4_K, KVS_TYPE_Q4_K, "q4_K", KVS_QK_K, sizeof(kvs_block_q4_K), true, KVS_TYPE_Q8_K, 1);
     REF_ENTRY(q5_K, KVS_TYPE_Q5_K, "q5_K", KVS_QK_K, sizeof(kvs_block_q5_K), true, KVS_TYPE_Q8_K, 1);
     REF_ENTRY(q6_K, KVS_TYPE_Q6_K, "q6_K", KVS_QK_K, sizeof(kvs_block_q6_K), true, KVS_TYPE_Q8_K, 1);
+    REF_ENTRY(mxfp4, KVS_TYPE_MXFP4, "mxfp4", KVS_QK, sizeof(kvs_block_mxfp4), true, KVS_TYPE_Q8_0, 1);
+    /* integer tables: a GGUF tensor type the loaders read directly (no
+     * conversion, no dot product, so never bound as a weight) */
+    g_ref[KVS_TYPE_I32] = (kvs_type_traits){
+        .name = "i32", .block_size = 1, .type_size = 4, .is_quantized = false, .vec_dot_type = KVS_TYPE_I32,
+    };
     /* activation-only formats: no dot product of their own */
     g_ref[KVS_TYPE_Q8_1] = (kvs_type_traits){
         .name = "q8_1", .block_size = KVS_QK, .type_size = sizeof(kvs_block_q8_1), .is_quantized = true,
@@ -81,6 +87,9 @@ static void dtype_init_once(void) {
         f[KVS_TYPE_Q8_0].vec_dot_x4 = kvs_q8_0_vec_dot_x4_avx2;
         f[KVS_TYPE_Q8_0].to_float = kvs_q8_0_to_float_avx2;
         f[KVS_TYPE_Q8_0].from_float = kvs_q8_0_from_float_avx2;
+        f[KVS_TYPE_MXFP4].vec_dot = kvs_mxfp4_vec_dot_avx2;
+        f[KVS_TYPE_MXFP4].vec_dot_x4 = kvs_mxfp4_vec_dot_x4_avx2;
+        f[KVS_TYPE_MXFP4].to_float = kvs_mxfp4_to_float_avx2;
         f[KVS_TYPE_Q8_1].from_float = kvs_q8_1_from_float_avx2;
         f[KVS_TYPE_Q8_K].from_float = kvs_q8_K_from_float_avx2;
 
@@ -109,6 +118,7 @@ static void dtype_init_once(void) {
         GEMM(q5_0, KVS_TYPE_Q5_0, true, 2, 2);
         GEMM(q5_1, KVS_TYPE_Q5_1, true, 2, 2);
         GEMM(q8_0, KVS_TYPE_Q8_0, true, 4, 2);
+        GEMM(mxfp4, KVS_TYPE_MXFP4, true, 2, 2); /* q5_0's panel path; not timed separately */
         GEMM(q2_K, KVS_TYPE_Q2_K, false, 1, 1);
         GEMM(q3_K, KVS_TYPE_Q3_K, false, 1, 1);
         GEMM(q4_K, KVS_TYPE_Q4_K, false, 16, 12);
@@ -153,7 +163,7 @@ size_t kvs_gemm_scratch_bytes(uint32_t t, int64_t n) {
     const size_t nb = (size_t)(n / tr->block_size);
     switch (t) {
     case KVS_TYPE_F32: case KVS_TYPE_F16: case KVS_TYPE_BF16: return nb * KVS_GEMM_PANEL_FLOAT;
-    case KVS_TYPE_Q4_0: case KVS_TYPE_Q5_0: case KVS_TYPE_Q8_0: return nb * KVS_GEMM_PANEL_LEGACY;
+    case KVS_TYPE_Q4_0: case KVS_TYPE_Q5_0: case KVS_TYPE_Q8_0: case KVS_TYPE_MXFP4: return nb * KVS_GEMM_PANEL_LEGACY;
     case KVS_TYPE_Q4_1: case KVS_TYPE_Q5_1: return nb * KVS_GEMM_PANEL_LEGACY_M;
     case KVS_TYPE_Q4_K: case KVS_TYPE_Q5_K: return nb * KVS_GEMM_PANEL_K8;
     case KVS_TYPE_Q2_K: case KVS_TYPE_Q3_K: case KVS_TYPE_Q6_K: return nb * KVS_GEMM_PANEL_K16;
@@ -199,6 +209,7 @@ kvs_gemm_fn kvs_gemm_variant(uint32_t t, int vnni) {
     case KVS_TYPE_Q5_0: V(q5_0);
     case KVS_TYPE_Q5_1: V(q5_1);
     case KVS_TYPE_Q8_0: V(q8_0);
+    case KVS_TYPE_MXFP4: V(mxfp4);
     case KVS_TYPE_Q2_K: V(q2_K);
     case KVS_TYPE_Q3_K: V(q3_K);
     case KVS_TYPE_Q4_K: V(q4_K);

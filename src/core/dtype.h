@@ -30,7 +30,9 @@ typedef enum kvs_dtype {
     KVS_TYPE_Q5_K = 13,
     KVS_TYPE_Q6_K = 14,
     KVS_TYPE_Q8_K = 15,
+    KVS_TYPE_I32  = 26, /* integer tables (DeepSeek V4 hash routing); no kernels */
     KVS_TYPE_BF16 = 30,
+    KVS_TYPE_MXFP4 = 39, /* OCP MX FP4 (E2M1 x 32, one E8M0 scale): routed experts */
     KVS_TYPE_COUNT = 40, /* upper bound for table sizes; GGUF ids >= this are unknown */
 } kvs_dtype;
 

@@ -107,7 +107,7 @@ AI void store8(float *y, __m256 v, int nrows) {
 enum { LEG_PB = KVS_GEMM_PANEL_LEGACY, LEG_PB_M = KVS_GEMM_PANEL_LEGACY_M };
 _Static_assert(LEG_PB == 256 + 32 && LEG_PB_M == 256 + 64, "legacy panel layout");
 
-typedef enum { DEC_Q4_0, DEC_Q4_1, DEC_Q5_0, DEC_Q5_1, DEC_Q8_0 } leg_dec;
+typedef enum { DEC_Q4_0, DEC_Q4_1, DEC_Q5_0, DEC_Q5_1, DEC_Q8_0, DEC_MXFP4 } leg_dec;
 
 AI __m256i leg_decode(const uint8_t *blk, leg_dec dec) {
     switch (dec) {
@@ -120,6 +120,10 @@ AI __m256i leg_decode(const uint8_t *blk, leg_dec dec) {
     case DEC_Q5_1: {
         const kvs_block_q5_1 *b = (const kvs_block_q5_1 *)blk;
         return _mm256_or_si256(nib32(b->qs), hbit16(b->qh));
+    }
+    case DEC_MXFP4: { /* the doubled E2M1 value + 16: unsigned 4..28, offset subtracted as shift 4 */
+        const __m128i tab = _mm_add_epi8(_mm_loadu_si128((const __m128i *)kvs_mxfp4_values), _mm_set1_epi8(16));
+        return _mm256_shuffle_epi8(_mm256_set_m128i(tab, tab), nib32(((const kvs_block_mxfp4 *)blk)->qs));
     }
     default: /* q8_0: signed for AVX2's sign trick, +128 (unsigned) for vpdpbusd */
         return GEMM_VNNI ? _mm256_xor_si256(ld(((const kvs_block_q8_0 *)blk)->qs), _mm256_set1_epi8((char)0x80))
@@ -137,7 +141,7 @@ AI void leg_pack(const uint8_t *w, size_t ws, int nrows, int64_t nb, size_t bsz,
             if (i < nrows) {
                 const uint8_t *blk = w + (size_t)i * ws + (size_t)b * bsz;
                 r[i] = leg_decode(blk, dec);
-                d[i] = HF(rd16(blk));
+                d[i] = dec == DEC_MXFP4 ? kvs_e8m0_half(blk[0]) : HF(rd16(blk));
                 m[i] = has_m ? HF(rd16(blk + 2)) : 0.0f;
             } else {
                 r[i] = _mm256_setzero_si256();
@@ -272,6 +276,10 @@ void GEMM_FN(q5_0)(const kvs_gemm_args *a) {
 }
 void GEMM_FN(q5_1)(const kvs_gemm_args *a) {
     leg_gemm(a, sizeof(kvs_block_q5_1), sizeof(kvs_block_q8_1), XQ1, DEC_Q5_1, 4, 0, 0, 1);
+}
+/* mxfp4: values + 16 <= 28, so 4 maddubs steps fit in i16 (4 * 2 * 28 * 127 < 32768) */
+void GEMM_FN(mxfp4)(const kvs_gemm_args *a) {
+    leg_gemm(a, sizeof(kvs_block_mxfp4), sizeof(kvs_block_q8_0), XQ0, DEC_MXFP4, 4, 0, 4, 0);
 }
 void GEMM_FN(q8_0)(const kvs_gemm_args *a) {
     leg_gemm(a, sizeof(kvs_block_q8_0), sizeof(kvs_block_q8_0), XQ0, DEC_Q8_0, 1, !GEMM_VNNI, GEMM_VNNI ? 7 : 0, 0);

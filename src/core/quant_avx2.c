@@ -327,6 +327,50 @@ void kvs_q8_0_vec_dot_x4_avx2(int64_t n, float *s, const void *vw, const void *v
     for (int j = 0; j < 4; j++) s[j] = hsum8(acc[j]);
 }
 
+/* mxfp4: the 16 doubled E2M1 values by pshufb on the nibbles (signed, |v| <= 12) */
+static inline __m256i mxfp4_values32(const uint8_t *qs) {
+    const __m128i tab = _mm_loadu_si128((const __m128i *)kvs_mxfp4_values);
+    return _mm256_shuffle_epi8(_mm256_set_m128i(tab, tab), nibbles32(qs));
+}
+
+void kvs_mxfp4_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) {
+    const kvs_block_mxfp4 *w = vw;
+    const kvs_block_q8_0 *x = vx;
+    const int64_t nb = n / KVS_QK;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 <= nb; i += 2) {
+        PREFETCH(w + i);
+        const __m256 p0 = _mm256_cvtepi32_ps(dot_s8s8(mxfp4_values32(w[i].qs), loadu256(x[i].qs)));
+        const __m256 p1 = _mm256_cvtepi32_ps(dot_s8s8(mxfp4_values32(w[i + 1].qs), loadu256(x[i + 1].qs)));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(kvs_e8m0_half(w[i].e) * HF(x[i].d)), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(kvs_e8m0_half(w[i + 1].e) * HF(x[i + 1].d)), p1, acc1);
+    }
+    for (; i < nb; i++) {
+        const __m256 p0 = _mm256_cvtepi32_ps(dot_s8s8(mxfp4_values32(w[i].qs), loadu256(x[i].qs)));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(kvs_e8m0_half(w[i].e) * HF(x[i].d)), p0, acc0);
+    }
+    *s = hsum8(_mm256_add_ps(acc0, acc1));
+}
+
+void kvs_mxfp4_vec_dot_x4_avx2(int64_t n, float *s, const void *vw, const void *vx, size_t xs) {
+    const kvs_block_mxfp4 *w = vw;
+    const kvs_block_q8_0 *x[4] = {X4(0), X4(1), X4(2), X4(3)};
+    const int64_t nb = n / KVS_QK;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < nb; i++) {
+        const __m256i q = mxfp4_values32(w[i].qs);
+        const __m256i aq = _mm256_sign_epi8(q, q);
+        const float dw = kvs_e8m0_half(w[i].e);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const __m256i p = dot_u8s8(aq, _mm256_sign_epi8(loadu256(x[j][i].qs), q));
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * HF(x[j][i].d)), _mm256_cvtepi32_ps(p), acc[j]);
+        }
+    }
+    for (int j = 0; j < 4; j++) s[j] = hsum8(acc[j]);
+}
+
 /* ================================================================ K-quants */
 
 /* q4_K/q5_K 12-byte scale field -> u[0..1] = 8 scales, u[2..3] = 8 mins
@@ -636,6 +680,11 @@ void kvs_q8_0_to_float_avx2(const void *vx, float *y, int64_t n) {
     const kvs_block_q8_0 *x = vx;
     for (int64_t i = 0; i < n / KVS_QK; i++)
         store32_scaled(loadu256(x[i].qs), y + i * KVS_QK, _mm256_set1_ps(HF(x[i].d)));
+}
+void kvs_mxfp4_to_float_avx2(const void *vx, float *y, int64_t n) {
+    const kvs_block_mxfp4 *x = vx;
+    for (int64_t i = 0; i < n / KVS_QK; i++)
+        store32_scaled(mxfp4_values32(x[i].qs), y + i * KVS_QK, _mm256_set1_ps(kvs_e8m0_half(x[i].e)));
 }
 void kvs_q4_K_to_float_avx2(const void *vx, float *y, int64_t n) {
     const kvs_block_q4_K *x = vx;

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/dtype.h"
 
@@ -20,6 +21,19 @@ typedef struct { uint16_t d, m; uint8_t qs[KVS_QK / 2]; } kvs_block_q4_1;
 typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[KVS_QK / 2]; } kvs_block_q5_0;
 typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[KVS_QK / 2]; } kvs_block_q5_1;
 typedef struct { uint16_t d; int8_t qs[KVS_QK]; } kvs_block_q8_0;
+/* MXFP4 (OCP microscaling): 32 E2M1 values, low nibbles elements 0..15, high
+ * nibbles 16..31, one shared E8M0 exponent e. As ggml stores it, a nibble
+ * indexes kvs_mxfp4_values (twice the E2M1 value) and the block scale is
+ * kvs_e8m0_half(e) = 2^(e-128), so x = value * scale exactly. */
+typedef struct { uint8_t e; uint8_t qs[KVS_QK / 2]; } kvs_block_mxfp4;
+extern const int8_t kvs_mxfp4_values[16];
+static inline float kvs_e8m0_half(uint8_t e) {
+    /* 2^(e-128): subnormal for e < 2 (bit patterns as ggml_e8m0_to_fp32_half) */
+    uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
 /* s = d * sum(qs) */
 typedef struct { uint16_t d, s; int8_t qs[KVS_QK]; } kvs_block_q8_1;
 
@@ -70,6 +84,7 @@ _Static_assert(sizeof(kvs_block_q4_1) == 20, "q4_1 size");
 _Static_assert(sizeof(kvs_block_q5_0) == 22, "q5_0 size");
 _Static_assert(sizeof(kvs_block_q5_1) == 24, "q5_1 size");
 _Static_assert(sizeof(kvs_block_q8_0) == 34, "q8_0 size");
+_Static_assert(sizeof(kvs_block_mxfp4) == 17, "mxfp4 size");
 _Static_assert(sizeof(kvs_block_q8_1) == 36, "q8_1 size");
 _Static_assert(sizeof(kvs_block_q2_K) == 84, "q2_K size");
 _Static_assert(sizeof(kvs_block_q3_K) == 110, "q3_K size");
@@ -107,6 +122,7 @@ KVS_DECL_TYPE(q3_K)
 KVS_DECL_TYPE(q4_K)
 KVS_DECL_TYPE(q5_K)
 KVS_DECL_TYPE(q6_K)
+KVS_DECL_TYPE(mxfp4)
 #undef KVS_DECL_TYPE
 void kvs_q8_1_to_float_ref(const void *x, float *y, int64_t n);
 void kvs_q8_1_from_float_ref(const float *x, void *y, int64_t n);
@@ -122,6 +138,7 @@ void kvs_q4_1_vec_dot_avx2(int64_t n, float *s, const void *w, const void *x);
 void kvs_q5_0_vec_dot_avx2(int64_t n, float *s, const void *w, const void *x);
 void kvs_q5_1_vec_dot_avx2(int64_t n, float *s, const void *w, const void *x);
 void kvs_q8_0_vec_dot_avx2(int64_t n, float *s, const void *w, const void *x);
+void kvs_mxfp4_vec_dot_avx2(int64_t n, float *s, const void *w, const void *x);
 void kvs_q4_K_vec_dot_avx2(int64_t n, float *s, const void *w, const void *x);
 void kvs_q5_K_vec_dot_avx2(int64_t n, float *s, const void *w, const void *x);
 void kvs_q6_K_vec_dot_avx2(int64_t n, float *s, const void *w, const void *x);
@@ -131,6 +148,7 @@ void kvs_f16_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, 
 void kvs_q4_0_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
 void kvs_q4_1_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
 void kvs_q8_0_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
+void kvs_mxfp4_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
 void kvs_q4_K_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
 void kvs_q5_K_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
 void kvs_q6_K_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
@@ -148,6 +166,7 @@ KVS_DECL_GEMM(q4_1)
 KVS_DECL_GEMM(q5_0)
 KVS_DECL_GEMM(q5_1)
 KVS_DECL_GEMM(q8_0)
+KVS_DECL_GEMM(mxfp4)
 KVS_DECL_GEMM(q2_K)
 KVS_DECL_GEMM(q3_K)
 KVS_DECL_GEMM(q4_K)
@@ -159,7 +178,7 @@ KVS_DECL_GEMM(q6_K)
 kvs_gemm_fn kvs_gemm_variant(uint32_t t, int vnni);
 /* Panel bytes the gemm kernels keep per 8 weight rows and block (per element
  * for the float types): see the layouts in gemm_impl.h. */
-#define KVS_GEMM_PANEL_LEGACY   288  /* q4_0, q5_0, q8_0 per 32-block */
+#define KVS_GEMM_PANEL_LEGACY   288  /* q4_0, q5_0, q8_0, mxfp4 per 32-block */
 #define KVS_GEMM_PANEL_LEGACY_M 320  /* q4_1, q5_1 */
 #define KVS_GEMM_PANEL_K8      2624  /* q4_K, q5_K per 256-block */
 #define KVS_GEMM_PANEL_K16     2880  /* q2_K, q3_K, q6_K */
@@ -170,6 +189,7 @@ void kvs_bf16_to_float_avx2(const void *x, float *y, int64_t n);
 void kvs_q4_0_to_float_avx2(const void *x, float *y, int64_t n);
 void kvs_q4_1_to_float_avx2(const void *x, float *y, int64_t n);
 void kvs_q8_0_to_float_avx2(const void *x, float *y, int64_t n);
+void kvs_mxfp4_to_float_avx2(const void *x, float *y, int64_t n);
 void kvs_q4_K_to_float_avx2(const void *x, float *y, int64_t n);
 void kvs_q6_K_to_float_avx2(const void *x, float *y, int64_t n);
 

@@ -667,3 +667,59 @@ void kvs_q3_K_vec_dot_ref(int64_t n, float *s, const void *vw, const void *vx) {
     }
     *s = (float)acc;
 }
+
+/* ---------------------------------------------------------------- mxfp4 */
+
+const int8_t kvs_mxfp4_values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+static int mxfp4_nearest(float v, float d) {
+    int best = 0;
+    float err = fabsf(v);
+    for (int i = 1; i < 16; i++) {
+        const float e = fabsf((float)kvs_mxfp4_values[i] * d - v);
+        if (e < err) { err = e; best = i; }
+    }
+    return best;
+}
+/* ggml's quantize_row_mxfp4_ref: e = floor(log2(amax)) - 2 + 127 (the largest
+ * value 6 = 12/2 then covers amax), nearest value with the lowest index on
+ * ties; the exponent is clamped to the E8M0 range instead of wrapping. */
+void kvs_mxfp4_from_float_ref(const float *x, void *vy, int64_t n) {
+    kvs_block_mxfp4 *y = vy;
+    for (int64_t i = 0; i < n / KVS_QK; i++) {
+        const float *xb = x + i * KVS_QK;
+        float amax = 0;
+        for (int j = 0; j < KVS_QK; j++) amax = fabsf(xb[j]) > amax ? fabsf(xb[j]) : amax;
+        int e = 0;
+        if (amax > 0 && isfinite(amax)) {
+            e = (int)floorf(log2f(amax)) - 2 + 127;
+            e = e < 0 ? 0 : e > 254 ? 254 : e;
+        }
+        y[i].e = (uint8_t)e;
+        const float d = kvs_e8m0_half((uint8_t)e);
+        for (int j = 0; j < KVS_QK / 2; j++)
+            y[i].qs[j] = (uint8_t)(mxfp4_nearest(xb[j], d) | (mxfp4_nearest(xb[j + 16], d) << 4));
+    }
+}
+void kvs_mxfp4_to_float_ref(const void *vx, float *y, int64_t n) {
+    const kvs_block_mxfp4 *x = vx;
+    for (int64_t i = 0; i < n / KVS_QK; i++) {
+        const float d = kvs_e8m0_half(x[i].e);
+        for (int j = 0; j < KVS_QK / 2; j++) {
+            y[i * KVS_QK + j] = (float)kvs_mxfp4_values[x[i].qs[j] & 0xF] * d;
+            y[i * KVS_QK + j + 16] = (float)kvs_mxfp4_values[x[i].qs[j] >> 4] * d;
+        }
+    }
+}
+void kvs_mxfp4_vec_dot_ref(int64_t n, float *s, const void *vw, const void *vx) {
+    const kvs_block_mxfp4 *w = vw;
+    const kvs_block_q8_0 *x = vx;
+    double acc = 0;
+    for (int64_t i = 0; i < n / KVS_QK; i++) {
+        int sumi = 0;
+        for (int j = 0; j < KVS_QK / 2; j++)
+            sumi += kvs_mxfp4_values[w[i].qs[j] & 0xF] * x[i].qs[j] + kvs_mxfp4_values[w[i].qs[j] >> 4] * x[i].qs[j + 16];
+        acc += (float)sumi * (kvs_e8m0_half(w[i].e) * H2F(x[i].d));
+    }
+    *s = (float)acc;
+}

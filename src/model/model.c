@@ -14,6 +14,7 @@
 static const kvs_arch_ops *const ARCHES[] = {
     &kvs_arch_llama,
     &kvs_arch_qwen2,
+    &kvs_arch_qwen3,
     &kvs_arch_deepseek2,
     &kvs_arch_deepseek4,
     &kvs_arch_gemma3, &kvs_arch_gemma4,

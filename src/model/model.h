@@ -68,6 +68,7 @@ typedef struct kvs_layer_weights {
     const float *attn_norm, *ffn_norm;        /* (n_embd) */
     kvs_weight wq, wk, wv, wo;                /* q: (n_head*dk, n_embd) ... */
     const float *bq, *bk, *bv;                /* optional biases (qwen2) */
+    const float *q_norm, *k_norm;             /* per-head RMSNorm of q, k before RoPE (qwen3), (head_dim) */
     kvs_weight ffn_gate, ffn_up, ffn_down;
 } kvs_layer_weights;
 
@@ -95,7 +96,7 @@ void kvs_model_count_weights(kvs_model *m);
 /* The architecture a GGUF's general.architecture names, or NULL. */
 const kvs_arch_ops *kvs_arch_find(const char *name);
 
-extern const kvs_arch_ops kvs_arch_llama, kvs_arch_qwen2;
+extern const kvs_arch_ops kvs_arch_llama, kvs_arch_qwen2, kvs_arch_qwen3;
 extern const kvs_arch_ops kvs_arch_deepseek2;
 extern const kvs_arch_ops kvs_arch_deepseek4;
 extern const kvs_arch_ops kvs_arch_gemma3, kvs_arch_gemma4;
