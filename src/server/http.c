@@ -245,6 +245,15 @@ void srv_http_quiesce(srv_http *h) {
     h->quiesced = true;
 }
 
+void srv_http_drain(srv_http *h, double seconds) {
+    if (!h) return;
+    for (int i = 0; i < (int)(seconds * 100); i++) { /* 10 ms polls, bounded */
+        const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        if (!info || info->num_connections == 0) return;
+        usleep(10000);
+    }
+}
+
 void srv_http_stop(srv_http *h) {
     if (!h) return;
     MHD_stop_daemon(h->d);

@@ -37,6 +37,10 @@ uint16_t srv_http_port(const srv_http *h);
 void srv_http_quiesce(srv_http *h);
 /* Closes every connection (after their handlers return) and frees. */
 void srv_http_stop(srv_http *h);
+/* Wait (at most `seconds`) until every open connection has closed, so the
+ * last event of a request cut at shutdown reaches its client before the
+ * daemon stops. */
+void srv_http_drain(srv_http *h, double seconds);
 
 int srv_reply(srv_conn *c, int status, const char *content_type, const char *body, size_t n);
 int srv_reply_error(srv_conn *c, const srv_error *e);

@@ -107,6 +107,7 @@ void srv_server_shutdown(srv_server *s, double grace) {
 void srv_server_free(srv_server *s) {
     if (!s) return;
     srv_server_shutdown(s, 0);
+    srv_http_drain(s->http, 5.0); /* the cut requests' error events reach their clients */
     srv_http_stop(s->http); /* waits for the connection threads, which see their jobs done */
     srv_sched_free(s->sched);
     kvs_session_free(s->est);
