@@ -44,6 +44,7 @@ isa_flags() {
   case "$1" in
     *_avx2.c)   echo "-mavx2 -mfma -mf16c" ;;
     *_avx512.c) echo "-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c" ;;
+    *_vnni.c)   echo "-mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c -mavx512vnni" ;;
   esac
 }
 fuzz_objs=(); core_objs=(); plain_objs=()
@@ -66,11 +67,11 @@ for f in src/core/*.c; do
 done
 # shellcheck disable=SC2086
 "$CLANG" $CFLAGS -fsanitize=fuzzer,address,undefined tests/fuzz/fuzz_gguf.c "${fuzz_objs[@]}" \
-  "${core_objs[@]}" -lm -o "$OUT/fuzz_gguf"
+  "${core_objs[@]}" -lm -ljansson -o "$OUT/fuzz_gguf"
 
 # Seed generator: the unit test's image builders (test_gguf --seeds), plain build.
 # shellcheck disable=SC2086
-"$CORE_CC" $CFLAGS tests/test_gguf.c "${plain_objs[@]}" "${core_objs[@]}" -lm -o "$OUT/gguf_seeds"
+"$CORE_CC" $CFLAGS tests/test_gguf.c "${plain_objs[@]}" "${core_objs[@]}" -lm -ljansson -o "$OUT/gguf_seeds"
 "$OUT/gguf_seeds" --seeds "$CORPUS/seeds"
 
 cat > "$OUT/gguf.dict" <<'DICT'
