@@ -100,19 +100,8 @@ int cmd_serve(int argc, char **argv) {
     cfg.model_id = id;
     if (!quiet) { cfg.log = log_line; cfg.log_user = NULL; }
 
-    kvs_session_params sp = kvs_session_params_default();
-    sp.n_ctx = c.ctx ? c.ctx : (uint32_t)(info.n_ctx_train > 0 ? info.n_ctx_train : 4096);
-    if (c.batch) sp.n_batch = c.batch;
-    sp.n_threads = c.threads;
-    sp.kv_type = c.kv_type;
-    sp.kv_window = c.kv_window;
-    sp.kv_sinks = c.kv_sinks;
-    sp.kv_page = c.kv_page;
-    sp.kv_budget = c.kv_budget;
-    sp.kv_layers = c.kv_layers[0] ? c.kv_layers : NULL;
-    if (info.n_ctx_train > 0 && sp.n_ctx > (uint32_t)info.n_ctx_train)
-        fprintf(stderr, "kvslim: warning: context %u exceeds the %d tokens the model was trained on\n", sp.n_ctx,
-                info.n_ctx_train);
+    kvs_session_params sp =
+        cli_session_params(m, &c, (uint32_t)(info.n_ctx_train > 0 ? info.n_ctx_train : 4096));
 
     /* the signals wait for sigwait below: every thread started from here blocks them */
     sigset_t sigs;
