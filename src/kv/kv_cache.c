@@ -391,14 +391,8 @@ kvs_status kvs_kv_cache_fork(const kvs_kv_cache *src, kvs_kv_cache **out) {
         return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: a sequence with token eviction cannot be forked (its kept "
                         "set is scored per sequence)");
     if (src->chunk_n) return kvs_fail(KVS_ERR_INVALID_ARG, "kv cache: cannot fork inside a chunk");
-    kvs_kv_scheme *schemes = kvs_malloc(sizeof *schemes * (size_t)src->n_layers);
-    if (!schemes) return kvs_fail(KVS_ERR_NOMEM, "kv cache: out of memory");
-    for (int32_t i = 0; i < src->n_layers; i++) schemes[i] = src->layers[i].scheme;
     kvs_kv_cache *c;
-    kvs_status st = kvs_kv_cache_new_in(src->pool, schemes, src->n_layers, src->capacity, &c);
-    kvs_free(schemes);
-    if (st != KVS_OK) return st;
-    if (src->n_batch && (st = kvs_kv_chunk_init(c, src->n_batch)) != KVS_OK) { kvs_kv_cache_free(c); return st; }
+    KVS_TRY(kvs_kv_cache_new_like(src, &c)); /* same schemes, pool and chunk buffers; no eviction (refused above) */
     for (int32_t i = 0; i < c->n_layers; i++) {
         kvs_kv_layer *L = &c->layers[i];
         const kvs_kv_layer *S = &src->layers[i];
