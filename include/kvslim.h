@@ -258,6 +258,11 @@ typedef struct kvs_prefix_stats {
 kvs_prefix_stats kvs_engine_prefix_stats(const kvs_engine *e);
 /* Drop every cached prefix (and its file in the disk tier). */
 void kvs_engine_prefix_clear(kvs_engine *e);
+/* Give back the pool pages of the least recently used cached prefix (with a
+ * disk tier it stays findable on disk); false when none holds pages. */
+bool kvs_engine_prefix_evict_one(kvs_engine *e);
+/* Whether a cached prefix holds exactly tokens[0..n). */
+bool kvs_engine_prefix_has(const kvs_engine *e, const kvs_token *tokens, uint32_t n);
 /* The disk tier: prefixes whose pages the pool needs are written to dir
  * (sequence files) instead of being dropped, as are a cache_prefix entry's
  * last snapshot and kvs_engine_cache_prefix's at once, up to cap_bytes (0: no

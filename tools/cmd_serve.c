@@ -28,6 +28,9 @@ static void usage(void) {
             "      --max-conns N      open connections (default 64)\n"
             "      --idle-timeout S   close a connection silent for S seconds (default 30)\n"
             "      --prefix-cache N   cached prompt prefixes (system prompts, conversations) (default 32, 0: off)\n"
+            "      --kv-dir DIR       the prefix cache's disk tier: prefixes the pool evicts are kept there and\n"
+            "                         found again after a restart\n"
+            "      --kv-dir-bytes N   cap of the disk tier (e.g. 4G; default: no cap)\n"
             "      --grace S          on SIGTERM, seconds running requests get to finish (default 10)\n"
             "      --ignore-eos       generate to max_tokens past end-of-generation tokens (load tests)\n"
             "      --quiet            no line per request on stderr\n"
@@ -80,6 +83,13 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--max-tokens")) { VAL(); if (!cli_parse_count(val, &u) || u < 1 || u > (1u << 26)) BAD("a token count >= 1"); cfg.sched.max_tokens = (uint32_t)u; }
         else if (!strcmp(a, "--max-conns")) { VAL(); if (!cli_parse_int(val, 1, 4096, &v)) BAD("1 to 4096"); cfg.http.max_conns = (uint32_t)v; }
         else if (!strcmp(a, "--idle-timeout")) { VAL(); if (!cli_parse_int(val, 1, 86400, &v)) BAD("1 to 86400 seconds"); cfg.http.idle_timeout_s = (uint32_t)v; }
+        else if (!strcmp(a, "--kv-dir")) { VAL(); cfg.kv_dir = val; }
+        else if (!strcmp(a, "--kv-dir-bytes")) {
+            VAL();
+            unsigned long long b;
+            if (!cli_parse_count(val, &b)) BAD("a byte count such as 4G");
+            cfg.kv_dir_bytes = b;
+        }
         else if (!strcmp(a, "--prefix-cache")) { VAL(); if (!cli_parse_int(val, 0, 4096, &v)) BAD("0 to 4096"); cfg.sched.prefix_entries = (uint32_t)v; }
         else if (!strcmp(a, "--grace")) { VAL(); if (!cli_parse_float(val, &f) || !(f >= 0 && f <= 86400)) BAD("seconds from 0 to 86400"); grace = f; }
         else if (!strcmp(a, "--quiet")) quiet = true;

@@ -360,6 +360,12 @@ bool kvs_kv_prefix_evict_one(kvs_kv_prefix *p) {
     return true;
 }
 
+bool kvs_kv_prefix_has(const kvs_kv_prefix *p, const kvs_token *tokens, uint32_t n) {
+    for (uint32_t s = 0; s < p->n_snaps; s++)
+        if (p->snaps[s].used && p->snaps[s].n == n && !memcmp(p->snaps[s].tokens, tokens, sizeof *tokens * n)) return true;
+    return false;
+}
+
 void kvs_kv_prefix_clear(kvs_kv_prefix *p) {
     for (uint32_t s = 0; s < p->n_snaps; s++)
         if (p->snaps[s].used) drop_snapshot(p, s);

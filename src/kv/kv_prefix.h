@@ -54,6 +54,8 @@ kvs_status kvs_kv_prefix_lookup(kvs_kv_prefix *p, const kvs_token *tokens, uint3
  * (with a disk tier it is written there first and stays findable); false
  * when no snapshot holds pages. */
 bool kvs_kv_prefix_evict_one(kvs_kv_prefix *p);
+/* Whether a snapshot holds exactly tokens[0..n) (in memory or on disk). */
+bool kvs_kv_prefix_has(const kvs_kv_prefix *p, const kvs_token *tokens, uint32_t n);
 /* Forget every snapshot (and delete their files). */
 void kvs_kv_prefix_clear(kvs_kv_prefix *p);
 

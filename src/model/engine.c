@@ -300,6 +300,12 @@ void kvs_engine_prefix_clear(kvs_engine *e) {
     if (e && e->prefix) kvs_kv_prefix_clear(e->prefix);
 }
 
+bool kvs_engine_prefix_evict_one(kvs_engine *e) { return e && e->prefix && kvs_kv_prefix_evict_one(e->prefix); }
+
+bool kvs_engine_prefix_has(const kvs_engine *e, const kvs_token *tokens, uint32_t n) {
+    return e && e->prefix && tokens && kvs_kv_prefix_has(e->prefix, tokens, n);
+}
+
 kvs_status kvs_engine_set_prefix_dir(kvs_engine *e, const char *dir, uint64_t cap_bytes) {
     if (!e || !dir) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_engine_set_prefix_dir: NULL argument");
     if (!e->prefix)

@@ -74,6 +74,10 @@ kvs_status srv_server_start(const kvs_model *m, const kvs_session_params *params
         snprintf(err, cap, "cannot create the engine: %s", kvs_last_error());
         goto fail;
     }
+    if (cfg->kv_dir && (st = kvs_engine_set_prefix_dir(s->e, cfg->kv_dir, cfg->kv_dir_bytes)) != KVS_OK) {
+        snprintf(err, cap, "--kv-dir: %s", kvs_last_error());
+        goto fail;
+    }
     s->cfg.sched.kv_page = params->kv_page ? params->kv_page : 256;
     if (s->cfg.sched.parallel > kvs_engine_n_batch(s->e)) {
         snprintf(err, cap, "--parallel %u exceeds the batch of %u tokens per step (-b)", s->cfg.sched.parallel,

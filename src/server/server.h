@@ -18,6 +18,8 @@ typedef struct srv_config {
     srv_sched_config sched;
     const char *model_id;       /* the name /v1/models lists and responses carry */
     uint32_t max_prompt;        /* prompt tokens at most (0: the context less one) */
+    const char *kv_dir;         /* the prefix cache's disk tier (NULL: none) */
+    uint64_t kv_dir_bytes;      /* its cap (0: none) */
     double timeout_s;           /* per request, queue wait included (0: none) */
     kvs_sampler_params sampling;/* defaults of temperature, top_p and the rest */
     /* one line per finished completion request (NULL: quiet) */
