@@ -157,15 +157,17 @@ static void test_prefix(void) {
     CHECK(!srv_prefix_register(pc, t, 19, q));          /* n_past must equal the tokens given */
     CHECK(srv_prefix_register(pc, t, 20, q) && srv_prefix_has(pc, t, 20) && srv_prefix_n_entries(pc) == 1);
     CHECK(srv_prefix_register(pc, t, 20, q) && srv_prefix_n_entries(pc) == 1); /* refreshed, not doubled */
-    srv_prefix_lookup(pc, t, 20, &f, &nc);              /* a whole prompt is not a proper prefix */
-    CHECK(!f && nc == 0);
+    srv_prefix_lookup(pc, t, 20, &f, &nc);              /* a whole prompt leaves one token to run: */
+    CHECK(f && nc == 16 && kvs_seq_n_past(f) == 16);    /* the cut is at the last whole block      */
+    kvs_seq_free(f);
+    f = NULL;
     kvs_token other[40];
     memcpy(other, t, sizeof other);
     other[5] = 7;
-    srv_prefix_lookup(pc, other, 40, &f, &nc);
-    CHECK(!f && nc == 0);
+    srv_prefix_lookup(pc, other, 40, &f, &nc);          /* differs inside the first block */
+    CHECK(!f && nc == 0 && srv_prefix_misses(pc) == 2);
     srv_prefix_lookup(pc, t, 40, &f, &nc);
-    CHECK(f && nc == 20 && kvs_seq_n_past(f) == 20 && srv_prefix_hits(pc) == 1);
+    CHECK(f && nc == 20 && kvs_seq_n_past(f) == 20 && srv_prefix_hits(pc) == 2);
     /* the fork continues like the original would: same logits */
     float *a = malloc(sizeof(float) * 49152 * 2), *b = a + 49152;
     kvs_batch_entry y[2] = {{.seq = f, .tokens = t + 20, .n_tokens = 4, .logits = a},
@@ -181,9 +183,9 @@ static void test_prefix(void) {
     kvs_seq_free(f);
     kvs_seq *r = NULL;
     CHECK(kvs_seq_new(e, &r) == KVS_OK);
-    x = (kvs_batch_entry){.seq = r, .tokens = other, .n_tokens = 10};
+    x = (kvs_batch_entry){.seq = r, .tokens = other, .n_tokens = 32};
     CHECK(kvs_engine_decode(e, &x, 1) == KVS_OK);
-    CHECK(srv_prefix_register(pc, other, 10, r) && srv_prefix_n_entries(pc) == 2);
+    CHECK(srv_prefix_register(pc, other, 32, r) && srv_prefix_n_entries(pc) == 2);
     CHECK(!srv_prefix_has(pc, t, 20) && srv_prefix_has(pc, t, 24)); /* t[0..20) was used least recently */
     uint64_t before = kvs_engine_kv_bytes(e);
     kvs_seq_free(r);

@@ -2,9 +2,11 @@
  * see server.h. */
 #include "server/server.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 srv_config srv_config_default(void) {
@@ -72,6 +74,12 @@ kvs_status srv_server_start(const kvs_model *m, const kvs_session_params *params
         pp.kv_budget = (uint64_t)(cfg->sched.parallel + 1) * kvs_session_kv_bytes_at(s->est, kvs_session_n_ctx(s->est));
     if ((st = kvs_engine_new(m, &pp, &s->e)) != KVS_OK) {
         snprintf(err, cap, "cannot create the engine: %s", kvs_last_error());
+        goto fail;
+    }
+    /* the directory is made when missing (its parent must exist), as llama-server's --slot-save-path is */
+    if (cfg->kv_dir && mkdir(cfg->kv_dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, cap, "--kv-dir: cannot create '%s': %s", cfg->kv_dir, strerror(errno));
+        st = KVS_ERR_IO;
         goto fail;
     }
     if (cfg->kv_dir && (st = kvs_engine_set_prefix_dir(s->e, cfg->kv_dir, cfg->kv_dir_bytes)) != KVS_OK) {

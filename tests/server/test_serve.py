@@ -442,6 +442,35 @@ def test_sigterm_cuts_running_requests_cleanly(make_server):
     assert "SIGTERM: shutting down" in log and "stopped" in log
 
 
+def test_kv_dir_survives_kill9(make_server, tmp_path):
+    kvdir = str(tmp_path / "kv")
+    system = f"You answer questions about ships (run {uuid.uuid4().hex}). " + "Keep answers short and plain. " * 12
+    s = make_server("-c", "2048", "--parallel", "2", "--kv-dir", kvdir)
+    c = openai.OpenAI(base_url=s.url + "/v1", api_key="x", max_retries=0, timeout=120)
+    a = chat(c, "What is a hull?", system=system, max_tokens=8)
+    assert a.usage.prompt_tokens_details.cached_tokens == 0
+    files = wait_for(lambda: [f for f in os.listdir(kvdir) if not f.startswith(".")], 30, "a prefix file in --kv-dir")
+    s.kill9()  # nothing is flushed at exit
+    t = make_server("-c", "2048", "--parallel", "2", "--kv-dir", kvdir)
+    c = openai.OpenAI(base_url=t.url + "/v1", api_key="x", max_retries=0, timeout=120)
+    b = chat(c, "What is a mast?", system=system, max_tokens=8)
+    cached = b.usage.prompt_tokens_details.cached_tokens
+    assert cached >= 64 and cached < b.usage.prompt_tokens, (cached, files)
+    # the prefix read back from disk gives what a cold prefill gives
+    cold = make_server("-c", "2048", "--parallel", "2")
+    c = openai.OpenAI(base_url=cold.url + "/v1", api_key="x", max_retries=0, timeout=120)
+    want = chat(c, "What is a mast?", system=system, max_tokens=8)
+    assert want.usage.prompt_tokens_details.cached_tokens == 0
+    assert b.choices[0].message.content == want.choices[0].message.content
+    # a file that is not a sequence file in the directory is ignored, not fatal
+    with open(os.path.join(kvdir, "junk.kvs"), "wb") as f:
+        f.write(b"not a sequence file")
+    t.stop()
+    u = make_server("-c", "2048", "--parallel", "2", "--kv-dir", kvdir)
+    c = openai.OpenAI(base_url=u.url + "/v1", api_key="x", max_retries=0, timeout=120)
+    assert chat(c, "What is a keel?", system=system, max_tokens=4).usage.prompt_tokens_details.cached_tokens >= 64
+
+
 def test_dashboard_page(server):
     st, hdr, body = raw(server, "GET", "/")
     assert st == 200 and hdr["Content-Type"].startswith("text/html")
