@@ -1,9 +1,9 @@
-/* The server's prefix cache, behind a small interface so it can move onto
- * the engine's own prefix index when that lands: entries are sequences that
- * hold exactly a prompt prefix (a system prompt, a conversation so far),
- * keyed by their tokens; a request forks the longest entry its prompt starts
- * with and prefills only the rest. Entries are dropped least recently used
- * when the cache is full or the KV pool needs their pages. Used by the
+/* The server's view of the engine's prefix cache (kv/kv_prefix.c): entries
+ * are snapshots of a prompt prefix (a system prompt, a conversation so far);
+ * a request starts from the longest cached prefix of its prompt, matched in
+ * 16-token blocks, and prefills only the rest. This layer adds the server's
+ * entry cap (--prefix-cache) and its hit and miss counts; entries are dropped
+ * least recently used when the cap or the KV pool needs it. Used by the
  * scheduler thread only (the engine is single-threaded). */
 #ifndef KVS_SERVER_PREFIX_H
 #define KVS_SERVER_PREFIX_H
