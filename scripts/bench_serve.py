@@ -12,7 +12,7 @@ Python standard library; servers bind 127.0.0.1.
   python3 scripts/bench_serve.py --streams 1,4,8,16 -t 2
   python3 scripts/bench_serve.py --no-peer --kvslim-args "--kv q4k4v"
 
-The peer comes from scripts/setup_peers.sh (peers/llama.cpp/bin/llama-server).
+The peer comes from scripts/setup_peers.sh (peers/llama.cpp/build/bin/llama-server).
 A benchmark, not a test: run it on an otherwise idle machine.
 """
 import argparse
@@ -118,7 +118,7 @@ def main():
     ap.add_argument("--ctx", type=int, default=2048, help="context per sequence")
     ap.add_argument("--kvslim", default=os.path.join(ROOT, "build", "kvslim"))
     ap.add_argument("--kvslim-args", default="")
-    ap.add_argument("--peer", default=os.path.join(ROOT, "peers", "llama.cpp", "bin", "llama-server"))
+    ap.add_argument("--peer", default=os.path.join(ROOT, "peers", "llama.cpp", "build", "bin", "llama-server"))
     ap.add_argument("--no-peer", action="store_true")
     a = ap.parse_args()
     levels = [int(x) for x in a.streams.split(",")]

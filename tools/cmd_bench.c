@@ -54,11 +54,15 @@ static void usage(void) {
             "                      token per sequence; prints the step rates (S_PP, S_TG =\n"
             "                      tokens/s over all sequences) and the pool's KV bytes\n"
             "      --prefix-ttft N time to first token of a prompt of N+1 tokens cold, and\n"
-            "                      again when its first N tokens are a cached prefix\n\n"
+            "                      again when its first N tokens are a cached prefix\n"
+            "      --capacity N    sequences of N distinct tokens each admitted into one pool\n"
+            "                      (--kv-budget, default 512M) until it refuses one: the\n"
+            "                      count, KV bytes per sequence and the pool's bytes\n\n"
             "Examples:\n"
             "  kvslim bench -d 8192 --kv q8_0          whole-model decode at depth 8192\n"
             "  kvslim bench --attn -t 2 --kv q4k2v    attention alone, KIVI 4-bit keys/2-bit values\n"
-            "  kvslim bench --parallel 1,4,16 -p 128 -n 32   many sequences, one pool\n",
+            "  kvslim bench --parallel 1,4,16 -p 128 -n 32   many sequences, one pool\n"
+            "  kvslim bench --capacity 4096 --kv-budget 512M --kv q8_0   sequences a pool holds\n",
             cli_common_help());
 }
 
@@ -347,6 +351,59 @@ done:
     return rc;
 }
 
+/* Sequences of n random tokens, each prefilled in its own call, until the
+ * pool's budget refuses one (KVS_ERR_BUDGET: its pages are reserved before
+ * its first step, so a refused sequence costs no compute). */
+static int bench_capacity(const kvs_model *m, const cli_common *c, const kvs_model_info *in, long long n,
+                          bool json) {
+    kvs_engine *e = cli_new_engine(m, c, (uint32_t)n);
+    if (!e) return 1;
+    int rc = 1;
+    size_t cap = 64, held = 0;
+    kvs_seq **q = calloc(cap, sizeof *q);
+    kvs_token *toks = malloc(sizeof *toks * (size_t)n);
+    if (!q || !toks) { fprintf(stderr, "kvslim bench: out of memory\n"); goto done; }
+    uint64_t rng = 0xca9ac17ull, per_seq = 0;
+    double t0 = cli_now();
+    for (;;) {
+        for (long long i = 0; i < n; i++) {
+            rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+            toks[i] = (kvs_token)(rng % (uint64_t)in->n_vocab);
+        }
+        if (held == cap) {
+            kvs_seq **g = realloc(q, sizeof *q * cap * 2);
+            if (!g) { fprintf(stderr, "kvslim bench: out of memory\n"); goto done; }
+            q = g;
+            cap *= 2;
+        }
+        if (kvs_seq_new(e, &q[held]) != KVS_OK) { cli_error("sequence"); goto done; }
+        kvs_batch_entry x = {.seq = q[held], .tokens = toks, .n_tokens = (uint32_t)n};
+        kvs_status st = kvs_engine_decode(e, &x, 1);
+        if (x.status == KVS_ERR_BUDGET) break;
+        if (st != KVS_OK) { cli_error("decode"); goto done; }
+        if (!held) per_seq = kvs_seq_kv_bytes(q[0]);
+        held++;
+        if (!json) { fprintf(stderr, "\r  %zu sequences admitted (%.0f s)", held, cli_now() - t0); fflush(stderr); }
+    }
+    if (!json) fprintf(stderr, "\n");
+    const uint64_t pool = kvs_engine_kv_bytes(e), budget = kvs_engine_kv_budget(e);
+    if (json)
+        printf("{\"test\": \"capacity\", \"tokens\": %lld, \"budget\": %llu, \"sequences\": %zu, "
+               "\"kv_bytes_per_seq\": %llu, \"kv_bytes\": %llu}\n",
+               n, (unsigned long long)budget, held, (unsigned long long)per_seq, (unsigned long long)pool);
+    else
+        printf("%zu sequences of %lld tokens admitted in a %.1f MiB pool (the next one refused): %.2f MiB each, "
+               "%.1f MiB in use\n", held, n, (double)budget / 1048576.0, (double)per_seq / 1048576.0,
+               (double)pool / 1048576.0);
+    rc = 0;
+done:
+    for (size_t i = 0; q && i <= held && i < cap; i++) kvs_seq_free(q[i]);
+    kvs_engine_free(e);
+    free(q);
+    free(toks);
+    return rc;
+}
+
 /* Cold: a new sequence runs n + 1 prompt tokens (cache_prefix on); warm: a
  * new sequence for the same prompt maps the cached n and runs the last one. */
 static int bench_prefix_ttft(const kvs_model *m, const cli_common *c, const kvs_model_info *in, long long n,
@@ -407,7 +464,7 @@ int cmd_bench(int argc, char **argv) {
     double attn_secs = 0.3;
     unsigned long long par[16];
     int n_par = 0;
-    long long prefix_ttft = 0;
+    long long prefix_ttft = 0, capacity = 0;
     for (int i = 1; i < argc; i++) {
         int r = cli_common_option(&c, argc, argv, &i);
         if (r < 0) return 2;
@@ -430,6 +487,7 @@ int cmd_bench(int argc, char **argv) {
             if ((n_attn_depths = parse_list(val, attn_depths, 16)) <= 0) BAD();
             for (int d = 0; d < n_attn_depths; d++) if (attn_depths[d] < 1 || attn_depths[d] > (1u << 24)) BAD();
         }
+        else if (!strcmp(a, "--capacity")) { VAL(); if (!cli_parse_int(val, 1, 1 << 24, &capacity)) BAD(); }
         else if (!strcmp(a, "--prefix-ttft")) { VAL(); if (!cli_parse_int(val, 16, 1 << 20, &prefix_ttft)) BAD(); }
         else if (!strcmp(a, "--parallel")) {
             VAL();
@@ -445,6 +503,13 @@ int cmd_bench(int argc, char **argv) {
     if (!m) return 1;
     kvs_model_info in;
     kvs_model_get_info(m, &in);
+    if (capacity) {
+        if (!c.kv_budget) c.kv_budget = 512ull << 20;
+        if (!json) printf("model: %s (%s), %d layers, pool capacity\n", in.name, in.arch, in.n_layer);
+        int crc = bench_capacity(m, &c, &in, capacity, json);
+        kvs_model_free(m);
+        return crc;
+    }
     if (prefix_ttft) {
         if (!json) printf("model: %s (%s), %d layers, prefix reuse\n", in.name, in.arch, in.n_layer);
         int prc = bench_prefix_ttft(m, &c, &in, prefix_ttft, reps, json);

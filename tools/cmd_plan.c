@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "core/error.h"
 #include "plan/plan.h"
 
@@ -27,6 +28,8 @@ static void usage(FILE *f) {
             "                       qXkYv (KIVI: keys X bits per channel, values Y bits per token)\n"
             "  --hw SPEC            h100-80g h200 rtx4090 rtx3090 m3max-128g dgx-spark, this (measured),\n"
             "                       or custom:mem=24G,bw=1000G,price=0.5 (mem GiB, bw GB/s, USD/hour)\n"
+            "  --kv-budget SIZE     a KV pool of SIZE bytes (e.g. 512M, as serve --kv-budget): seqs fit\n"
+            "                       and max context count it instead of memory minus weights\n"
             "  --what-if CHAIN      transforms applied to every layer, comma separated:\n"
             "                       latent:r=R[,rope=D]  window=N[+S]  share=K  compress=M[,raw=W]\n"
             "                       q8_0|q4_0|...  qXkYv  kivi:k=X,v=Y,g=G  page=P\n"
@@ -105,7 +108,7 @@ static void list_all(void) {
 
 int kvs_cmd_plan(int argc, char **argv) {
     const char *preset = NULL, *gguf = NULL, *config = NULL, *ctx_s = "4k,32k,128k", *kv = NULL, *hw_s = NULL;
-    const char *whatif = NULL, *compare = NULL, *plot = NULL;
+    const char *whatif = NULL, *compare = NULL, *plot = NULL, *budget_s = NULL;
     bool json = false, csv = false;
     long batch = 1;
     for (int i = 1; i < argc; i++) {
@@ -134,6 +137,7 @@ int kvs_cmd_plan(int argc, char **argv) {
         }
         else if (!strcmp(a, "--kv")) { NEXT(); kv = argv[++i]; }
         else if (!strcmp(a, "--hw")) { NEXT(); hw_s = argv[++i]; }
+        else if (!strcmp(a, "--kv-budget")) { NEXT(); budget_s = argv[++i]; }
         else if (!strcmp(a, "--what-if")) { NEXT(); whatif = argv[++i]; }
         else if (!strcmp(a, "--compare")) { NEXT(); compare = argv[++i]; }
         else if (!strcmp(a, "--plot")) { NEXT(); plot = argv[++i]; }
@@ -160,7 +164,18 @@ int kvs_cmd_plan(int argc, char **argv) {
     for (size_t i = 0; i < n_ctx; i++) if (ctx[i] > max_ctx) max_ctx = ctx[i];
 
     kvs_plan_hw hw;
+    memset(&hw, 0, sizeof hw);
     if (hw_s && kvs_plan_hw_parse(hw_s, &hw) != KVS_OK) return fail_last();
+    if (budget_s) { /* a KV pool of this size: with --hw its speed, without only the fit */
+        unsigned long long b = 0;
+        if (!cli_parse_count(budget_s, &b) || b == 0) {
+            fprintf(stderr, "kvslim plan: error: --kv-budget wants a size such as 512M or 4G, got '%s'\n", budget_s);
+            return 2;
+        }
+        if (!hw_s) snprintf(hw.name, sizeof hw.name, "kv-budget");
+        hw.kv_budget = (double)b;
+    }
+    const bool has_hw = hw_s || budget_s;
 
     kvs_plan_model base;
     kvs_status st;
@@ -203,7 +218,7 @@ int kvs_cmd_plan(int argc, char **argv) {
         char label[160];
         if (kv && !compare) snprintf(label, sizeof label, "%.60s%s%.90s", kv, whatif ? "," : "", whatif ? whatif : "");
         else snprintf(label, sizeof label, "%.150s", schemes[k]);
-        if (kvs_plan_compute(&models[k], label, ctx, n_ctx, (uint32_t)batch, hw_s ? &hw : NULL, &results[k]) != KVS_OK) {
+        if (kvs_plan_compute(&models[k], label, ctx, n_ctx, (uint32_t)batch, has_hw ? &hw : NULL, &results[k]) != KVS_OK) {
             rc = fail_last();
             goto done;
         }
@@ -213,7 +228,7 @@ int kvs_cmd_plan(int argc, char **argv) {
     else if (csv) kvs_plan_render_csv(stdout, results, n_sch);
     else {
         kvs_plan_render_text(stdout, results, n_sch, max_ctx);
-        if (!hw_s) printf("\n(no --hw: memory fit, speed and cost omitted; try --hw h100-80g or --hw this)\n");
+        if (!has_hw) printf("\n(no --hw: memory fit, speed and cost omitted; try --hw h100-80g or --hw this)\n");
     }
     if (plot) {
         FILE *f = fopen(plot, "w");

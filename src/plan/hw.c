@@ -20,17 +20,17 @@
 
 static const kvs_plan_hw k_hw[] = {
     /* NVIDIA H100 SXM5 80GB: HBM3 3.35 TB/s (NVIDIA datasheet); ~$2.50/h on demand. */
-    {"h100-80g", 80 * GiB, 3.35e12, 2.50, "NVIDIA H100 SXM 80GB HBM3, 3.35 TB/s (datasheet)"},
+    {"h100-80g", 80 * GiB, 3.35e12, 2.50, "NVIDIA H100 SXM 80GB HBM3, 3.35 TB/s (datasheet)", 0},
     /* NVIDIA H200 141GB: HBM3e 4.8 TB/s (datasheet); ~$3.50/h on demand. */
-    {"h200", 141e9, 4.8e12, 3.50, "NVIDIA H200 141GB HBM3e, 4.8 TB/s (datasheet)"},
+    {"h200", 141e9, 4.8e12, 3.50, "NVIDIA H200 141GB HBM3e, 4.8 TB/s (datasheet)", 0},
     /* GeForce RTX 4090: 24 GB GDDR6X, 1008 GB/s; ~$0.40/h rented. */
-    {"rtx4090", 24 * GiB, 1.008e12, 0.40, "GeForce RTX 4090 24GB GDDR6X, 1008 GB/s"},
+    {"rtx4090", 24 * GiB, 1.008e12, 0.40, "GeForce RTX 4090 24GB GDDR6X, 1008 GB/s", 0},
     /* GeForce RTX 3090: 24 GB GDDR6X, 936 GB/s; ~$0.25/h rented. */
-    {"rtx3090", 24 * GiB, 0.936e12, 0.25, "GeForce RTX 3090 24GB GDDR6X, 936 GB/s"},
+    {"rtx3090", 24 * GiB, 0.936e12, 0.25, "GeForce RTX 3090 24GB GDDR6X, 936 GB/s", 0},
     /* Apple M3 Max, 128 GB unified memory, 400 GB/s (Apple spec); $4,999 over 3 years. */
-    {"m3max-128g", 128 * GiB, 400e9, 0.19, "Apple M3 Max 128GB unified, 400 GB/s; price = $4,999 / 3 years"},
+    {"m3max-128g", 128 * GiB, 400e9, 0.19, "Apple M3 Max 128GB unified, 400 GB/s; price = $4,999 / 3 years", 0},
     /* NVIDIA DGX Spark: 128 GB LPDDR5x unified, 273 GB/s (datasheet); $3,999 over 3 years. */
-    {"dgx-spark", 128 * GiB, 273e9, 0.15, "NVIDIA DGX Spark 128GB LPDDR5x, 273 GB/s; price = $3,999 / 3 years"},
+    {"dgx-spark", 128 * GiB, 273e9, 0.15, "NVIDIA DGX Spark 128GB LPDDR5x, 273 GB/s; price = $3,999 / 3 years", 0},
 };
 
 static const struct { const char *alias, *name; } k_alias[] = {

@@ -471,8 +471,8 @@ kvs_status kvs_plan_compute(const kvs_plan_model *m, const char *label, const ui
     if (hw) {
         out->has_hw = true;
         out->hw = *hw;
-        free_mem = hw->mem_bytes - m->weight_bytes;
-        out->weights_fit = free_mem >= 0;
+        free_mem = hw->kv_budget > 0 ? hw->kv_budget : hw->mem_bytes - m->weight_bytes;
+        out->weights_fit = hw->kv_budget > 0 || free_mem >= 0;
     }
     for (size_t i = 0; i < n_ctx; i++) {
         kvs_plan_point *p = &out->points[i];
@@ -487,7 +487,7 @@ kvs_status kvs_plan_compute(const kvs_plan_model *m, const char *label, const ui
         else if (p->kv_seq == 0) p->concurrency = KVS_PLAN_UNBOUNDED;
         else p->concurrency = (uint64_t)(free_mem / (double)p->kv_seq);
         double step = m->active_weight_bytes + (double)batch * (double)p->kv_read;
-        if (step > 0 && out->weights_fit) { /* no speed for a model that does not load */
+        if (step > 0 && out->weights_fit && hw->bw_bytes_s > 0) { /* no speed for a model that does not load */
             p->tok_s_seq = hw->bw_bytes_s / step;
             p->tok_s_total = p->tok_s_seq * batch;
         }

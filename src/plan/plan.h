@@ -83,6 +83,8 @@ typedef struct kvs_plan_hw {
     double bw_bytes_s;       /* sustained read bandwidth                    */
     double price_hour;       /* USD per hour (rent or amortized), 0 = unknown */
     char note[160];
+    double kv_budget;        /* > 0: the KV memory for concurrency and max context
+                                (a server's --kv-budget), instead of mem - weights */
 } kvs_plan_hw;
 
 size_t kvs_plan_hw_count(void);

@@ -109,11 +109,20 @@ void kvs_plan_render_text(FILE *f, const kvs_plan_result *rs, size_t n, uint64_t
 
     fprintf(f, "\n");
     if (r->has_hw) {
-        kvs_plan_fmt_bytes(r->hw.mem_bytes, a, sizeof a);
-        fprintf(f, "hardware %s: %s, %.0f GB/s", r->hw.name, a, r->hw.bw_bytes_s / 1e9);
-        if (r->hw.price_hour > 0) fprintf(f, ", $%.2f/h", r->hw.price_hour);
-        fprintf(f, "  (%s)\n", r->hw.note);
-        if (!r->weights_fit) {
+        if (r->hw.mem_bytes > 0) {
+            kvs_plan_fmt_bytes(r->hw.mem_bytes, a, sizeof a);
+            fprintf(f, "hardware %s: %s, %.0f GB/s", r->hw.name, a, r->hw.bw_bytes_s / 1e9);
+            if (r->hw.price_hour > 0) fprintf(f, ", $%.2f/h", r->hw.price_hour);
+            fprintf(f, "  (%s)\n", r->hw.note);
+        }
+        if (r->hw.kv_budget > 0) {
+            kvs_plan_fmt_bytes(r->hw.kv_budget, a, sizeof a);
+            fprintf(f, "KV budget %s (seqs fit and max context count it alone)\n", a);
+            kvs_plan_fmt_ctx(r->max_ctx, a, sizeof a);
+            if (r->max_ctx != KVS_PLAN_UNBOUNDED && r->max_ctx >= 1024)
+                snprintf(a, sizeof a, "%llu tokens (%.1fK)", (unsigned long long)r->max_ctx, r->max_ctx / 1024.0);
+            fprintf(f, "max context in the budget (batch %u): %s\n", r->batch, a);
+        } else if (!r->weights_fit) {
             kvs_plan_fmt_bytes(m->weight_bytes, a, sizeof a);
             kvs_plan_fmt_bytes(r->hw.mem_bytes, b, sizeof b);
             fprintf(f, "DOES NOT FIT: weights need %s, memory is %s\n", a, b);
@@ -226,6 +235,8 @@ void kvs_plan_render_json(FILE *f, const kvs_plan_result *rs, size_t n, uint64_t
         json_num(f, rs[0].hw.bw_bytes_s);
         fprintf(f, ", \"price_hour\": ");
         json_num(f, rs[0].hw.price_hour);
+        fprintf(f, ", \"kv_budget\": ");
+        json_num(f, rs[0].hw.kv_budget);
         fprintf(f, "},\n");
     }
     fprintf(f, "  \"batch\": %u,\n  \"breakdown_ctx\": %llu,\n  \"schemes\": [\n", rs[0].batch,
