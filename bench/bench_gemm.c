@@ -4,7 +4,8 @@
  * type has one, else vec_dot) against the type's gemm kernels (AVX2 and,
  * where the CPU has it, VNNI), in the same process, alternating, best of
  * several passes. Prints GMAC/s of each and the speedup of the gemm the
- * library dispatches; asserts nothing.
+ * library dispatches, and the kernel over the x8-packed copy of the weights
+ * (core/repack.h); asserts nothing.
  * Usage: bench_gemm [n] [nr] [nt] [type names...]   (defaults 2048 512 128) */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "core/cpu.h"
 #include "core/dtype.h"
 #include "core/quant_internal.h"
+#include "core/repack.h"
 
 static volatile float g_sink;
 
@@ -34,6 +36,18 @@ static void run_dots(const kvs_type_traits *F, int64_t n, int64_t nr, int64_t nt
                 }
         for (; t < nt; t++)
             for (int64_t r = r0; r < r1; r++) F->vec_dot(n, &y[t * nr + r], w + (size_t)r * rb, x + (size_t)t * xb);
+    }
+}
+
+/* x8-packed weights: a tile of TILE rows is TILE / 8 groups */
+static void run_gemm_x8(kvs_gemm_fn gemm, kvs_gemm_args a, int64_t nr) {
+    const uint8_t *w = a.w;
+    float *y = a.y;
+    for (int64_t r0 = 0; r0 < nr; r0 += TILE) {
+        a.nr = r0 + TILE < nr ? TILE : nr - r0;
+        a.w = w + (size_t)(r0 / 8) * a.w_stride;
+        a.y = y + r0;
+        gemm(&a);
     }
 }
 
@@ -59,7 +73,8 @@ int main(int argc, char **argv) {
     printf("bench_gemm: simd=%s, n=%lld, %lld weight rows, %lld activation rows, 1 thread\n", kvs_cpu_simd_name(),
            (long long)n, (long long)nr, (long long)nt);
     const int has_vnni = kvs_cpu()->avx512vnni;
-    printf("%-6s %12s %12s %12s %8s\n", "type", "dots GMAC/s", "avx2 GMAC/s", "vnni GMAC/s", "speedup");
+    printf("%-6s %12s %12s %12s %8s %12s %8s\n", "type", "dots GMAC/s", "avx2 GMAC/s", "vnni GMAC/s", "speedup",
+           "x8 GMAC/s", "x8/dots");
     float *f = malloc(sizeof(float) * (size_t)n);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const uint32_t t = types[ti];
@@ -92,7 +107,15 @@ int main(int argc, char **argv) {
         void *scratch = F->gemm ? kvs_aligned_alloc(kvs_gemm_scratch_bytes(t, n) + 64) : NULL;
         const kvs_gemm_args a = {.n = n, .nt = nt, .w = w, .w_stride = rb, .x = x, .x_stride = xb, .xaux = aux,
                                  .xaux_stride = as, .y = y, .y_stride = (size_t)nr, .scratch = scratch};
-        double best_d = 1e30, best_g[2] = {1e30, 1e30};
+        uint8_t *pw = NULL;
+        kvs_gemm_args ap = a;
+        if (F->gemm_x8) { /* the load-time copy (core/repack.h), timed with the kernel the CPU runs */
+            pw = kvs_aligned_alloc(kvs_repack_bytes(t, n, nr));
+            kvs_repack_x8(t, w, rb, n, nr, pw);
+            ap.w = pw;
+            ap.w_stride = kvs_repack_group_bytes(t, n);
+        }
+        double best_d = 1e30, best_g[2] = {1e30, 1e30}, best_p = 1e30;
         for (int rep = 0; rep < 5; rep++) {
             double t0 = now_s();
             run_dots(F, n, nr, nt, w, rb, x, xb, y);
@@ -104,10 +127,20 @@ int main(int argc, char **argv) {
                 dt = now_s() - t0;
                 if (rep && dt < best_g[v]) best_g[v] = dt;
             }
+            if (pw) {
+                t0 = now_s();
+                run_gemm_x8(F->gemm_x8, ap, nr);
+                dt = now_s() - t0;
+                if (rep && dt < best_p) best_p = dt;
+            }
         }
         g_sink = y[0];
         const double macs = (double)n * (double)nr * (double)nt;
-        if (F->gemm)
+        if (F->gemm && pw)
+            printf("%-6s %12.2f %12.2f %12.2f %7.2fx %12.2f %7.2fx\n", F->name, macs / best_d / 1e9,
+                   macs / best_g[0] / 1e9, has_vnni ? macs / best_g[1] / 1e9 : 0.0, best_d / best_g[has_vnni],
+                   macs / best_p / 1e9, best_d / best_p);
+        else if (F->gemm)
             printf("%-6s %12.2f %12.2f %12.2f %7.2fx\n", F->name, macs / best_d / 1e9, macs / best_g[0] / 1e9,
                    has_vnni ? macs / best_g[1] / 1e9 : 0.0, best_d / best_g[has_vnni]);
         else
@@ -115,6 +148,7 @@ int main(int argc, char **argv) {
         fflush(stdout);
         free(y);
         kvs_aligned_free(scratch);
+        kvs_aligned_free(pw);
         kvs_aligned_free(aux);
         kvs_aligned_free(x);
         kvs_aligned_free(w);

@@ -43,6 +43,10 @@ typedef struct kvs_session kvs_session;
 
 typedef struct kvs_model_params {
     bool use_mmap;     /* map the file instead of reading it (default true) */
+    bool repack;       /* keep a copy of the q4_0, q4_1 and q8_0 matrices in the interleaved
+                          layout the matmul kernels read in place (default true: faster
+                          decode, batched decode and prefill for the memory of that copy;
+                          the file stays untouched) */
 } kvs_model_params;
 kvs_model_params kvs_model_params_default(void);
 
@@ -66,6 +70,8 @@ typedef struct kvs_model_info {
     uint64_t decode_weight_bytes; /* weight bytes read per decoded token
                                      (everything but unused embedding rows) */
     kvs_token bos, eos;      /* -1 if absent                               */
+    uint64_t repacked_bytes; /* heap bytes of the repacked matrices (params.repack);
+                                decode reads these instead of their file bytes */
 } kvs_model_info;
 void kvs_model_get_info(const kvs_model *model, kvs_model_info *out);
 

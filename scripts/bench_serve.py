@@ -5,7 +5,8 @@ prompts and context (BENCHMARKS.md; issue 15).
 
 For each concurrency in --streams, that many clients each send --requests
 chat streams with a shared system prompt of about --system-tokens tokens and
-a question of their own, and the run reports aggregate generated tokens/s
+a question of their own (after one untimed round at that concurrency), and
+both servers ignore EOS so every request generates --max-tokens; the run reports aggregate generated tokens/s
 (from the servers' usage chunks) and time to first token p50/p99. Only the
 Python standard library; servers bind 127.0.0.1.
 
@@ -120,17 +121,22 @@ def main():
     ap.add_argument("--kvslim-args", default="")
     ap.add_argument("--peer", default=os.path.join(ROOT, "peers", "llama.cpp", "build", "bin", "llama-server"))
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--stop-at-eos", action="store_true",
+                    help="let the model end answers early (by default both servers ignore EOS, so every request "
+                         "generates --max-tokens and the tok/s compare equal work)")
     a = ap.parse_args()
     levels = [int(x) for x in a.streams.split(",")]
     system = " ".join(WORDS[i % len(WORDS)] for i in range(int(a.system_tokens * 0.8)))
     top = max(levels)
     servers = {"kvslim": [a.kvslim, "serve", "-m", a.model, "-t", str(a.threads), "-c", str(a.ctx), "--parallel",
-                          str(top), "--queue", str(4 * top), "--quiet", *shlex.split(a.kvslim_args)]}
+                          str(top), "--queue", str(4 * top), "--quiet", *([] if a.stop_at_eos else ["--ignore-eos"]),
+                          *shlex.split(a.kvslim_args)]}
     if not a.no_peer:
         if not os.path.exists(a.peer):
             sys.exit(f"bench_serve: {a.peer} missing: bash scripts/setup_peers.sh (or --no-peer)")
         servers["llama-server"] = [a.peer, "-m", a.model, "-t", str(a.threads), "-c", str(a.ctx * top), "-np",
-                                   str(top), "--cont-batching", "--log-disable"]
+                                   str(top), "--cont-batching", "--log-disable",
+                                   *([] if a.stop_at_eos else ["--ignore-eos"])]
     rows = []
     for name, cmd in servers.items():
         port = free_port()
@@ -140,6 +146,9 @@ def main():
             wait_health(port, proc)
             one_stream(port, system, "warm up", 4, [])
             for n in levels:
+                # one untimed round at this concurrency first, so every slot of a server
+                # has met the system prompt: the timed rounds show the steady state
+                run_level(port, n, 1, system, 4)
                 r = run_level(port, n, a.requests, system, a.max_tokens)
                 r["server"] = name
                 rows.append(r)

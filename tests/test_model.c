@@ -19,12 +19,19 @@
  *     flips between its batched and token-by-token paths there;
  *   - perplexity on the same text and context within 0.5%
  *     (skipped when KVS_SKIP_SLOW=1, e.g. under sanitizers);
- *   - bad input: tokens outside the vocabulary, context overflow.
+ *   - bad input: tokens outside the vocabulary, context overflow;
+ *   - the repacked weights (core/repack.h): the planner predicts the copy's
+ *     bytes exactly; a model loaded without them gives the prompt's logits
+ *     up to float reassociation (max |d| <= 1e-4 of the range: both run the
+ *     same block order over many rows), and for one row, where it takes the
+ *     per-row dots instead, the same top-1 within LOGIT_TOL (a last-bit change
+ *     that flips one 8-bit activation rounding spreads through the layers).
  * Skips (exit 0, loudly) without the model unless KVS_REQUIRE_MODELS=1. */
 #include <string.h>
 
 #include "kvslim.h"
 #include "core/json.h"
+#include "plan/plan.h"
 #include "test_util.h"
 
 #define LOGIT_TOL 1.0f   /* max |dlogit| over a reference's top-10 */
@@ -153,6 +160,55 @@ int main(void) {
             free(text);
         }
     }
+    /* the repacked copy: its size as the planner predicts it; without it, the same logits */
+    kvs_plan_model pm;
+    memset(&pm, 0, sizeof pm);
+    CHECK(kvs_plan_from_gguf(path, &pm) == KVS_OK);
+    CHECKF(info.repacked_bytes > 0 && (double)info.repacked_bytes == pm.repack_bytes,
+           "repacked %llu bytes, the planner predicts %.0f", (unsigned long long)info.repacked_bytes, pm.repack_bytes);
+    kvs_plan_model_free(&pm);
+    kvs_model_params mp = kvs_model_params_default();
+    mp.repack = false;
+    kvs_model *m2 = NULL;
+    kvs_session *s2 = NULL;
+    CHECK(kvs_model_load(path, &mp, &m2) == KVS_OK);
+    if (m2) {
+        kvs_model_info i2;
+        kvs_model_get_info(m2, &i2);
+        CHECK(i2.repacked_bytes == 0);
+        CHECK(kvs_session_new(m2, &sp, &s2) == KVS_OK);
+        float *l2 = malloc(sizeof(float) * (size_t)info.n_vocab);
+        kvs_token toks[64];
+        size_t n = 0;
+        const char *text = "The quick brown fox jumps over the lazy dog, and then";
+        CHECK(kvs_tokenize(m, text, strlen(text), -1, false, toks, 64, &n) == KVS_OK);
+        for (int pass = 0; pass < 2 && l2 && s2; pass++) { /* the prompt (many rows), then one more token (one row) */
+            const kvs_token *tk = pass ? &toks[0] : toks;
+            const size_t nt = pass ? 1 : n;
+            if (!pass) kvs_session_reset(s);
+            CHECK(kvs_decode(s, tk, nt, false, logits) == KVS_OK && kvs_decode(s2, tk, nt, false, l2) == KVS_OK);
+            float lo = logits[0], hi = logits[0], md = 0;
+            for (int32_t v = 0; v < info.n_vocab; v++) {
+                if (logits[v] < lo) lo = logits[v];
+                if (logits[v] > hi) hi = logits[v];
+                if (fabsf(logits[v] - l2[v]) > md) md = fabsf(logits[v] - l2[v]);
+            }
+            printf("repacked vs file weights, %s: max |dlogit| %.2e of a %.1f range\n", pass ? "one row" : "prompt",
+                   md, hi - lo);
+            int32_t b1 = 0, b2 = 0;
+            for (int32_t v = 1; v < info.n_vocab; v++) {
+                if (logits[v] > logits[b1]) b1 = v;
+                if (l2[v] > l2[b2]) b2 = v;
+            }
+            CHECKF(md <= (pass ? LOGIT_TOL : 1e-4f * (hi - lo)) && b1 == b2,
+                   "repacked vs file weights (%s): max |dlogit| %g, top-1 %d vs %d", pass ? "one row" : "prompt", md,
+                   b1, b2);
+        }
+        free(l2);
+    }
+    kvs_session_free(s2);
+    kvs_model_free(m2);
+
     free(logits);
     kvs_session_free(s);
     kvs_model_free(m);

@@ -18,6 +18,7 @@
 #include "core/dtype.h"
 #include "core/f16.h"
 #include "core/quant_internal.h"
+#include "core/repack.h"
 #include "test_util.h"
 
 static const uint32_t k_types[] = {
@@ -195,11 +196,12 @@ static void test_type(uint32_t t, uint64_t seed) {
  * weight rows not multiples of the 8-column panel, odd block counts, padded
  * strides. Per element |d| <= 1e-5 * S (S as for vec_dot) and the NMSE of
  * the whole output <= 1e-10 (float reassociation only). */
-static void test_gemm(uint32_t t, uint64_t seed, int vnni) {
+static void test_gemm(uint32_t t, uint64_t seed, int vnni, int packed) {
     const kvs_type_traits *F = kvs_type_traits_of(t), *R = kvs_type_traits_ref(t);
     if (!F || !F->gemm) return;
-    const kvs_gemm_fn gemm = kvs_gemm_variant(t, vnni);
-    const char *isa = vnni ? "vnni" : "avx2";
+    if (packed && !kvs_repack_supported(t)) return;
+    const kvs_gemm_fn gemm = packed ? kvs_gemm_x8_variant(t, vnni) : kvs_gemm_variant(t, vnni);
+    const char *isa = packed ? (vnni ? "vnni x8" : "avx2 x8") : vnni ? "vnni" : "avx2";
     CHECKF(gemm != NULL, "%s: no %s gemm", R->name, isa);
     if (!gemm) return;
     const int bs = R->block_size;
@@ -229,6 +231,18 @@ static void test_gemm(uint32_t t, uint64_t seed, int vnni) {
             gen_row(xf, n, bs, &rng);
             make_weights(t, xf, w + (size_t)r * ws, n, &rng, (int)((seed + (uint64_t)r) % 2 == 0));
         }
+        /* the x8 copy (core/repack.h) of all max_nr rows; unpacking gives the rows back */
+        uint8_t *pw = packed ? malloc(kvs_repack_bytes(t, n, max_nr)) : NULL, *row = malloc(wrb);
+        CHECK(row && (!packed || pw));
+        if (packed) {
+            kvs_repack_x8(t, w, ws, n, max_nr, pw);
+            int diff = 0;
+            for (int64_t r = 0; r < max_nr; r++) {
+                kvs_unpack_x8_row(t, pw + (size_t)(r / 8) * kvs_repack_group_bytes(t, n), n, (int)(r % 8), row);
+                diff += memcmp(row, w + (size_t)r * ws, wrb) != 0;
+            }
+            CHECKF(diff == 0, "%s x8 n=%lld: %d rows differ after pack and unpack", R->name, (long long)n, diff);
+        }
         for (int64_t i = 0; i < max_nt; i++) {
             gen_row(xf, n, bs, &rng);
             VF->from_float(xf, xq + (size_t)i * xs, n);
@@ -247,9 +261,26 @@ static void test_gemm(uint32_t t, uint64_t seed, int vnni) {
                 for (size_t k = 0; k < ys * (size_t)max_nt; k++) y[k] = yr[k] = -7.0f; /* canaries */
                 kvs_gemm_args ga = {.n = n, .nr = nr, .nt = nt, .w = w, .w_stride = ws, .x = xq, .x_stride = xs,
                                     .xaux = aux, .xaux_stride = as, .y = y, .y_stride = ys, .scratch = scratch};
-                gemm(&ga);
+                kvs_gemm_args gp = ga;
+                if (packed) {
+                    gp.w = pw;
+                    gp.w_stride = kvs_repack_group_bytes(t, n);
+                }
+                gemm(&gp);
                 ga.y = yr;
                 kvs_gemm_ref(t, &ga);
+                if (packed) { /* the packed reference twin gives the reference's own numbers */
+                    float *y2 = malloc(sizeof(float) * ys * (size_t)max_nt);
+                    CHECK(y2 != NULL);
+                    if (!y2) continue;
+                    memcpy(y2, yr, sizeof(float) * ys * (size_t)max_nt);
+                    gp.y = y2;
+                    kvs_gemm_x8_ref(t, &gp);
+                    CHECKF(!memcmp(y2, yr, sizeof(float) * ys * (size_t)max_nt),
+                           "%s x8 reference n=%lld nt=%lld nr=%lld differs from kvs_gemm_ref", R->name, (long long)n,
+                           (long long)nt, (long long)nr);
+                    free(y2);
+                }
                 double num = 0, den = 0;
                 int bad = 0, canary = 0;
                 for (int64_t i = 0; i < max_nt; i++)
@@ -274,7 +305,7 @@ static void test_gemm(uint32_t t, uint64_t seed, int vnni) {
                 CHECKF(num <= 1e-10 * den + 1e-30, "%s %s gemm n=%lld nt=%lld nr=%lld: nmse %.3e", R->name, isa,
                        (long long)n, (long long)nt, (long long)nr, den > 0 ? num / den : num);
             }
-        free(w); free(xq); free(xf); free(wd); free(xd); free(aux); free(y); free(yr); free(S);
+        free(w); free(xq); free(xf); free(wd); free(xd); free(aux); free(y); free(yr); free(S); free(pw); free(row);
         kvs_aligned_free(scratch);
     }
 }
@@ -457,7 +488,8 @@ int main(void) {
             continue;
         }
         for (uint64_t seed = 1; seed <= 2; seed++)
-            for (int i = 0; i < N_TYPES; i++) test_gemm(k_types[i], seed, vnni);
+            for (int i = 0; i < N_TYPES; i++)
+                for (int packed = 0; packed < 2; packed++) test_gemm(k_types[i], seed, vnni, packed);
     }
     return test_finish("test_quant");
 }

@@ -15,6 +15,8 @@ void cli_common_init(cli_common *c) {
 
 const char *cli_common_help(void) {
     return "  -m, --model FILE    GGUF model (default: models/smollm2-135m-instruct-q4_1.gguf)\n"
+           "      --no-repack     no interleaved copy of the q4_0/q4_1/q8_0 matrices at load (saves\n"
+           "                      their size in memory; slower decode, batched decode and prefill)\n"
            "  -t, --threads N     worker threads (default: all CPUs)\n"
            "  -c, --ctx N         context size in tokens (accepts 4k, 32k)\n"
            "  -b, --batch N       tokens per forward chunk (default 512)\n"
@@ -94,6 +96,10 @@ int cli_common_option(cli_common *c, int argc, char **argv, int *i) {
         c->model = v;
         return 1;
     }
+    if (!strcmp(a, "--no-repack")) {
+        c->no_repack = true;
+        return 1;
+    }
     if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
         if (!(v = cli_value(argc, argv, i))) return -1;
         if (!cli_parse_int(v, 1, 512, &n)) { fprintf(stderr, "kvslim: bad thread count '%s'\n", v); return -1; }
@@ -148,6 +154,7 @@ kvs_model *cli_load_model(const cli_common *c) {
     const char *path = c->model ? c->model : "models/smollm2-135m-instruct-q4_1.gguf";
     kvs_model *m = NULL;
     kvs_model_params mp = kvs_model_params_default();
+    mp.repack = !c->no_repack;
     if (kvs_model_load(path, &mp, &m) != KVS_OK) {
         cli_error("cannot load model");
         if (!c->model) fprintf(stderr, "kvslim: fetch the default model with: make models\n");

@@ -17,6 +17,7 @@ typedef struct cli_common {
     kvs_kv_type kv_type;
     uint32_t kv_window, kv_sinks, kv_page;
     uint64_t kv_budget;
+    bool no_repack;         /* --no-repack: the matmul reads the file's weights in place */
     char kv_layers[8192];   /* --kv rules and --kv-layer rules joined with ';', in order */
 } cli_common;
 

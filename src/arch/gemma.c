@@ -407,6 +407,7 @@ static kvs_status load_gemma(kvs_loader *L, bool gemma4) {
     if (g->n_ple) {
         const int64_t W = (int64_t)g->n_ple * hp->n_layer;
         KVS_TRY(kvs_load_matrix(L, "per_layer_token_embd.weight", W, hp->n_vocab, &g->ple_embd, true));
+        kvs_load_drop_x8(L, &g->ple_embd); /* only read row by row */
         KVS_TRY(kvs_load_matrix(L, "per_layer_model_proj.weight", d, W, &g->ple_model_proj, true));
         KVS_TRY(kvs_load_vector(L, "per_layer_proj_norm.weight", g->n_ple, &g->ple_proj_norm, true));
     }

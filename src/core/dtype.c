@@ -120,6 +120,10 @@ static void dtype_init_once(void) {
         GEMM(q8_0, KVS_TYPE_Q8_0, true, 4, 2);
         GEMM(mxfp4, KVS_TYPE_MXFP4, true, 2, 2); /* q5_0's panel path; not timed separately */
         GEMM(q2_K, KVS_TYPE_Q2_K, false, 1, 1);
+        /* over x8-packed weights there is no panel to amortize: faster than the
+         * per-row dots from one row on (bench_gemm) */
+        for (uint32_t t = 0; t < KVS_TYPE_COUNT; t++)
+            if ((f[t].gemm_x8 = kvs_gemm_x8_variant(t, vnni))) f[t].gemm_x8_min_rows = 1;
         GEMM(q3_K, KVS_TYPE_Q3_K, false, 1, 1);
         GEMM(q4_K, KVS_TYPE_Q4_K, false, 16, 12);
         GEMM(q5_K, KVS_TYPE_Q5_K, false, 12, 6);
@@ -195,6 +199,15 @@ void kvs_q8_aux_fill(uint32_t t, const void *x, kvs_q8_aux *aux, int64_t n) {
         for (int j = 0; j < KVS_QK; j++) sum += b[i].qs[j];
         aux[i].d = kvs_f16_to_f32(b[i].d);
         aux[i].sum = sum;
+    }
+}
+
+kvs_gemm_fn kvs_gemm_x8_variant(uint32_t t, int vnni) {
+    switch (t) {
+    case KVS_TYPE_Q4_0: return vnni ? kvs_q4_0_x8_gemm_vnni : kvs_q4_0_x8_gemm_avx2;
+    case KVS_TYPE_Q4_1: return vnni ? kvs_q4_1_x8_gemm_vnni : kvs_q4_1_x8_gemm_avx2;
+    case KVS_TYPE_Q8_0: return vnni ? kvs_q8_0_x8_gemm_vnni : kvs_q8_0_x8_gemm_avx2;
+    default: return NULL;
     }
 }
 

@@ -89,6 +89,9 @@ typedef struct kvs_type_traits {
     kvs_gemm_fn gemm;          /* optional many-row kernel, NULL in the reference table */
     bool gemm_xaux;            /* gemm reads kvs_gemm_args.xaux              */
     int32_t gemm_min_rows;     /* fewest activation rows where gemm beats vec_dot */
+    kvs_gemm_fn gemm_x8;       /* optional kernel over x8-packed weights (core/repack.h):
+                                  w = the group of row 0, w_stride = group bytes */
+    int32_t gemm_x8_min_rows;  /* fewest activation rows where it beats vec_dot */
 } kvs_type_traits;
 
 /* Traits with the fastest supported functions, or NULL if `t` is unknown or

@@ -175,10 +175,28 @@ AI void leg_pack(const uint8_t *w, size_t ws, int nrows, int64_t nb, size_t bsz,
  * sgn  : AVX2 signed weights (q8_0), via |w| . sign(x, w) widened every step
  * shift: the unsigned offset as log2 (3: -8, 4: -16, 7: VNNI q8_0's +128), 0 none
  * has_m: add m * s (q8_1 activations) */
+/* The weight vector of step k (elements 4k..4k+3 of the 8 rows) and the
+ * rows' d and m, from a panel block or (packed) from an x8 record of
+ * core/repack.h read in place: its nibbles split, q8_0 biased for vpdpbusd. */
+AI __m256i leg_wvec(const uint8_t *p, int k, leg_dec dec, const int packed, const int has_m) {
+    if (!packed) return ld(p + 32 * k);
+    const uint8_t *q = p + (has_m ? 32 : 16);
+    if (dec == DEC_Q8_0) return GEMM_VNNI ? _mm256_xor_si256(ld(q + 32 * k), _mm256_set1_epi8((char)0x80)) : ld(q + 32 * k);
+    const __m256i raw = ld(q + 32 * (k & 3));
+    return _mm256_and_si256(k < 4 ? raw : _mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
+}
+AI __m256 leg_wd(const uint8_t *p, const int packed) {
+    return packed ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)) : _mm256_loadu_ps((const float *)(p + 256));
+}
+AI __m256 leg_wm(const uint8_t *p, const int packed) {
+    return packed ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 16))) : _mm256_loadu_ps((const float *)(p + 288));
+}
+
 AI void leg_tile(const uint8_t *panel, int64_t nb, const uint8_t *x, size_t xs, size_t xbs, int xq,
                  const kvs_q8_aux *aux, size_t auxs, float *y, size_t ys, int nrows, const int T,
-                 const int acc, const int sgn, const int shift, const int has_m) {
-    const int pb = has_m ? LEG_PB_M : LEG_PB;
+                 const int acc, const int sgn, const int shift, const int has_m, const int packed, leg_dec dec,
+                 const size_t bsz) {
+    const size_t pb = packed ? 8 * bsz : (size_t)(has_m ? LEG_PB_M : LEG_PB);
     __m256 facc[GEMM_T];
 #pragma GCC unroll 8
     for (int t = 0; t < T; t++) facc[t] = _mm256_setzero_ps();
@@ -195,7 +213,7 @@ AI void leg_tile(const uint8_t *panel, int64_t nb, const uint8_t *x, size_t xs, 
         (void)sgn;
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
-            const __m256i wv = ld(p + 32 * k);
+            const __m256i wv = leg_wvec(p, k, dec, packed, has_m);
 #pragma GCC unroll 8
             for (int t = 0; t < T; t++) s32[t] = _mm256_dpbusd_epi32(s32[t], wv, bc32(xb[t] + 4 * k));
         }
@@ -204,7 +222,7 @@ AI void leg_tile(const uint8_t *panel, int64_t nb, const uint8_t *x, size_t xs, 
         if (sgn) {
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++) {
-                const __m256i wv = ld(p + 32 * k);
+                const __m256i wv = leg_wvec(p, k, dec, packed, has_m);
                 const __m256i aw = _mm256_sign_epi8(wv, wv);
 #pragma GCC unroll 8
                 for (int t = 0; t < T; t++) {
@@ -220,7 +238,7 @@ AI void leg_tile(const uint8_t *panel, int64_t nb, const uint8_t *x, size_t xs, 
                 for (int t = 0; t < T; t++) s16[t] = _mm256_setzero_si256();
 #pragma GCC unroll 8
                 for (int k = k0; k < k0 + acc; k++) {
-                    const __m256i wv = ld(p + 32 * k);
+                    const __m256i wv = leg_wvec(p, k, dec, packed, has_m);
 #pragma GCC unroll 8
                     for (int t = 0; t < T; t++)
                         s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(wv, bc32(xb[t] + 4 * k)));
@@ -230,7 +248,7 @@ AI void leg_tile(const uint8_t *panel, int64_t nb, const uint8_t *x, size_t xs, 
             }
         }
 #endif
-        const __m256 dw = _mm256_loadu_ps((const float *)(p + 256));
+        const __m256 dw = leg_wd(p, packed);
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) {
             const kvs_q8_aux *ax = aux + (size_t)t * auxs + b;
@@ -238,7 +256,7 @@ AI void leg_tile(const uint8_t *panel, int64_t nb, const uint8_t *x, size_t xs, 
             if (shift) s = _mm256_sub_epi32(s, _mm256_slli_epi32(_mm256_set1_epi32(ax->sum), shift));
             facc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(ax->d)), facc[t]);
             if (has_m)
-                facc[t] = _mm256_fmadd_ps(_mm256_loadu_ps((const float *)(p + 288)), _mm256_set1_ps(ax->s), facc[t]);
+                facc[t] = _mm256_fmadd_ps(leg_wm(p, packed), _mm256_set1_ps(ax->s), facc[t]);
         }
     }
 #pragma GCC unroll 8
@@ -254,11 +272,34 @@ AI void leg_gemm(const kvs_gemm_args *a, size_t bsz, size_t xbs, int xq, leg_dec
     for (int64_t r0 = 0; r0 < a->nr; r0 += 8) {
         const int nrows = a->nr - r0 < 8 ? (int)(a->nr - r0) : 8;
         leg_pack((const uint8_t *)a->w + (size_t)r0 * a->w_stride, a->w_stride, nrows, nb, bsz, dec, has_m, panel);
+        if (r0 + 8 < a->nr) { /* the next group's rows come from memory while these tiles compute */
+            const uint8_t *nx = (const uint8_t *)a->w + (size_t)(r0 + 8) * a->w_stride;
+            const size_t nbytes = (size_t)(a->nr - r0 - 8 < 8 ? a->nr - r0 - 8 : 8) * a->w_stride;
+            for (size_t o = 0; o < nbytes; o += 64) _mm_prefetch((const char *)nx + o, _MM_HINT_T0);
+        }
 #define LEG_TILE(t0, T)                                                                                        \
     leg_tile(panel, nb, x + (size_t)(t0) * xs, xs, xbs, xq, a->xaux + (size_t)(t0) * as, as,                  \
-             a->y + (size_t)(t0) * ys + r0, ys, nrows, T, acc, sgn, shift, has_m)
+             a->y + (size_t)(t0) * ys + r0, ys, nrows, T, acc, sgn, shift, has_m, 0, dec, bsz)
         GEMM_TOKENS(a->nt, LEG_TILE);
 #undef LEG_TILE
+    }
+}
+
+/* Over x8-packed weights (core/repack.h): a->w is the group of row 0 and
+ * a->w_stride the bytes of a group; the tiles read the records in place. */
+AI void pk_gemm(const kvs_gemm_args *a, size_t bsz, size_t xbs, int xq, leg_dec dec, const int acc,
+                const int sgn, const int shift, const int has_m) {
+    const int64_t nb = a->n / KVS_QK;
+    const uint8_t *x = a->x;
+    const size_t xs = a->x_stride, ys = a->y_stride, as = a->xaux_stride;
+    for (int64_t r0 = 0; r0 < a->nr; r0 += 8) {
+        const int nrows = a->nr - r0 < 8 ? (int)(a->nr - r0) : 8;
+        const uint8_t *grp = (const uint8_t *)a->w + (size_t)(r0 / 8) * a->w_stride;
+#define PK_TILE(t0, T)                                                                                       \
+    leg_tile(grp, nb, x + (size_t)(t0) * xs, xs, xbs, xq, a->xaux + (size_t)(t0) * as, as,                   \
+             a->y + (size_t)(t0) * ys + r0, ys, nrows, T, acc, sgn, shift, has_m, 1, dec, bsz)
+        GEMM_TOKENS(a->nt, PK_TILE);
+#undef PK_TILE
     }
 }
 
@@ -283,6 +324,16 @@ void GEMM_FN(mxfp4)(const kvs_gemm_args *a) {
 }
 void GEMM_FN(q8_0)(const kvs_gemm_args *a) {
     leg_gemm(a, sizeof(kvs_block_q8_0), sizeof(kvs_block_q8_0), XQ0, DEC_Q8_0, 1, !GEMM_VNNI, GEMM_VNNI ? 7 : 0, 0);
+}
+
+void GEMM_FN(q4_0_x8)(const kvs_gemm_args *a) {
+    pk_gemm(a, sizeof(kvs_block_q4_0), sizeof(kvs_block_q8_0), XQ0, DEC_Q4_0, 8, 0, 3, 0);
+}
+void GEMM_FN(q4_1_x8)(const kvs_gemm_args *a) {
+    pk_gemm(a, sizeof(kvs_block_q4_1), sizeof(kvs_block_q8_1), XQ1, DEC_Q4_1, 8, 0, 0, 1);
+}
+void GEMM_FN(q8_0_x8)(const kvs_gemm_args *a) {
+    pk_gemm(a, sizeof(kvs_block_q8_0), sizeof(kvs_block_q8_0), XQ0, DEC_Q8_0, 1, !GEMM_VNNI, GEMM_VNNI ? 7 : 0, 0);
 }
 
 /* ================================================================ K-quants

@@ -172,10 +172,16 @@ KVS_DECL_GEMM(q3_K)
 KVS_DECL_GEMM(q4_K)
 KVS_DECL_GEMM(q5_K)
 KVS_DECL_GEMM(q6_K)
+/* the same over x8-packed weights (core/repack.h) */
+KVS_DECL_GEMM(q4_0_x8)
+KVS_DECL_GEMM(q4_1_x8)
+KVS_DECL_GEMM(q8_0_x8)
 #undef KVS_DECL_GEMM
 /* The AVX2 (vnni = 0) or VNNI (1) gemm of type t, or NULL; for tests and
  * benchmarks (the trait table holds the one the CPU runs best). */
 kvs_gemm_fn kvs_gemm_variant(uint32_t t, int vnni);
+/* The same for the kernels over x8-packed weights (core/repack.h). */
+kvs_gemm_fn kvs_gemm_x8_variant(uint32_t t, int vnni);
 /* Panel bytes the gemm kernels keep per 8 weight rows and block (per element
  * for the float types): see the layouts in gemm_impl.h. */
 #define KVS_GEMM_PANEL_LEGACY   288  /* q4_0, q5_0, q8_0, mxfp4 per 32-block */

@@ -6,6 +6,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/repack.h"
 #include "model/hparams.h"
 
 const char *kvs_load_key(const kvs_loader *L, char *buf, size_t cap, const char *suffix) {
@@ -42,6 +43,59 @@ float kvs_load_opt_f32(const kvs_loader *L, const char *suffix, float def) {
     return kvs_gguf_get_f32(L->m->gguf, k, &v) ? v : def;
 }
 
+static bool own(kvs_loader *L, void *p);
+
+/* The x8 copy of a matrix, made once per tensor. */
+static kvs_status x8_copy(kvs_loader *L, kvs_weight *w) {
+    w->x8_group_bytes = kvs_repack_group_bytes(w->type, w->n_in);
+    for (int i = 0; i < L->n_x8; i++)
+        if (L->x8_src[i] == w->data) {
+            w->x8 = L->x8_dst[i];
+            return KVS_OK;
+        }
+    if (L->n_x8 == L->cap_x8) {
+        int nc = L->cap_x8 ? 2 * L->cap_x8 : 64;
+        const void **s = kvs_realloc(L->x8_src, sizeof *s * (size_t)nc);
+        if (s) L->x8_src = s;
+        const void **d = s ? kvs_realloc(L->x8_dst, sizeof *d * (size_t)nc) : NULL;
+        if (!d) return kvs_fail(KVS_ERR_NOMEM, "model: out of memory");
+        L->x8_dst = d;
+        L->cap_x8 = nc;
+    }
+    const size_t bytes = kvs_repack_bytes(w->type, w->n_in, w->n_out);
+    void *p = kvs_malloc(bytes);
+    if (!p || !own(L, p)) {
+        kvs_free(p);
+        return kvs_fail(KVS_ERR_NOMEM, "model: out of memory for the repacked copy of '%s' (%zu bytes)", w->name,
+                        bytes);
+    }
+    kvs_repack_x8(w->type, w->data, w->row_bytes, w->n_in, w->n_out, p);
+    L->x8_src[L->n_x8] = w->data;
+    L->x8_dst[L->n_x8++] = p;
+    L->m->repacked_bytes += bytes;
+    w->x8 = p;
+    return KVS_OK;
+}
+
+void kvs_load_drop_x8(kvs_loader *L, kvs_weight *w) {
+    if (!w->x8) return;
+    for (int i = 0; i < L->n_owned; i++)
+        if (L->owned[i] == w->x8) {
+            L->m->repacked_bytes -= kvs_repack_bytes(w->type, w->n_in, w->n_out);
+            kvs_free(L->owned[i]);
+            L->owned[i] = L->owned[--L->n_owned];
+            break;
+        }
+    for (int i = 0; i < L->n_x8; i++)
+        if (L->x8_dst[i] == w->x8) {
+            L->x8_src[i] = L->x8_src[--L->n_x8];
+            L->x8_dst[i] = L->x8_dst[L->n_x8];
+            break;
+        }
+    w->x8 = NULL;
+    w->x8_group_bytes = 0;
+}
+
 static kvs_status bind(kvs_loader *L, const char *name, int64_t n_in, int64_t n_out, int64_t n_mat,
                        kvs_weight *w, bool required) {
     const kvs_gguf_tensor *t = kvs_gguf_find_tensor(L->m->gguf, name);
@@ -71,6 +125,7 @@ static kvs_status bind(kvs_loader *L, const char *name, int64_t n_in, int64_t n_
         w[i].row_bytes = row_bytes;
         w[i].data = (const uint8_t *)t->data + (size_t)i * row_bytes * (size_t)n_out;
     }
+    if (n_mat == 1 && L->repack && tr->gemm_x8) return x8_copy(L, w);
     return KVS_OK;
 }
 
@@ -196,6 +251,7 @@ kvs_status kvs_load_embeddings(kvs_loader *L) {
     KVS_TRY(kvs_load_matrix(L, "token_embd.weight", m->hp.n_embd, m->hp.n_vocab, &m->tok_embd, true));
     KVS_TRY(kvs_load_matrix(L, "output.weight", m->hp.n_embd, m->hp.n_vocab, &m->output, false));
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
+    else kvs_load_drop_x8(L, &m->tok_embd);      /* only read row by row */
     KVS_TRY(kvs_load_vector(L, "output_norm.weight", m->hp.n_embd, &m->output_norm, true));
     const float *freqs = NULL;
     KVS_TRY(kvs_load_vector(L, "rope_freqs.weight", m->hp.rope.n_dims / 2, &freqs, false));

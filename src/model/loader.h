@@ -13,6 +13,10 @@ typedef struct kvs_loader {
     const char *arch;   /* metadata prefix, e.g. "llama" */
     void **owned;
     int n_owned, cap_owned;
+    bool repack;        /* bind gives q4_0/q4_1/q8_0 matrices an x8 copy (core/repack.h) */
+    const void **x8_src; /* tensors already copied (a tied head shares the embedding's) */
+    const void **x8_dst;
+    int n_x8, cap_x8;
 } kvs_loader;
 
 /* "<arch>.<suffix>" into buf. */
@@ -30,6 +34,9 @@ kvs_status kvs_load_positive_f32(kvs_loader *L, const char *suffix, float def, f
 #define kvs_load_norm_eps(L, def, out) kvs_load_positive_f32((L), "attention.layer_norm_rms_epsilon", (def), 1.0f, (out))
 /* A 2-D weight of shape [n_in, n_out] (GGUF ne order); missing + !required
  * leaves w zeroed. */
+/* Drops a matrix's x8 copy (one the forward pass never multiplies by, e.g. an
+ * embedding table read row by row). */
+void kvs_load_drop_x8(kvs_loader *L, kvs_weight *w);
 kvs_status kvs_load_matrix(kvs_loader *L, const char *name, int64_t n_in, int64_t n_out, kvs_weight *w,
                            bool required);
 /* A 3-D stack of n_mat weights [n_in, n_out, n_mat] (e.g. MoE experts):

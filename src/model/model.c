@@ -42,7 +42,7 @@ void kvs_model_count_weights(kvs_model *m) {
 }
 
 kvs_model_params kvs_model_params_default(void) {
-    kvs_model_params p = {.use_mmap = true};
+    kvs_model_params p = {.use_mmap = true, .repack = true};
     return p;
 }
 
@@ -86,8 +86,10 @@ kvs_status kvs_model_load(const char *path, const kvs_model_params *params, kvs_
     kvs_model_params p = params ? *params : kvs_model_params_default();
     kvs_model *m = kvs_calloc(1, sizeof *m);
     if (!m) return kvs_fail(KVS_ERR_NOMEM, "model: out of memory");
-    kvs_loader L = {.m = m};
+    kvs_loader L = {.m = m, .repack = p.repack};
     kvs_status st = load(m, &L, path, &p);
+    kvs_free(L.x8_src);
+    kvs_free(L.x8_dst);
     /* owned vectors are kept as a NULL-terminated list */
     if (L.n_owned) {
         void **list = kvs_realloc(L.owned, sizeof(void *) * (size_t)(L.n_owned + 1));
@@ -118,6 +120,7 @@ void kvs_model_get_info(const kvs_model *m, kvs_model_info *o) {
     o->n_params = m->n_params;
     o->weight_bytes = m->weight_bytes;
     o->decode_weight_bytes = m->decode_weight_bytes;
+    o->repacked_bytes = m->repacked_bytes;
     o->bos = kvs_tokenizer_bos(m->tok);
     o->eos = kvs_tokenizer_eos(m->tok);
 }

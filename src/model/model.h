@@ -84,6 +84,7 @@ struct kvs_model {
     void *ext;                                /* architecture-specific weights (owned) */
     void **owned;                             /* NULL-terminated list: f32 copies of non-f32 vectors */
     uint64_t n_params, weight_bytes, decode_weight_bytes;
+    uint64_t repacked_bytes;                  /* x8 copies of matrices (core/repack.h) */
 };
 
 /* Full K/V in every layer: the default for plain GQA models. */

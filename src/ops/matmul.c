@@ -9,6 +9,7 @@
 #include "core/error.h"
 
 #define MM_ROW_TILE 16
+_Static_assert(MM_ROW_TILE % 8 == 0, "a row tile starts an x8 group");
 #define MM_MAX_OUTS 4
 
 struct kvs_matmul {
@@ -46,6 +47,7 @@ typedef struct mm_task {
     const kvs_q8_aux *aux[MM_MAX_OUTS];
     size_t aux_stride[MM_MAX_OUTS];
     bool gemm[MM_MAX_OUTS];
+    bool x8[MM_MAX_OUTS];                 /* through the weight's x8 copy (core/repack.h) */
     int64_t n_tokens;
     int64_t n_tiles[MM_MAX_OUTS];
     int64_t total_tiles;
@@ -91,7 +93,16 @@ static void mm_tile(const mm_task *tk, int j, int64_t tile, int ith) {
     const uint8_t *xq = tk->xq[j];
     size_t xs = tk->xq_stride[j];
     int64_t t = 0;
-    if (tk->gemm[j]) {
+    if (tk->x8[j]) { /* MM_ROW_TILE is a multiple of 8: the tile starts a group */
+        const kvs_gemm_args a = {
+            .n = w->n_in, .nr = r1 - r0, .nt = tk->n_tokens,
+            .w = (const uint8_t *)w->x8 + (size_t)(r0 / 8) * w->x8_group_bytes, .w_stride = w->x8_group_bytes,
+            .x = xq, .x_stride = xs, .xaux = tk->aux[j], .xaux_stride = tk->aux_stride[j],
+            .y = o->y + r0, .y_stride = (size_t)o->y_stride,
+        };
+        tr->gemm_x8(&a);
+        t = tk->n_tokens;
+    } else if (tk->gemm[j]) {
         const kvs_gemm_args a = {
             .n = w->n_in, .nr = r1 - r0, .nt = tk->n_tokens,
             .w = (const uint8_t *)w->data + (size_t)r0 * w->row_bytes, .w_stride = w->row_bytes,
@@ -176,12 +187,13 @@ kvs_status kvs_matmul_run(kvs_matmul *m, kvs_pool *pool, const float *x, int64_t
         }
         tk.xq[j] = m->xq[vt];
         tk.xq_stride[j] = stride;
-        tk.gemm[j] = tr->gemm && n_tokens >= tr->gemm_min_rows;
+        tk.x8[j] = w->x8 && tr->gemm_x8 && n_tokens >= tr->gemm_x8_min_rows;
+        tk.gemm[j] = !tk.x8[j] && tr->gemm && n_tokens >= tr->gemm_min_rows;
         if (tk.gemm[j]) {
             size_t sb = (kvs_gemm_scratch_bytes(w->type, n_in) + 63) & ~(size_t)63;
             if (sb > scratch_need) scratch_need = sb;
         }
-        if (tk.gemm[j] && tr->gemm_xaux) {
+        if ((tk.gemm[j] || tk.x8[j]) && tr->gemm_xaux) {
             size_t as = (size_t)(n_in / 32);
             if (!aux_done[vt]) {
                 size_t need = as * (size_t)n_tokens * sizeof(kvs_q8_aux);
@@ -215,7 +227,7 @@ kvs_status kvs_matmul_run(kvs_matmul *m, kvs_pool *pool, const float *x, int64_t
     /* one tile per grab when tiles are heavy (many rows through gemm), else
      * about 8 grabs per thread */
     bool heavy = false;
-    for (int j = 0; j < n_outs; j++) heavy |= tk.gemm[j];
+    for (int j = 0; j < n_outs; j++) heavy |= tk.gemm[j] || (tk.x8[j] && n_tokens >= 8);
     tk.chunk = heavy ? 1 : tk.total_tiles / (8 * (int64_t)kvs_pool_size(pool));
     if (tk.chunk < 1) tk.chunk = 1;
     atomic_init(&tk.next, 0);

@@ -20,6 +20,8 @@ typedef struct kvs_weight {
     int64_t n_in, n_out;   /* (n_out rows, n_in cols) */
     size_t row_bytes;
     const void *data;
+    const void *x8;        /* NULL, or the rows in core/repack.h's x8 layout (the matmul reads it) */
+    size_t x8_group_bytes; /* bytes per group of 8 rows in x8 */
 } kvs_weight;
 
 typedef struct kvs_mm_out {

@@ -471,7 +471,7 @@ kvs_status kvs_plan_compute(const kvs_plan_model *m, const char *label, const ui
     if (hw) {
         out->has_hw = true;
         out->hw = *hw;
-        free_mem = hw->kv_budget > 0 ? hw->kv_budget : hw->mem_bytes - m->weight_bytes;
+        free_mem = hw->kv_budget > 0 ? hw->kv_budget : hw->mem_bytes - m->weight_bytes - m->repack_bytes;
         out->weights_fit = hw->kv_budget > 0 || free_mem >= 0;
     }
     for (size_t i = 0; i < n_ctx; i++) {

@@ -41,6 +41,8 @@ typedef struct kvs_plan_model {
     double params_active;    /* parameters touched per token (MoE: routed top-k) */
     double weight_bytes;     /* bytes of all weights as stored             */
     double active_weight_bytes; /* bytes read per decoded token            */
+    double repack_bytes;     /* heap copies kvslim makes at load (the x8 layout of
+                                core/repack.h; GGUF sources only): memory, not traffic */
     char weight_format[48];  /* e.g. "bf16", "fp8 e4m3", "gguf q4_1"       */
 } kvs_plan_model;
 

@@ -21,6 +21,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/repack.h"
 #include "gguf/gguf.h"
 #include "kv/kv_spec.h"
 #include "model/hparams.h"
@@ -216,12 +217,19 @@ kvs_status kvs_plan_from_gguf(const char *path, kvs_plan_model *out) {
 
     kvs_free(swa);
 
-    double total_b = 0, expert_b = 0, total_p = 0, expert_p = 0;
+    double total_b = 0, expert_b = 0, total_p = 0, expert_p = 0, repack_b = 0;
+    const bool untied = kvs_gguf_find_tensor(g, "output.weight") != NULL;
     for (uint64_t i = 0; i < kvs_gguf_n_tensors(g); i++) {
         const kvs_gguf_tensor *t = kvs_gguf_tensor_at(g, i);
         double ne = 1;
         for (uint32_t d = 0; d < t->n_dims; d++) ne *= (double)t->ne[d];
         total_b += (double)t->nbytes;
+        /* the loader's x8 copies (model/loader.c): 2-D matrices of the repacked types but the
+         * embedding tables it reads row by row */
+        const bool row_table = !strcmp(t->name.s, "per_layer_token_embd.weight") ||
+                               (untied && !strcmp(t->name.s, "token_embd.weight"));
+        if (t->n_dims == 2 && kvs_repack_supported(t->type) && !row_table)
+            repack_b += (double)kvs_repack_bytes(t->type, (int64_t)t->ne[0], (int64_t)t->ne[1]);
         total_p += ne;
         if (strstr(t->name.s, "_exps")) { expert_b += (double)t->nbytes; expert_p += ne; }
     }
@@ -230,6 +238,7 @@ kvs_status kvs_plan_from_gguf(const char *path, kvs_plan_model *out) {
     out->params_active = total_p - expert_p * (1.0 - frac);
     out->weight_bytes = total_b;
     out->active_weight_bytes = total_b - expert_b * (1.0 - frac);
+    out->repack_bytes = repack_b;
     snprintf(out->weight_format, sizeof out->weight_format, "gguf tensors");
     snprintf(out->source, sizeof out->source, "%s (GGUF metadata, arch %s)", path, arch);
     st = apply_retrofit(g, path, out);

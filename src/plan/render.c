@@ -90,6 +90,10 @@ void kvs_plan_render_text(FILE *f, const kvs_plan_result *rs, size_t n, uint64_t
     fprintf(f, "source   %s\n", m->source);
     fprintf(f, "weights  %s params (%s active/token), %s: %s (%s read per token)\n", a, b,
             m->weight_format[0] ? m->weight_format : "?", c, d);
+    if (m->repack_bytes > 0) {
+        kvs_plan_fmt_bytes(m->repack_bytes, c, sizeof c);
+        fprintf(f, "         + %s repacked at load (interleaved copies the matmul reads instead)\n", c);
+    }
     kvs_plan_fmt_bytes(r->kv_fixed, e, sizeof e);
     fprintf(f, "KV       [%s] %.0f bytes/token growing + %s fixed, per sequence\n", r->label, r->kv_per_token, e);
 
@@ -123,7 +127,7 @@ void kvs_plan_render_text(FILE *f, const kvs_plan_result *rs, size_t n, uint64_t
                 snprintf(a, sizeof a, "%llu tokens (%.1fK)", (unsigned long long)r->max_ctx, r->max_ctx / 1024.0);
             fprintf(f, "max context in the budget (batch %u): %s\n", r->batch, a);
         } else if (!r->weights_fit) {
-            kvs_plan_fmt_bytes(m->weight_bytes, a, sizeof a);
+            kvs_plan_fmt_bytes(m->weight_bytes + m->repack_bytes, a, sizeof a);
             kvs_plan_fmt_bytes(r->hw.mem_bytes, b, sizeof b);
             fprintf(f, "DOES NOT FIT: weights need %s, memory is %s\n", a, b);
         } else {
@@ -223,6 +227,8 @@ void kvs_plan_render_json(FILE *f, const kvs_plan_result *rs, size_t n, uint64_t
     json_num(f, floor(m->weight_bytes));
     fprintf(f, ", \"active_weight_bytes\": ");
     json_num(f, floor(m->active_weight_bytes));
+    fprintf(f, ", \"repack_bytes\": ");
+    json_num(f, floor(m->repack_bytes));
     fprintf(f, ", \"weight_format\": ");
     json_str(f, m->weight_format);
     fprintf(f, "},\n");
