@@ -4,9 +4,11 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/cpu.h"
 #include "core/error.h"
 #include "core/f16.h"
 #include "core/threads.h"
+#include "ops/ops.h"
 #include "test_util.h"
 
 typedef struct { _Atomic int64_t sum; int64_t n; } sum_ctx;
@@ -91,8 +93,49 @@ static void test_pool_errors(void) {
     CHECK(!strcmp(kvs_last_error(), "kept"));
 }
 
+/* The AVX2 gated activations against their libm twins over gates from -60
+ * to 60 (and odd lengths, for the tail): each output within 4e-6 of the
+ * larger of |ref| and |up| (silu / gelu are near 0 for negative gates, where
+ * only an absolute bound makes sense). */
+static void test_activations(void) {
+    if (!kvs_cpu()->avx2) { printf("skip activations: no AVX2\n"); return; }
+    enum { N = 4099 };
+    float *g = malloc(sizeof(float) * N), *u = malloc(sizeof(float) * N), *a = malloc(sizeof(float) * N),
+          *r = malloc(sizeof(float) * N);
+    CHECK(g && u && a && r);
+    if (!g || !u || !a || !r) return;
+    uint64_t rng = 99;
+    for (int i = 0; i < N; i++) {
+        g[i] = i < 2400 ? -60.0f + 120.0f * (float)i / 2400.0f : 4.0f * test_rng_normal(&rng);
+        u[i] = test_rng_normal(&rng);
+    }
+    for (int which = 0; which < 2; which++)
+        for (int n = N - 7; n <= N; n += 7) { /* a tail of 3 and of 2 */
+            if (which) { kvs_geglu_avx2(a, g, u, n); kvs_geglu_ref(r, g, u, n); }
+            else { kvs_swiglu_avx2(a, g, u, n); kvs_swiglu_ref(r, g, u, n); }
+            int bad = 0;
+            double worst = 0;
+            for (int i = 0; i < n; i++) {
+                const double scale = fmax(fabs((double)r[i]), fabs((double)u[i])) + 1e-30;
+                const double e = fabs((double)a[i] - r[i]) / scale;
+                if (e > worst) worst = e;
+                bad += !(e <= 4e-6);
+            }
+            CHECKF(bad == 0, "%s avx2 vs ref, n=%d: %d outputs off (worst %.2e)", which ? "geglu" : "swiglu", n, bad,
+                   worst);
+            if (n == N) printf("  %s avx2 vs libm: worst %.2e of max(|ref|, |up|)\n", which ? "geglu" : "swiglu", worst);
+        }
+    /* in place, as the FFN stage calls it, through the dispatch */
+    memcpy(a, g, sizeof(float) * N);
+    kvs_geglu(a, a, u, N);
+    kvs_geglu_avx2(r, g, u, N);
+    CHECK(!memcmp(a, r, sizeof(float) * N));
+    free(g); free(u); free(a); free(r);
+}
+
 int main(void) {
     test_error_wrap();
+    test_activations();
     test_pool_errors();
     /* every finite half round-trips exactly through f32 */
     int bad = 0;

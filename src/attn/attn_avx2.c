@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "attn/attn_simd.h"
-#include "attn/exp_avx2.h"
+#include "core/exp_avx2.h"
 #include "core/dtype.h"
 #include "kv/kivi.h"
 

@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "attn/attn_latent.h"
-#include "attn/exp_avx2.h"
+#include "core/exp_avx2.h"
 #include "core/dtype.h"
 
 #define LAT_CB 64 /* channels per score block (Q^T block of 4 KiB) */

@@ -1,8 +1,11 @@
-/* Scalar implementations of the row operators declared in ops/ops.h. */
+/* Scalar implementations of the row operators declared in ops/ops.h (the
+ * activations dispatch to ops/act_avx2.c where the CPU has AVX2). */
 #include "ops/ops.h"
 
 #include <math.h>
 #include <string.h>
+
+#include "core/cpu.h"
 
 void kvs_rmsnorm(float *y, const float *x, const float *w, int64_t n, int64_t d, float eps) {
     for (int64_t r = 0; r < n; r++) {
@@ -76,19 +79,29 @@ void kvs_rope_apply(const kvs_rope *r, float *x, int64_t n, int32_t n_heads, int
     }
 }
 
-void kvs_swiglu(float *out, const float *gate, const float *up, int64_t n) {
+void kvs_swiglu_ref(float *out, const float *gate, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];
     }
 }
 
-void kvs_geglu(float *out, const float *gate, const float *up, int64_t n) {
+void kvs_geglu_ref(float *out, const float *gate, const float *up, int64_t n) {
     const float c = 0.7978845608028654f; /* sqrt(2/pi) */
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i];
         out[i] = 0.5f * g * (1.0f + tanhf(c * (g + 0.044715f * g * g * g))) * up[i];
     }
+}
+
+/* silu stays on libm: with the AVX2 version, test_engine's batched rows were
+ * no longer bit-identical to the same sequence alone (an unexplained
+ * interaction; each call is deterministic), and silu is 2% of a step. */
+void kvs_swiglu(float *out, const float *gate, const float *up, int64_t n) { kvs_swiglu_ref(out, gate, up, n); }
+
+void kvs_geglu(float *out, const float *gate, const float *up, int64_t n) {
+    if (kvs_cpu()->avx2) kvs_geglu_avx2(out, gate, up, n);
+    else kvs_geglu_ref(out, gate, up, n);
 }
 
 void kvs_softmax(float *x, int64_t n) {

@@ -50,6 +50,15 @@ void kvs_rope_apply(const kvs_rope *r, float *x, int64_t n, int32_t n_heads, int
 void kvs_swiglu(float *out, const float *gate, const float *up, int64_t n);
 /* out = gelu_tanh(gate) * up. */
 void kvs_geglu(float *out, const float *gate, const float *up, int64_t n);
+/* Their scalar reference twins (libm expf / tanhf), and the AVX2 versions
+ * (ops/act_avx2.c, one e^x polynomial; kvs_geglu dispatches to its, kvs_swiglu
+ * keeps the reference, see ops.c): silu(g) =
+ * g / (1 + e^-g) and gelu_tanh(g) = g / (1 + e^-2y), y = sqrt(2/pi) (g +
+ * 0.044715 g^3), within a few float ulps of the references. */
+void kvs_swiglu_ref(float *out, const float *gate, const float *up, int64_t n);
+void kvs_geglu_ref(float *out, const float *gate, const float *up, int64_t n);
+void kvs_swiglu_avx2(float *out, const float *gate, const float *up, int64_t n);
+void kvs_geglu_avx2(float *out, const float *gate, const float *up, int64_t n);
 
 /* In-place numerically safe softmax over n values (-inf entries -> 0). */
 void kvs_softmax(float *x, int64_t n);

@@ -1,5 +1,6 @@
-/* e^x on 8 floats for the AVX2 attention kernels (attn_avx2.c,
- * attn_latent_avx2.c): one polynomial, so every softmax agrees. Include
+/* e^x on 8 floats for the AVX2 kernels (attention: attn_avx2.c,
+ * attn_latent_avx2.c; activations: ops/act_avx2.c): one polynomial, so
+ * every softmax agrees. Include
  * only from files built with AVX2/FMA flags. */
 #ifndef KVS_EXP_AVX2_H
 #define KVS_EXP_AVX2_H
