@@ -43,7 +43,7 @@ typedef struct kvs_session kvs_session;
 
 typedef struct kvs_model_params {
     bool use_mmap;     /* map the file instead of reading it (default true) */
-    bool repack;       /* keep a copy of the q4_0, q4_1 and q8_0 matrices in the interleaved
+    bool repack;       /* keep a copy of the q4_0/q4_1/q5_0/q5_1/q8_0 matrices in the interleaved
                           layout the matmul kernels read in place (default true: faster
                           decode, batched decode and prefill for the memory of that copy;
                           the file stays untouched) */

@@ -25,6 +25,7 @@
 
 #include "kvslim.h"
 #include "core/json.h"
+#include "plan/plan.h"
 #include "test_util.h"
 
 #define MODEL "models/gemma-3-270m-q4_k_m.gguf"
@@ -123,6 +124,15 @@ int main(void) {
     kvs_model_get_info(m, &info);
     CHECK(strcmp(info.arch, "gemma3") == 0 && info.n_layer == 18);
     check_schemes(m);
+    { /* the repacked copies (its q8_0 head and q5_0 matrices) as the planner predicts them */
+        kvs_plan_model pm;
+        memset(&pm, 0, sizeof pm);
+        CHECK(kvs_plan_from_gguf(MODEL, &pm) == KVS_OK);
+        CHECKF(info.repacked_bytes > 0 && (double)info.repacked_bytes == pm.repack_bytes,
+               "repacked %llu bytes, the planner predicts %.0f", (unsigned long long)info.repacked_bytes,
+               pm.repack_bytes);
+        kvs_plan_model_free(&pm);
+    }
 
     kvs_session *s = new_session(m, 512, 512);
     float *logits = malloc(sizeof(float) * (size_t)info.n_vocab);

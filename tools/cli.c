@@ -15,7 +15,7 @@ void cli_common_init(cli_common *c) {
 
 const char *cli_common_help(void) {
     return "  -m, --model FILE    GGUF model (default: models/smollm2-135m-instruct-q4_1.gguf)\n"
-           "      --no-repack     no interleaved copy of the q4_0/q4_1/q8_0 matrices at load (saves\n"
+           "      --no-repack     no interleaved copy of the q4/q5/q8_0 matrices at load (saves\n"
            "                      their size in memory; slower decode, batched decode and prefill)\n"
            "  -t, --threads N     worker threads (default: all CPUs)\n"
            "  -c, --ctx N         context size in tokens (accepts 4k, 32k)\n"

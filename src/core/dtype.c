@@ -206,6 +206,8 @@ kvs_gemm_fn kvs_gemm_x8_variant(uint32_t t, int vnni) {
     switch (t) {
     case KVS_TYPE_Q4_0: return vnni ? kvs_q4_0_x8_gemm_vnni : kvs_q4_0_x8_gemm_avx2;
     case KVS_TYPE_Q4_1: return vnni ? kvs_q4_1_x8_gemm_vnni : kvs_q4_1_x8_gemm_avx2;
+    case KVS_TYPE_Q5_0: return vnni ? kvs_q5_0_x8_gemm_vnni : kvs_q5_0_x8_gemm_avx2;
+    case KVS_TYPE_Q5_1: return vnni ? kvs_q5_1_x8_gemm_vnni : kvs_q5_1_x8_gemm_avx2;
     case KVS_TYPE_Q8_0: return vnni ? kvs_q8_0_x8_gemm_vnni : kvs_q8_0_x8_gemm_avx2;
     default: return NULL;
     }

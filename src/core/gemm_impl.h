@@ -182,8 +182,20 @@ AI __m256i leg_wvec(const uint8_t *p, int k, leg_dec dec, const int packed, cons
     if (!packed) return ld(p + 32 * k);
     const uint8_t *q = p + (has_m ? 32 : 16);
     if (dec == DEC_Q8_0) return GEMM_VNNI ? _mm256_xor_si256(ld(q + 32 * k), _mm256_set1_epi8((char)0x80)) : ld(q + 32 * k);
-    const __m256i raw = ld(q + 32 * (k & 3));
-    return _mm256_and_si256(k < 4 ? raw : _mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
+    const int five = dec == DEC_Q5_0 || dec == DEC_Q5_1;
+    const __m256i raw = ld(q + (five ? 32 : 0) + 32 * (k & 3));
+    const __m256i nib = _mm256_and_si256(k < 4 ? raw : _mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
+    if (!five) return nib;
+    /* the fifth bit of element j = 4k+i (k < 4) or 16+4(k-4)+i of row r is bit j of
+     * row r's qh (dword r of the qh vector): its byte copied to all 4 bytes of the
+     * dword, then tested against the byte's own bit */
+    const int b = k < 4 ? k >> 1 : 2 + ((k - 4) >> 1), sh = 4 * (k & 1);
+    const __m256i idx = _mm256_setr_epi8(b, b, b, b, 4 + b, 4 + b, 4 + b, 4 + b, 8 + b, 8 + b, 8 + b, 8 + b, 12 + b,
+                                         12 + b, 12 + b, 12 + b, b, b, b, b, 4 + b, 4 + b, 4 + b, 4 + b, 8 + b, 8 + b,
+                                         8 + b, 8 + b, 12 + b, 12 + b, 12 + b, 12 + b);
+    const __m256i bit = _mm256_set1_epi32((int)(0x08040201u << sh));
+    const __m256i hb = _mm256_and_si256(_mm256_shuffle_epi8(ld(q), idx), bit);
+    return _mm256_or_si256(nib, _mm256_and_si256(_mm256_cmpeq_epi8(hb, bit), _mm256_set1_epi8(0x10)));
 }
 AI __m256 leg_wd(const uint8_t *p, const int packed) {
     return packed ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)) : _mm256_loadu_ps((const float *)(p + 256));
@@ -331,6 +343,12 @@ void GEMM_FN(q4_0_x8)(const kvs_gemm_args *a) {
 }
 void GEMM_FN(q4_1_x8)(const kvs_gemm_args *a) {
     pk_gemm(a, sizeof(kvs_block_q4_1), sizeof(kvs_block_q8_1), XQ1, DEC_Q4_1, 8, 0, 0, 1);
+}
+void GEMM_FN(q5_0_x8)(const kvs_gemm_args *a) {
+    pk_gemm(a, sizeof(kvs_block_q5_0), sizeof(kvs_block_q8_0), XQ0, DEC_Q5_0, 4, 0, 4, 0);
+}
+void GEMM_FN(q5_1_x8)(const kvs_gemm_args *a) {
+    pk_gemm(a, sizeof(kvs_block_q5_1), sizeof(kvs_block_q8_1), XQ1, DEC_Q5_1, 4, 0, 0, 1);
 }
 void GEMM_FN(q8_0_x8)(const kvs_gemm_args *a) {
     pk_gemm(a, sizeof(kvs_block_q8_0), sizeof(kvs_block_q8_0), XQ0, DEC_Q8_0, 1, !GEMM_VNNI, GEMM_VNNI ? 7 : 0, 0);

@@ -175,6 +175,8 @@ KVS_DECL_GEMM(q6_K)
 /* the same over x8-packed weights (core/repack.h) */
 KVS_DECL_GEMM(q4_0_x8)
 KVS_DECL_GEMM(q4_1_x8)
+KVS_DECL_GEMM(q5_0_x8)
+KVS_DECL_GEMM(q5_1_x8)
 KVS_DECL_GEMM(q8_0_x8)
 #undef KVS_DECL_GEMM
 /* The AVX2 (vnni = 0) or VNNI (1) gemm of type t, or NULL; for tests and

@@ -7,11 +7,13 @@
  * faster than per-row dots). This file owns the layout, the packer and the
  * reference product over it; the memory-mapped file is never written.
  *
- * Types: q4_0, q4_1, q8_0. For rows r0..r0+7 of a group and block b, a record
- * of exactly 8 x the type's block bytes:
+ * Types: q4_0, q4_1, q5_0, q5_1, q8_0. For rows r0..r0+7 of a group and
+ * block b, a record of exactly 8 x the type's block bytes:
  *   f16 d[8]         one per row (16 B)
- *   f16 m[8]         q4_1 only (16 B)
- *   quant vectors    q4_0, q4_1: 4 x 32 B; vector k byte 4r+i = row r's qs[4k+i],
+ *   f16 m[8]         q4_1 and q5_1 only (16 B)
+ *   qh               q5_0 and q5_1 only: 32 B, dword r = row r's qh (the fifth
+ *                    bit of element j is its bit j)
+ *   quant vectors    q4_*, q5_*: 4 x 32 B; vector k byte 4r+i = row r's qs[4k+i],
  *                    so its low nibbles are elements 4k+i and its high
  *                    nibbles elements 16+4k+i of row r;
  *                    q8_0: 8 x 32 B; vector k byte 4r+i = row r's qs[4k+i].

@@ -13,7 +13,7 @@ typedef struct kvs_loader {
     const char *arch;   /* metadata prefix, e.g. "llama" */
     void **owned;
     int n_owned, cap_owned;
-    bool repack;        /* bind gives q4_0/q4_1/q8_0 matrices an x8 copy (core/repack.h) */
+    bool repack;        /* bind gives q4_0/q4_1/q5_0/q5_1/q8_0 matrices an x8 copy (core/repack.h) */
     const void **x8_src; /* tensors already copied (a tied head shares the embedding's) */
     const void **x8_dst;
     int n_x8, cap_x8;
