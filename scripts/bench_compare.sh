@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # kvslim vs llama.cpp, side by side in one run on the same model and threads.
-# usage: scripts/bench_compare.sh [MODEL] [THREADS] [DEPTHS]     env: N (32 decode steps), R (2 reps), D_FA
+# usage: scripts/bench_compare.sh [MODEL] [THREADS] [DEPTHS]     env: N (32 decode steps), R (2 reps), D_FA,
+#   PPD (depths for prefill-at-depth, e.g. 8192: pp512@d8192; default none)
 # llama.cpp is llama-bench from scripts/setup_peers.sh (built on first use;
 # LLAMA_BENCH=path measures another build), run through scripts/bench_llamacpp.py.
 set -euo pipefail
@@ -11,10 +12,11 @@ N=${N:-32}; R=${R:-2}
 [ -n "${LLAMA_BENCH:-}" ] || bash scripts/setup_peers.sh --quiet
 out=$(mktemp -d)
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
-build/kvslim bench -m "$M" -t "$T" -d "$D" -n "$N" -r "$R" --json > "$out/kvslim.jsonl"
-python3 scripts/bench_llamacpp.py "$M" -t "$T" -d "$D" -n "$N" -r "$R" --flash-attn 0 > "$out/lcpp0.jsonl"
+PPD=${PPD:-}
+build/kvslim bench -m "$M" -t "$T" -d "$D" -n "$N" -r "$R" ${PPD:+--pp-depths "$PPD"} --json > "$out/kvslim.jsonl"
+python3 scripts/bench_llamacpp.py "$M" -t "$T" -d "$D" -n "$N" -r "$R" ${PPD:+--pp-depths "$PPD"} --flash-attn 0 > "$out/lcpp0.jsonl"
 # flash attention only wins at shallow depth on this CPU (10 tok/s vs 25 at 8K): run it there only
-python3 scripts/bench_llamacpp.py "$M" -t "$T" -d "${D_FA:-0}" -n "$N" -r "$R" --flash-attn 1 > "$out/lcpp1.jsonl"
+python3 scripts/bench_llamacpp.py "$M" -t "$T" -d "${D_FA:-0}" -n "$N" -r "$R" ${PPD:+--pp-depths "$PPD"} --flash-attn 1 > "$out/lcpp1.jsonl"
 python3 - "$out" <<'PYEOF'
 import json, sys
 d = sys.argv[1]

@@ -11,7 +11,8 @@ Runs the peer's build (bash scripts/setup_peers.sh, a no-op once built);
 LLAMA_BENCH=path/to/llama-bench measures another build instead.
 
 usage: scripts/bench_llamacpp.py MODEL [-t 2] [-p 512] [-n 32] [-d 0,2048,8192] [-r 2]
-           [--flash-attn 0|1] [--kv f16|q8_0|q4_0]     (-p 0 or -n 0 skips that test)
+           [--pp-depths 8192] [--flash-attn 0|1] [--kv f16|q8_0|q4_0]     (-p 0 or -n 0 skips that test)
+--pp-depths: prefill of P tokens after D tokens of context too (pp512@d8192).
 """
 import argparse
 import json
@@ -50,6 +51,7 @@ def main():
     ap.add_argument("-r", "--reps", type=int, default=2)
     ap.add_argument("--flash-attn", type=int, default=0)
     ap.add_argument("--kv", default="f16", help="llama.cpp KV type for K and V (-ctk/-ctv)")
+    ap.add_argument("--pp-depths", default="", help="also prefill after these depths")
     a = ap.parse_args()
     exe = llama_bench()
     common = ["-t", str(a.threads), "-r", str(a.reps), "-fa", "on" if a.flash_attn else "off",
@@ -59,8 +61,13 @@ def main():
         rows += run(exe, a.model, common + ["-p", str(a.prefill), "-n", "0", "-d", "0"])
     if a.n_gen > 0:
         rows += run(exe, a.model, common + ["-p", "0", "-n", str(a.n_gen), "-d", a.depths])
+    if a.prefill > 0 and a.pp_depths:
+        rows += run(exe, a.model, common + ["-p", str(a.prefill), "-n", "0", "-d", a.pp_depths])
     for r in rows:
-        test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}@d{r['n_depth']}"
+        if r["n_prompt"]:
+            test = f"pp{r['n_prompt']}" + (f"@d{r['n_depth']}" if r.get("n_depth") else "")
+        else:
+            test = f"tg{r['n_gen']}@d{r['n_depth']}"
         samples = r.get("samples_ts") or [r["avg_ts"]]
         print(json.dumps({"engine": "llama.cpp", "version": r.get("build_commit", "?"),
                           "flash_attn": bool(a.flash_attn), "threads": r["n_threads"], "kv": a.kv,

@@ -24,6 +24,8 @@ static void usage(void) {
             "  -p, --prefill N     prefill test length (default 512)\n"
             "  -n, --n-gen N       decode steps timed per depth (default 32)\n"
             "  -d, --depths LIST   KV depths for decode tests (default 0,2048,8192)\n"
+            "      --pp-depths LIST  also time the -p prefill after each of these depths\n"
+            "                      (as llama-bench -d does for its pp tests)\n"
             "  -r, --reps N        repetitions, best is reported (default 2)\n"
             "      --bw-gib N      GiB for the bandwidth probe (default 1; 0 skips it)\n"
             "      --json          one JSON object per result line on stdout\n"
@@ -462,8 +464,8 @@ int cmd_bench(int argc, char **argv) {
     unsigned long long attn_depths[16] = {2048, 4096, 8192, 16384, 32768};
     int n_attn_depths = 5;
     double attn_secs = 0.3;
-    unsigned long long par[16];
-    int n_par = 0;
+    unsigned long long par[16], pp_depths[16];
+    int n_par = 0, n_pp_depths = 0;
     long long prefix_ttft = 0, capacity = 0;
     for (int i = 1; i < argc; i++) {
         int r = cli_common_option(&c, argc, argv, &i);
@@ -478,6 +480,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-r") || !strcmp(a, "--reps")) { VAL(); if (!cli_parse_int(val, 1, 100, &reps)) BAD(); }
         else if (!strcmp(a, "--bw-gib")) { VAL(); if (!cli_parse_int(val, 0, 64, &bw_gib)) BAD(); }
         else if (!strcmp(a, "-d") || !strcmp(a, "--depths")) { VAL(); if ((n_depths = parse_list(val, depths, 16)) < 0) BAD(); }
+        else if (!strcmp(a, "--pp-depths")) { VAL(); if ((n_pp_depths = parse_list(val, pp_depths, 16)) < 0) BAD(); }
         else if (!strcmp(a, "--json")) json = true;
         else if (!strcmp(a, "--attn")) attn = true;
         else if (!strcmp(a, "--attn-hot")) attn_hot = true;
@@ -538,6 +541,8 @@ int cmd_bench(int argc, char **argv) {
     unsigned long long max_depth = 0;
     for (int i = 0; i < n_depths; i++) if (depths[i] > max_depth) max_depth = depths[i];
     uint64_t need = max_depth + (uint64_t)n_gen;
+    for (int i = 0; i < n_pp_depths; i++)
+        if (pp_depths[i] + (uint64_t)n_prefill > need) need = pp_depths[i] + (uint64_t)n_prefill;
     if ((uint64_t)n_prefill > need) need = (uint64_t)n_prefill;
     if (need > (1u << 26)) { fprintf(stderr, "kvslim bench: depth too large\n"); kvs_model_free(m); return 2; }
     c.ctx = (uint32_t)need;
@@ -576,6 +581,25 @@ int cmd_bench(int argc, char **argv) {
         }
         if (json) printf("{\"test\": \"pp%lld\", \"tok_s\": %.2f}\n", n_prefill, best);
         else printf("%-16s %10.1f %10s %14s %10s %10s\n", "prefill", best, "-", "-", "-", "-");
+    }
+    for (int di = 0; n_prefill > 0 && di < n_pp_depths; di++) { /* the same prefill on top of d tokens */
+        const uint64_t d = pp_depths[di];
+        double best = 0;
+        for (long long r = 0; r < reps; r++) {
+            kvs_session_reset(s);
+            if (d && fill_random) {
+                if (fill_cache_random(s, d) != 0) goto done;
+            } else if (d && kvs_decode(s, toks, (size_t)d, false, NULL) != KVS_OK) { cli_error("decode"); goto done; }
+            double t0 = cli_now();
+            if (kvs_decode(s, toks + d, (size_t)n_prefill, false, logits) != KVS_OK) { cli_error("decode"); goto done; }
+            double tps = (double)n_prefill / (cli_now() - t0);
+            if (tps > best) best = tps;
+        }
+        char name[64];
+        snprintf(name, sizeof name, "prefill @ %llu", (unsigned long long)d);
+        if (json) printf("{\"test\": \"pp%lld@d%llu\", \"tok_s\": %.2f}\n", n_prefill, (unsigned long long)d, best);
+        else printf("%-16s %10.1f %10s %14s %10s %10s\n", name, best, "-", "-", "-", "-");
+        fflush(stdout);
     }
     for (int di = 0; di < n_depths; di++) {
         uint64_t d = depths[di];
