@@ -8,11 +8,31 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "kv/tq.h"
 
 static const struct { const char *name; kvs_kv_type t; kvs_dtype d; } g_types[] = {
     {"f32", KVS_KV_F32, KVS_TYPE_F32}, {"f16", KVS_KV_F16, KVS_TYPE_F16}, {"bf16", KVS_KV_BF16, KVS_TYPE_BF16},
     {"q8_0", KVS_KV_Q8_0, KVS_TYPE_Q8_0}, {"q4_0", KVS_KV_Q4_0, KVS_TYPE_Q4_0},
+    {"tq2", KVS_KV_TQ2, KVS_TYPE_TQ2}, {"tq2.5", KVS_KV_TQ2_5, KVS_TYPE_TQ2_5}, {"tq3", KVS_KV_TQ3, KVS_TYPE_TQ3},
+    {"tq3.5", KVS_KV_TQ3_5, KVS_TYPE_TQ3_5}, {"tq4", KVS_KV_TQ4, KVS_TYPE_TQ4},
 };
+
+/* "tq4k3v", "tq3.5k2.5v": key and value rotated-codebook formats. */
+static bool parse_tq_pair(const char *name, kvs_dtype *kt, kvs_dtype *vt) {
+    if (strncmp(name, "tq", 2) != 0) return false;
+    const char *k = strchr(name, 'k');
+    if (!k || k == name + 2 || k[strlen(k) - 1] != 'v' || strlen(k) < 3) return false;
+    char a[8], b[8];
+    size_t la = (size_t)(k - name - 2), lb = strlen(k) - 2;
+    if (la >= sizeof a - 2 || lb >= sizeof b - 2) return false;
+    memcpy(a, "tq", 2); memcpy(a + 2, name + 2, la); a[la + 2] = '\0';
+    memcpy(b, "tq", 2); memcpy(b + 2, k + 1, lb); b[lb + 2] = '\0';
+    kvs_kv_type x, y;
+    if (!kvs_kv_type_from_name(a, &x) || !kvs_kv_type_from_name(b, &y)) return false;
+    *kt = kvs_kv_type_dtype(x);
+    *vt = kvs_kv_type_dtype(y);
+    return kvs_tq_bits(*kt, 0) && kvs_tq_bits(*vt, 0);
+}
 #define N_TYPES (sizeof g_types / sizeof *g_types)
 
 bool kvs_kv_type_from_name(const char *name, kvs_kv_type *out) {
@@ -55,7 +75,7 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
     for (int32_t i = a; i <= b; i++) {
         kvs_kv_scheme *L = &sc[i];
         if (!eq) {
-            char name[16];
+            char name[24];
             if (kl >= sizeof name) goto bad;
             memcpy(name, s, kl);
             name[kl] = '\0';
@@ -72,6 +92,14 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
                 L->k_bits = kb;
                 L->v_bits = vb;
                 if (!L->group) L->group = 32;
+                continue;
+            }
+            kvs_dtype tk, tv;
+            if (parse_tq_pair(name, &tk, &tv)) {
+                if (L->store == KVS_KV_STORE_SHARED) continue;
+                L->k_type = tk;
+                L->v_type = tv;
+                L->layout = KVS_KV_LAYOUT_BLOCK;
                 continue;
             }
             if (!kvs_kv_type_from_name(name, &t)) goto bad;
