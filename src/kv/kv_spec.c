@@ -17,22 +17,6 @@ static const struct { const char *name; kvs_kv_type t; kvs_dtype d; } g_types[] 
     {"tq3.5", KVS_KV_TQ3_5, KVS_TYPE_TQ3_5}, {"tq4", KVS_KV_TQ4, KVS_TYPE_TQ4},
 };
 
-/* "tq4k3v", "tq3.5k2.5v": key and value rotated-codebook formats. */
-static bool parse_tq_pair(const char *name, kvs_dtype *kt, kvs_dtype *vt) {
-    if (strncmp(name, "tq", 2) != 0) return false;
-    const char *k = strchr(name, 'k');
-    if (!k || k == name + 2 || k[strlen(k) - 1] != 'v' || strlen(k) < 3) return false;
-    char a[8], b[8];
-    size_t la = (size_t)(k - name - 2), lb = strlen(k) - 2;
-    if (la >= sizeof a - 2 || lb >= sizeof b - 2) return false;
-    memcpy(a, "tq", 2); memcpy(a + 2, name + 2, la); a[la + 2] = '\0';
-    memcpy(b, "tq", 2); memcpy(b + 2, k + 1, lb); b[lb + 2] = '\0';
-    kvs_kv_type x, y;
-    if (!kvs_kv_type_from_name(a, &x) || !kvs_kv_type_from_name(b, &y)) return false;
-    *kt = kvs_kv_type_dtype(x);
-    *vt = kvs_kv_type_dtype(y);
-    return kvs_tq_bits(*kt, 0) && kvs_tq_bits(*vt, 0);
-}
 #define N_TYPES (sizeof g_types / sizeof *g_types)
 
 bool kvs_kv_type_from_name(const char *name, kvs_kv_type *out) {
@@ -49,6 +33,27 @@ const char *kvs_kv_type_name(kvs_kv_type t) {
 kvs_dtype kvs_kv_type_dtype(kvs_kv_type t) {
     for (size_t i = 0; i < N_TYPES; i++) if (g_types[i].t == t) return g_types[i].d;
     return KVS_TYPE_COUNT;
+}
+
+bool kvs_kv_tq_from_name(const char *name, kvs_dtype *kt, kvs_dtype *vt) {
+    kvs_kv_type x, y;
+    if (!name || strncmp(name, "tq", 2) != 0) return false;
+    if (kvs_kv_type_from_name(name, &x)) { /* tq3: keys and values alike */
+        *kt = *vt = kvs_kv_type_dtype(x);
+        return true;
+    }
+    const char *k = strchr(name, 'k'); /* tq4k3v, tq3.5k2.5v */
+    size_t n = strlen(name);
+    if (!k || k == name + 2 || n < 6 || name[n - 1] != 'v') return false;
+    char a[8], b[8];
+    size_t la = (size_t)(k - name - 2), lb = (size_t)(name + n - 1 - (k + 1));
+    if (lb == 0 || la + 3 > sizeof a || lb + 3 > sizeof b) return false;
+    memcpy(a, "tq", 2); memcpy(a + 2, name + 2, la); a[la + 2] = '\0';
+    memcpy(b, "tq", 2); memcpy(b + 2, k + 1, lb); b[lb + 2] = '\0';
+    if (!kvs_kv_type_from_name(a, &x) || !kvs_kv_type_from_name(b, &y)) return false;
+    *kt = kvs_kv_type_dtype(x);
+    *vt = kvs_kv_type_dtype(y);
+    return kvs_tq_bits(*kt, 0) && kvs_tq_bits(*vt, 0);
 }
 
 static bool parse_u32(const char *s, size_t n, uint32_t *out) {
@@ -95,7 +100,7 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
                 continue;
             }
             kvs_dtype tk, tv;
-            if (parse_tq_pair(name, &tk, &tv)) {
+            if (kvs_kv_tq_from_name(name, &tk, &tv)) {
                 if (L->store == KVS_KV_STORE_SHARED) continue;
                 L->k_type = tk;
                 L->v_type = tv;
