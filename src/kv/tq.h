@@ -51,7 +51,14 @@
  * least-squares scale of those codes over the finite inputs; then 3 more
  * rounds of codes for x / s and the least-squares s for them (a Lloyd step
  * on the one scale: -8% squared error on Gaussian blocks). s is 0 for an
- * all-zero or non-finite block and saturates to 65504. */
+ * all-zero or non-finite block and saturates to 65504.
+ *
+ * Re-quantizing a decoded block is not always the identity (the scale
+ * rounds start from the decoded block's RMS): on Gaussian blocks 0-1.3% of
+ * blocks (tq2 .. tq4) come back with a code moved by one cell. Only the
+ * shared-window path stores decoded rows again (kv/kv_chunk.c
+ * commit_staged, Gemma 4 style sharing); its sharer then reads rows that
+ * differ from the ring's in those codes. */
 #ifndef KVS_KV_TQ_H
 #define KVS_KV_TQ_H
 
