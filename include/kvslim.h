@@ -110,10 +110,17 @@ typedef enum kvs_kv_type {
     KVS_KV_BF16 = 2,
     KVS_KV_Q8_0 = 3,
     KVS_KV_Q4_0 = 4,
+    /* rotated-codebook rows (TurboQuant-style), 64-element blocks with one
+     * f16 scale: 2.25 / 2.75 / 3.25 / 3.75 / 4.25 bits per element all-in */
+    KVS_KV_TQ2   = 5,
+    KVS_KV_TQ2_5 = 6,
+    KVS_KV_TQ3   = 7,
+    KVS_KV_TQ3_5 = 8,
+    KVS_KV_TQ4   = 9,
 } kvs_kv_type;
 /* Every setting a KV rule (kvs_session_params.kv_layers) may hold. */
 #define KVS_KV_SETTINGS                                                                               \
-    "f32 f16 bf16 q8_0 q4_0 qXkYv group=G recent=R first=S clip rotate[=k|v|kv|none] full window=W[+S] " \
+    "f32 f16 bf16 q8_0 q4_0 tqB tqXkYv qXkYv group=G recent=R first=S clip rotate[=k|v|kv|none] full window=W[+S] " \
     "sinks=S page=P shared=L h2o=B[+R] snapkv=B[+W] noevict"
 /* "f16" -> KVS_KV_F16 ...; returns false for an unknown name. */
 bool kvs_kv_type_from_name(const char *name, kvs_kv_type *out);
@@ -139,6 +146,14 @@ typedef struct kvs_session_params {
      *   f32 f16 bf16 q8_0 q4_0  element format of stored rows; q8_0/q4_0 are
      *                           Hadamard-rotated by default where the head
      *                           size is a power of two (rotate=none: plain)
+     *   tq2 tq2.5 tq3 tq3.5 tq4 rotated-codebook rows (TurboQuant-style, kv/tq.h):
+     *                           the Hadamard-rotated head vector in blocks of 64,
+     *                           each coordinate the nearest of a fixed Lloyd-Max
+     *                           codebook (2/2.5/3/3.5/4 bits) times one f16 scale
+     *                           per block: 2.25..4.25 bits per element all-in; head
+     *                           sizes a power of two >= 64; always rotated
+     *   tqXkYv                  the same with keys at X and values at Y bits,
+     *                           X, Y in 2 2.5 3 3.5 4 (e.g. tq4k3v, tq3.5k2.5v)
      *   qXkYv                   per-channel keys at X bits, per-token values
      *                           at Y bits (1-8), in groups of group=G tokens (32)
      *   group=G recent=R first=S clip

@@ -2,7 +2,9 @@
  * inputs at awkward shapes: 1 token, tile and query-block edges, 1/3/9
  * heads over 1/3 KV heads, head sizes 64/128/256, f32 and f16 caches,
  * sliding windows, decode split across 1-3 threads, scalar and SIMD
- * primitives, cache element formats f32/f16/bf16/q8_0/q4_0, pages of
+ * primitives, cache element formats f32/f16/bf16/q8_0/q4_0 and the
+ * rotated-codebook tq2/tq2.5/tq3/tq3.5/tq4 (read in place by the fused
+ * decode kernel: codebook lookups against the reference's decoded rows), pages of
  * 16/64/256 tokens, windowed rings with sinks; the int8 query of a decode
  * over q8_0/q4_0 keys (the reference rounds it the same way). Tolerance: |fast - ref| <=
  * 2e-5 + 2e-4 |ref| (f32 accumulation and a polynomial exp against float64;
@@ -12,6 +14,7 @@
 #include "attn/attn.h"
 #include "attn/attn_simd.h"
 #include "core/alloc.h"
+#include "kv/tq.h"
 #include "test_util.h"
 
 static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
@@ -41,6 +44,8 @@ static int run_case(int n_head, int n_kv_heads, int dk, kvs_dtype type, int n_pa
                     uint32_t sinks, uint32_t page, int threads) {
     kvs_kv_scheme sc = kvs_kv_scheme_full((uint32_t)n_kv_heads, (uint32_t)dk, (uint32_t)dk, type);
     sc.page_tokens = page;
+    /* tq formats need the rotation flags (kv_chunk rotates; the cache stores what it is given) */
+    sc.rotate = sc.rotate_v = kvs_tq_bits(type, 0) ? 1 : 0;
     kvs_kv_scheme sw = sc;
     sw.window = window;
     sw.sinks = sinks;
@@ -151,7 +156,8 @@ static void round_query_cases(void) {
             for (int i = 32 * b; i < d && i < 32 * b + 32; i++) {
                 int a = qi[i] < 0 ? -qi[i] : qi[i];
                 if (a > amax) amax = a;
-                bad += qr[i] != (float)qi[i] * qs[b] || !(fabsf(qr[i] - q[i]) <= 0.5f * qs[b] * (1.0f + 1e-6f));
+                bad += qr[i] != (float)qi[i] * qs[b] || !(fabsf(qr[i] - q[i]) <= 0.5f * qs[b] * (1.0f + 1e-6f) +
+                                                                    2.4e-7f * fabsf(q[i])); /* + f32 rounding of qi * qs */
             }
             bad += zero ? (amax != 0 || qs[b] != 0.0f) : amax != 127;
         }
@@ -312,12 +318,14 @@ int main(void) {
     static const int heads[][2] = {{1, 1}, {3, 1}, {9, 3}, {4, 4}};
     static const int dims[] = {64, 128, 256};
     static const int pasts[] = {0, 1, 63, 64, 65, 300};
-    static const kvs_dtype types[] = {KVS_TYPE_F32, KVS_TYPE_F16, KVS_TYPE_BF16, KVS_TYPE_Q8_0, KVS_TYPE_Q4_0};
+    static const kvs_dtype types[] = {KVS_TYPE_F32, KVS_TYPE_F16,   KVS_TYPE_BF16, KVS_TYPE_Q8_0,  KVS_TYPE_Q4_0,
+                                      KVS_TYPE_TQ2, KVS_TYPE_TQ2_5, KVS_TYPE_TQ3,  KVS_TYPE_TQ3_5, KVS_TYPE_TQ4};
+    const size_t n_types = sizeof types / sizeof *types;
     static const uint32_t pages[] = {16, 64, 256};
     for (size_t h = 0; h < 4; h++)
         for (size_t d = 0; d < 3; d++)
             for (size_t p = 0; p < 6; p++)
-                for (size_t ty = 0; ty < 5; ty++) {
+                for (size_t ty = 0; ty < n_types; ty++) {
                     kvs_dtype t = types[ty];
                     uint32_t pg = pages[(h + p + ty) % 3];
                     run_case(heads[h][0], heads[h][1], dims[d], t, pasts[p], 1, 0, 0, pg, 1 + (int)(p % 3));
@@ -333,6 +341,9 @@ int main(void) {
     run_case(9, 3, 64, KVS_TYPE_F16, 4000, 1, 5, 0, 16, 3);
     run_case(9, 3, 64, KVS_TYPE_F16, 4000, 1, 256, 4, 64, 2);
     run_case(9, 3, 64, KVS_TYPE_Q8_0, 3000, 1, 100, 3, 16, 2);
+    run_case(9, 3, 64, KVS_TYPE_TQ3, 3000, 1, 0, 0, 256, 2);
+    run_case(8, 1, 256, KVS_TYPE_TQ2_5, 1500, 1, 512, 4, 64, 3); /* Gemma 3 local-layer shape */
+    run_case(8, 1, 256, KVS_TYPE_TQ3_5, 700, 1, 0, 0, 256, 1);
     run_case(9, 3, 64, KVS_TYPE_F16, 700, 1, 1000, 0, 256, 2);
     run_case(9, 3, 64, KVS_TYPE_F16, 100, 130, 0, 0, 16, 2);
     run_case(9, 3, 64, KVS_TYPE_F16, 500, 130, 32, 4, 16, 2);

@@ -234,6 +234,7 @@ static void test_hostile_patches(void) {
         {"unknown tensor type 99", 0, O(o_t0_type), 99, "unknown tensor type 99"},
         {"unknown tensor type 37", 0, O(o_t0_type), 37, "unknown tensor type 37"}, /* 39 is MXFP4 now */
         {"tensor type huge", 0, O(o_t0_type), 0xffffffffu, "unknown tensor type"},
+        {"KV-only tensor type tq3 (50)", 0, O(o_t0_type), 50, "tensor type 50 is not a GGML type"},
         {"ne0 not block multiple", 1, O(o_t1_ne0), 33, "block size"},
         {"ne0 not block multiple (16)", 1, O(o_t1_ne0), 16, "not a multiple of the block size 32"},
         {"misaligned offset", 1, O(o_t1_off), 33, "not a multiple of the alignment"},

@@ -18,6 +18,8 @@ help=$("$K" run --help 2>&1)
 example() {
   case $1 in
     qXkYv) echo q4k3v ;;
+    tqB) echo tq2 tq2.5 tq3 tq3.5 tq4 ;;
+    tqXkYv) echo tq4k3v tq3.5k2.5v ;;
     group=G) echo q4k3v,group=64 ;;
     recent=R) echo q4k3v,group=32,recent=64 ;;
     first=S) echo q4k3v,first=4 ;;

@@ -10,8 +10,14 @@
  *    and is its own V (ldv = dk), so 16 MLA heads share every row load.
  *  - fused_avx2 (decode, <= 8 rows per KV head): the same loops read the
  *    cache rows in place, converting f16/bf16/q8_0/q4_0 to f32 in registers
- *    (per-block scales applied there), and per-channel (KIVI) rows go through
- *    kv/kivi.h's code kernels; no f32 copy of the rows is ever written. */
+ *    (per-block scales applied there), rotated-codebook rows (kv/tq.h) as
+ *    codes looked up in the codebook held in a register (vpermps) times the
+ *    block scale, and per-channel (KIVI) rows go through kv/kivi.h's code
+ *    kernels; no f32 copy of the rows is ever written. The query is already
+ *    rotated (kv/kv_chunk.c rotates q with the keys, once per head) and the
+ *    values' output is rotated back once per head after attention, so
+ *    tq scores are s * sum_c q'_c cb[code_c] and the value sum stays in the
+ *    rotated domain. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -20,6 +26,8 @@
 #include "core/exp_avx2.h"
 #include "core/dtype.h"
 #include "kv/kivi.h"
+#include "kv/tq.h"
+#include "kv/tq_tables.h"
 
 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -89,14 +97,56 @@ static inline float f16_at(const uint8_t *p) {
     return _cvtsh_ss(h);
 }
 
+static inline __attribute__((always_inline)) bool is_tq(const uint32_t type) {
+    return type == KVS_TYPE_TQ2 || type == KVS_TYPE_TQ2_5 || type == KVS_TYPE_TQ3 || type == KVS_TYPE_TQ3_5 ||
+           type == KVS_TYPE_TQ4;
+}
+/* tq block bytes and sub-block bits (kv/tq.h), as compile-time constants */
+static inline __attribute__((always_inline)) size_t tq_bb(const uint32_t type) {
+    return type == KVS_TYPE_TQ2 ? 18 : type == KVS_TYPE_TQ2_5 ? 22 : type == KVS_TYPE_TQ3 ? 26 : type == KVS_TYPE_TQ3_5 ? 30 : 34;
+}
+static inline __attribute__((always_inline)) int tq_b0(const uint32_t type) {
+    return type == KVS_TYPE_TQ2 ? 2 : type == KVS_TYPE_TQ2_5 || type == KVS_TYPE_TQ3 ? 3 : 4;
+}
+static inline __attribute__((always_inline)) int tq_b1(const uint32_t type) {
+    return type == KVS_TYPE_TQ2 || type == KVS_TYPE_TQ2_5 ? 2 : type == KVS_TYPE_TQ3 || type == KVS_TYPE_TQ3_5 ? 3 : 4;
+}
+static inline __attribute__((always_inline)) size_t tq_sub_bytes(const int bits) { return bits == 2 ? 8 : bits == 3 ? 12 : 16; }
+
+/* The 8 codebook values for codes of sub-block elements [i, i+8) (i % 8 == 0)
+ * of a sub-block of `bits` bits at q, unscaled. */
+static inline __attribute__((always_inline)) __m256 tq_load8(const int bits, const uint8_t *q, int i) {
+    const __m256i sh2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m256i three = _mm256_set1_epi32(3);
+    uint16_t lo;
+    memcpy(&lo, q + (i >> 2), 2);
+    __m256i code = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(lo), sh2), three);
+    if (bits == 2) /* codes 0..3 index the low lane, which holds the 4 centroids */
+        return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(kvs_tq_cb2)), code);
+    if (bits == 3) {
+        const __m256i sh1 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256i hb = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(q[8 + (i >> 3)]), sh1), _mm256_set1_epi32(1));
+        code = _mm256_or_si256(code, _mm256_slli_epi32(hb, 2));
+        return _mm256_permutevar8x32_ps(_mm256_loadu_ps(kvs_tq_cb3), code);
+    }
+    uint16_t hi;
+    memcpy(&hi, q + 8 + (i >> 2), 2);
+    const __m256i h2 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(hi), sh2), three);
+    code = _mm256_or_si256(code, _mm256_slli_epi32(h2, 2));
+    const __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(kvs_tq_cb4), code);
+    const __m256 b = _mm256_permutevar8x32_ps(_mm256_loadu_ps(kvs_tq_cb4 + 8), code);
+    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(code, 28))); /* code bit 3 */
+}
+
 /* Elements per scale block of a format (the loops hoist the scale per block). */
 static inline __attribute__((always_inline)) int block_elems(const uint32_t type) {
-    return type == KVS_TYPE_Q8_0 || type == KVS_TYPE_Q4_0 ? 32 : 8;
+    return is_tq(type) ? KVS_TQ_BLOCK : type == KVS_TYPE_Q8_0 || type == KVS_TYPE_Q4_0 ? 32 : 8;
 }
 /* The scale of the block holding element c, broadcast (block formats). */
 static inline __attribute__((always_inline)) __m256 block_scale(const uint32_t type, const uint8_t *p, int c) {
     if (type == KVS_TYPE_Q8_0) return _mm256_set1_ps(f16_at(p + (size_t)(c >> 5) * 34));
     if (type == KVS_TYPE_Q4_0) return _mm256_set1_ps(f16_at(p + (size_t)(c >> 5) * 18));
+    if (is_tq(type)) return _mm256_set1_ps(f16_at(p + (size_t)(c >> 6) * tq_bb(type)));
     return _mm256_setzero_ps();
 }
 /* Elements [c, c+8) with the block's scale d already loaded. */
@@ -118,6 +168,13 @@ static inline __attribute__((always_inline)) __m256 load8s(const uint32_t type, 
         w = j < 16 ? _mm256_and_si256(w, _mm256_set1_epi32(15)) : _mm256_srli_epi32(w, 4);
         return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(w, _mm256_set1_epi32(8))), d);
     }
+    case KVS_TYPE_TQ2: case KVS_TYPE_TQ2_5: case KVS_TYPE_TQ3: case KVS_TYPE_TQ3_5: case KVS_TYPE_TQ4: {
+        /* block: f16 s, sub-block 0 (b0 bits), sub-block 1 (b1 bits); x = s * cb[code] */
+        const uint8_t *b = p + (size_t)(c >> 6) * tq_bb(type);
+        const int j = c & 63;
+        if (j < 32) return _mm256_mul_ps(tq_load8(tq_b0(type), b + 2, j), d);
+        return _mm256_mul_ps(tq_load8(tq_b1(type), b + 2 + tq_sub_bytes(tq_b0(type)), j - 32), d);
+    }
     default: return _mm256_loadu_ps((const float *)(const void *)(p + 4 * (size_t)c));
     }
 }
@@ -126,7 +183,8 @@ static inline __attribute__((always_inline)) __m256 load8(const uint32_t type, c
 }
 
 static bool type_ok(uint32_t t) {
-    return t == KVS_TYPE_F32 || t == KVS_TYPE_F16 || t == KVS_TYPE_BF16 || t == KVS_TYPE_Q8_0 || t == KVS_TYPE_Q4_0;
+    return t == KVS_TYPE_F32 || t == KVS_TYPE_F16 || t == KVS_TYPE_BF16 || t == KVS_TYPE_Q8_0 || t == KVS_TYPE_Q4_0 ||
+           is_tq(t);
 }
 
 /* ---- scores: RR (1..3) query rows x KB (3 or 4) keys per register block ----
@@ -480,6 +538,11 @@ static void fused_scores(uint32_t type, const uint8_t *k, size_t k_row, int n, c
     case KVS_TYPE_BF16: scores_all(KVS_TYPE_BF16, k, k_row, n, q, R, scale, dk, sc, ss); break;
     case KVS_TYPE_Q8_0: scores_all(KVS_TYPE_Q8_0, k, k_row, n, q, R, scale, dk, sc, ss); break;
     case KVS_TYPE_Q4_0: scores_all(KVS_TYPE_Q4_0, k, k_row, n, q, R, scale, dk, sc, ss); break;
+    case KVS_TYPE_TQ2: scores_all(KVS_TYPE_TQ2, k, k_row, n, q, R, scale, dk, sc, ss); break;
+    case KVS_TYPE_TQ2_5: scores_all(KVS_TYPE_TQ2_5, k, k_row, n, q, R, scale, dk, sc, ss); break;
+    case KVS_TYPE_TQ3: scores_all(KVS_TYPE_TQ3, k, k_row, n, q, R, scale, dk, sc, ss); break;
+    case KVS_TYPE_TQ3_5: scores_all(KVS_TYPE_TQ3_5, k, k_row, n, q, R, scale, dk, sc, ss); break;
+    case KVS_TYPE_TQ4: scores_all(KVS_TYPE_TQ4, k, k_row, n, q, R, scale, dk, sc, ss); break;
     default: scores_all(KVS_TYPE_F32, k, k_row, n, q, R, scale, dk, sc, ss); break;
     }
 }
@@ -491,6 +554,11 @@ static void fused_values(uint32_t type, const uint8_t *v, size_t v_row, int n, c
     case KVS_TYPE_BF16: vacc_all(KVS_TYPE_BF16, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
     case KVS_TYPE_Q8_0: vacc_all(KVS_TYPE_Q8_0, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
     case KVS_TYPE_Q4_0: vacc_all(KVS_TYPE_Q4_0, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
+    case KVS_TYPE_TQ2: vacc_all(KVS_TYPE_TQ2, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
+    case KVS_TYPE_TQ2_5: vacc_all(KVS_TYPE_TQ2_5, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
+    case KVS_TYPE_TQ3: vacc_all(KVS_TYPE_TQ3, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
+    case KVS_TYPE_TQ3_5: vacc_all(KVS_TYPE_TQ3_5, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
+    case KVS_TYPE_TQ4: vacc_all(KVS_TYPE_TQ4, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
     default: vacc_all(KVS_TYPE_F32, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
     }
 }

@@ -33,7 +33,14 @@ typedef enum kvs_dtype {
     KVS_TYPE_I32  = 26, /* integer tables (DeepSeek V4 hash routing); no kernels */
     KVS_TYPE_BF16 = 30,
     KVS_TYPE_MXFP4 = 39, /* OCP MX FP4 (E2M1 x 32, one E8M0 scale): routed experts */
-    KVS_TYPE_COUNT = 40, /* upper bound for table sizes; GGUF ids >= this are unknown */
+    /* kvslim's own KV row formats (kv/tq.h: rotated-codebook blocks of 64);
+     * not GGML types: the GGUF reader refuses them (traits.kv_only) */
+    KVS_TYPE_TQ2   = 48,
+    KVS_TYPE_TQ2_5 = 49,
+    KVS_TYPE_TQ3   = 50,
+    KVS_TYPE_TQ3_5 = 51,
+    KVS_TYPE_TQ4   = 52,
+    KVS_TYPE_COUNT = 56, /* upper bound for table sizes; GGUF ids >= this are unknown */
 } kvs_dtype;
 
 typedef void (*kvs_to_float_fn)(const void *x, float *y, int64_t n);
@@ -92,6 +99,7 @@ typedef struct kvs_type_traits {
     kvs_gemm_fn gemm_x8;       /* optional kernel over x8-packed weights (core/repack.h):
                                   w = the group of row 0, w_stride = group bytes */
     int32_t gemm_x8_min_rows;  /* fewest activation rows where it beats vec_dot */
+    bool kv_only;              /* a KV cache row format, never a tensor type  */
 } kvs_type_traits;
 
 /* Traits with the fastest supported functions, or NULL if `t` is unknown or

@@ -285,6 +285,9 @@ static kvs_status rd_tensor(parser *ps, uint64_t i, kvs_gguf_tensor *t) {
     uint32_t type;
     if ((st = rd_u32(ps, &type, "tensor type"))) return st;
     t->type = type;
+    const kvs_type_traits *ttr = kvs_type_traits_of(type);
+    if (ttr && ttr->kv_only)
+        return kvs_fail(KVS_ERR_FORMAT, "gguf: %s: tensor type %u is not a GGML type", ps->ctx, type);
     size_t row = kvs_row_bytes(type, t->ne[0]);
     if (row == 0) {
         const kvs_type_traits *tr = kvs_type_traits_of(type);

@@ -2,6 +2,7 @@
  * segment views for attention; see kv_cache.h. */
 #include "kv/kv_cache.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -192,6 +193,12 @@ kvs_status kvs_kv_cache_new_in(kvs_kv_pool *pool, const kvs_kv_scheme *schemes, 
             kvs_kv_cache_free(c);
             return kvs_fail(KVS_ERR_UNSUPPORTED, "kv cache: layer %d: %s/%s cannot hold rows of %u/%u elements", i,
                             kvs_dtype_name(s->k_type), kvs_dtype_name(s->v_type), s->head_dim_k, s->head_dim_v);
+        }
+        if (kvs_kv_scheme_validate(s) != KVS_OK) { /* e.g. a rotated-codebook format without the rotation */
+            char msg[256];
+            snprintf(msg, sizeof msg, "%s", kvs_last_error());
+            kvs_kv_cache_free(c);
+            return kvs_fail(KVS_ERR_INVALID_ARG, "kv cache: layer %d: %s", i, msg);
         }
         L[i].scheme.page_tokens = P;
         L[i].page_tokens = P;

@@ -9,7 +9,10 @@
  *             = min(n, window + sinks)     window  > 0
  *
  *   FULL, BLOCK    P(held) * n_kv_heads * (row(k_type, dk) + row(v_type, dv))
- *                  row() = kvs_row_bytes (block formats: f32 f16 bf16 q8_0 q4_0 ...)
+ *                  row() = kvs_row_bytes (block formats: f32 f16 bf16 q8_0 q4_0 ...;
+ *                  the rotated-codebook tq2..tq4 are 64-element blocks of one
+ *                  f16 scale + codes, 18/22/26/30/34 bytes, kv/tq.h: every
+ *                  side-information byte is in the row size)
  *
  *   FULL, CHANNEL  KIVI-style, G = group, S = first (f16 sinks), R = recent
  *                  (f16 residual, a multiple of G): after the S sinks, complete
@@ -50,6 +53,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "kv/tq.h"
 
 static uint64_t page_round(const kvs_kv_scheme *s, uint64_t x) {
     uint64_t p = s->page_tokens;
@@ -148,6 +152,14 @@ kvs_status kvs_kv_scheme_validate(const kvs_kv_scheme *s) {
                 return kvs_fail(KVS_ERR_INVALID_ARG, "kv scheme: recent=%u is not a multiple of the group %u",
                                 s->recent, s->group);
         }
+        if (s->layout == KVS_KV_LAYOUT_BLOCK && kvs_tq_bits(s->k_type, 0) && !s->rotate)
+            return kvs_fail(KVS_ERR_INVALID_ARG, "kv scheme: key format %s needs rotated keys (its codebook is for "
+                            "rotated coordinates: rotate=k or kv, a key head size that is a power of two; got %u)",
+                            kvs_dtype_name(s->k_type), s->head_dim_k);
+        if (s->layout == KVS_KV_LAYOUT_BLOCK && kvs_tq_bits(s->v_type, 0) && !s->rotate_v)
+            return kvs_fail(KVS_ERR_INVALID_ARG, "kv scheme: value format %s needs rotated values (its codebook is "
+                            "for rotated coordinates: rotate=v or kv, a value head size that is a power of two; got %u)",
+                            kvs_dtype_name(s->v_type), s->head_dim_v);
         if (s->layout == KVS_KV_LAYOUT_BLOCK && (s->recent || s->first || s->clip))
             return kvs_fail(KVS_ERR_INVALID_ARG, "kv scheme: recent/first/clip need the per-channel layout (qXkYv)");
         return KVS_OK;

@@ -8,11 +8,15 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "kv/tq.h"
 
 static const struct { const char *name; kvs_kv_type t; kvs_dtype d; } g_types[] = {
     {"f32", KVS_KV_F32, KVS_TYPE_F32}, {"f16", KVS_KV_F16, KVS_TYPE_F16}, {"bf16", KVS_KV_BF16, KVS_TYPE_BF16},
     {"q8_0", KVS_KV_Q8_0, KVS_TYPE_Q8_0}, {"q4_0", KVS_KV_Q4_0, KVS_TYPE_Q4_0},
+    {"tq2", KVS_KV_TQ2, KVS_TYPE_TQ2}, {"tq2.5", KVS_KV_TQ2_5, KVS_TYPE_TQ2_5}, {"tq3", KVS_KV_TQ3, KVS_TYPE_TQ3},
+    {"tq3.5", KVS_KV_TQ3_5, KVS_TYPE_TQ3_5}, {"tq4", KVS_KV_TQ4, KVS_TYPE_TQ4},
 };
+
 #define N_TYPES (sizeof g_types / sizeof *g_types)
 
 bool kvs_kv_type_from_name(const char *name, kvs_kv_type *out) {
@@ -29,6 +33,27 @@ const char *kvs_kv_type_name(kvs_kv_type t) {
 kvs_dtype kvs_kv_type_dtype(kvs_kv_type t) {
     for (size_t i = 0; i < N_TYPES; i++) if (g_types[i].t == t) return g_types[i].d;
     return KVS_TYPE_COUNT;
+}
+
+bool kvs_kv_tq_from_name(const char *name, kvs_dtype *kt, kvs_dtype *vt) {
+    kvs_kv_type x, y;
+    if (!name || strncmp(name, "tq", 2) != 0) return false;
+    if (kvs_kv_type_from_name(name, &x)) { /* tq3: keys and values alike */
+        *kt = *vt = kvs_kv_type_dtype(x);
+        return true;
+    }
+    const char *k = strchr(name, 'k'); /* tq4k3v, tq3.5k2.5v */
+    size_t n = strlen(name);
+    if (!k || k == name + 2 || n < 6 || name[n - 1] != 'v') return false;
+    char a[8], b[8];
+    size_t la = (size_t)(k - name - 2), lb = (size_t)(name + n - 1 - (k + 1));
+    if (lb == 0 || la + 3 > sizeof a || lb + 3 > sizeof b) return false;
+    memcpy(a, "tq", 2); memcpy(a + 2, name + 2, la); a[la + 2] = '\0';
+    memcpy(b, "tq", 2); memcpy(b + 2, k + 1, lb); b[lb + 2] = '\0';
+    if (!kvs_kv_type_from_name(a, &x) || !kvs_kv_type_from_name(b, &y)) return false;
+    *kt = kvs_kv_type_dtype(x);
+    *vt = kvs_kv_type_dtype(y);
+    return kvs_tq_bits(*kt, 0) && kvs_tq_bits(*vt, 0);
 }
 
 static bool parse_u32(const char *s, size_t n, uint32_t *out) {
@@ -55,7 +80,7 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
     for (int32_t i = a; i <= b; i++) {
         kvs_kv_scheme *L = &sc[i];
         if (!eq) {
-            char name[16];
+            char name[24];
             if (kl >= sizeof name) goto bad;
             memcpy(name, s, kl);
             name[kl] = '\0';
@@ -72,6 +97,14 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
                 L->k_bits = kb;
                 L->v_bits = vb;
                 if (!L->group) L->group = 32;
+                continue;
+            }
+            kvs_dtype tk, tv;
+            if (kvs_kv_tq_from_name(name, &tk, &tv)) {
+                if (L->store == KVS_KV_STORE_SHARED) continue;
+                L->k_type = tk;
+                L->v_type = tv;
+                L->layout = KVS_KV_LAYOUT_BLOCK;
                 continue;
             }
             if (!kvs_kv_type_from_name(name, &t)) goto bad;

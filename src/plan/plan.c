@@ -11,6 +11,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "kv/kv_spec.h"
 
 /* ---- model lifetime ------------------------------------------------------ */
 
@@ -194,6 +195,25 @@ static kvs_status set_type(kvs_plan_model *m, kvs_dtype t) {
     return KVS_OK;
 }
 
+/* Rotated-codebook rows (kv/tq.h) on the full K/V layers, rotated as the
+ * engine's rules rotate them (kv/kv_spec.c); other stores keep their format. */
+static kvs_status set_tq(kvs_plan_model *m, kvs_dtype kt, kvs_dtype vt) {
+    unsigned n_full = 0;
+    for (uint32_t i = 0; i < m->n_layer; i++) {
+        kvs_kv_scheme *s = &m->layers[i].kv;
+        if (s->store != KVS_KV_STORE_FULL) continue;
+        s->layout = KVS_KV_LAYOUT_BLOCK;
+        s->k_type = kt;
+        s->v_type = vt;
+        s->rotate = s->rotate_v = 1;
+        n_full++;
+    }
+    if (n_full == 0)
+        return kvs_fail(KVS_ERR_UNSUPPORTED, "tq: the model has no full K/V layers (latent/compressed stores "
+                                             "have no rotated-codebook rows); use q8_0/q4_0 instead");
+    return KVS_OK;
+}
+
 static kvs_status set_kivi(kvs_plan_model *m, uint32_t kb, uint32_t vb, uint32_t g) {
     if (kb < 1 || kb > 8 || vb < 1 || vb > 8 || g == 0 || g > 4096)
         return kvs_fail(KVS_ERR_INVALID_ARG, "kivi: bits must be 1..8 and group 1..4096 (k=%u v=%u g=%u)", kb, vb, g);
@@ -323,15 +343,16 @@ static kvs_status apply_one(kvs_plan_model *m, const xform *x) {
         return set_kivi(m, x->has_a ? (uint32_t)x->a : 4, x->has_b ? (uint32_t)x->b : 2,
                         x->has_c ? (uint32_t)x->c : 32);
     }
-    kvs_dtype t;
+    kvs_dtype t, tv;
     if (dtype_from_name(n, strlen(n), &t)) return set_type(m, t);
+    if (kvs_kv_tq_from_name(n, &t, &tv)) return set_tq(m, t, tv);
     /* qXkYv shorthand */
     unsigned kb, vb;
     char tail;
     if (sscanf(n, "q%uk%uv%c", &kb, &vb, &tail) == 2) return set_kivi(m, kb, vb, x->has_c ? (uint32_t)x->c : 32);
     return kvs_fail(KVS_ERR_INVALID_ARG,
                     "unknown what-if '%s' (known: gqa, latent:r=R[,rope=D], mla:r=R, window=N[+S], share=K, "
-                    "compress=M[,raw=W], f16, bf16, f32, q8_0, q4_0, q4_1, q5_0, q5_1, qXkYv, kivi:k=X,v=Y[,g=G], page=P)",
+                    "compress=M[,raw=W], f16, bf16, f32, q8_0, q4_0, q4_1, q5_0, q5_1, tqB, tqXkYv, qXkYv, kivi:k=X,v=Y[,g=G], page=P)",
                     n);
 }
 
@@ -440,12 +461,14 @@ kvs_status kvs_plan_apply_kv_type(kvs_plan_model *m, const char *type) {
     unsigned kb, vb;
     char tail;
     kvs_status st;
+    kvs_dtype tv;
     if (!strncmp(type, "kivi", 4) || sscanf(type, "q%uk%uv%c", &kb, &vb, &tail) == 2 ||
-        dtype_from_name(type, strlen(type), &t))
+        dtype_from_name(type, strlen(type), &t) || kvs_kv_tq_from_name(type, &t, &tv))
         st = kvs_plan_apply_whatif(m, type);
     else
         return kvs_fail(KVS_ERR_INVALID_ARG,
-                        "--kv: unknown KV type '%s' (known: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 qXkYv kivi:k=X,v=Y)",
+                        "--kv: unknown KV type '%s' (known: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 tq2 tq2.5 tq3 tq3.5 tq4 "
+                        "tqXkYv qXkYv kivi:k=X,v=Y)",
                         type);
     return st;
 }

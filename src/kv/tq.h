@@ -1,0 +1,99 @@
+/* Rotated-codebook KV rows (TurboQuant-style; Zandieh et al. 2025, arXiv
+ * 2504.19874): a K or V head vector is first rotated by the scheme's
+ * orthonormal Hadamard transform with random signs (kv/kivi.h kvs_hadamard,
+ * applied by kv/kv_chunk.c: keys and queries alike, values rotated back
+ * after attention), which makes every coordinate distributed like a
+ * coordinate of a random unit vector times the norm. Each block of 64
+ * rotated coordinates is then divided by its RMS and every coordinate is
+ * rounded to the nearest centroid of a fixed Lloyd-Max codebook for that
+ * distribution (kv/tq_tables.h, made by scripts/gen_tq_codebook.py): no
+ * calibration, no per-channel statistics. One f16 scale per block is stored:
+ * the least-squares fit s = <x, c> / <c, c> of the decoded centroids c to the
+ * input x (TurboQuant stores the norm; the fit is the norm with the
+ * codebook's shrinkage corrected, never worse in squared error).
+ *
+ * These are kvs_dtypes (core/dtype.h) of block size 64, so they are row
+ * formats of the BLOCK layout: full layers, sliding-window rings and
+ * evicted caches all take them, and kvs_row_bytes() sizes them for the
+ * scheme formula (kv/kv_scheme.c). They are KV-only: the GGUF reader
+ * refuses them as tensor types. A scheme with a tq key format must rotate
+ * keys and one with a tq value format must rotate values (kv_scheme.c
+ * validates it), since the codebook assumes rotated coordinates.
+ *
+ * BLOCK (64 elements) = one f16 scale + two sub-blocks of 32 coordinates,
+ * sub-block 0 (elements 0..31) at b0 bits, sub-block 1 (32..63) at b1 bits:
+ *
+ *   type     b0 b1  bytes  bits/element (all-in)
+ *   tq2       2  2    18   2.25
+ *   tq2.5     3  2    22   2.75
+ *   tq3       3  3    26   3.25
+ *   tq3.5     4  3    30   3.75
+ *   tq4       4  4    34   4.25
+ *
+ *   [0, 2)     f16 scale s
+ *   [2, ...)   sub-block 0, then sub-block 1; a sub-block of b bits is
+ *              8 bytes: the low 2 bits of code i at bits [2i, 2i+2) of a
+ *                       little-endian uint64 (i = 0..31),
+ *              then for b = 3: 4 bytes, bit i of a little-endian uint32 is
+ *                       bit 2 of code i;
+ *                   for b = 4: 8 bytes, bits [2i, 2i+2) of a little-endian
+ *                       uint64 are bits 2..3 of code i.
+ *   (sub-block bytes: 8, 12, 16 for 2, 3, 4 bits)
+ *
+ * Decode: x_i = s * cb_b[code_i] with cb_b the b-bit codebook (ascending).
+ * After the rotation all coordinates are alike, so which half gets the extra
+ * bit does not matter (the paper's 2.5/3.5-bit settings split channels the
+ * same way, by outlier sets).
+ *
+ * Quantization (runs once per stored row): sigma = RMS of the finite inputs
+ * of the block (double accumulation); code = the nearest centroid of
+ * x / sigma (a NaN counts as 0, +-inf take the end codes); s = the
+ * least-squares scale of those codes over the finite inputs; then 3 more
+ * rounds of codes for x / s and the least-squares s for them (a Lloyd step
+ * on the one scale: -8% squared error on Gaussian blocks). s is 0 for an
+ * all-zero or non-finite block and saturates to 65504.
+ *
+ * Re-quantizing a decoded block is not always the identity (the scale
+ * rounds start from the decoded block's RMS): on Gaussian blocks 0-1.3% of
+ * blocks (tq2 .. tq4) come back with a code moved by one cell. Only the
+ * shared-window path stores decoded rows again (kv/kv_chunk.c
+ * commit_staged, Gemma 4 style sharing); its sharer then reads rows that
+ * differ from the ring's in those codes. */
+#ifndef KVS_KV_TQ_H
+#define KVS_KV_TQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KVS_TQ_BLOCK 64
+
+/* Sub-block bits of a tq dtype (core/dtype.h); 0 for other types. */
+int kvs_tq_bits(uint32_t type, int sub);
+/* Bytes of one block of a tq dtype (0 for other types). */
+size_t kvs_tq_block_bytes(uint32_t type);
+/* Byte offset of sub-block `sub` (0 or 1) inside a block. */
+size_t kvs_tq_sub_offset(uint32_t type, int sub);
+/* The ascending 2^bits-entry codebook for bits 1..4 (NULL otherwise). */
+const float *kvs_tq_codebook(int bits);
+
+/* Reference codec (dtype trait functions; n a multiple of 64). */
+void kvs_tq2_to_float_ref(const void *x, float *y, int64_t n);
+void kvs_tq2_5_to_float_ref(const void *x, float *y, int64_t n);
+void kvs_tq3_to_float_ref(const void *x, float *y, int64_t n);
+void kvs_tq3_5_to_float_ref(const void *x, float *y, int64_t n);
+void kvs_tq4_to_float_ref(const void *x, float *y, int64_t n);
+void kvs_tq2_from_float_ref(const float *x, void *y, int64_t n);
+void kvs_tq2_5_from_float_ref(const float *x, void *y, int64_t n);
+void kvs_tq3_from_float_ref(const float *x, void *y, int64_t n);
+void kvs_tq3_5_from_float_ref(const float *x, void *y, int64_t n);
+void kvs_tq4_from_float_ref(const float *x, void *y, int64_t n);
+
+/* Code i (0..31) of a sub-block of `bits` bits starting at p. */
+static inline unsigned kvs_tq_code(const uint8_t *p, int bits, int i) {
+    unsigned lo = (p[i >> 2] >> (2 * (i & 3))) & 3u;
+    if (bits == 3) lo |= ((p[8 + (i >> 3)] >> (i & 7)) & 1u) << 2;
+    else if (bits == 4) lo |= ((p[8 + (i >> 2)] >> (2 * (i & 3))) & 3u) << 2;
+    return lo;
+}
+
+#endif
