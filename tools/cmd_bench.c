@@ -454,6 +454,14 @@ done:
     return rc;
 }
 
+/* A reset session brought to depth d: random rows (--fill-random) or a prefill of toks. */
+static int reach_depth(kvs_session *s, const kvs_token *toks, uint64_t d, bool fill_random) {
+    if (!d) return 0;
+    if (fill_random) return fill_cache_random(s, d);
+    if (kvs_decode(s, toks, (size_t)d, false, NULL) != KVS_OK) { cli_error("decode"); return 1; }
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     cli_common c;
     cli_common_init(&c);
@@ -587,9 +595,7 @@ int cmd_bench(int argc, char **argv) {
         double best = 0;
         for (long long r = 0; r < reps; r++) {
             kvs_session_reset(s);
-            if (d && fill_random) {
-                if (fill_cache_random(s, d) != 0) goto done;
-            } else if (d && kvs_decode(s, toks, (size_t)d, false, NULL) != KVS_OK) { cli_error("decode"); goto done; }
+            if (reach_depth(s, toks, d, fill_random) != 0) goto done;
             double t0 = cli_now();
             if (kvs_decode(s, toks + d, (size_t)n_prefill, false, logits) != KVS_OK) { cli_error("decode"); goto done; }
             double tps = (double)n_prefill / (cli_now() - t0);
@@ -606,9 +612,7 @@ int cmd_bench(int argc, char **argv) {
         double best = 0, best_cpu = 0;
         for (long long r = 0; r < reps; r++) {
             kvs_session_reset(s);
-            if (d && fill_random) {
-                if (fill_cache_random(s, d) != 0) goto done;
-            } else if (d && kvs_decode(s, toks, (size_t)d, false, NULL) != KVS_OK) { cli_error("decode"); goto done; }
+            if (reach_depth(s, toks, d, fill_random) != 0) goto done;
             double t0 = cli_now(), c0 = cpu_now();
             for (long long g = 0; g < n_gen; g++)
                 if (kvs_decode(s, &toks[d + (uint64_t)g], 1, false, logits) != KVS_OK) { cli_error("decode"); goto done; }
