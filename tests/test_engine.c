@@ -21,7 +21,10 @@
  *     gap between its one-row and many-row paths for the same rows (the
  *     generated tokens decoded in one call): mean and max KL within
  *     OWN_FACTOR of it; prompt rows (chunked in the batch, one call alone) to
- *     TOL_KL_PROMPT;
+ *     TOL_KL_PROMPT. On SmolLM2's full-row caches (f16, q4_0) every row is
+ *     bit-identical: the quantized matmuls, the attention tiles and the
+ *     activations do not depend on which other rows share a call or where
+ *     a chunk starts (tests/test_quant.c checks the gemm side);
  *   - bit-identical where the arithmetic is the same: a one-sequence engine
  *     fed a session's calls, and a fork stepping with its parent;
  *   - one pool: an entry over the budget gets KVS_ERR_BUDGET and leaves its
@@ -155,7 +158,7 @@ static void alone(const kvs_model *m, const char *rules, const kvs_token *prompt
     }
 }
 
-static void test_batched_equals_alone(const kvs_model *m, const char *name, const char *rules, bool text) {
+static void test_batched_equals_alone(const kvs_model *m, const char *name, const char *rules, bool text, bool exact) {
     kvs_model_info in;
     kvs_model_get_info(m, &in);
     const int32_t V = in.n_vocab;
@@ -200,7 +203,7 @@ static void test_batched_equals_alone(const kvs_model *m, const char *name, cons
      * many-row paths for the same decode rows */
     gap prompt_worst = {0, 0}, dec_worst = {0, 0}, own_worst = {0, 0};
     double dec_mean = 0, own_mean = 0;
-    int bad = 0;
+    int bad = 0, n_moved = 0;
     for (int i = 0; i < N_SEQ; i++) {
         CHECK(kvs_seq_n_past(q[i]) == PROMPT_LEN[i] + N_GEN);
         for (int g = 0; g <= N_GEN; g++) {
@@ -211,6 +214,7 @@ static void test_batched_equals_alone(const kvs_model *m, const char *name, cons
             if (!(d.rel <= w->rel)) w->rel = d.rel;
             if (!(d.kl <= w->kl)) w->kl = d.kl;
             if (!text && !close_logits(got + o, ref + o, V)) bad++;
+            if (exact && memcmp(got + o, ref + o, sizeof(float) * (size_t)V)) n_moved++;
             if (!g || !text) continue;
             gap own = logit_gap(many + o, ref + o, V);
             if (!(own.kl <= own_worst.kl)) own_worst.kl = own.kl;
@@ -220,6 +224,8 @@ static void test_batched_equals_alone(const kvs_model *m, const char *name, cons
         }
     }
     const char *rn = rules ? rules : "default";
+    CHECKF(n_moved == 0, "%s [%s]: %d of %zu logit rows are not bit-identical to the sequence alone", name, rn, n_moved,
+           rows);
     if (!text) {
         CHECKF(bad == 0, "%s [%s]: %d of %zu logit rows differ from the sequence alone (worst %.2e of the range, KL %.2e)",
                name, rn, bad, rows, dec_worst.rel > prompt_worst.rel ? dec_worst.rel : prompt_worst.rel,
@@ -571,13 +577,14 @@ static void test_alloc_failures(const kvs_model *m) {
     free(a);
 }
 
-static void run_model(const char *path, const char *name, const char *const *rules, int n_rules, bool real,
-                      bool pool_tests) {
+/* exact: rules[i] (i < n_exact) must give bit-identical rows (see the top). */
+static void run_model(const char *path, const char *name, const char *const *rules, int n_rules, int n_exact,
+                      bool real, bool pool_tests) {
     kvs_model *m = NULL;
     CHECKF(kvs_model_load(path, NULL, &m) == KVS_OK, "%s: %s", path, kvs_last_error());
     if (!m) return;
     test_one_sequence_bit_identical(m, name);
-    for (int i = 0; i < n_rules; i++) test_batched_equals_alone(m, name, rules[i], real);
+    for (int i = 0; i < n_rules; i++) test_batched_equals_alone(m, name, rules[i], real, i < n_exact);
     if (pool_tests) test_budget_and_bad_entries(m);
     if (pool_tests) test_prefix(m);
     if (pool_tests) test_alloc_failures(m);
@@ -587,10 +594,10 @@ static void run_model(const char *path, const char *name, const char *const *rul
 int main(void) {
     static const char *const plain[] = {NULL};
     static const char *const smol_rules[] = {NULL, "q4_0", "q4k3v,group=32,recent=32", "window=96+4", "h2o=96"};
-    run_model("tests/data/gemma4_tiny.gguf", "gemma4", plain, 1, false, false);
-    run_model("tests/data/deepseek2_a.gguf", "deepseek2a", plain, 1, false, false);
-    run_model("tests/data/deepseek2_b.gguf", "deepseek2b", plain, 1, false, false);
-    run_model("tests/data/deepseek4_tiny.gguf", "deepseek4", plain, 1, false, false);
+    run_model("tests/data/gemma4_tiny.gguf", "gemma4", plain, 1, 0, false, false);
+    run_model("tests/data/deepseek2_a.gguf", "deepseek2a", plain, 1, 0, false, false);
+    run_model("tests/data/deepseek2_b.gguf", "deepseek2b", plain, 1, 0, false, false);
+    run_model("tests/data/deepseek4_tiny.gguf", "deepseek4", plain, 1, 0, false, false);
     const char *smol = "models/smollm2-135m-instruct-q4_1.gguf", *gemma = "models/gemma-3-270m-q4_k_m.gguf";
     const char *req = getenv("KVS_REQUIRE_MODELS");
     if (access(smol, R_OK) != 0 || access(gemma, R_OK) != 0) {
@@ -598,8 +605,8 @@ int main(void) {
         printf("skip engine checks on real models: models absent (make models)\n");
         return test_finish("engine");
     }
-    run_model(smol, "smollm2", smol_rules, 5, true, true);
-    run_model(gemma, "gemma3", plain, 1, true, false);
+    run_model(smol, "smollm2", smol_rules, 5, 2, true, true);
+    run_model(gemma, "gemma3", plain, 1, 0, true, false);
     kvs_model *g3 = NULL;
     CHECK(kvs_model_load(gemma, NULL, &g3) == KVS_OK);
     if (g3) test_prefix_sliding(g3);

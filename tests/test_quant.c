@@ -267,6 +267,34 @@ static void test_gemm(uint32_t t, uint64_t seed, int vnni, int packed) {
                     gp.w_stride = kvs_repack_group_bytes(t, n);
                 }
                 gemm(&gp);
+                { /* a row's numbers do not depend on how many rows share the call (chunk invariance) */
+                    float *yall = malloc(sizeof(float) * ys * (size_t)max_nt);
+                    CHECK(yall != NULL);
+                    if (yall) {
+                        kvs_gemm_args g1 = gp;
+                        g1.y = yall;
+                        g1.nt = max_nt;
+                        gemm(&g1);
+                        int moved = 0;
+                        for (int64_t i = 0; i < nt; i++)
+                            moved += memcmp(y + (size_t)i * ys, yall + (size_t)i * ys, sizeof(float) * (size_t)nr) != 0;
+                        /* and row i alone, from its own offset, equals row i among the others */
+                        float yone[32];
+                        for (int64_t i = nt; i < max_nt; i += 3) {
+                            kvs_gemm_args g2 = gp;
+                            g2.nt = 1;
+                            g2.x = xq + (size_t)i * xs;
+                            g2.xaux = aux + (size_t)i * as;
+                            g2.y = yone;
+                            gemm(&g2);
+                            moved += memcmp(yone, yall + (size_t)i * ys, sizeof(float) * (size_t)nr) != 0;
+                        }
+                        CHECKF(moved == 0, "%s %s gemm n=%lld nr=%lld: %d of %lld rows change between nt=%lld and nt=%lld",
+                               R->name, isa, (long long)n, (long long)nr, moved, (long long)nt, (long long)nt,
+                               (long long)max_nt);
+                        free(yall);
+                    }
+                }
                 ga.y = yr;
                 kvs_gemm_ref(t, &ga);
                 if (packed) { /* the packed reference twin gives the reference's own numbers */

