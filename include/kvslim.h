@@ -146,7 +146,7 @@ typedef struct kvs_session_params {
      *   f32 f16 bf16 q8_0 q4_0  element format of stored rows; q8_0/q4_0 are
      *                           Hadamard-rotated by default where the head
      *                           size is a power of two (rotate=none: plain)
-     *   tq2 tq2.5 tq3 tq3.5 tq4 rotated-codebook rows (TurboQuant-style, kv/tq.h):
+     *   tq2 tq2.5 tq3 tq3.5 tq4 rotated-codebook rows (TurboQuant-style, core/tq.h):
      *                           the Hadamard-rotated head vector in blocks of 64,
      *                           each coordinate the nearest of a fixed Lloyd-Max
      *                           codebook (2/2.5/3/3.5/4 bits) times one f16 scale

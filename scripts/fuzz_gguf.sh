@@ -58,8 +58,7 @@ for f in src/gguf/*.c src/core/alloc.c src/core/error.c; do
   "$CORE_CC" $CFLAGS -c "$f" -o "$o"
   plain_objs+=("$o")
 done
-# (the type table in dtype.c also names the KV-only tq row formats of src/kv/tq.c)
-for f in src/core/*.c src/kv/tq.c; do
+for f in src/core/*.c; do
   case "$f" in src/core/alloc.c|src/core/error.c) continue ;; esac
   o="$OUT/core_$(echo "$f" | tr / _).o"
   # shellcheck disable=SC2086

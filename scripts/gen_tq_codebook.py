@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Lloyd-Max codebooks for kvslim's rotated-codebook KV formats (src/kv/tq.h).
+"""Lloyd-Max codebooks for kvslim's rotated-codebook KV formats (src/core/tq.h).
 
 After an orthonormal random rotation (Hadamard with random signs), the
 coordinates of a vector are distributed like those of a uniformly random
@@ -15,7 +15,7 @@ minimises E[(y - Q(y))^2] for that density (Lloyd-Max: centroids are the
 conditional means of their cells, cell edges the midpoints), and prints
 them as a C header. Data-oblivious: nothing is fitted to model data.
 
-    python3 scripts/gen_tq_codebook.py > src/kv/tq_tables.h
+    python3 scripts/gen_tq_codebook.py > src/core/tq_tables.h
 """
 import bisect
 import math
@@ -100,7 +100,7 @@ def main():
               " * %d rotated coordinates divided by the block RMS, i.e. sqrt(%d) * u_1\n"
               " * with u uniform on the unit sphere; the MSE per coordinate is in the\n"
               " * comment (a unit-variance coordinate: 1.0 with no quantization). */\n" % (N, N))
-    out.write("#ifndef KVS_KV_TQ_TABLES_H\n#define KVS_KV_TQ_TABLES_H\n\n")
+    out.write("#ifndef KVS_CORE_TQ_TABLES_H\n#define KVS_CORE_TQ_TABLES_H\n\n")
     for b in (1, 2, 3, 4):
         c = lloyd(b, tab)
         e = mse(c, tab)

@@ -14,7 +14,7 @@
 #include "attn/attn.h"
 #include "attn/attn_simd.h"
 #include "core/alloc.h"
-#include "kv/tq.h"
+#include "core/tq.h"
 #include "test_util.h"
 
 static uint64_t g_rng = 0x2545F4914F6CDD1Dull;

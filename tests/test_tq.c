@@ -1,4 +1,4 @@
-/* Rotated-codebook KV rows (kv/tq.h) and their place in the grammar, the
+/* Rotated-codebook KV rows (core/tq.h) and their place in the grammar, the
  * scheme formula and a real session:
  *   - byte sizes per format, the codebooks ascending and odd-symmetric;
  *   - squared error on Gaussian blocks (the rotated coordinate's law) under
@@ -30,7 +30,7 @@
 #include "kv/kivi.h"
 #include "kv/kv_cache.h"
 #include "kv/kv_spec.h"
-#include "kv/tq.h"
+#include "core/tq.h"
 #include "kvslim.h"
 #include "test_util.h"
 

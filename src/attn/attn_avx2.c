@@ -10,7 +10,7 @@
  *    and is its own V (ldv = dk), so 16 MLA heads share every row load.
  *  - fused_avx2 (decode, <= 8 rows per KV head): the same loops read the
  *    cache rows in place, converting f16/bf16/q8_0/q4_0 to f32 in registers
- *    (per-block scales applied there), rotated-codebook rows (kv/tq.h) as
+ *    (per-block scales applied there), rotated-codebook rows (core/tq.h) as
  *    codes looked up in the codebook held in a register (vpermps) times the
  *    block scale, and per-channel (KIVI) rows go through kv/kivi.h's code
  *    kernels; no f32 copy of the rows is ever written. The query is already
@@ -26,8 +26,8 @@
 #include "core/exp_avx2.h"
 #include "core/dtype.h"
 #include "kv/kivi.h"
-#include "kv/tq.h"
-#include "kv/tq_tables.h"
+#include "core/tq.h"
+#include "core/tq_tables.h"
 
 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -103,7 +103,7 @@ static inline __attribute__((always_inline)) bool is_tq(const uint32_t type) {
     return type == KVS_TYPE_TQ2 || type == KVS_TYPE_TQ2_5 || type == KVS_TYPE_TQ3 || type == KVS_TYPE_TQ3_5 ||
            type == KVS_TYPE_TQ4;
 }
-/* tq block bytes and sub-block bits (kv/tq.h), as compile-time constants */
+/* tq block bytes and sub-block bits (core/tq.h), as compile-time constants */
 static inline __attribute__((always_inline)) size_t tq_bb(const uint32_t type) {
     return type == KVS_TYPE_TQ2 ? 18 : type == KVS_TYPE_TQ2_5 ? 22 : type == KVS_TYPE_TQ3 ? 26 : type == KVS_TYPE_TQ3_5 ? 30 : 34;
 }

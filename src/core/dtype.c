@@ -10,7 +10,7 @@
 #include "core/cpu.h"
 #include "core/f16.h"
 #include "core/quant_internal.h"
-#include "kv/tq.h"
+#include "core/tq.h"
 
 static kvs_type_traits g_ref[KVS_TYPE_COUNT];
 static kvs_type_traits g_fast[KVS_TYPE_COUNT];
@@ -47,7 +47,7 @@ static void dtype_init_once(void) {
     g_ref[KVS_TYPE_I32] = (kvs_type_traits){
         .name = "i32", .block_size = 1, .type_size = 4, .is_quantized = false, .vec_dot_type = KVS_TYPE_I32,
     };
-    /* KV-only row formats (kv/tq.h): no dot product, never a tensor */
+    /* KV-only row formats (core/tq.h): no dot product, never a tensor */
 #define TQ_ENTRY(T, id, nm)                                                                          \
     g_ref[id] = (kvs_type_traits){                                                                   \
         .name = nm, .block_size = KVS_TQ_BLOCK, .type_size = kvs_tq_block_bytes(id), .is_quantized = true, \

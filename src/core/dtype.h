@@ -33,7 +33,7 @@ typedef enum kvs_dtype {
     KVS_TYPE_I32  = 26, /* integer tables (DeepSeek V4 hash routing); no kernels */
     KVS_TYPE_BF16 = 30,
     KVS_TYPE_MXFP4 = 39, /* OCP MX FP4 (E2M1 x 32, one E8M0 scale): routed experts */
-    /* kvslim's own KV row formats (kv/tq.h: rotated-codebook blocks of 64);
+    /* kvslim's own KV row formats (core/tq.h: rotated-codebook blocks of 64);
      * not GGML types: the GGUF reader refuses them (traits.kv_only) */
     KVS_TYPE_TQ2   = 48,
     KVS_TYPE_TQ2_5 = 49,

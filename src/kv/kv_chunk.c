@@ -190,7 +190,7 @@ kvs_kv_view kvs_kv_layer_view(kvs_kv_cache *c, int32_t layer, const float *k, co
  * sharer has read the ring: the rows are decoded into k / v (free again
  * after the sharer's attention) and stored; converting back gives the same
  * bytes (f16/bf16 exactly; q8_0/q4_0 re-quantize a decoded block to itself;
- * tq rows almost: kv/tq.h),
+ * tq rows almost: core/tq.h),
  * which tests/test_gemma4.c checks against an unshared twin. */
 static kvs_status commit_staged(kvs_kv_cache *c, int32_t src, float *k, float *v) {
     const int64_t n = c->chunk_n;

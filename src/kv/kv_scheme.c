@@ -11,7 +11,7 @@
  *   FULL, BLOCK    P(held) * n_kv_heads * (row(k_type, dk) + row(v_type, dv))
  *                  row() = kvs_row_bytes (block formats: f32 f16 bf16 q8_0 q4_0 ...;
  *                  the rotated-codebook tq2..tq4 are 64-element blocks of one
- *                  f16 scale + codes, 18/22/26/30/34 bytes, kv/tq.h: every
+ *                  f16 scale + codes, 18/22/26/30/34 bytes, core/tq.h: every
  *                  side-information byte is in the row size)
  *
  *   FULL, CHANNEL  KIVI-style, G = group, S = first (f16 sinks), R = recent
@@ -53,7 +53,7 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "kv/tq.h"
+#include "core/tq.h"
 
 static uint64_t page_round(const kvs_kv_scheme *s, uint64_t x) {
     uint64_t p = s->page_tokens;

@@ -8,7 +8,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
-#include "kv/tq.h"
+#include "core/tq.h"
 
 static const struct { const char *name; kvs_kv_type t; kvs_dtype d; } g_types[] = {
     {"f32", KVS_KV_F32, KVS_TYPE_F32}, {"f16", KVS_KV_F16, KVS_TYPE_F16}, {"bf16", KVS_KV_BF16, KVS_TYPE_BF16},

@@ -10,7 +10,7 @@
 kvs_dtype kvs_kv_type_dtype(kvs_kv_type t);
 /* Rotated-codebook names: "tq3" (keys and values), "tq4k3v", "tq3.5k2.5v"
  * (keys X, values Y bits; X, Y in 2 2.5 3 3.5 4) -> the key and value
- * dtypes (kv/tq.h); false for anything else. Shared with the planner. */
+ * dtypes (core/tq.h); false for anything else. Shared with the planner. */
 bool kvs_kv_tq_from_name(const char *name, kvs_dtype *key_type, kvs_dtype *value_type);
 
 /* Apply the rules to schemes[0..n_layers) (spec may be NULL: no rules), then

@@ -195,7 +195,7 @@ static kvs_status set_type(kvs_plan_model *m, kvs_dtype t) {
     return KVS_OK;
 }
 
-/* Rotated-codebook rows (kv/tq.h) on the full K/V layers, rotated as the
+/* Rotated-codebook rows (core/tq.h) on the full K/V layers, rotated as the
  * engine's rules rotate them (kv/kv_spec.c); other stores keep their format. */
 static kvs_status set_tq(kvs_plan_model *m, kvs_dtype kt, kvs_dtype vt) {
     unsigned n_full = 0;

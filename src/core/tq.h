@@ -6,7 +6,7 @@
  * coordinate of a random unit vector times the norm. Each block of 64
  * rotated coordinates is then divided by its RMS and every coordinate is
  * rounded to the nearest centroid of a fixed Lloyd-Max codebook for that
- * distribution (kv/tq_tables.h, made by scripts/gen_tq_codebook.py): no
+ * distribution (core/tq_tables.h, made by scripts/gen_tq_codebook.py): no
  * calibration, no per-channel statistics. One f16 scale per block is stored:
  * the least-squares fit s = <x, c> / <c, c> of the decoded centroids c to the
  * input x (TurboQuant stores the norm; the fit is the norm with the
@@ -59,8 +59,8 @@
  * shared-window path stores decoded rows again (kv/kv_chunk.c
  * commit_staged, Gemma 4 style sharing); its sharer then reads rows that
  * differ from the ring's in those codes. */
-#ifndef KVS_KV_TQ_H
-#define KVS_KV_TQ_H
+#ifndef KVS_CORE_TQ_H
+#define KVS_CORE_TQ_H
 
 #include <stddef.h>
 #include <stdint.h>

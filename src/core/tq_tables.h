@@ -3,8 +3,8 @@
  * 64 rotated coordinates divided by the block RMS, i.e. sqrt(64) * u_1
  * with u uniform on the unit sphere; the MSE per coordinate is in the
  * comment (a unit-variance coordinate: 1.0 with no quantization). */
-#ifndef KVS_KV_TQ_TABLES_H
-#define KVS_KV_TQ_TABLES_H
+#ifndef KVS_CORE_TQ_TABLES_H
+#define KVS_CORE_TQ_TABLES_H
 
 /* 1 bits: MSE 0.358387 */
 static const float kvs_tq_cb1[2] = {

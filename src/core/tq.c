@@ -1,15 +1,15 @@
 /* Reference codec of the rotated-codebook KV rows; the byte layout and the
- * quantization rule are documented in kv/tq.h. The attention kernels read
+ * quantization rule are documented in core/tq.h. The attention kernels read
  * the codes in place (attn/attn_avx2.c); this file is the scalar reference
  * the kernels and the dtype table (core/dtype.c) share. */
-#include "kv/tq.h"
+#include "core/tq.h"
 
 #include <math.h>
 #include <string.h>
 
 #include "core/dtype.h"
 #include "core/f16.h"
-#include "kv/tq_tables.h"
+#include "core/tq_tables.h"
 
 #define TQ_ITERS 4 /* scale refinements: NMSE of Gaussian blocks -8% vs one (tq4 .0087 -> .0080) */
 
