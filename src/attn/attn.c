@@ -209,7 +209,8 @@ struct kvs_attn {
     float *qround;          /* decode over q8_0/q4_0 keys: (n_head, dk) rounded query, */
     int8_t *qint;           /* (n_head, dk) its int8 values, (n_head, nqb) block scales */
     float *qscale;
-    size_t q_cap;           /* n_head * dk the three hold                              */
+    size_t q_cap;           /* floats (bytes) qround (qint) hold, over all calls of a dispatch */
+    size_t qs_cap;          /* floats qscale holds */
 };
 
 kvs_status kvs_attn_new(int n_threads, kvs_attn **out) {
@@ -240,8 +241,13 @@ typedef struct attn_task {
     int64_t n_qblocks, n_split, n_items, split_len, n_keys;
     size_t state_floats;    /* floats of one (query, head) state: 2 + dv */
     size_t item_floats;     /* qblock * group * state_floats */
-    bool qround;            /* at->qround/qint/qscale hold the rounded query */
+    bool qround;            /* qround/qint/qscale hold the rounded query */
     int32_t n_qblk;         /* its scales per head row: ceil(dk / 32) */
+    size_t thread_need;     /* floats of one thread buffer this task needs */
+    float *partial;         /* (n_items, item_floats) states: this task's part of at->partial */
+    float *qround_buf;      /* (n_head, dk) / (n_head, dk) / (n_head, n_qblk): its part of at->q* */
+    int8_t *qint_buf;
+    float *qscale_buf;
 } attn_task;
 
 /* Keys per tile: the f32 K and V tiles together stay within L1. */
@@ -411,9 +417,9 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
             const int64_t hr = (q0 + i) * a->n_head + kh * group + g; /* (query, head) row */
             qrows[i * group + g] = a->q + hr * dk;
             if (tk->qround) { /* decode: one query */
-                qrows_r[g] = tk->at->qround + hr * dk;
-                qi_rows[g] = tk->at->qint + hr * dk;
-                qs_rows[g] = tk->at->qscale + hr * tk->n_qblk;
+                qrows_r[g] = tk->qround_buf + hr * dk;
+                qi_rows[g] = tk->qint_buf + hr * dk;
+                qs_rows[g] = tk->qscale_buf + hr * tk->n_qblk;
             }
         }
     }
@@ -507,23 +513,39 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
     }
 }
 
+/* Several attention calls run as one dispatch (the sequences of a batched
+ * step): their items are numbered one after the other and split across the
+ * threads together; each item's arithmetic is the same as in a call alone. */
+typedef struct attn_multi {
+    attn_task *tasks;
+    int n_tasks;
+    int64_t n_items;        /* all tasks' items */
+    kvs_attn *at;
+} attn_multi;
+
 static void attn_worker(void *ctx, int ith, int nth) {
-    const attn_task *tk = ctx;
+    const attn_multi *mt = ctx;
     int64_t lo, hi;
-    kvs_split(tk->n_items, ith, nth, &lo, &hi);
-    float *tbuf = tk->at->thread_buf + (size_t)ith * tk->at->thread_floats;
-    for (int64_t it = lo; it < hi; it++) {
+    kvs_split(mt->n_items, ith, nth, &lo, &hi);
+    float *tbuf = mt->at->thread_buf + (size_t)ith * mt->at->thread_floats;
+    int j = 0;
+    int64_t base = 0; /* first item of task j */
+    for (int64_t g = lo; g < hi; g++) {
+        while (g >= base + mt->tasks[j].n_items) base += mt->tasks[j++].n_items;
+        const attn_task *tk = &mt->tasks[j];
+        const int64_t it = g - base;
         /* item = ((kh * n_qblocks) + qb) * n_split + split */
         int64_t sp = it % tk->n_split, rest = it / tk->n_split;
         int64_t qb = rest % tk->n_qblocks, kh = rest / tk->n_qblocks;
         int64_t q0 = qb * tk->qblock, q1 = q0 + tk->qblock < tk->a->n_q ? q0 + tk->qblock : tk->a->n_q;
         int64_t r0 = sp * tk->split_len, r1 = r0 + tk->split_len;
-        attn_item(tk, tbuf, kh, q0, q1, r0, r1, tk->at->partial + (size_t)it * tk->item_floats);
+        attn_item(tk, tbuf, kh, q0, q1, r0, r1, tk->partial + (size_t)it * tk->item_floats);
     }
 }
 
-kvs_status kvs_attn_run(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *a) {
-    attn_task tk = {.a = a, .at = at, .vec = kvs_attn_vec_get(), .latent = kvs_attn_latent_get()};
+/* The shape of one call's work: items, tiles, splits, scratch sizes. */
+static kvs_status attn_plan(const kvs_attn_args *a, int nth, attn_task *out) {
+    attn_task tk = {.a = a, .vec = kvs_attn_vec_get(), .latent = kvs_attn_latent_get()};
     tk.dk = a->head_dim_k;
     tk.dv = a->head_dim_v;
     const int32_t n_kv_heads = a->n_kv_heads;
@@ -538,7 +560,6 @@ kvs_status kvs_attn_run(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *a) {
     tk.qblock = ATTN_MAX_ROWS / tk.group < ATTN_QBLOCK ? ATTN_MAX_ROWS / tk.group : ATTN_QBLOCK;
     tk.tile = tile_rows(tk.dk, tk.dv);
     tk.tile_alias = tile_rows_alias(tk.dk);
-    const int nth = kvs_pool_size(pool);
     tk.n_qblocks = (a->n_q + tk.qblock - 1) / tk.qblock;
     tk.n_split = 1;
     if (a->n_q == 1 && nth > 1) { /* decode: split the keys across threads */
@@ -565,6 +586,71 @@ kvs_status kvs_attn_run(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *a) {
         size_t lf = kvs_attn_latent_scratch_floats(tk.group, tk.dk, tk.dv);
         if (lf > tf) tf = lf;
     }
+    tk.thread_need = tf;
+    if (a->n_q == 1) /* decode over q8_0/q4_0 keys: the query is rounded once for every item */
+        for (int s = 0; s < a->n_segs && !tk.qround; s++) tk.qround = int8_keys(&a->segs[s], tk.dk, tk.dv);
+    tk.n_qblk = (tk.dk + 31) / 32;
+    *out = tk;
+    return KVS_OK;
+}
+
+/* Merge a task's key splits and normalise into its output. */
+static void attn_merge(const attn_task *tk) {
+    const kvs_attn_args *a = tk->a;
+    for (int64_t kh = 0; kh < a->n_kv_heads; kh++) {
+        for (int64_t qb = 0; qb < tk->n_qblocks; qb++) {
+            int64_t q0 = qb * tk->qblock, q1 = q0 + tk->qblock < a->n_q ? q0 + tk->qblock : a->n_q;
+            for (int64_t i = q0; i < q1; i++) {
+                for (int32_t g = 0; g < tk->group; g++) {
+                    size_t off = (size_t)((i - q0) * tk->group + g) * tk->state_floats;
+                    int64_t it0 = (kh * tk->n_qblocks + qb) * tk->n_split;
+                    float m = -INFINITY;
+                    for (int64_t sp = 0; sp < tk->n_split; sp++) {
+                        float ms = tk->partial[(size_t)(it0 + sp) * tk->item_floats + off];
+                        if (ms > m) m = ms;
+                    }
+                    float *o = a->out + (i * a->n_head + kh * tk->group + g) * tk->dv;
+                    memset(o, 0, sizeof(float) * (size_t)tk->dv);
+                    if (m == -INFINITY) continue;
+                    float l = 0.0f;
+                    for (int64_t sp = 0; sp < tk->n_split; sp++) {
+                        const float *st = tk->partial + (size_t)(it0 + sp) * tk->item_floats + off;
+                        if (st[0] == -INFINITY) continue;
+                        float w = expf(st[0] - m);
+                        l += st[1] * w;
+                        tk->vec->axpy(o, w, st + 2, tk->dv);
+                    }
+                    tk->vec->scale(o, 1.0f / l, tk->dv);
+                }
+            }
+        }
+    }
+}
+
+#define ATTN_MAX_TASKS 64 /* calls per dispatch; more are run in several */
+
+kvs_status kvs_attn_run_many(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *args, int n) {
+    for (; n > ATTN_MAX_TASKS; args += ATTN_MAX_TASKS, n -= ATTN_MAX_TASKS) {
+        kvs_status st = kvs_attn_run_many(at, pool, args, ATTN_MAX_TASKS);
+        if (st != KVS_OK) return st;
+    }
+    if (n <= 0) return KVS_OK;
+    attn_task tasks[ATTN_MAX_TASKS];
+    const int nth = kvs_pool_size(pool);
+    size_t tf = 0, pf = 0, qf = 0, qs = 0;
+    int64_t n_items = 0;
+    for (int i = 0; i < n; i++) {
+        kvs_status st = attn_plan(&args[i], nth, &tasks[i]);
+        if (st != KVS_OK) return st;
+        tasks[i].at = at;
+        if (tasks[i].thread_need > tf) tf = tasks[i].thread_need;
+        pf += tasks[i].item_floats * (size_t)tasks[i].n_items;
+        if (tasks[i].qround) {
+            qf += (size_t)args[i].n_head * (size_t)tasks[i].dk;
+            qs += (size_t)args[i].n_head * (size_t)tasks[i].n_qblk;
+        }
+        n_items += tasks[i].n_items;
+    }
     if (tf > at->thread_floats || nth > at->n_threads) {
         kvs_aligned_free(at->thread_buf);
         at->n_threads = nth > at->n_threads ? nth : at->n_threads;
@@ -572,62 +658,44 @@ kvs_status kvs_attn_run(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *a) {
         at->thread_floats = at->thread_buf ? tf : 0;
         if (!at->thread_buf) return kvs_fail(KVS_ERR_NOMEM, "attention scratch: out of memory");
     }
-    size_t pf = tk.item_floats * (size_t)tk.n_items;
     if (pf > at->partial_floats) {
         kvs_aligned_free(at->partial);
         at->partial = kvs_aligned_alloc(sizeof(float) * pf);
         at->partial_floats = at->partial ? pf : 0;
         if (!at->partial) return kvs_fail(KVS_ERR_NOMEM, "attention scratch: out of memory");
     }
-    if (a->n_q == 1) { /* decode over q8_0/q4_0 keys: round the query once for every item */
-        bool any = false;
-        for (int s = 0; s < a->n_segs && !any; s++) any = int8_keys(&a->segs[s], tk.dk, tk.dv);
-        const size_t need = (size_t)a->n_head * (size_t)tk.dk;
-        if (any && need > at->q_cap) {
-            kvs_free(at->qround); kvs_free(at->qint); kvs_free(at->qscale);
-            at->qround = kvs_malloc(sizeof(float) * need);
-            at->qint = kvs_malloc(need);
-            at->qscale = kvs_malloc(sizeof(float) * (size_t)a->n_head * (size_t)(tk.dk + 31) / 32);
-            at->q_cap = at->qround && at->qint && at->qscale ? need : 0;
-            if (!at->q_cap) return kvs_fail(KVS_ERR_NOMEM, "attention scratch: out of memory");
-        }
-        if (any)
-            for (int32_t h = 0; h < a->n_head; h++)
-                kvs_attn_round_query(a->q + (size_t)h * tk.dk, tk.dk, at->qint + (size_t)h * tk.dk,
-                                     at->qscale + (size_t)h * (size_t)((tk.dk + 31) / 32), at->qround + (size_t)h * tk.dk);
-        tk.n_qblk = (tk.dk + 31) / 32;
-        tk.qround = any;
+    if (qf > at->q_cap || qs > at->qs_cap) {
+        kvs_free(at->qround); kvs_free(at->qint); kvs_free(at->qscale);
+        at->qround = kvs_malloc(sizeof(float) * qf);
+        at->qint = kvs_malloc(qf);
+        at->qscale = kvs_malloc(sizeof(float) * qs);
+        const bool ok = at->qround && at->qint && at->qscale;
+        at->q_cap = ok ? qf : 0;
+        at->qs_cap = ok ? qs : 0;
+        if (!ok) return kvs_fail(KVS_ERR_NOMEM, "attention scratch: out of memory");
     }
-    kvs_pool_run(pool, attn_worker, &tk);
-
-    /* merge the key splits and normalise */
-    for (int64_t kh = 0; kh < n_kv_heads; kh++) {
-        for (int64_t qb = 0; qb < tk.n_qblocks; qb++) {
-            int64_t q0 = qb * tk.qblock, q1 = q0 + tk.qblock < a->n_q ? q0 + tk.qblock : a->n_q;
-            for (int64_t i = q0; i < q1; i++) {
-                for (int32_t g = 0; g < tk.group; g++) {
-                    size_t off = (size_t)((i - q0) * tk.group + g) * tk.state_floats;
-                    int64_t it0 = (kh * tk.n_qblocks + qb) * tk.n_split;
-                    float m = -INFINITY;
-                    for (int64_t sp = 0; sp < tk.n_split; sp++) {
-                        float ms = at->partial[(size_t)(it0 + sp) * tk.item_floats + off];
-                        if (ms > m) m = ms;
-                    }
-                    float *o = a->out + (i * a->n_head + kh * tk.group + g) * tk.dv;
-                    memset(o, 0, sizeof(float) * (size_t)tk.dv);
-                    if (m == -INFINITY) continue;
-                    float l = 0.0f;
-                    for (int64_t sp = 0; sp < tk.n_split; sp++) {
-                        const float *st = at->partial + (size_t)(it0 + sp) * tk.item_floats + off;
-                        if (st[0] == -INFINITY) continue;
-                        float w = expf(st[0] - m);
-                        l += st[1] * w;
-                        tk.vec->axpy(o, w, st + 2, tk.dv);
-                    }
-                    tk.vec->scale(o, 1.0f / l, tk.dv);
-                }
-            }
-        }
+    size_t po = 0, qo = 0, so = 0;
+    for (int i = 0; i < n; i++) {
+        attn_task *tk = &tasks[i];
+        tk->partial = at->partial + po;
+        po += tk->item_floats * (size_t)tk->n_items;
+        if (!tk->qround) continue;
+        const kvs_attn_args *a = tk->a;
+        tk->qround_buf = at->qround + qo;
+        tk->qint_buf = at->qint + qo;
+        tk->qscale_buf = at->qscale + so;
+        qo += (size_t)a->n_head * (size_t)tk->dk;
+        so += (size_t)a->n_head * (size_t)tk->n_qblk;
+        for (int32_t h = 0; h < a->n_head; h++)
+            kvs_attn_round_query(a->q + (size_t)h * tk->dk, tk->dk, tk->qint_buf + (size_t)h * tk->dk,
+                                 tk->qscale_buf + (size_t)h * (size_t)tk->n_qblk, tk->qround_buf + (size_t)h * tk->dk);
     }
+    attn_multi mt = {.tasks = tasks, .n_tasks = n, .n_items = n_items, .at = at};
+    kvs_pool_run(pool, attn_worker, &mt);
+    for (int i = 0; i < n; i++) attn_merge(&tasks[i]);
     return KVS_OK;
+}
+
+kvs_status kvs_attn_run(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *a) {
+    return kvs_attn_run_many(at, pool, a, 1);
 }

@@ -40,5 +40,8 @@ typedef struct kvs_attn kvs_attn;   /* per-session scratch */
 kvs_status kvs_attn_new(int n_threads, kvs_attn **out);
 void kvs_attn_free(kvs_attn *at);
 kvs_status kvs_attn_run(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *a);
+/* n calls (a batched step's sequences) in one dispatch over the pool: the
+ * same numbers as each call alone, one hand-off to the threads. */
+kvs_status kvs_attn_run_many(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *args, int n);
 
 #endif
