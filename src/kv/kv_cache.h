@@ -79,6 +79,9 @@ typedef struct kvs_kv_layer {
     uint32_t n_cpages_alloc;
     uint64_t cslots;         /* entry capacity: capacity / compress_ratio */
     size_t i_row, cpage_bytes;
+    /* (n_kv_heads, head_dim_k) subtracted from every key before it is
+     * rotated and stored, or NULL (kvs_kv_cache_set_key_offset) */
+    const float *key_offset;
 } kvs_kv_layer;
 
 typedef struct kvs_kv_cache {
@@ -163,5 +166,17 @@ kvs_kv_segment kvs_kv_cache_stage(const kvs_kv_cache *c, int32_t layer, uint8_t 
 /* Pointers to one KV head's key and value rows in a slot of a row-format
  * (non-latent, non-per-channel) layer's pages (token eviction moves rows). */
 void kvs_kv_cache_row(const kvs_kv_cache *c, int32_t layer, uint64_t slot, int32_t head, uint8_t **k, uint8_t **v);
+
+/* Store layer's keys minus a fixed vector off (n_kv_heads, head_dim_k;
+ * the caller keeps it alive, e.g. a model's key bias): a query's scores all
+ * move by q . off, which its softmax does not see, so attention is unchanged
+ * while a large constant channel (Qwen2's key biases reach 350) no longer
+ * takes the range of every quantized key row. Set before the first chunk;
+ * caches made like this one (forks, sequences) keep it. */
+void kvs_kv_cache_set_key_offset(kvs_kv_cache *c, int32_t layer, const float *off);
+/* Whether a key offset pays for layer's scheme: its own full rows in a
+ * quantized block format (f16/bf16/f32 rows and per-channel keys have no use
+ * for it). */
+bool kvs_kv_key_offset_useful(const kvs_kv_scheme *s);
 
 #endif

@@ -47,6 +47,7 @@ kvs_status kvs_kv_cache_new_like(const kvs_kv_cache *like, kvs_kv_cache **out) {
     kvs_free(schemes);
     if (st != KVS_OK) return st;
     c->own_pool = like->own_pool;
+    for (int32_t i = 0; i < like->n_layers; i++) c->layers[i].key_offset = like->layers[i].key_offset;
     if (like->evict) st = kvs_kv_evict_new(c, like->n_batch, &c->evict);
     if (st == KVS_OK && like->n_batch) st = kvs_kv_chunk_init(c, like->n_batch);
     if (st != KVS_OK) { kvs_kv_cache_free(c); return st; }
@@ -129,12 +130,16 @@ typedef struct prepare_task {
     kvs_kv_cache *c;
     int32_t layer, n_head, n_kv, dk, dv;
     float *q, *k, *v;
+    const float *k_off;     /* (n_kv, dk) subtracted from each key row, or NULL */
     bool rot_k, rot_v, store;
 } prepare_task;
 
 static void prepare_rows(void *ctx, int64_t lo, int64_t hi) {
     prepare_task *t = ctx;
     const int64_t kd = (int64_t)t->n_kv * t->dk, vd = (int64_t)t->n_kv * t->dv;
+    if (t->k_off)
+        for (int64_t r = lo; r < hi; r++)
+            for (int64_t e = 0; e < kd; e++) t->k[r * kd + e] -= t->k_off[e];
     if (t->rot_k) {
         for (int64_t r = lo * t->n_head; r < hi * t->n_head; r++) kvs_hadamard(t->q + r * t->dk, t->dk, ROTATE_SEED);
         for (int64_t r = lo * t->n_kv; r < hi * t->n_kv; r++) kvs_hadamard(t->k + r * t->dk, t->dk, ROTATE_SEED);
@@ -156,9 +161,10 @@ kvs_status kvs_kv_layer_prepare(kvs_kv_cache *c, kvs_pool *pool, int32_t layer, 
     const kvs_kv_scheme *ls = &p.src->scheme;
     prepare_task pt = {.c = c, .layer = layer, .n_head = n_head, .n_kv = (int32_t)ls->n_kv_heads,
                        .dk = (int32_t)ls->head_dim_k, .dv = (int32_t)ls->head_dim_v, .q = q, .k = k, .v = v,
+                       .k_off = p.own ? p.L->key_offset : NULL,
                        .rot_k = p.rot_k, .rot_v = p.rot_v, .store = p.store_first};
     kvs_status st = KVS_OK;
-    if ((pt.rot_k || pt.rot_v || pt.store) && (st = kvs_pool_for(pool, n, PAR_MIN_TOKENS, prepare_rows, &pt)) != KVS_OK) {
+    if ((pt.k_off || pt.rot_k || pt.rot_v || pt.store) && (st = kvs_pool_for(pool, n, PAR_MIN_TOKENS, prepare_rows, &pt)) != KVS_OK) {
         char msg[256];
         snprintf(msg, sizeof msg, "%s", kvs_last_error());
         return kvs_fail(st, "layer %d: %s", layer, msg);
@@ -264,4 +270,13 @@ kvs_status kvs_kv_round_rows(const kvs_kv_cache *c, int32_t layer, float *rows, 
         tr->to_float(buf, rows + t * s->entry_dim, s->entry_dim);
     }
     return KVS_OK;
+}
+
+void kvs_kv_cache_set_key_offset(kvs_kv_cache *c, int32_t layer, const float *off) {
+    if (layer >= 0 && layer < c->n_layers) c->layers[layer].key_offset = off;
+}
+
+bool kvs_kv_key_offset_useful(const kvs_kv_scheme *s) {
+    return s->store == KVS_KV_STORE_FULL && s->layout == KVS_KV_LAYOUT_BLOCK && s->k_type != KVS_TYPE_F32 &&
+           s->k_type != KVS_TYPE_F16 && s->k_type != KVS_TYPE_BF16;
 }

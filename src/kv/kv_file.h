@@ -23,7 +23,9 @@
 
 #include "kv/kv_cache.h"
 
-#define KVS_KV_FILE_VERSION 1
+/* 2: keys of a layer with a key offset (kv/kv_cache.h) are stored minus it;
+ * the offset follows from the model and the scheme, which the file names */
+#define KVS_KV_FILE_VERSION 2
 
 kvs_status kvs_kv_file_save(const kvs_kv_cache *c, uint64_t model_id, const kvs_token *tokens, const char *path);
 

@@ -66,6 +66,11 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
             st = kvs_fail(KVS_ERR_INVALID_ARG, "kv rules: layer %d: rotate needs a power-of-two head size (got %d)", i,
                           hp->head_dim_k);
     if (st == KVS_OK) st = kvs_kv_cache_new(schemes, hp->n_layer, p.n_ctx, p.kv_budget, &s->kv);
+    /* keys with a large constant bias (qwen2) are stored minus it where the
+       format is quantized: attention is unchanged (kv/kv_cache.h) */
+    for (int32_t i = 0; st == KVS_OK && m->layers && i < hp->n_layer; i++)
+        if (m->layers[i].bk && kvs_kv_key_offset_useful(&s->kv->layers[i].scheme) && s->kv->layers[i].source == i)
+            kvs_kv_cache_set_key_offset(s->kv, i, m->layers[i].bk);
     if (st == KVS_OK) st = kvs_kv_evict_new(s->kv, p.n_batch, &s->kv->evict);
     kvs_free(schemes);
     s->params.kv_layers = NULL; /* not owned; only read here */
