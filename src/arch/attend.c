@@ -28,7 +28,7 @@ static kvs_status attend_spans(kvs_session *s, const kvs_span *spans, int n, int
     const kvs_hparams *hp = &s->model->hp;
     const int64_t qd = (int64_t)hp->n_head * hp->head_dim_k, kd = (int64_t)hp->n_head_kv * hp->head_dim_k;
     const int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v, od = (int64_t)hp->n_head * hp->head_dim_v;
-    kvs_attn_args aa[ATTEND_GROUP];
+    kvs_attn_args aa[ATTEND_GROUP] = {0};
     kvs_status st;
     for (int i = 0; i < n; i++) {
         const kvs_span *sp = &spans[i];
