@@ -196,18 +196,30 @@ static bool type_ok(uint32_t t) {
  * + 1 query vector = 13 registers; 3 x 4 there needs 17 of the 16 ymm
  * registers and the spill in the inner loop cost a third of the time. */
 
+/* Rows [t, t + m) at pf (row bytes apart) towards L2: the kernels spread the
+ * next chunk's prefetches over their key loop, a few lines per key block.
+ * L2, not L1: a chunk of prefetches into L1 (prefetcht0) held the L1 miss
+ * slots the kernel's own loads needed and streamed a 2048-key f16 decode at
+ * 8.5 GB/s on one core; prefetcht1 lets it reach 14 (bench --attn). */
+static inline __attribute__((always_inline)) void prefetch_rows_at(const uint8_t *pf, size_t row, int t, int m) {
+    const char *p = (const char *)(pf + (size_t)t * row);
+    for (size_t o = 0; o < (size_t)m * row; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+}
+
 static inline __attribute__((always_inline)) __m128 hsum_keys(const int KB, __m256 c0, __m256 c1, __m256 c2, __m256 c3) {
     return KB == 4 ? hsum4(c0, c1, c2, c3) : hsum4(c0, c1, c2, _mm256_setzero_ps());
 }
 
 static inline __attribute__((always_inline)) void scores_rows(const uint32_t type, const int RR, const uint8_t *k,
                                                               size_t k_row, int n, const float *const *q,
-                                                              float scale, int dk, float *sc, size_t sc_stride) {
+                                                              float scale, int dk, float *sc, size_t sc_stride,
+                                                              const uint8_t *pf, int pf_n) {
     const __m128 vs = _mm_set1_ps(scale);
     const int KB = type == KVS_TYPE_F32 ? 4 : 3;
     int t = 0;
     for (; t + KB <= n; t += KB) {
         const uint8_t *k0 = k + (size_t)t * k_row;
+        if (t < pf_n) prefetch_rows_at(pf, k_row, t, KB < pf_n - t ? KB : pf_n - t);
         __m256 a[3][4];
         _Pragma("GCC unroll 4")
         for (int r = 0; r < RR; r++)
@@ -241,6 +253,7 @@ static inline __attribute__((always_inline)) void scores_rows(const uint32_t typ
             }
         }
     }
+    if (t < pf_n) prefetch_rows_at(pf, k_row, t, pf_n - t);
     for (; t < n; t++) {
         const uint8_t *k0 = k + (size_t)t * k_row;
         __m256 a[3];
@@ -261,12 +274,14 @@ static inline __attribute__((always_inline)) void scores_rows(const uint32_t typ
 
 static inline __attribute__((always_inline)) void scores_all(const uint32_t type, const uint8_t *k, size_t k_row,
                                                              int n, const float *const *q, int R, float scale,
-                                                             int dk, float *sc, size_t sc_stride) {
+                                                             int dk, float *sc, size_t sc_stride,
+                                                             const uint8_t *pf, int pf_n) {
     for (int r0 = 0; r0 < R; r0 += 3) {
         float *o = sc + (size_t)r0 * sc_stride;
-        if (R - r0 >= 3) scores_rows(type, 3, k, k_row, n, q + r0, scale, dk, o, sc_stride);
-        else if (R - r0 == 2) scores_rows(type, 2, k, k_row, n, q + r0, scale, dk, o, sc_stride);
-        else scores_rows(type, 1, k, k_row, n, q + r0, scale, dk, o, sc_stride);
+        const int pn = r0 == 0 ? pf_n : 0; /* the first pass over the keys asks for the next ones */
+        if (R - r0 >= 3) scores_rows(type, 3, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn);
+        else if (R - r0 == 2) scores_rows(type, 2, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn);
+        else scores_rows(type, 1, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn);
     }
 }
 
@@ -280,7 +295,7 @@ static inline __attribute__((always_inline)) void scores_all(const uint32_t type
 static inline __attribute__((always_inline)) void vacc_block(const uint32_t type, const int RR, const int CW,
                                                              const uint8_t *v, size_t v_row, int n, int c,
                                                              const float *p, size_t p_stride, float *acc,
-                                                             size_t acc_stride) {
+                                                             size_t acc_stride, const uint8_t *pf, int pf_n) {
     const int KU = type != KVS_TYPE_F32 && RR * CW <= 6 ? 2 : 1; /* keys per step */
     __m256 a[2][4][3];
     _Pragma("GCC unroll 4")
@@ -292,6 +307,7 @@ static inline __attribute__((always_inline)) void vacc_block(const uint32_t type
         }
     int t = 0;
     for (; t + KU <= n; t += KU) {
+        if (t < pf_n) prefetch_rows_at(pf, v_row, t, KU < pf_n - t ? KU : pf_n - t);
         _Pragma("GCC unroll 2")
         for (int u = 0; u < KU; u++) {
             __m256 x[3];
@@ -307,6 +323,7 @@ static inline __attribute__((always_inline)) void vacc_block(const uint32_t type
             }
         }
     }
+    if (t < pf_n) prefetch_rows_at(pf, v_row, t, pf_n - t);
     for (; t < n; t++) { /* odd key left by the two-key steps */
         __m256 x[3];
         const uint8_t *row = v + (size_t)t * v_row;
@@ -330,29 +347,34 @@ static inline __attribute__((always_inline)) void vacc_block(const uint32_t type
 
 static inline __attribute__((always_inline)) void vacc_rows(const uint32_t type, const int RR, const uint8_t *v,
                                                             size_t v_row, int n, const float *p, size_t p_stride,
-                                                            float *acc, size_t acc_stride, int dv) {
-    int c = 0;
+                                                            float *acc, size_t acc_stride, int dv,
+                                                            const uint8_t *pf, int pf_n) {
+    int c = 0; /* the first pass over the rows asks for the next ones (pf_n rows at pf) */
     if (RR <= 3 || block_elems(type) > 8) { /* 2 vectors: converted values stay in registers, and
                                                * 16 channels never straddle a 32-element block */
-        for (; c + 16 <= dv; c += 16) vacc_block(type, RR, 2, v, v_row, n, c, p, p_stride, acc, acc_stride);
+        for (; c + 16 <= dv; c += 16)
+            vacc_block(type, RR, 2, v, v_row, n, c, p, p_stride, acc, acc_stride, pf, c == 0 ? pf_n : 0);
     } else {
-        for (; c + 24 <= dv; c += 24) vacc_block(type, RR, 3, v, v_row, n, c, p, p_stride, acc, acc_stride);
+        for (; c + 24 <= dv; c += 24)
+            vacc_block(type, RR, 3, v, v_row, n, c, p, p_stride, acc, acc_stride, pf, c == 0 ? pf_n : 0);
     }
-    for (; c < dv; c += 8) vacc_block(type, RR, 1, v, v_row, n, c, p, p_stride, acc, acc_stride);
+    for (; c < dv; c += 8) vacc_block(type, RR, 1, v, v_row, n, c, p, p_stride, acc, acc_stride, pf, c == 0 ? pf_n : 0);
 }
 
 static inline __attribute__((always_inline)) void vacc_all(const uint32_t type, int rows_per, const uint8_t *v,
                                                            size_t v_row, int n, const float *p, size_t p_stride,
-                                                           int R, float *acc, size_t acc_stride, int dv) {
+                                                           int R, float *acc, size_t acc_stride, int dv,
+                                                           const uint8_t *pf, int pf_n) {
     for (int r0 = 0; r0 < R; r0 += rows_per) {
         const int rr = R - r0 < rows_per ? R - r0 : rows_per;
         const float *pr = p + (size_t)r0 * p_stride;
         float *ar = acc + (size_t)r0 * acc_stride;
+        const int pn = r0 == 0 ? pf_n : 0;
         switch (rr) {
-        case 4: vacc_rows(type, 4, v, v_row, n, pr, p_stride, ar, acc_stride, dv); break;
-        case 3: vacc_rows(type, 3, v, v_row, n, pr, p_stride, ar, acc_stride, dv); break;
-        case 2: vacc_rows(type, 2, v, v_row, n, pr, p_stride, ar, acc_stride, dv); break;
-        default: vacc_rows(type, 1, v, v_row, n, pr, p_stride, ar, acc_stride, dv); break;
+        case 4: vacc_rows(type, 4, v, v_row, n, pr, p_stride, ar, acc_stride, dv, pf, pn); break;
+        case 3: vacc_rows(type, 3, v, v_row, n, pr, p_stride, ar, acc_stride, dv, pf, pn); break;
+        case 2: vacc_rows(type, 2, v, v_row, n, pr, p_stride, ar, acc_stride, dv, pf, pn); break;
+        default: vacc_rows(type, 1, v, v_row, n, pr, p_stride, ar, acc_stride, dv, pf, pn); break;
         }
     }
 }
@@ -390,7 +412,7 @@ static void tile_avx2(const float *const *qrows, int R, const float *k, const fl
         if (lo[r] < hi[r]) { any = true; if (hi[r] > n) n = hi[r]; }
     if (!any) return;
     const size_t ps = (size_t)n;
-    scores_all(KVS_TYPE_F32, (const uint8_t *)k, (size_t)dk * sizeof(float), n, qrows, R, scale, dk, scratch, ps);
+    scores_all(KVS_TYPE_F32, (const uint8_t *)k, (size_t)dk * sizeof(float), n, qrows, R, scale, dk, scratch, ps, NULL, 0);
     for (int r = 0; r < R; r++) {
         float *sc = scratch + (size_t)r * ps;
         if (lo[r] >= hi[r]) { /* row sees nothing here: zero weights, state untouched */
@@ -402,7 +424,7 @@ static void tile_avx2(const float *const *qrows, int R, const float *k, const fl
         softmax_update(state + (size_t)r * state_stride, sc, n, dv);
     }
     vacc_all(KVS_TYPE_F32, 4, (const uint8_t *)v, (size_t)ldv * sizeof(float), n, scratch, ps, R, state + 2,
-             state_stride, dv);
+             state_stride, dv, NULL, 0);
 }
 
 /* ---- q8_0/q4_0 keys against the int8-rounded query (integer dots) ----
@@ -523,48 +545,47 @@ static void scores_i8(const uint32_t type, const kvs_attn_rows *rw, const uint8_
 }
 
 /* ---- fused decode over stored rows ----
- * Block formats run in steps of ATTN_SUB keys; before each step's scores
- * (values) the matching slice of the next chunk's K (V) rows is prefetched,
- * so the DRAM reads of the next chunk overlap this chunk's arithmetic. One
- * step per 64-key chunk: steps of 12 keys spread the prefetches finer but
- * cost ~10% more CPU on cache-resident rows (accumulator reloads) and were
- * not faster on DRAM-resident rows on the loaded development machine. */
+ * Block formats run in steps of ATTN_SUB keys; while a step computes its
+ * scores (values), the kernels ask for the matching slice of the next
+ * chunk's K (V) rows, a few lines per key block, so the DRAM reads of the
+ * next chunk overlap this chunk's arithmetic (the integer-key path asks for
+ * its slice before the step). One step per 64-key chunk. */
 
 #define ATTN_SUB 64
 
 static void prefetch_span(const uint8_t *p, size_t n) {
-    for (size_t o = 0; o < n; o += 64) _mm_prefetch((const char *)(p + o), _MM_HINT_T0);
+    for (size_t o = 0; o < n; o += 64) _mm_prefetch((const char *)(p + o), _MM_HINT_T1);
 }
 
 static void fused_scores(uint32_t type, const uint8_t *k, size_t k_row, int n, const float *const *q, int R,
-                         float scale, int dk, float *sc, size_t ss) {
+                         float scale, int dk, float *sc, size_t ss, const uint8_t *pf, int pf_n) {
     switch (type) {
-    case KVS_TYPE_F16: scores_all(KVS_TYPE_F16, k, k_row, n, q, R, scale, dk, sc, ss); break;
-    case KVS_TYPE_BF16: scores_all(KVS_TYPE_BF16, k, k_row, n, q, R, scale, dk, sc, ss); break;
-    case KVS_TYPE_Q8_0: scores_all(KVS_TYPE_Q8_0, k, k_row, n, q, R, scale, dk, sc, ss); break;
-    case KVS_TYPE_Q4_0: scores_all(KVS_TYPE_Q4_0, k, k_row, n, q, R, scale, dk, sc, ss); break;
-    case KVS_TYPE_TQ2: scores_all(KVS_TYPE_TQ2, k, k_row, n, q, R, scale, dk, sc, ss); break;
-    case KVS_TYPE_TQ2_5: scores_all(KVS_TYPE_TQ2_5, k, k_row, n, q, R, scale, dk, sc, ss); break;
-    case KVS_TYPE_TQ3: scores_all(KVS_TYPE_TQ3, k, k_row, n, q, R, scale, dk, sc, ss); break;
-    case KVS_TYPE_TQ3_5: scores_all(KVS_TYPE_TQ3_5, k, k_row, n, q, R, scale, dk, sc, ss); break;
-    case KVS_TYPE_TQ4: scores_all(KVS_TYPE_TQ4, k, k_row, n, q, R, scale, dk, sc, ss); break;
-    default: scores_all(KVS_TYPE_F32, k, k_row, n, q, R, scale, dk, sc, ss); break;
+    case KVS_TYPE_F16: scores_all(KVS_TYPE_F16, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_BF16: scores_all(KVS_TYPE_BF16, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_Q8_0: scores_all(KVS_TYPE_Q8_0, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_Q4_0: scores_all(KVS_TYPE_Q4_0, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_TQ2: scores_all(KVS_TYPE_TQ2, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_TQ2_5: scores_all(KVS_TYPE_TQ2_5, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_TQ3: scores_all(KVS_TYPE_TQ3, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_TQ3_5: scores_all(KVS_TYPE_TQ3_5, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_TQ4: scores_all(KVS_TYPE_TQ4, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    default: scores_all(KVS_TYPE_F32, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
     }
 }
 
 static void fused_values(uint32_t type, const uint8_t *v, size_t v_row, int n, const float *p, size_t ps, int R,
-                         float *acc, size_t acc_stride, int dv) {
+                         float *acc, size_t acc_stride, int dv, const uint8_t *pf, int pf_n) {
     switch (type) {
-    case KVS_TYPE_F16: vacc_all(KVS_TYPE_F16, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
-    case KVS_TYPE_BF16: vacc_all(KVS_TYPE_BF16, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
-    case KVS_TYPE_Q8_0: vacc_all(KVS_TYPE_Q8_0, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
-    case KVS_TYPE_Q4_0: vacc_all(KVS_TYPE_Q4_0, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
-    case KVS_TYPE_TQ2: vacc_all(KVS_TYPE_TQ2, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
-    case KVS_TYPE_TQ2_5: vacc_all(KVS_TYPE_TQ2_5, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
-    case KVS_TYPE_TQ3: vacc_all(KVS_TYPE_TQ3, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
-    case KVS_TYPE_TQ3_5: vacc_all(KVS_TYPE_TQ3_5, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
-    case KVS_TYPE_TQ4: vacc_all(KVS_TYPE_TQ4, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
-    default: vacc_all(KVS_TYPE_F32, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv); break;
+    case KVS_TYPE_F16: vacc_all(KVS_TYPE_F16, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_BF16: vacc_all(KVS_TYPE_BF16, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_Q8_0: vacc_all(KVS_TYPE_Q8_0, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_Q4_0: vacc_all(KVS_TYPE_Q4_0, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_TQ2: vacc_all(KVS_TYPE_TQ2, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_TQ2_5: vacc_all(KVS_TYPE_TQ2_5, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_TQ3: vacc_all(KVS_TYPE_TQ3, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_TQ3_5: vacc_all(KVS_TYPE_TQ3_5, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_TQ4: vacc_all(KVS_TYPE_TQ4, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    default: vacc_all(KVS_TYPE_F32, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
     }
 }
 
@@ -573,6 +594,16 @@ static inline void prefetch_next(const uint8_t *pf, int pf_n, size_t row, int t0
     if (!pf || t0 >= pf_n) return;
     if (t0 + m > pf_n) m = pf_n - t0;
     prefetch_span(pf + (size_t)t0 * row, (size_t)m * row);
+}
+
+/* The next chunk's rows matching this step's [t0, t0 + m): where they start
+ * and how many exist (0: none to ask for). */
+static inline const uint8_t *next_rows(const uint8_t *pf, size_t row, int t0) {
+    return pf ? pf + (size_t)t0 * row : NULL;
+}
+static inline int next_n(const uint8_t *pf, int pf_n, int t0, int m) {
+    if (!pf || t0 >= pf_n) return 0;
+    return pf_n - t0 < m ? pf_n - t0 : m;
 }
 
 static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R, float scale, float *state,
@@ -596,10 +627,14 @@ static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R
                         dk <= 32 * ATTN_I8_MAX_BLOCKS;
         for (int t0 = 0; t0 < n; t0 += ATTN_SUB) {
             const int m = n - t0 < ATTN_SUB ? n - t0 : ATTN_SUB;
-            prefetch_next(rw->pf_k, rw->pf_n, rw->k_row, t0, m);
             const uint8_t *k = rw->k + (size_t)t0 * rw->k_row;
-            if (i8) scores_i8(rw->k_type, rw, k, m, R, scale, dk, sc + t0, ss);
-            else fused_scores(rw->k_type, k, rw->k_row, m, qrows, R, scale, dk, sc + t0, ss);
+            if (i8) {
+                prefetch_next(rw->pf_k, rw->pf_n, rw->k_row, t0, m);
+                scores_i8(rw->k_type, rw, k, m, R, scale, dk, sc + t0, ss);
+            } else {
+                fused_scores(rw->k_type, k, rw->k_row, m, qrows, R, scale, dk, sc + t0, ss, next_rows(rw->pf_k, rw->k_row, t0),
+                             next_n(rw->pf_k, rw->pf_n, t0, m));
+            }
         }
     }
     for (int r = 0; r < R; r++) softmax_update(state + (size_t)r * state_stride, sc + (size_t)r * n, n, dv);
@@ -609,9 +644,8 @@ static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R
     } else {
         for (int t0 = 0; t0 < n; t0 += ATTN_SUB) {
             const int m = n - t0 < ATTN_SUB ? n - t0 : ATTN_SUB;
-            prefetch_next(rw->pf_v, rw->pf_n, rw->v_row, t0, m);
             fused_values(rw->v_type, rw->v + (size_t)t0 * rw->v_row, rw->v_row, m, sc + t0, ss, R, state + 2,
-                         state_stride, dv);
+                         state_stride, dv, next_rows(rw->pf_v, rw->v_row, t0), next_n(rw->pf_v, rw->pf_n, t0, m));
         }
     }
     return true;

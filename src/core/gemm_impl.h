@@ -37,6 +37,9 @@
 #define GEMM_CAT(a, b) GEMM_CAT2(a, b)
 #define GEMM_FN(T) GEMM_CAT(kvs_##T##_gemm_, GEMM_SFX)
 
+/* x8 records read ahead by the tiles (prefetched into L1): a batched decode
+ * step meets each weight block once, straight from DRAM. */
+#define GEMM_PF 8
 #define AI static inline __attribute__((always_inline))
 #define HF(h) _cvtsh_ss(h)
 
@@ -214,6 +217,10 @@ AI void leg_tile(const uint8_t *panel, int64_t nb, const uint8_t *x, size_t xs, 
     for (int t = 0; t < T; t++) facc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *p = panel + (size_t)b * pb;
+        if (packed) { /* stream the records ahead: groups follow each other in memory */
+            const char *pf = (const char *)p + GEMM_PF * pb;
+            for (size_t o = 0; o < pb; o += 64) _mm_prefetch(pf + o, _MM_HINT_T0);
+        }
         const uint8_t *xb[GEMM_T];
 #pragma GCC unroll 8
         for (int t = 0; t < T; t++) xb[t] = x + (size_t)t * xs + (size_t)b * xbs + xq;
