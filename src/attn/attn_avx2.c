@@ -553,10 +553,6 @@ static void scores_i8(const uint32_t type, const kvs_attn_rows *rw, const uint8_
 
 #define ATTN_SUB 64
 
-static void prefetch_span(const uint8_t *p, size_t n) {
-    for (size_t o = 0; o < n; o += 64) _mm_prefetch((const char *)(p + o), _MM_HINT_T1);
-}
-
 static void fused_scores(uint32_t type, const uint8_t *k, size_t k_row, int n, const float *const *q, int R,
                          float scale, int dk, float *sc, size_t ss, const uint8_t *pf, int pf_n) {
     switch (type) {
@@ -587,13 +583,6 @@ static void fused_values(uint32_t type, const uint8_t *v, size_t v_row, int n, c
     case KVS_TYPE_TQ4: vacc_all(KVS_TYPE_TQ4, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
     default: vacc_all(KVS_TYPE_F32, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
     }
-}
-
-/* Rows [t0, t0 + m) of the next chunk's K or V towards L1 (none past pf_n). */
-static inline void prefetch_next(const uint8_t *pf, int pf_n, size_t row, int t0, int m) {
-    if (!pf || t0 >= pf_n) return;
-    if (t0 + m > pf_n) m = pf_n - t0;
-    prefetch_span(pf + (size_t)t0 * row, (size_t)m * row);
 }
 
 /* The next chunk's rows matching this step's [t0, t0 + m): where they start
@@ -629,7 +618,8 @@ static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R
             const int m = n - t0 < ATTN_SUB ? n - t0 : ATTN_SUB;
             const uint8_t *k = rw->k + (size_t)t0 * rw->k_row;
             if (i8) {
-                prefetch_next(rw->pf_k, rw->pf_n, rw->k_row, t0, m);
+                const int pn = next_n(rw->pf_k, rw->pf_n, t0, m); /* the integer path asks before the step */
+                if (pn > 0) prefetch_rows_at(rw->pf_k, rw->k_row, t0, pn);
                 scores_i8(rw->k_type, rw, k, m, R, scale, dk, sc + t0, ss);
             } else {
                 fused_scores(rw->k_type, k, rw->k_row, m, qrows, R, scale, dk, sc + t0, ss, next_rows(rw->pf_k, rw->k_row, t0),
