@@ -115,6 +115,10 @@ static void dtype_init_once(void) {
         f[KVS_TYPE_Q6_K].vec_dot = kvs_q6_K_vec_dot_avx2;
         f[KVS_TYPE_Q6_K].vec_dot_x4 = kvs_q6_K_vec_dot_x4_avx2;
         f[KVS_TYPE_Q6_K].to_float = kvs_q6_K_to_float_avx2;
+        f[KVS_TYPE_Q2_K].vec_dot = kvs_q2_K_vec_dot_avx2;
+        f[KVS_TYPE_Q2_K].vec_dot_x4 = kvs_q2_K_vec_dot_x4_avx2;
+        f[KVS_TYPE_Q3_K].vec_dot = kvs_q3_K_vec_dot_avx2;
+        f[KVS_TYPE_Q3_K].vec_dot_x4 = kvs_q3_K_vec_dot_x4_avx2;
 
         /* many-row kernels; gemm_min_rows: the fewest activation rows where
          * they beat the per-row dots (bench_gemm, per ISA: a panel costs
@@ -133,12 +137,12 @@ static void dtype_init_once(void) {
         GEMM(q5_1, KVS_TYPE_Q5_1, true, 2, 2);
         GEMM(q8_0, KVS_TYPE_Q8_0, true, 4, 2);
         GEMM(mxfp4, KVS_TYPE_MXFP4, true, 2, 2); /* q5_0's panel path; not timed separately */
-        GEMM(q2_K, KVS_TYPE_Q2_K, false, 1, 1);
+        GEMM(q2_K, KVS_TYPE_Q2_K, false, 12, 6);
         /* over x8-packed weights there is no panel to amortize: faster than the
          * per-row dots from one row on (bench_gemm) */
         for (uint32_t t = 0; t < KVS_TYPE_COUNT; t++)
             if ((f[t].gemm_x8 = kvs_gemm_x8_variant(t, vnni))) f[t].gemm_x8_min_rows = 1;
-        GEMM(q3_K, KVS_TYPE_Q3_K, false, 1, 1);
+        GEMM(q3_K, KVS_TYPE_Q3_K, false, 12, 6);
         GEMM(q4_K, KVS_TYPE_Q4_K, false, 16, 12);
         GEMM(q5_K, KVS_TYPE_Q5_K, false, 12, 6);
         GEMM(q6_K, KVS_TYPE_Q6_K, false, 8, 6);

@@ -630,6 +630,171 @@ void kvs_q6_K_vec_dot_x4_avx2(int64_t n, float *s, const void *vw, const void *v
     for (int r = 0; r < 4; r++) s[r] = hsum8(acc[r]);
 }
 
+/* q2_K / q3_K: the 2-bit fields of one 128-element half, four groups of 32
+ * (group g = bits 2g..2g+1 of the 32 bytes). */
+static inline void k2_decode_half(const uint8_t *qs, __m256i q[4]) {
+    const __m256i m3 = _mm256_set1_epi8(3), v = loadu256(qs);
+    q[0] = _mm256_and_si256(v, m3);
+    q[1] = _mm256_and_si256(_mm256_srli_epi16(v, 2), m3);
+    q[2] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m3);
+    q[3] = _mm256_and_si256(_mm256_srli_epi16(v, 6), m3);
+}
+/* q2_K: x = d*sc*q - dmin*m per sub-block of 16. The mins enter once per
+ * block through the activation's bsums. */
+static inline __m256i q2_sums(const kvs_block_q2_K *w, const kvs_block_q8_K *x, __m128i sc4) {
+    __m256i sumi = _mm256_setzero_si256();
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        __m256i q[4];
+        k2_decode_half(w->qs + 32 * h, q);
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; g++) {
+            const __m256i p = _mm256_maddubs_epi16(q[g], loadu256(x->qs + 128 * h + 32 * g));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, q6_scale_pair(sc4, 4 * h + g)));
+        }
+    }
+    return sumi;
+}
+
+void kvs_q2_K_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) {
+    const kvs_block_q2_K *w = vw;
+    const kvs_block_q8_K *x = vx;
+    const int64_t nb = n / KVS_QK_K;
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        for (int k = 0; k < (int)sizeof w[i]; k += 64) PREFETCH((const char *)(w + i) + k);
+        const __m128i sc = loadu128(w[i].scales);
+        const __m256i summ =
+            _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4)), loadu256(x[i].bsums));
+        const __m256i sumi = q2_sums(&w[i], &x[i], _mm_and_si128(sc, m4));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(x[i].d * HF(w[i].d)), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fnmadd_ps(_mm256_set1_ps(x[i].d * HF(w[i].dmin)), _mm256_cvtepi32_ps(summ), acc);
+    }
+    *s = hsum8(acc);
+}
+
+void kvs_q2_K_vec_dot_x4_avx2(int64_t n, float *s, const void *vw, const void *vx, size_t xs) {
+    const kvs_block_q2_K *w = vw;
+    const kvs_block_q8_K *x[4] = {X4(0), X4(1), X4(2), X4(3)};
+    const int64_t nb = n / KVS_QK_K;
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < nb; i++) {
+        const float dw = HF(w[i].d), dm = HF(w[i].dmin);
+        const __m128i sc = loadu128(w[i].scales), sc4 = _mm_and_si128(sc, m4);
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4));
+        __m256i sumi[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                           _mm256_setzero_si256()};
+        for (int h = 0; h < 2; h++) {
+            __m256i q[4];
+            k2_decode_half(w[i].qs + 32 * h, q);
+            for (int g = 0; g < 4; g++) {
+                const __m256i sp = q6_scale_pair(sc4, 4 * h + g);
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++) {
+                    const __m256i p = _mm256_maddubs_epi16(q[g], loadu256(x[r][i].qs + 128 * h + 32 * g));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, sp));
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            const __m256i summ = _mm256_madd_epi16(mins, loadu256(x[r][i].bsums));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(x[r][i].d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            acc[r] = _mm256_fnmadd_ps(_mm256_set1_ps(x[r][i].d * dm), _mm256_cvtepi32_ps(summ), acc[r]);
+        }
+    }
+    for (int r = 0; r < 4; r++) s[r] = hsum8(acc[r]);
+}
+
+/* q3_K's 16 six-bit scales (12 bytes: low nibbles in bytes 0..7, scale j's
+ * high 2 bits at bit 2*(j/4) of byte 8 + j%4) as signed bytes, offset 32
+ * removed. */
+static inline __m128i q3_scales16(const uint8_t *p) {
+    uint32_t hi;
+    memcpy(&hi, p + 8, 4);
+    const __m128i lo8 = _mm_loadl_epi64((const __m128i *)p), m4 = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_and_si128(_mm_unpacklo_epi64(lo8, _mm_srli_epi16(lo8, 4)), m4);
+    const __m128i h = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32((int)hi), _mm_setr_epi32(0, 2, 4, 6)),
+                                    _mm_set1_epi8(3));
+    return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(h, 4)), _mm_set1_epi8(32));
+}
+/* q3_K's 3-bit values of one half, unsigned: low 2 bits + 4 * hmask bit
+ * (the stored value is this minus 4); group j's bit is bit j of hm's bytes. */
+static inline void q3_decode_half(const uint8_t *qs, __m256i hm, int h, __m256i q[4]) {
+    const __m256i four = _mm256_set1_epi8(4);
+    k2_decode_half(qs, q);
+    const __m256i b[4] = {_mm256_slli_epi16(hm, 2), _mm256_slli_epi16(hm, 1), hm, _mm256_srli_epi16(hm, 1)};
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        const __m256i hb = h ? _mm256_srli_epi16(b[g], 4) : b[g]; /* bit 4h+g moved to bit 2 */
+        q[g] = _mm256_or_si256(q[g], _mm256_and_si256(hb, four));
+    }
+}
+
+void kvs_q3_K_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) {
+    const kvs_block_q3_K *w = vw;
+    const kvs_block_q8_K *x = vx;
+    const int64_t nb = n / KVS_QK_K;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        for (int k = 0; k < (int)sizeof w[i]; k += 64) PREFETCH((const char *)(w + i) + k);
+        const __m128i sc8 = q3_scales16(w[i].scales);
+        const __m256i hm = loadu256(w[i].hmask);
+        /* the -4 offset: sum_c sc[c] * 4 * bsums[c] */
+        const __m256i corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), loadu256(x[i].bsums));
+        __m256i sumi = _mm256_setzero_si256();
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m256i q[4];
+            q3_decode_half(w[i].qs + 32 * h, hm, h, q);
+            const int8_t *q8 = x[i].qs + 128 * h;
+#pragma GCC unroll 4
+            for (int g = 0; g < 4; g++) {
+                const __m256i p = _mm256_maddubs_epi16(q[g], loadu256(q8 + 32 * g));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, q6_scale_pair(sc8, 4 * h + g)));
+            }
+        }
+        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 2));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(x[i].d * HF(w[i].d)), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = hsum8(acc);
+}
+
+void kvs_q3_K_vec_dot_x4_avx2(int64_t n, float *s, const void *vw, const void *vx, size_t xs) {
+    const kvs_block_q3_K *w = vw;
+    const kvs_block_q8_K *x[4] = {X4(0), X4(1), X4(2), X4(3)};
+    const int64_t nb = n / KVS_QK_K;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < nb; i++) {
+        const float dw = HF(w[i].d);
+        const __m128i sc8 = q3_scales16(w[i].scales);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(sc8), hm = loadu256(w[i].hmask);
+        __m256i sumi[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++)
+            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                       _mm256_slli_epi32(_mm256_madd_epi16(sc16, loadu256(x[r][i].bsums)), 2));
+        for (int h = 0; h < 2; h++) {
+            __m256i q[4];
+            q3_decode_half(w[i].qs + 32 * h, hm, h, q);
+            for (int g = 0; g < 4; g++) {
+                const __m256i sp = q6_scale_pair(sc8, 4 * h + g);
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++) {
+                    const __m256i p = _mm256_maddubs_epi16(q[g], loadu256(x[r][i].qs + 128 * h + 32 * g));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, sp));
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++)
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(x[r][i].d * dw), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+    }
+    for (int r = 0; r < 4; r++) s[r] = hsum8(acc[r]);
+}
+
 /* ================================================================ dequantizers
  * (same float operations, in the same order, as the reference: no FMA) */
 

@@ -142,6 +142,8 @@ void kvs_mxfp4_vec_dot_avx2(int64_t n, float *s, const void *w, const void *x);
 void kvs_q4_K_vec_dot_avx2(int64_t n, float *s, const void *w, const void *x);
 void kvs_q5_K_vec_dot_avx2(int64_t n, float *s, const void *w, const void *x);
 void kvs_q6_K_vec_dot_avx2(int64_t n, float *s, const void *w, const void *x);
+void kvs_q2_K_vec_dot_avx2(int64_t n, float *s, const void *w, const void *x);
+void kvs_q3_K_vec_dot_avx2(int64_t n, float *s, const void *w, const void *x);
 
 void kvs_f32_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
 void kvs_f16_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
@@ -152,6 +154,8 @@ void kvs_mxfp4_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x
 void kvs_q4_K_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
 void kvs_q5_K_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
 void kvs_q6_K_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
+void kvs_q2_K_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
+void kvs_q3_K_vec_dot_x4_avx2(int64_t n, float *s, const void *w, const void *x, size_t xs);
 
 /* Many-row kernels (gemm_impl.h, built as gemm_avx2.c and gemm_vnni.c),
  * see kvs_gemm_args in core/dtype.h. */
