@@ -568,6 +568,41 @@ static inline __m256i q6_scale_pair(__m128i sc8, int k) {
     return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_set_epi64x(hi, lo)));
 }
 
+/* The K-quants with 16 scales per super-block (q2_K, q3_K, q6_K): one
+ * half's 4 decoded groups of 32 (unsigned) against the activation, each
+ * maddubs pair of sub-blocks times its scale pair, into 8 x i32. k16_half:
+ * one activation row; k16_half_x4: four (x[r][i]), sumi[r] each. */
+static inline __attribute__((always_inline)) __m256i k16_half(const __m256i q[4], __m128i sc8, int h,
+                                                              const int8_t *q8, __m256i sumi) {
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        const __m256i p = _mm256_maddubs_epi16(q[g], loadu256(q8 + 128 * h + 32 * g));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, q6_scale_pair(sc8, 4 * h + g)));
+    }
+    return sumi;
+}
+static inline __attribute__((always_inline)) void k16_half_x4(const __m256i q[4], __m128i sc8, int h,
+                                                              const kvs_block_q8_K *const *x, int64_t i,
+                                                              __m256i sumi[4]) {
+    for (int g = 0; g < 4; g++) {
+        const __m256i sp = q6_scale_pair(sc8, 4 * h + g);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            const __m256i p = _mm256_maddubs_epi16(q[g], loadu256(x[r][i].qs + 128 * h + 32 * g));
+            sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, sp));
+        }
+    }
+}
+/* sumi[r] = -(sc . bsums of x[r]) << shift: the unsigned values' offset
+ * (q6_K 32, q3_K 4), subtracted exactly in integers. */
+static inline __attribute__((always_inline)) void k16_offset_x4(__m256i sc16, const kvs_block_q8_K *const *x,
+                                                                int64_t i, int shift, __m256i sumi[4]) {
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+        sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                   _mm256_slli_epi32(_mm256_madd_epi16(sc16, loadu256(x[r][i].bsums)), shift));
+}
+
 void kvs_q6_K_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) {
     const kvs_block_q6_K *w = vw;
     const kvs_block_q8_K *x = vx;
@@ -584,12 +619,7 @@ void kvs_q6_K_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) 
         for (int h = 0; h < 2; h++) {
             __m256i q[4];
             q6_decode_half(w[i].ql + 64 * h, w[i].qh + 32 * h, q);
-            const int8_t *q8 = x[i].qs + 128 * h;
-#pragma GCC unroll 4
-            for (int g = 0; g < 4; g++) {
-                const __m256i p = _mm256_maddubs_epi16(q[g], loadu256(q8 + 32 * g));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, q6_scale_pair(sc8, 4 * h + g)));
-            }
+            sumi = k16_half(q, sc8, h, x[i].qs, sumi);
         }
         sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -607,21 +637,11 @@ void kvs_q6_K_vec_dot_x4_avx2(int64_t n, float *s, const void *vw, const void *v
         const __m128i sc8 = loadu128(w[i].scales);
         const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
         __m256i sumi[4];
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; r++)
-            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                       _mm256_slli_epi32(_mm256_madd_epi16(sc16, loadu256(x[r][i].bsums)), 5));
+        k16_offset_x4(sc16, x, i, 5, sumi);
         for (int h = 0; h < 2; h++) {
             __m256i q[4];
             q6_decode_half(w[i].ql + 64 * h, w[i].qh + 32 * h, q);
-            for (int g = 0; g < 4; g++) {
-                const __m256i sp = q6_scale_pair(sc8, 4 * h + g);
-#pragma GCC unroll 4
-                for (int r = 0; r < 4; r++) {
-                    const __m256i p = _mm256_maddubs_epi16(q[g], loadu256(x[r][i].qs + 128 * h + 32 * g));
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, sp));
-                }
-            }
+            k16_half_x4(q, sc8, h, x, i, sumi);
         }
 #pragma GCC unroll 4
         for (int r = 0; r < 4; r++)
@@ -641,20 +661,6 @@ static inline void k2_decode_half(const uint8_t *qs, __m256i q[4]) {
 }
 /* q2_K: x = d*sc*q - dmin*m per sub-block of 16. The mins enter once per
  * block through the activation's bsums. */
-static inline __m256i q2_sums(const kvs_block_q2_K *w, const kvs_block_q8_K *x, __m128i sc4) {
-    __m256i sumi = _mm256_setzero_si256();
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; h++) {
-        __m256i q[4];
-        k2_decode_half(w->qs + 32 * h, q);
-#pragma GCC unroll 4
-        for (int g = 0; g < 4; g++) {
-            const __m256i p = _mm256_maddubs_epi16(q[g], loadu256(x->qs + 128 * h + 32 * g));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, q6_scale_pair(sc4, 4 * h + g)));
-        }
-    }
-    return sumi;
-}
 
 void kvs_q2_K_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) {
     const kvs_block_q2_K *w = vw;
@@ -667,7 +673,14 @@ void kvs_q2_K_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) 
         const __m128i sc = loadu128(w[i].scales);
         const __m256i summ =
             _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), m4)), loadu256(x[i].bsums));
-        const __m256i sumi = q2_sums(&w[i], &x[i], _mm_and_si128(sc, m4));
+        const __m128i sc4 = _mm_and_si128(sc, m4);
+        __m256i sumi = _mm256_setzero_si256();
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m256i q[4];
+            k2_decode_half(w[i].qs + 32 * h, q);
+            sumi = k16_half(q, sc4, h, x[i].qs, sumi);
+        }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(x[i].d * HF(w[i].d)), _mm256_cvtepi32_ps(sumi), acc);
         acc = _mm256_fnmadd_ps(_mm256_set1_ps(x[i].d * HF(w[i].dmin)), _mm256_cvtepi32_ps(summ), acc);
     }
@@ -689,14 +702,7 @@ void kvs_q2_K_vec_dot_x4_avx2(int64_t n, float *s, const void *vw, const void *v
         for (int h = 0; h < 2; h++) {
             __m256i q[4];
             k2_decode_half(w[i].qs + 32 * h, q);
-            for (int g = 0; g < 4; g++) {
-                const __m256i sp = q6_scale_pair(sc4, 4 * h + g);
-#pragma GCC unroll 4
-                for (int r = 0; r < 4; r++) {
-                    const __m256i p = _mm256_maddubs_epi16(q[g], loadu256(x[r][i].qs + 128 * h + 32 * g));
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, sp));
-                }
-            }
+            k16_half_x4(q, sc4, h, x, i, sumi);
         }
 #pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
@@ -749,12 +755,7 @@ void kvs_q3_K_vec_dot_avx2(int64_t n, float *s, const void *vw, const void *vx) 
         for (int h = 0; h < 2; h++) {
             __m256i q[4];
             q3_decode_half(w[i].qs + 32 * h, hm, h, q);
-            const int8_t *q8 = x[i].qs + 128 * h;
-#pragma GCC unroll 4
-            for (int g = 0; g < 4; g++) {
-                const __m256i p = _mm256_maddubs_epi16(q[g], loadu256(q8 + 32 * g));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, q6_scale_pair(sc8, 4 * h + g)));
-            }
+            sumi = k16_half(q, sc8, h, x[i].qs, sumi);
         }
         sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 2));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(x[i].d * HF(w[i].d)), _mm256_cvtepi32_ps(sumi), acc);
@@ -772,21 +773,11 @@ void kvs_q3_K_vec_dot_x4_avx2(int64_t n, float *s, const void *vw, const void *v
         const __m128i sc8 = q3_scales16(w[i].scales);
         const __m256i sc16 = _mm256_cvtepi8_epi16(sc8), hm = loadu256(w[i].hmask);
         __m256i sumi[4];
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; r++)
-            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                       _mm256_slli_epi32(_mm256_madd_epi16(sc16, loadu256(x[r][i].bsums)), 2));
+        k16_offset_x4(sc16, x, i, 2, sumi);
         for (int h = 0; h < 2; h++) {
             __m256i q[4];
             q3_decode_half(w[i].qs + 32 * h, hm, h, q);
-            for (int g = 0; g < 4; g++) {
-                const __m256i sp = q6_scale_pair(sc8, 4 * h + g);
-#pragma GCC unroll 4
-                for (int r = 0; r < 4; r++) {
-                    const __m256i p = _mm256_maddubs_epi16(q[g], loadu256(x[r][i].qs + 128 * h + 32 * g));
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, sp));
-                }
-            }
+            k16_half_x4(q, sc8, h, x, i, sumi);
         }
 #pragma GCC unroll 4
         for (int r = 0; r < 4; r++)
