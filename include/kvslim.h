@@ -120,7 +120,8 @@ typedef enum kvs_kv_type {
 } kvs_kv_type;
 /* Every setting a KV rule (kvs_session_params.kv_layers) may hold. */
 #define KVS_KV_SETTINGS                                                                               \
-    "f32 f16 bf16 q8_0 q4_0 tqB tqXkYv qXkYv group=G recent=R first=S clip rotate[=k|v|kv|none] full window=W[+S] " \
+    "f32 f16 bf16 q8_0 q4_0 tqB tqXkYv qXkYv group=G recent=R first=S clip rotate[=k|v|kv|none] center[=none] " \
+    "full window=W[+S] " \
     "sinks=S page=P shared=L h2o=B[+R] snapkv=B[+W] noevict"
 /* "f16" -> KVS_KV_F16 ...; returns false for an unknown name. */
 bool kvs_kv_type_from_name(const char *name, kvs_kv_type *out);
@@ -161,6 +162,11 @@ typedef struct kvs_session_params {
      *                           R tokens, the first S tokens kept in f16, a
      *                           least-squares clipping quantizer
      *   rotate rotate=k|v|kv|none  Hadamard rotation of keys / values
+     *   center center=none      keys stored minus the model's mean key of the
+     *                           layer (exact for attention); on by default for
+     *                           quantized rows (q8_0, q4_0, tq) where the
+     *                           architecture can measure it (llama, qwen2,
+     *                           qwen3, gemma3): model/key_center.h
      *   window=W[+S] sinks=S full  sliding window of W positions plus S sinks;
      *                           full: no window
      *   page=P                  tokens per page

@@ -25,6 +25,7 @@ example() {
     first=S) echo q4k3v,first=4 ;;
     clip) echo q4k3v,clip ;;
     'rotate[=k|v|kv|none]') echo q4_0,rotate=k q4_0,rotate=v q4_0,rotate=kv q4_0,rotate=none q4_0,rotate ;;
+    'center[=none]') echo q4_0,center q4_0,center=none tq4,center=none ;;
     'window=W[+S]') echo window=64 window=64+4 ;;
     sinks=S) echo window=64,sinks=4 ;;
     page=P) echo page=64 ;;
@@ -50,6 +51,9 @@ if [ -f "$M" ]; then
   d=$("$K" info -m "$M" --kv q8_0); echo "$d" | grep -q "q8_0 rotated v-rotated" && ok || bad "q8_0 is not rotated by default"
   d=$("$K" info -m "$M" --kv q4_0,rotate=none); echo "$d" | grep -q "rotated" && bad "rotate=none still rotates: $d" || ok
   d=$("$K" info -m "$M" --kv f16); echo "$d" | grep -q "rotated" && bad "f16 rotated: $d" || ok
+  d=$("$K" info -m "$M" --kv q4_0); echo "$d" | grep -q "centered" && ok || bad "q4_0 keys are not centered by default: $d"
+  d=$("$K" info -m "$M" --kv q4_0,center=none); echo "$d" | grep -q "centered" && bad "center=none still centers: $d" || ok
+  d=$("$K" info -m "$M" --kv f16,center); echo "$d" | grep -q "centered" && bad "f16 rows centered: $d" || ok
   d=$("$K" info -m "$M" --kv q4_0 --kv-layer 0-3:rotate=v); echo "$d" | grep -q "layers 0-3 .*q4_0 v-rotated" && ok || bad "per-layer rotate=v: $d"
   T=$(mktemp); trap 'rm -f "$T"' EXIT
   head -c 3000 /usr/share/common-licenses/GPL-3 > "$T"

@@ -1,7 +1,7 @@
 /* Sequence files: one sequence's tokens and KV pages on disk, to restore it
  * later (kvs_seq_save / kvs_seq_load) or in another process.
  *
- * Layout (little-endian, version 1):
+ * Layout (little-endian; version KVS_KV_FILE_VERSION below):
  *   "KVSLIMSQ"  u32 version  u32 n_layers  u64 model identity (the GGUF's
  *   metadata and tensor table hashed, kvs_gguf_identity)  u64 n_past
  *   u32 capacity  u32 bytes per scheme
@@ -24,8 +24,10 @@
 #include "kv/kv_cache.h"
 
 /* 2: keys of a layer with a key offset (kv/kv_cache.h) are stored minus it;
- * the offset follows from the model and the scheme, which the file names */
-#define KVS_KV_FILE_VERSION 2
+ * the offset follows from the model and the scheme, which the file names.
+ * 3: schemes carry `center` (keys minus the model's measured mean key,
+ * model/key_center.h) */
+#define KVS_KV_FILE_VERSION 3
 
 kvs_status kvs_kv_file_save(const kvs_kv_cache *c, uint64_t model_id, const kvs_token *tokens, const char *path);
 

@@ -343,6 +343,10 @@ void kvs_kv_scheme_describe(const kvs_kv_scheme *s, char *buf, size_t cap) {
         size_t len = strlen(buf);
         if (len < cap) snprintf(buf + len, cap - len, " v-rotated");
     }
+    if (s->center) {
+        size_t len = strlen(buf);
+        if (len < cap) snprintf(buf + len, cap - len, " centered");
+    }
     if (s->page_tokens) {
         size_t len = strlen(buf);
         if (len < cap) snprintf(buf + len, cap - len, " page%u", s->page_tokens);

@@ -78,6 +78,12 @@ typedef struct kvs_kv_scheme {
      * for SnapKV evict_window is the observation window. Honoured on full,
      * unwindowed, unshared layers with row formats; one setting per cache. */
     uint32_t evict, evict_budget, evict_window, evict_sinks;
+    /* 1: keys are stored minus the model's mean key of the layer (measured
+     * once per model, model/key_center.h): a constant subtracted from every
+     * key leaves every softmax unchanged, and a quantizer then spends its
+     * range on what varies. On by default for quantized BLOCK rows of
+     * architectures that can measure it (kvs_kv_key_offset_useful). */
+    uint32_t center;
 } kvs_kv_scheme;
 
 /* A plain full-attention scheme (f16 unless told otherwise). */

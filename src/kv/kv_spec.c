@@ -69,9 +69,14 @@ static bool parse_u32(const char *s, size_t n, uint32_t *out) {
     return true;
 }
 
+/* Settings a rule named explicitly (set[layer] bits), so the defaults below
+ * leave them alone. */
+#define SET_ROTATE 1u
+#define SET_CENTER 2u
+
 /* One setting (text [s, s+n)) applied to layers [a, b]. */
 static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const char *s, size_t n, const char *rule,
-                                bool *rot_set) {
+                                uint8_t *set) {
     const char *eq = memchr(s, '=', n);
     size_t kl = eq ? (size_t)(eq - s) : n;
     const char *v = eq ? eq + 1 : NULL;
@@ -88,7 +93,8 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
             unsigned kb, vb;
             char tail;
             if (!strcmp(name, "full")) { L->window = 0; L->sinks = 0; continue; }
-            if (!strcmp(name, "rotate")) { L->rotate = 1; if (rot_set) rot_set[i] = true; continue; }
+            if (!strcmp(name, "rotate")) { L->rotate = 1; if (set) set[i] |= SET_ROTATE; continue; }
+            if (!strcmp(name, "center")) { L->center = 1; if (set) set[i] |= SET_CENTER; continue; }
             if (!strcmp(name, "noevict")) { L->evict = 0; L->evict_budget = L->evict_window = L->evict_sinks = 0; continue; }
             if (!strcmp(name, "clip")) { L->clip = 1; continue; }
             if (sscanf(name, "q%uk%uv%c", &kb, &vb, &tail) == 2 && kb >= 1 && kb <= 8 && vb >= 1 && vb <= 8) {
@@ -127,7 +133,11 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
             else if (vl == 2 && !memcmp(v, "kv", 2)) { L->rotate = 1; L->rotate_v = 1; }
             else if (vl == 4 && !memcmp(v, "none", 4)) { L->rotate = 0; L->rotate_v = 0; }
             else goto bad;
-            if (rot_set) rot_set[i] = true;
+            if (set) set[i] |= SET_ROTATE;
+        } else if (kl == 6 && !memcmp(s, "center", 6)) {
+            if (vl == 4 && !memcmp(v, "none", 4)) L->center = 0;
+            else goto bad;
+            if (set) set[i] |= SET_CENTER;
         } else if ((kl == 3 && !memcmp(s, "h2o", 3)) || (kl == 6 && !memcmp(s, "snapkv", 6))) {
             /* h2o=B[+R]: B tokens, 4 sinks, the newest R (32); snapkv=B[+W]: observation window W (32) */
             const char *plus = memchr(v, '+', vl);
@@ -187,19 +197,28 @@ static void default_rotation(kvs_kv_scheme *L) {
     if (pow2v && quantized(L->v_type)) L->rotate_v = 1;
 }
 
-static kvs_status apply_rules(kvs_kv_scheme *sc, int32_t n_layers, const char *spec, bool *rot_set);
+/* Quantized keys are centered unless a rule says otherwise: the session
+ * measures the model's mean key where the architecture can (it clears
+ * `center` where it cannot). */
+static void default_center(kvs_kv_scheme *L) {
+    if (L->store == KVS_KV_STORE_FULL && L->layout == KVS_KV_LAYOUT_BLOCK && quantized(L->k_type)) L->center = 1;
+}
+
+static kvs_status apply_rules(kvs_kv_scheme *sc, int32_t n_layers, const char *spec, uint8_t *set);
 
 kvs_status kvs_kv_spec_apply(kvs_kv_scheme *sc, int32_t n_layers, const char *spec) {
-    bool *rot_set = kvs_calloc(n_layers > 0 ? (size_t)n_layers : 1, sizeof *rot_set);
-    if (!rot_set) return kvs_fail(KVS_ERR_NOMEM, "kv rules: out of memory");
-    kvs_status st = apply_rules(sc, n_layers, spec, rot_set);
-    for (int32_t i = 0; st == KVS_OK && i < n_layers; i++)
-        if (!rot_set[i]) default_rotation(&sc[i]);
-    kvs_free(rot_set);
+    uint8_t *set = kvs_calloc(n_layers > 0 ? (size_t)n_layers : 1, sizeof *set);
+    if (!set) return kvs_fail(KVS_ERR_NOMEM, "kv rules: out of memory");
+    kvs_status st = apply_rules(sc, n_layers, spec, set);
+    for (int32_t i = 0; st == KVS_OK && i < n_layers; i++) {
+        if (!(set[i] & SET_ROTATE)) default_rotation(&sc[i]);
+        if (!(set[i] & SET_CENTER)) default_center(&sc[i]);
+    }
+    kvs_free(set);
     return st;
 }
 
-static kvs_status apply_rules(kvs_kv_scheme *sc, int32_t n_layers, const char *spec, bool *rot_set) {
+static kvs_status apply_rules(kvs_kv_scheme *sc, int32_t n_layers, const char *spec, uint8_t *set) {
     char rule[256];
     const char *p = spec ? spec : "";
     while (*p) {
@@ -228,7 +247,7 @@ static kvs_status apply_rules(kvs_kv_scheme *sc, int32_t n_layers, const char *s
             const char *c = strchr(q, ',');
             size_t n = c ? (size_t)(c - q) : strlen(q);
             if (n == 0) return kvs_fail(KVS_ERR_INVALID_ARG, "kv rule '%s': empty setting", rule);
-            kvs_status st = apply_setting(sc, a, b, q, n, rule, rot_set);
+            kvs_status st = apply_setting(sc, a, b, q, n, rule, set);
             if (st != KVS_OK) return st;
             q += n + (c ? 1 : 0);
         }

@@ -52,6 +52,7 @@ void kvs_model_free(kvs_model *m) {
     kvs_gguf_close(m->gguf);
     for (size_t i = 0; m->owned && m->owned[i]; i++) kvs_free(m->owned[i]);
     kvs_free(m->owned);
+    kvs_free(m->key_means);
     kvs_free(m);
 }
 

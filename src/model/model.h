@@ -85,6 +85,9 @@ struct kvs_model {
     void **owned;                             /* NULL-terminated list: f32 copies of non-f32 vectors */
     uint64_t n_params, weight_bytes, decode_weight_bytes;
     uint64_t repacked_bytes;                  /* x8 copies of matrices (core/repack.h) */
+    /* (n_layer, n_head_kv * head_dim_k) mean keys, measured on first use
+     * (model/key_center.h; the only field filled after loading), or NULL */
+    float *key_means;
 };
 
 /* Full K/V in every layer: the default for plain GQA models. */

@@ -10,6 +10,7 @@
 #include "kv/kv_evict.h"
 #include "kv/kv_spec.h"
 #include "model/hparams.h"
+#include "model/key_center.h"
 
 kvs_session_params kvs_session_params_default(void) {
     kvs_session_params p = {.n_ctx = 0, .n_batch = 512, .n_threads = 0, .kv_type = KVS_KV_F16};
@@ -65,12 +66,20 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
         if (schemes[i].rotate && (hp->head_dim_k & (hp->head_dim_k - 1)))
             st = kvs_fail(KVS_ERR_INVALID_ARG, "kv rules: layer %d: rotate needs a power-of-two head size (got %d)", i,
                           hp->head_dim_k);
+    /* centered keys (model/key_center.h): where the format has a use for it
+       and the architecture can measure the mean */
+    bool center = false;
+    for (int32_t i = 0; st == KVS_OK && i < hp->n_layer; i++) {
+        if (schemes[i].center && (!kvs_key_center_available(m) || !kvs_kv_key_offset_useful(&schemes[i])))
+            schemes[i].center = 0;
+        center |= schemes[i].center != 0;
+    }
+    const float *means = NULL;
+    if (st == KVS_OK && center) st = kvs_key_center_means(m, p.n_threads, &means);
     if (st == KVS_OK) st = kvs_kv_cache_new(schemes, hp->n_layer, p.n_ctx, p.kv_budget, &s->kv);
-    /* keys with a large constant bias (qwen2) are stored minus it where the
-       format is quantized: attention is unchanged (kv/kv_cache.h) */
-    for (int32_t i = 0; st == KVS_OK && m->layers && i < hp->n_layer; i++)
-        if (m->layers[i].bk && kvs_kv_key_offset_useful(&s->kv->layers[i].scheme) && s->kv->layers[i].source == i)
-            kvs_kv_cache_set_key_offset(s->kv, i, m->layers[i].bk);
+    for (int32_t i = 0; st == KVS_OK && means && i < hp->n_layer; i++)
+        if (s->kv->layers[i].scheme.center && s->kv->layers[i].source == i)
+            kvs_kv_cache_set_key_offset(s->kv, i, means + (size_t)i * hp->n_head_kv * hp->head_dim_k);
     if (st == KVS_OK) st = kvs_kv_evict_new(s->kv, p.n_batch, &s->kv->evict);
     kvs_free(schemes);
     s->params.kv_layers = NULL; /* not owned; only read here */
