@@ -28,8 +28,8 @@
  *     tq4 rows it cuts the error against float64 attention on the true keys
  *     at least fourfold;
  *   - key centering (model/key_center.h): the default on quantized rows
- *     and center=none in the grammar; the model's mean keys measured on
- *     1 and on 2 threads bit-identical, finite, kept by the model; a
+ *     and center=none in the grammar; the model's key offsets measured
+ *     on 1 and on 2 threads bit-identical, finite, kept by the model; a
  *     centered q4_0 cache over the text's first 400 tokens (prefill) has
  *     under 0.9x the mean KL against f16 of the same cache uncentered. */
 #include <math.h>
@@ -252,7 +252,7 @@ static void test_session_close(const char *path) {
     kvs_model_free(m);
 }
 
-/* The model's mean keys (model/key_center.h): measured alike whatever the
+/* The model's key offsets (model/key_center.h): measured alike whatever the
  * threads, kept by the model, and they cut the KL of a quantized cache
  * against f16 (SmolLM2's keys are far from the origin in a few channels). */
 static void test_key_center(const char *path) {
@@ -261,9 +261,9 @@ static void test_key_center(const char *path) {
     if (!m1 || !m2) { kvs_model_free(m1); kvs_model_free(m2); return; }
     CHECK(kvs_key_center_available(m1));
     const float *a = NULL, *b = NULL, *again = NULL;
-    CHECKF(kvs_key_center_means(m1, 1, &a) == KVS_OK && kvs_key_center_means(m2, 2, &b) == KVS_OK, "%s",
+    CHECKF(kvs_key_center_offsets(m1, 512, 1, &a) == KVS_OK && kvs_key_center_offsets(m2, 512, 2, &b) == KVS_OK, "%s",
            kvs_last_error());
-    CHECK(kvs_key_center_means(m1, 2, &again) == KVS_OK && again == a);
+    CHECK(kvs_key_center_offsets(m1, 512, 2, &again) == KVS_OK && again == a);
     if (a && b) {
         const kvs_hparams *hp = &m1->hp;
         const size_t nf = (size_t)hp->n_layer * hp->n_head_kv * hp->head_dim_k;
@@ -271,7 +271,7 @@ static void test_key_center(const char *path) {
         double big = 0;
         bool finite = true;
         for (size_t i = 0; i < nf; i++) { finite &= isfinite(a[i]); if (fabs(a[i]) > big) big = fabs(a[i]); }
-        printf("  key centering: %zu means, largest |mean| %.2f\n", nf, big);
+        printf("  key centering: %zu offsets, largest %.2f\n", nf, big);
         CHECK(finite && big > 1.0);
     }
     kvs_model_free(m2);

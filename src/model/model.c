@@ -3,6 +3,7 @@
  * (src/arch/), count the weights, build the tokenizer. Any inconsistency is a
  * KVS_ERR_FORMAT naming the tensor or key. */
 #include "model/model.h"
+#include "model/key_center.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -52,7 +53,7 @@ void kvs_model_free(kvs_model *m) {
     kvs_gguf_close(m->gguf);
     for (size_t i = 0; m->owned && m->owned[i]; i++) kvs_free(m->owned[i]);
     kvs_free(m->owned);
-    kvs_free(m->key_means);
+    kvs_key_center_free(m->key_center);
     kvs_free(m);
 }
 

@@ -14,6 +14,7 @@
 
 struct kvs_loader;
 struct kvs_retro;
+typedef struct kvs_key_center kvs_key_center;
 
 /* Called by the forward pass for every layer after the Q/K/V projections
  * (and Gemma's QK-norm), before RoPE: q (n, n_head*dk), k (n, n_kv*dk),
@@ -85,9 +86,9 @@ struct kvs_model {
     void **owned;                             /* NULL-terminated list: f32 copies of non-f32 vectors */
     uint64_t n_params, weight_bytes, decode_weight_bytes;
     uint64_t repacked_bytes;                  /* x8 copies of matrices (core/repack.h) */
-    /* (n_layer, n_head_kv * head_dim_k) mean keys, measured on first use
-     * (model/key_center.h; the only field filled after loading), or NULL */
-    float *key_means;
+    /* mean keys, measured on first use (model/key_center.h; the only field
+     * filled after loading), or NULL */
+    struct kvs_key_center *key_center;
 };
 
 /* Full K/V in every layer: the default for plain GQA models. */

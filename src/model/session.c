@@ -75,7 +75,7 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
         center |= schemes[i].center != 0;
     }
     const float *means = NULL;
-    if (st == KVS_OK && center) st = kvs_key_center_means(m, p.n_threads, &means);
+    if (st == KVS_OK && center) st = kvs_key_center_offsets(m, p.n_ctx, p.n_threads, &means);
     if (st == KVS_OK) st = kvs_kv_cache_new(schemes, hp->n_layer, p.n_ctx, p.kv_budget, &s->kv);
     for (int32_t i = 0; st == KVS_OK && means && i < hp->n_layer; i++)
         if (s->kv->layers[i].scheme.center && s->kv->layers[i].source == i)
