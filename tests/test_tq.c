@@ -197,13 +197,9 @@ static int argmax(const float *x, int n) {
     return b;
 }
 
-static void test_session_close(const char *path) {
-    kvs_model *m = NULL;
-    CHECK(kvs_model_load(path, NULL, &m) == KVS_OK);
-    if (!m) return;
-    kvs_model_info info;
-    kvs_model_get_info(m, &info);
-    const int V = info.n_vocab;
+/* Up to `cap` tokens of the GPL-3 text (a short excerpt where the file is
+ * absent); the count is returned through *nt. */
+static void license_tokens(kvs_model *m, kvs_token *toks, size_t cap, size_t *nt) {
     size_t len = 0;
     char *text = test_read_file("/usr/share/common-licenses/GPL-3", &len);
     static const char fallback[] = "The licenses for most software and other practical works are designed to take "
@@ -212,11 +208,23 @@ static void test_session_close(const char *path) {
                                    "versions of a program--to make sure it remains free software for all its users.";
     const char *t = text ? text : fallback;
     size_t tl = text ? (len < 4000 ? len : 4000) : strlen(fallback);
+    *nt = 0;
+    CHECK(kvs_tokenize(m, t, tl, -1, false, toks, cap, nt) == KVS_OK);
+    free(text);
+}
+
+static void test_session_close(const char *path) {
+    kvs_model *m = NULL;
+    CHECK(kvs_model_load(path, NULL, &m) == KVS_OK);
+    if (!m) return;
+    kvs_model_info info;
+    kvs_model_get_info(m, &info);
+    const int V = info.n_vocab;
     kvs_token toks[512];
     size_t nt = 0;
-    CHECK(kvs_tokenize(m, t, tl, -1, false, toks, 512, &nt) == KVS_OK);
+    license_tokens(m, toks, 512, &nt);
     const int n = nt < 300 ? (int)nt : 300, n0 = n - 48;
-    if (n0 < 8) { CHECKF(0, "text too short: %d tokens", n); free(text); kvs_model_free(m); return; }
+    if (n0 < 8) { CHECKF(0, "text too short: %d tokens", n); kvs_model_free(m); return; }
     float *ref = run_session(m, "f16", toks, n, n0, false, V);
     double *p = malloc(sizeof(double) * (size_t)V), *qd = malloc(sizeof(double) * (size_t)V);
     static const char *fmts[] = {"tq4", "tq3", "q4_0", "f16"}; /* q4_0 and f16: for scale, not bounded */
@@ -248,7 +256,7 @@ static void test_session_close(const char *path) {
         }
         free(pre); free(dec);
     }
-    free(ref); free(p); free(qd); free(text);
+    free(ref); free(p); free(qd);
     kvs_model_free(m);
 }
 
@@ -278,16 +286,9 @@ static void test_key_center(const char *path) {
     kvs_model_info info;
     kvs_model_get_info(m1, &info);
     const int V = info.n_vocab;
-    size_t len = 0;
-    char *text = test_read_file("/usr/share/common-licenses/GPL-3", &len);
-    static const char fallback[] = "The licenses for most software and other practical works are designed to take "
-                                   "away your freedom to share and change the works. By contrast, the GNU General "
-                                   "Public License is intended to guarantee your freedom to share and change all "
-                                   "versions of a program--to make sure it remains free software for all its users.";
     kvs_token toks[512];
     size_t nt = 0;
-    CHECK(kvs_tokenize(m1, text ? text : fallback, text ? (len < 4000 ? len : 4000) : strlen(fallback), -1, false,
-                       toks, 512, &nt) == KVS_OK);
+    license_tokens(m1, toks, 512, &nt);
     const int n = nt < 400 ? (int)nt : 400;
     float *ref = run_session(m1, "f16", toks, n, 0, false, V);
     double kl[2] = {0, 0};
@@ -305,7 +306,7 @@ static void test_key_center(const char *path) {
     }
     printf("  q4_0 over %d positions: KL vs f16 %.4f centered, %.4f not\n", n, kl[0], kl[1]);
     CHECKF(kl[0] > 0 && kl[0] < 0.9 * kl[1], "centering: KL %.4f vs %.4f uncentered", kl[0], kl[1]);
-    free(ref); free(p); free(q); free(text);
+    free(ref); free(p); free(q);
     kvs_model_free(m1);
 }
 
