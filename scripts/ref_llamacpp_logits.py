@@ -65,12 +65,20 @@ def main():
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--kv", default="f16", choices=["f16", "f32"], help="llama.cpp's K and V cache type")
+    # On machines with AMX, llama.cpp's AMX buffer type takes some of the
+    # DeepSeek-V2 fixtures' weights and its scheduler then finds no backend
+    # for an op that reads them (GGML_ASSERT(*cur_backend_id != -1) in
+    # ggml-backend.cpp); plain CPU buffers avoid that.
+    ap.add_argument("--plain-weights", action="store_true",
+                    help="keep weights in plain CPU buffers (no repacking extra buffer types)")
     a = ap.parse_args()
     spec = open(a.tokens[1:]).read() if a.tokens.startswith("@") else a.tokens
     tokens = [int(t) for t in spec.strip().split(",") if t]
     L = llama_cpp
     L.llama_backend_init()
     mp = L.llama_model_default_params()
+    if a.plain_weights:
+        mp.use_extra_bufts = False
     model = L.llama_model_load_from_file(a.model.encode(), mp)
     if not model:
         sys.exit(f"llama.cpp could not load {a.model}")
