@@ -12,6 +12,10 @@ run saves the logits (--kl-divergence-base in a temporary folder) and every
 other type's run reads them back (--kl-divergence) for the KL divergence over
 the full vocabulary and the top-1 agreement, on the same tokens.
 
+Weights stay in plain CPU buffers (--no-repack): on machines with AMX,
+llama-perplexity 0.3.36 with its repacking buffer types crashes (signal 11)
+at -c 8192 on SmolLM2; the measurement needs the arithmetic, not the speed.
+
 llama.cpp rotates Q, K and V by a Hadamard transform whenever the cache is
 quantized (its PR 21038), like kvslim's `rotate=kv`; --unrotated adds, for
 each quantized type, a run with LLAMA_ATTN_ROT_DISABLE=1 (the plain format),
@@ -55,7 +59,7 @@ def run(exe, a, kv, rotate, extra):
     if rotate == "none":
         env["LLAMA_ATTN_ROT_DISABLE"] = "1"
     cmd = [exe, "-m", a.model, "-f", a.text, "-c", str(a.ctx), "--chunks", str(a.chunks), "-t", str(a.threads),
-           "-fa", "on", "-ctk", kv, "-ctv", kv] + extra
+           "-fa", "on", "-ctk", kv, "-ctv", kv, "--no-repack"] + extra
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     if p.returncode != 0:
         sys.stderr.write(p.stdout[-4000:])
