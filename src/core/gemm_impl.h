@@ -13,7 +13,9 @@
  * all nt rows and each activation load serves 8 output columns. AVX2 sums
  * maddubs products in i16 as long as that cannot overflow, then widens; VNNI
  * accumulates u8 x s8 in i32 directly (vpdpbusd). Register tile: 8 columns x
- * GEMM_T tokens (4 with AVX2's 16 vector registers, 8 with AVX-512's 32).
+ * GEMM_T tokens (4 with AVX2's 16 vector registers, 8 with AVX-512's 32);
+ * with VNNI over x8-packed weights, two groups in 512-bit vectors (16 columns
+ * x 8 tokens, leg_tile16).
  * The offsets of the unsigned formats (q4_0's -8, q6_K's -32, VNNI q8_0's
  * +128 bias, ...) are subtracted exactly in integers using the activation
  * block sums; the min terms (q4_1, q4_K, ...) are added in float, both as the
@@ -312,6 +314,7 @@ AI void leg_gemm(const kvs_gemm_args *a, size_t bsz, size_t xbs, int xq, leg_dec
  * bits does the work of two on 256 (where the core has full-width units,
  * 1.6x the multiply-adds per second). Same arithmetic per lane as leg_tile
  * with packed = 1. */
+#define GEMM_PK16_MIN_T 16
 AI __m512i cat512i(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
 AI __m512 cat512(__m256 lo, __m256 hi) {
     return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
@@ -382,7 +385,10 @@ AI void pk_gemm(const kvs_gemm_args *a, size_t bsz, size_t xbs, int xq, leg_dec 
     const size_t xs = a->x_stride, ys = a->y_stride, as = a->xaux_stride;
     int64_t r0 = 0;
 #if GEMM_VNNI
-    for (; a->nr - r0 > 8; r0 += 16) {
+    /* 16 columns where the tile's arithmetic is the bound (prefill); a few
+     * tokens (decode, a batched decode step) stream one group at a time:
+     * there two interleaved streams made a B=8 SmolLM2 step ~12% slower */
+    for (; a->nt >= GEMM_PK16_MIN_T && a->nr - r0 > 8; r0 += 16) {
         const int nrows = a->nr - r0 < 16 ? (int)(a->nr - r0) : 16;
         const uint8_t *grp = (const uint8_t *)a->w + (size_t)(r0 / 8) * a->w_stride;
 #define PK_TILE16(t0, T)                                                                                     \
