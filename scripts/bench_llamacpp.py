@@ -7,6 +7,9 @@ repetitions (llama-bench's samples; it also warms up once), batch 512. Prints
 one JSON object per test, named as `kvslim bench --json` names them
 (pp512, tg32@d8192), with llama-bench's mean next to the best.
 
+On a machine where llama-bench crashes with its repacking buffer types it is
+rerun with --repack 0 and the rows say "repack": false.
+
 Runs the peer's build (bash scripts/setup_peers.sh, a no-op once built);
 LLAMA_BENCH=path/to/llama-bench measures another build instead.
 
@@ -32,9 +35,23 @@ def llama_bench():
     return os.path.join(ROOT, "peers", "llama.cpp", "build", "bin", "llama-bench")
 
 
+REPACK = {"on": True}
+
+
 def run(exe, model, args):
+    """llama-bench's rows. Killed by a signal with its repacking buffer types
+    (on machines with AMX, 0.3.36's llama-bench crashes there, as
+    llama-perplexity does), it runs once more with --repack 0 (weights in
+    plain CPU buffers), says so on stderr and in every row ("repack": false)."""
     cmd = [exe, "-m", model, "-o", "jsonl", "-b", "512", "-ub", "512"] + args
+    if not REPACK["on"]:
+        cmd += ["--repack", "0"]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode < 0 and REPACK["on"]:
+        sys.stderr.write(f"bench_llamacpp: llama-bench died of signal {-p.returncode} with its repacking "
+                         "buffers; measuring with --repack 0 (plain CPU weight buffers)\n")
+        REPACK["on"] = False
+        return run(exe, model, args)
     if p.returncode != 0:
         sys.stderr.write(p.stderr)
         sys.exit(f"bench_llamacpp: {' '.join(cmd)} failed ({p.returncode})")
@@ -71,7 +88,8 @@ def main():
         samples = r.get("samples_ts") or [r["avg_ts"]]
         print(json.dumps({"engine": "llama.cpp", "version": r.get("build_commit", "?"),
                           "flash_attn": bool(a.flash_attn), "threads": r["n_threads"], "kv": a.kv,
-                          "test": test, "tok_s": round(max(samples), 2), "mean_tok_s": round(r["avg_ts"], 2)}),
+                          "repack": REPACK["on"], "test": test, "tok_s": round(max(samples), 2),
+                          "mean_tok_s": round(r["avg_ts"], 2)}),
               flush=True)
 
 

@@ -19,8 +19,18 @@ trap 'rm -rf "$out"' EXIT
 maxp=$(echo "$P" | tr ',' '\n' | sort -n | tail -1)
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 build/kvslim bench -m "$M" -t "$T" --parallel "$P" -p "$PP" -n "$TG" -r "$R" --json > "$out/kvslim.jsonl"
-"$LLAMA_BATCHED_BENCH" -m "$M" -t "$T" -c $(( (PP + TG) * maxp + 64 )) -b 2048 -ub 512 -npp "$PP" -ntg "$TG" \
-  -npl "$P" --output-format jsonl > "$out/lcpp.jsonl" 2> "$out/lcpp.log" || { cat "$out/lcpp.log" >&2; exit 1; }
+lcpp() {
+  "$LLAMA_BATCHED_BENCH" -m "$M" -t "$T" -c $(( (PP + TG) * maxp + 64 )) -b 2048 -ub 512 -npp "$PP" -ntg "$TG" \
+    -npl "$P" --output-format jsonl "$@" > "$out/lcpp.jsonl" 2> "$out/lcpp.log"
+}
+# killed by a signal with its repacking buffer types (0.3.36 on machines whose
+# AMX tiles fault), the peer runs once more with weights in plain CPU buffers
+rc=0; lcpp || rc=$?
+if [ "$rc" -gt 128 ]; then
+  echo "llama-batched-bench died of signal $((rc - 128)) with its repacking buffers; measuring with --no-repack"
+  rc=0; lcpp --no-repack || rc=$?
+fi
+[ "$rc" = 0 ] || { cat "$out/lcpp.log" >&2; exit 1; }
 python3 - "$out" "$PP" "$TG" <<'PYEOF'
 import json, sys
 d, pp, tg = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
