@@ -187,8 +187,9 @@ size_t kvs_gemm_scratch_bytes(uint32_t t, int64_t n) {
     case KVS_TYPE_F32: case KVS_TYPE_F16: case KVS_TYPE_BF16: return nb * KVS_GEMM_PANEL_FLOAT;
     case KVS_TYPE_Q4_0: case KVS_TYPE_Q5_0: case KVS_TYPE_Q8_0: case KVS_TYPE_MXFP4: return nb * KVS_GEMM_PANEL_LEGACY;
     case KVS_TYPE_Q4_1: case KVS_TYPE_Q5_1: return nb * KVS_GEMM_PANEL_LEGACY_M;
-    case KVS_TYPE_Q4_K: case KVS_TYPE_Q5_K: return nb * KVS_GEMM_PANEL_K8;
-    case KVS_TYPE_Q2_K: case KVS_TYPE_Q3_K: case KVS_TYPE_Q6_K: return nb * KVS_GEMM_PANEL_K16;
+    /* K-quants: two panels (16 rows) for the VNNI 16-column tile */
+    case KVS_TYPE_Q4_K: case KVS_TYPE_Q5_K: return 2 * nb * KVS_GEMM_PANEL_K8;
+    case KVS_TYPE_Q2_K: case KVS_TYPE_Q3_K: case KVS_TYPE_Q6_K: return 2 * nb * KVS_GEMM_PANEL_K16;
     default: return 0;
     }
 }

@@ -14,8 +14,9 @@
  * maddubs products in i16 as long as that cannot overflow, then widens; VNNI
  * accumulates u8 x s8 in i32 directly (vpdpbusd). Register tile: 8 columns x
  * GEMM_T tokens (4 with AVX2's 16 vector registers, 8 with AVX-512's 32);
- * with VNNI over x8-packed weights, two groups in 512-bit vectors (16 columns
- * x 8 tokens, leg_tile16).
+ * with VNNI from 16 tokens on, two 8-row groups in 512-bit vectors (16
+ * columns x 8 tokens: leg_tile16 over x8-packed weights, kq_tile16 over two
+ * K-quant panels).
  * The offsets of the unsigned formats (q4_0's -8, q6_K's -32, VNNI q8_0's
  * +128 bias, ...) are subtracted exactly in integers using the activation
  * block sums; the min terms (q4_1, q4_K, ...) are added in float, both as the
@@ -687,12 +688,100 @@ AI void kq_tile(const uint8_t *panel, int64_t nsb, const uint8_t *x, size_t xs, 
     for (int t = 0; t < T; t++) store8(y + (size_t)t * ys, facc[t], nrows);
 }
 
+#if GEMM_VNNI
+/* Two panels (rows r0..r0+7 at pa, r0+8..r0+15 at pb) side by side in
+ * 512-bit vectors: 16 columns x T tokens, kq_tile's arithmetic per lane. */
+AI void kq_tile16(const uint8_t *pa, const uint8_t *pb2, int64_t nsb, const uint8_t *x, size_t xs, float *y,
+                  size_t ys, int nrows, const int T, const int sub, const int shift) {
+    const int nsc = 64 / sub;
+    const int pb = nsc == 8 ? KQ_PB8 : KQ_PB16;
+    const __mmask16 keep = (__mmask16)((1u << nrows) - 1u);
+    __m512 facc[GEMM_T];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) facc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nsb; b++) {
+        const uint8_t *p0 = pa + (size_t)b * pb, *p1 = pb2 + (size_t)b * pb;
+        const kvs_block_q8_K *xb[GEMM_T];
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) xb[t] = (const kvs_block_q8_K *)(x + (size_t)t * xs) + b;
+        __m512i s32[GEMM_T];
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) s32[t] = _mm512_setzero_si512();
+        for (int j = 0; j < nsc; j++) {
+            const __m512i sc = cat512i(ld(p0 + KQ_Q + 32 * j), ld(p1 + KQ_Q + 32 * j));
+            __m512i ss[GEMM_T];
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) ss[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int k = 0; k < sub; k++) {
+                const int step = j * sub + k;
+                const __m512i wv = cat512i(ld(p0 + 32 * step), ld(p1 + 32 * step));
+#pragma GCC unroll 8
+                for (int t = 0; t < T; t++) {
+                    int32_t a4;
+                    memcpy(&a4, xb[t]->qs + 4 * step, 4);
+                    ss[t] = _mm512_dpbusd_epi32(ss[t], wv, _mm512_set1_epi32(a4));
+                }
+            }
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) s32[t] = _mm512_add_epi32(s32[t], _mm512_mullo_epi32(ss[t], sc));
+        }
+        __m512i c32[GEMM_T];
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) c32[t] = _mm512_setzero_si512();
+        const uint8_t *pc0 = p0 + KQ_Q + 32 * nsc, *pc1 = p1 + KQ_Q + 32 * nsc;
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; q++) {
+            const __m512i cv = cat512i(ld(pc0 + 32 * q), ld(pc1 + 32 * q));
+#pragma GCC unroll 8
+            for (int t = 0; t < T; t++) {
+                int32_t b2;
+                memcpy(&b2, xb[t]->bsums + 2 * q, 4);
+                c32[t] = _mm512_dpwssd_epi32(c32[t], cv, _mm512_set1_epi32(b2));
+            }
+        }
+        const __m512 d = cat512(_mm256_loadu_ps((const float *)(pc0 + 256)), _mm256_loadu_ps((const float *)(pc1 + 256)));
+        const __m512 dmin = shift ? _mm512_setzero_ps()
+                                  : cat512(_mm256_loadu_ps((const float *)(pc0 + 288)),
+                                           _mm256_loadu_ps((const float *)(pc1 + 288)));
+#pragma GCC unroll 8
+        for (int t = 0; t < T; t++) {
+            const __m512 dx = _mm512_set1_ps(xb[t]->d);
+            if (shift) {
+                const __m512i si = _mm512_sub_epi32(s32[t], _mm512_slli_epi32(c32[t], shift));
+                facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si), _mm512_mul_ps(d, dx), facc[t]);
+            } else {
+                facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s32[t]), _mm512_mul_ps(d, dx), facc[t]);
+                facc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(c32[t]), _mm512_mul_ps(dmin, dx), facc[t]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; t++) _mm512_mask_storeu_ps(y + (size_t)t * ys, keep, facc[t]);
+}
+#endif
+
 AI void kq_gemm(const kvs_gemm_args *a, size_t bsz, kq_dec dec, const int sub, const int acc, const int shift) {
     const int64_t nsb = a->n / KVS_QK_K;
     uint8_t *panel = a->scratch;
     const uint8_t *x = a->x;
     const size_t xs = a->x_stride, ys = a->y_stride;
-    for (int64_t r0 = 0; r0 < a->nr; r0 += 8) {
+    int64_t r0 = 0;
+#if GEMM_VNNI
+    /* 16 rows at a time into two panels (the scratch holds both) */
+    uint8_t *panel2 = panel + (size_t)nsb * (size_t)(64 / sub == 8 ? KQ_PB8 : KQ_PB16);
+    for (; a->nt >= GEMM_PK16_MIN_T && a->nr - r0 > 8; r0 += 16) {
+        const int nrows = a->nr - r0 < 16 ? (int)(a->nr - r0) : 16;
+        kq_pack((const uint8_t *)a->w + (size_t)r0 * a->w_stride, a->w_stride, 8, nsb, bsz, dec, 64 / sub, panel);
+        kq_pack((const uint8_t *)a->w + (size_t)(r0 + 8) * a->w_stride, a->w_stride, nrows - 8, nsb, bsz, dec,
+                64 / sub, panel2);
+#define KQ_TILE16(t0, T) \
+    kq_tile16(panel, panel2, nsb, x + (size_t)(t0) * xs, xs, a->y + (size_t)(t0) * ys + r0, ys, nrows, T, sub, shift)
+        GEMM_TOKENS(a->nt, KQ_TILE16);
+#undef KQ_TILE16
+    }
+#endif
+    for (; r0 < a->nr; r0 += 8) {
         const int nrows = a->nr - r0 < 8 ? (int)(a->nr - r0) : 8;
         kq_pack((const uint8_t *)a->w + (size_t)r0 * a->w_stride, a->w_stride, nrows, nsb, bsz, dec, 64 / sub, panel);
 #define KQ_TILE(t0, T) \
