@@ -18,7 +18,7 @@
 static volatile float g_sink;
 
 typedef void (*keys_fn)(const uint8_t *, int, int, int, int, int, float *);
-typedef void (*val_fn)(const uint8_t *, int, int, int, float *);
+typedef void (*val_fn)(const uint8_t *, int, int, int, bool, float *);
 
 /* best seconds over `reps` passes of dequantizing `nb` key blocks */
 static double time_keys(keys_fn f, const uint8_t *buf, size_t bb, size_t nb, int d, int G, int bits,
@@ -40,7 +40,7 @@ static double time_vals(val_fn f, const uint8_t *buf, size_t rb, size_t nr, int 
     for (int r = 0; r < reps; r++) {
         const double t0 = now_s();
         /* 64 consecutive rows land in one (64, d) tile, like a V tile */
-        for (size_t i = 0; i < nr; i++) f(buf + i * rb, d, G, bits, out + (i & 63) * (size_t)d);
+        for (size_t i = 0; i < nr; i++) f(buf + i * rb, d, G, bits, false, out + (i & 63) * (size_t)d);
         const double t = now_s() - t0;
         g_sink = out[0];
         if (t < best) best = t;
@@ -84,13 +84,13 @@ int main(int argc, char **argv) {
                floats / t / 1e9, (double)G * d * (double)nref / tr / 1e9);
         kvs_aligned_free(buf);
         /* values */
-        const size_t rb = kvs_kivi_value_row_bytes(d, G, bits);
+        const size_t rb = kvs_kivi_value_row_bytes(d, G, bits, false);
         const size_t nr = (size_t)(mib * 1048576.0 / (double)rb) + 1;
         buf = kvs_aligned_alloc(rb * nr);
         for (size_t i = 0; i < nr; i++) {
             if (i < 256) {
                 for (int c = 0; c < d; c++) src[c] = frand();
-                kvs_kivi_quantize_value(src, d, G, bits, buf + i * rb);
+                kvs_kivi_quantize_value(src, d, G, bits, false, buf + i * rb);
             } else {
                 memcpy(buf + i * rb, buf + (i % 256) * rb, rb);
             }
@@ -102,7 +102,7 @@ int main(int argc, char **argv) {
         for (int r = 0; r < 5; r++) {
             const double t0 = now_s();
             for (size_t i = 0; i + 64 <= nr; i += 64)
-                kvs_kivi_dequantize_values(buf + i * rb, rb, 64, d, G, bits, out);
+                kvs_kivi_dequantize_values(buf + i * rb, rb, 64, d, G, bits, false, out);
             const double tt = now_s() - t0;
             g_sink = out[0];
             if (tt < tm) tm = tt;

@@ -120,7 +120,7 @@ typedef enum kvs_kv_type {
 } kvs_kv_type;
 /* Every setting a KV rule (kvs_session_params.kv_layers) may hold. */
 #define KVS_KV_SETTINGS                                                                               \
-    "f32 f16 bf16 q8_0 q4_0 tqB tqXkYv qXkYv group=G recent=R first=S clip rotate[=k|v|kv|none] center[=none] " \
+    "f32 f16 bf16 q8_0 q4_0 tqB tqXkYv qXkYv group=G recent=R first=S clip vsym rotate[=k|v|kv|none] center[=none] " \
     "full window=W[+S] " \
     "sinks=S page=P shared=L h2o=B[+R] snapkv=B[+W] noevict"
 /* "f16" -> KVS_KV_F16 ...; returns false for an unknown name. */
@@ -157,10 +157,11 @@ typedef struct kvs_session_params {
      *                           X, Y in 2 2.5 3 3.5 4 (e.g. tq4k3v, tq3.5k2.5v)
      *   qXkYv                   per-channel keys at X bits, per-token values
      *                           at Y bits (1-8), in groups of group=G tokens (32)
-     *   group=G recent=R first=S clip
+     *   group=G recent=R first=S clip vsym
      *                           per-channel extras: an f16 residual of the newest
      *                           R tokens, the first S tokens kept in f16, a
-     *                           least-squares clipping quantizer
+     *                           least-squares clipping quantizer, symmetric value
+     *                           groups (one f16 scale, no minimum; for rotate=v)
      *   rotate rotate=k|v|kv|none  Hadamard rotation of keys / values
      *   center center=none      keys stored minus the model's mean key of the
      *                           layer (exact for attention); on by default for

@@ -207,10 +207,11 @@ static void round_query_cases(void) {
  * per token, the newest partial group in f16; positions appended in uneven
  * chunks. Fast kernel vs the float64 reference on the same segments. */
 static void run_channel_case(int n_head, int n_kv_heads, int dk, int kbits, int vbits, int group, uint32_t page,
-                             int n_pos, int n_q, int threads) {
+                             int n_pos, int n_q, int threads, bool vsym) {
     kvs_kv_scheme sc = kvs_kv_scheme_full((uint32_t)n_kv_heads, (uint32_t)dk, (uint32_t)dk, KVS_TYPE_F16);
     sc.layout = KVS_KV_LAYOUT_CHANNEL;
     sc.k_bits = (uint32_t)kbits; sc.v_bits = (uint32_t)vbits; sc.group = (uint32_t)group; sc.page_tokens = page;
+    sc.v_sym = vsym;
     kvs_kv_cache *kv = NULL;
     CHECK(kvs_kv_cache_new(&sc, 1, (uint32_t)n_pos, 0, &kv) == KVS_OK);
     if (!kv) return;
@@ -353,11 +354,13 @@ int main(void) {
     latent_prefill_cases();
     static const int cbits[][2] = {{2, 2}, {3, 3}, {4, 2}, {4, 4}, {8, 8}};
     for (int i = 0; i < 5; i++) {
-        run_channel_case(9, 3, 64, cbits[i][0], cbits[i][1], 32, 64, 1, 1, 1);      /* residual only */
-        run_channel_case(9, 3, 64, cbits[i][0], cbits[i][1], 32, 64, 32, 1, 2);     /* one full group */
-        run_channel_case(9, 3, 64, cbits[i][0], cbits[i][1], 32, 64, 333, 1, 2);    /* pages + residual */
-        run_channel_case(4, 1, 128, cbits[i][0], cbits[i][1], 64, 128, 700, 9, 3);  /* prefill block */
-        run_channel_case(3, 3, 256, cbits[i][0], cbits[i][1], 16, 256, 1000, 1, 2);
+        run_channel_case(9, 3, 64, cbits[i][0], cbits[i][1], 32, 64, 1, 1, 1, false);      /* residual only */
+        run_channel_case(9, 3, 64, cbits[i][0], cbits[i][1], 32, 64, 32, 1, 2, false);     /* one full group */
+        run_channel_case(9, 3, 64, cbits[i][0], cbits[i][1], 32, 64, 333, 1, 2, false);    /* pages + residual */
+        run_channel_case(9, 3, 64, cbits[i][0], cbits[i][1], 32, 64, 333, 1, 2, true);     /* symmetric value rows */
+        run_channel_case(4, 1, 128, cbits[i][0], cbits[i][1], 64, 128, 700, 9, 3, false);  /* prefill block */
+        run_channel_case(4, 1, 128, cbits[i][0], cbits[i][1], 64, 128, 700, 9, 3, true);   /* prefill, symmetric values */
+        run_channel_case(3, 3, 256, cbits[i][0], cbits[i][1], 16, 256, 1000, 1, 2, false);
     }
     return test_finish("attn");
 }

@@ -50,7 +50,9 @@ static void test_sizes(void) {
                 const size_t kb = (size_t)d * (cdiv((size_t)G * (size_t)bits, 8) + 4);
                 const size_t vb = cdiv((size_t)d * (size_t)bits, 8) + cdiv((size_t)d, (size_t)G) * 4;
                 CHECKF(kvs_kivi_key_block_bytes(d, G, bits) == kb, "d=%d G=%d bits=%d", d, G, bits);
-                CHECKF(kvs_kivi_value_row_bytes(d, G, bits) == vb, "d=%d G=%d bits=%d", d, G, bits);
+                CHECKF(kvs_kivi_value_row_bytes(d, G, bits, false) == vb, "d=%d G=%d bits=%d", d, G, bits);
+                CHECKF(kvs_kivi_value_row_bytes(d, G, bits, true) == vb - cdiv((size_t)d, (size_t)G) * 2,
+                       "sym d=%d G=%d bits=%d", d, G, bits);
                 /* the planner's CHANNEL formula sizes the same bytes: 3 full groups, 3 heads,
                  * plus the f16 residual buffer of one group (kv_scheme.c) */
                 kvs_kv_scheme s = kvs_kv_scheme_full(3, (uint32_t)d, (uint32_t)d, KVS_TYPE_F16);
@@ -60,17 +62,24 @@ static void test_sizes(void) {
                 if (kvs_kv_scheme_validate(&s) == KVS_OK) {
                     const uint64_t n = 3 * (uint64_t)G;
                     const uint64_t want = 3 * (3 * (uint64_t)kvs_kivi_key_block_bytes(d, G, bits) +
-                                               n * (uint64_t)kvs_kivi_value_row_bytes(d, G, bits)) +
+                                               n * (uint64_t)kvs_kivi_value_row_bytes(d, G, bits, false)) +
                                           (uint64_t)G * 3 * (2 * (uint64_t)d) * 2;
                     CHECKF(kvs_kv_scheme_bytes(&s, n) == want, "planner d=%d G=%d bits=%d: %llu vs %llu",
                            d, G, bits, (unsigned long long)kvs_kv_scheme_bytes(&s, n),
                            (unsigned long long)want);
+                    s.v_sym = 1; /* symmetric value rows: the scales alone */
+                    const uint64_t want_sym = want - 3 * n * (uint64_t)(kvs_kivi_value_row_bytes(d, G, bits, false) -
+                                                                        kvs_kivi_value_row_bytes(d, G, bits, true));
+                    CHECKF(kvs_kv_scheme_bytes(&s, n) == want_sym, "planner vsym d=%d G=%d bits=%d", d, G, bits);
+                    CHECKF(fabs(kvs_kv_scheme_bytes_per_token(&s) * (double)n -
+                                (double)(want_sym - (uint64_t)G * 3 * (2 * (uint64_t)d) * 2)) < 1e-6 * (double)want,
+                           "planner vsym per token d=%d G=%d bits=%d", d, G, bits);
                 }
             }
     /* odd shapes: 3-bit groups that end mid-byte */
     CHECK(kvs_kivi_key_block_bytes(5, 5, 3) == 5 * (2 + 4));
     CHECK(kvs_kivi_key_block_bytes(7, 3, 3) == 7 * (2 + 4));
-    CHECK(kvs_kivi_value_row_bytes(5, 2, 3) == 2 + 3 * 4);
+    CHECK(kvs_kivi_value_row_bytes(5, 2, 3, false) == 2 + 3 * 4);
     CHECK(kvs_kivi_key_block_bytes(0, 32, 4) == 0);
 }
 
@@ -146,10 +155,10 @@ static void test_roundtrip_nmse(void) {
             /* values: per token, channel groups of G */
             fill_normal(k, n, 1.0f);
             double vs = 0;
-            uint8_t *row = malloc(kvs_kivi_value_row_bytes(d, G, bits));
+            uint8_t *row = malloc(kvs_kivi_value_row_bytes(d, G, bits, false));
             for (int t = 0; t < G; t++) {
-                kvs_kivi_quantize_value(k + (size_t)t * (size_t)d, d, G, bits, row);
-                kvs_kivi_dequantize_value(row, d, G, bits, out + (size_t)t * (size_t)d);
+                kvs_kivi_quantize_value(k + (size_t)t * (size_t)d, d, G, bits, false, row);
+                kvs_kivi_dequantize_value(row, d, G, bits, false, out + (size_t)t * (size_t)d);
             }
             vs = nmse(k, out, n);
             vv += vs;
@@ -258,19 +267,21 @@ static void test_values_paths(void) {
     int bad = 0;
     for (size_t a = 0; a < sizeof ds / sizeof ds[0]; a++)
         for (size_t b = 0; b < sizeof Gs / sizeof Gs[0]; b++)
-            for (int bits = 1; bits <= 8; bits++) {
+            for (int bits = 1; bits <= 8; bits++)
+            for (int symi = 0; symi < 2; symi++) {
                 const int d = ds[a], G = Gs[b];
-                const size_t bytes = kvs_kivi_value_row_bytes(d, G, bits);
+                const bool sym = symi != 0;
+                const size_t bytes = kvs_kivi_value_row_bytes(d, G, bits, sym);
                 float *v = malloc((size_t)d * 4), *r = malloc((size_t)d * 4), *f = malloc((size_t)d * 4);
                 uint8_t *row = malloc(bytes);
                 for (int rep = 0; rep < 3; rep++) {
                     for (int c = 0; c < d; c++) v[c] = (rep == 2 && c % 7 == 0 ? 25.0f : 1.0f) * test_rng_normal(&g_rng);
-                    kvs_kivi_quantize_value(v, d, G, bits, row);
-                    kvs_kivi_dequantize_value_ref(row, d, G, bits, r);
-                    kvs_kivi_dequantize_value(row, d, G, bits, f);
+                    kvs_kivi_quantize_value(v, d, G, bits, sym, row);
+                    kvs_kivi_dequantize_value_ref(row, d, G, bits, sym, r);
+                    kvs_kivi_dequantize_value(row, d, G, bits, sym, f);
                     bad += memcmp(r, f, (size_t)d * 4) != 0;
                     if (avx2) {
-                        kvs_kivi_dequantize_value_avx2(row, d, G, bits, f);
+                        kvs_kivi_dequantize_value_avx2(row, d, G, bits, sym, f);
                         bad += memcmp(r, f, (size_t)d * 4) != 0;
                     }
                     /* per group: error within half a step (+ f16 parameter rounding) */
@@ -278,11 +289,12 @@ static void test_values_paths(void) {
                         const int g1 = g0 + G < d ? g0 + G : d;
                         float lo = INFINITY, hi = -INFINITY;
                         for (int c = g0; c < g1; c++) { lo = v[c] < lo ? v[c] : lo; hi = v[c] > hi ? v[c] : hi; }
+                        if (sym) { hi = fmaxf(fabsf(lo), fabsf(hi)); lo = -hi; } /* the range is [-a, a] */
                         const double step = (double)(hi - lo) / ((1 << bits) - 1);
                         for (int c = g0; c < g1; c++) {
                             const double e = fabs((double)r[c] - v[c]);
                             CHECKF(e <= 0.5 * step * 1.01 + 2e-3 * (fabs(lo) + step * (1 << bits)) + 1e-7,
-                                   "value d=%d G=%d bits=%d c=%d err %g step %g", d, G, bits, c, e, step);
+                                   "value d=%d G=%d bits=%d sym=%d c=%d err %g step %g", d, G, bits, symi, c, e, step);
                         }
                     }
                 }
@@ -295,16 +307,16 @@ static void test_values_paths(void) {
                 float *many = malloc((size_t)nr * (size_t)d * 4);
                 for (int i = 0; i < nr; i++) {
                     fill_normal(vin, (size_t)d, 1.0f + (float)i);
-                    kvs_kivi_quantize_value(vin, d, G, bits, rows + (size_t)i * stride);
-                    kvs_kivi_dequantize_value_ref(rows + (size_t)i * stride, d, G, bits, one + (size_t)i * (size_t)d);
+                    kvs_kivi_quantize_value(vin, d, G, bits, sym, rows + (size_t)i * stride);
+                    kvs_kivi_dequantize_value_ref(rows + (size_t)i * stride, d, G, bits, sym, one + (size_t)i * (size_t)d);
                 }
                 const size_t nb = (size_t)nr * (size_t)d * 4;
-                kvs_kivi_dequantize_values(rows, stride, nr, d, G, bits, many);
+                kvs_kivi_dequantize_values(rows, stride, nr, d, G, bits, sym, many);
                 bad += memcmp(one, many, nb) != 0;
-                kvs_kivi_dequantize_values_ref(rows, stride, nr, d, G, bits, many);
+                kvs_kivi_dequantize_values_ref(rows, stride, nr, d, G, bits, sym, many);
                 bad += memcmp(one, many, nb) != 0;
                 if (avx2) {
-                    kvs_kivi_dequantize_values_avx2(rows, stride, nr, d, G, bits, many);
+                    kvs_kivi_dequantize_values_avx2(rows, stride, nr, d, G, bits, sym, many);
                     bad += memcmp(one, many, nb) != 0;
                 }
                 free(rows); free(vin); free(one); free(many);
@@ -356,20 +368,21 @@ static void test_attention_kernels(void) {
                         bad += !(fabs((double)s1[(size_t)r * G + i] - exact) <= 1e-6 * mag + 1e-6); /* ref itself */
                         cases++;
                     }
-                /* values: n rows at a stride, weights in [0, 1) */
-                const size_t vb = kvs_kivi_value_row_bytes(d, G, bits), stride = vb + 5;
+                /* values: n rows at a stride, weights in [0, 1); every other case symmetric rows */
+                const bool sym = ((a + b + bi) & 1) != 0;
+                const size_t vb = kvs_kivi_value_row_bytes(d, G, bits, sym), stride = vb + 5;
                 uint8_t *rows = malloc(stride * (size_t)(n - 1) + vb);
                 float *vin = malloc((size_t)d * 4), *vd = malloc((size_t)n * d * 4), *p = malloc((size_t)R * n * 4);
                 float *acc1 = malloc((size_t)R * (d + 3) * 4), *acc2 = malloc((size_t)R * (d + 3) * 4);
                 for (int i = 0; i < n; i++) {
                     fill_normal(vin, (size_t)d, 1.0f + (float)(i % 3));
-                    kvs_kivi_quantize_value(vin, d, G, bits, rows + (size_t)i * stride);
-                    kvs_kivi_dequantize_value_ref(rows + (size_t)i * stride, d, G, bits, vd + (size_t)i * d);
+                    kvs_kivi_quantize_value(vin, d, G, bits, sym, rows + (size_t)i * stride);
+                    kvs_kivi_dequantize_value_ref(rows + (size_t)i * stride, d, G, bits, sym, vd + (size_t)i * d);
                 }
                 for (int i = 0; i < R * n; i++) p[i] = (float)(test_rng_next(&g_rng) % 1000) / 1000.0f;
                 for (int i = 0; i < R * (d + 3); i++) acc1[i] = acc2[i] = test_rng_normal(&g_rng);
-                kvs_kivi_value_accum_ref(rows, stride, n, d, G, bits, p, (size_t)n, R, acc1, (size_t)d + 3);
-                kvs_kivi_value_accum(rows, stride, n, d, G, bits, p, (size_t)n, R, acc2, (size_t)d + 3);
+                kvs_kivi_value_accum_ref(rows, stride, n, d, G, bits, sym, p, (size_t)n, R, acc1, (size_t)d + 3);
+                kvs_kivi_value_accum(rows, stride, n, d, G, bits, sym, p, (size_t)n, R, acc2, (size_t)d + 3);
                 for (int r = 0; r < R; r++)
                     for (int c = 0; c < d + 3; c++) {
                         double mag = 1.0;
@@ -410,12 +423,12 @@ static void test_constants_and_nonfinite(void) {
         free(blk);
 
         /* a constant value group */
-        uint8_t *row = malloc(kvs_kivi_value_row_bytes(d, 16, bits));
+        uint8_t *row = malloc(kvs_kivi_value_row_bytes(d, 16, bits, false));
         float v[64], r[64];
         fill_normal(v, 64, 1.0f);
         for (int c = 16; c < 32; c++) v[c] = -7.5f;
-        kvs_kivi_quantize_value(v, d, 16, bits, row);
-        kvs_kivi_dequantize_value(row, d, 16, bits, r);
+        kvs_kivi_quantize_value(v, d, 16, bits, false, row);
+        kvs_kivi_dequantize_value(row, d, 16, bits, false, r);
         for (int c = 16; c < 32; c++) CHECK(r[c] == -7.5f);
 
         /* non-finite: +inf -> channel max, -inf / NaN -> channel min, rest intact */
@@ -423,8 +436,8 @@ static void test_constants_and_nonfinite(void) {
         v[5] = INFINITY;
         v[6] = -INFINITY;
         v[7] = NAN;
-        kvs_kivi_quantize_value(v, d, 64, bits, row);
-        kvs_kivi_dequantize_value(row, d, 64, bits, r);
+        kvs_kivi_quantize_value(v, d, 64, bits, false, row);
+        kvs_kivi_dequantize_value(row, d, 64, bits, false, r);
         bool finite = true;
         for (int c = 0; c < 64; c++) finite &= isfinite(r[c]) != 0;
         CHECK(finite);
@@ -434,14 +447,14 @@ static void test_constants_and_nonfinite(void) {
         if (bits >= 4) CHECKF(fabsf(r[40] - v[40]) < 0.6f, "bits=%d %g vs %g", bits, (double)r[40], (double)v[40]);
         /* all non-finite, and out-of-f16-range finite values: defined, finite output */
         for (int c = 0; c < 64; c++) v[c] = c % 3 == 0 ? NAN : c % 3 == 1 ? INFINITY : -INFINITY;
-        kvs_kivi_quantize_value(v, d, 64, bits, row);
-        kvs_kivi_dequantize_value(row, d, 64, bits, r);
+        kvs_kivi_quantize_value(v, d, 64, bits, false, row);
+        kvs_kivi_dequantize_value(row, d, 64, bits, false, r);
         finite = true;
         for (int c = 0; c < 64; c++) finite &= isfinite(r[c]) != 0;
         CHECK(finite);
         for (int c = 0; c < 64; c++) v[c] = (c & 1) ? 3e38f : -3e38f;
-        kvs_kivi_quantize_value(v, d, 64, bits, row);
-        kvs_kivi_dequantize_value(row, d, 64, bits, r);
+        kvs_kivi_quantize_value(v, d, 64, bits, false, row);
+        kvs_kivi_dequantize_value(row, d, 64, bits, false, r);
         /* saturate to the f16 range (bits=1 cannot span [-65504, 65504] with s <= 65504) */
         CHECKF(r[0] == -65504.0f && isfinite(r[1]) && (bits == 1 || (r[1] >= 65504.0f && r[1] < 66200.0f)), "bits=%d %g %g",
                bits, (double)r[0], (double)r[1]);
@@ -591,20 +604,27 @@ static void test_clip(void) {
                 e_cl += x2;
                 cases++;
                 /* values: one row per token */
-                const size_t vb = kvs_kivi_value_row_bytes(d, G, bits);
+                const size_t vb = kvs_kivi_value_row_bytes(d, G, bits, false);
                 uint8_t *r1 = malloc(vb), *r2 = malloc(vb);
-                kvs_kivi_quantize_value(k, d, G, bits, r1);
-                kvs_kivi_quantize_value_clip(k, d, G, bits, r2);
-                kvs_kivi_dequantize_value_ref(r1, d, G, bits, o1);
-                kvs_kivi_dequantize_value_ref(r2, d, G, bits, o2);
+                kvs_kivi_quantize_value(k, d, G, bits, false, r1);
+                kvs_kivi_quantize_value_clip(k, d, G, bits, false, r2);
+                kvs_kivi_dequantize_value_ref(r1, d, G, bits, false, o1);
+                kvs_kivi_dequantize_value_ref(r2, d, G, bits, false, o2);
+                worse += sse(k, o2, (size_t)d) > sse(k, o1, (size_t)d) * (1.0 + 1e-9);
+                cases++;
+                /* symmetric rows (fewer bytes: vb - 2 per group): the same ordering */
+                kvs_kivi_quantize_value(k, d, G, bits, true, r1);
+                kvs_kivi_quantize_value_clip(k, d, G, bits, true, r2);
+                kvs_kivi_dequantize_value_ref(r1, d, G, bits, true, o1);
+                kvs_kivi_dequantize_value_ref(r2, d, G, bits, true, o2);
                 worse += sse(k, o2, (size_t)d) > sse(k, o1, (size_t)d) * (1.0 + 1e-9);
                 cases++;
                 free(k); free(o1); free(o2); free(b1); free(b2); free(r1); free(r2);
             }
     printf("  clip: key SSE %.4g -> %.4g (min-max -> clipped), %d of %d groups sets better\n", e_mm, e_cl, better,
-           cases / 2);
+           cases / 3);
     CHECKF(worse == 0, "clipping worse than min-max in %d of %d cases", worse, cases);
-    CHECKF(better > cases / 4, "clipping helped in only %d cases", better);
+    CHECKF(better > cases / 6, "clipping helped in only %d cases", better);
     /* a constant group stays exact */
     float c[32 * 4];
     for (int i = 0; i < 32 * 4; i++) c[i] = 1.5f;
@@ -624,12 +644,12 @@ static float f16r(float x) { return kvs_f16_to_f32(kvs_f32_to_f16(x)); }
  * first q tokens (the largest multiple of G leaving >= R) quantized by
  * groups from their f16 values. exp: (n, H, d) keys then values. */
 static void cache_expect(const float *k, const float *v, int n, int H, int d, int G, int S, int R, int kb, int vbits,
-                         int clip, float *ek, float *ev) {
+                         int clip, bool sym, float *ek, float *ev) {
     int m = n > S ? n - S : 0, q = 0;
     while (q + G <= m && m - (q + G) >= R) q += G;
     for (int i = 0; i < n * H * d; i++) { ek[i] = f16r(k[i]); ev[i] = f16r(v[i]); }
     float *g = malloc((size_t)G * d * 4), *o = malloc((size_t)G * d * 4);
-    uint8_t *blk = malloc(kvs_kivi_key_block_bytes(d, G, kb)), *row = malloc(kvs_kivi_value_row_bytes(d, G, vbits));
+    uint8_t *blk = malloc(kvs_kivi_key_block_bytes(d, G, kb)), *row = malloc(kvs_kivi_value_row_bytes(d, G, vbits, sym));
     for (int g0 = 0; g0 < q; g0 += G)
         for (int h = 0; h < H; h++) {
             for (int t = 0; t < G; t++) memcpy(g + (size_t)t * d, ek + ((size_t)(S + g0 + t) * H + h) * d, (size_t)d * 4);
@@ -639,17 +659,18 @@ static void cache_expect(const float *k, const float *v, int n, int H, int d, in
             for (int t = 0; t < G; t++) memcpy(ek + ((size_t)(S + g0 + t) * H + h) * d, o + (size_t)t * d, (size_t)d * 4);
             for (int t = 0; t < G; t++) {
                 float *x = ev + ((size_t)(S + g0 + t) * H + h) * d;
-                if (clip) kvs_kivi_quantize_value_clip(x, d, G, vbits, row);
-                else kvs_kivi_quantize_value(x, d, G, vbits, row);
-                kvs_kivi_dequantize_value_ref(row, d, G, vbits, x);
+                if (clip) kvs_kivi_quantize_value_clip(x, d, G, vbits, sym, row);
+                else kvs_kivi_quantize_value(x, d, G, vbits, sym, row);
+                kvs_kivi_dequantize_value_ref(row, d, G, vbits, sym, x);
             }
         }
     free(g); free(o); free(blk); free(row);
 }
 
 static void test_cache_residual(void) {
-    static const struct { int G, S, R, page, clip; } cfg[] = {
-        {8, 0, 0, 16, 0}, {8, 3, 16, 16, 0}, {8, 0, 8, 8, 1}, {16, 4, 32, 32, 1}, {4, 1, 4, 8, 0},
+    static const struct { int G, S, R, page, clip, sym; } cfg[] = {
+        {8, 0, 0, 16, 0, 0}, {8, 3, 16, 16, 0, 1}, {8, 0, 8, 8, 1, 0}, {16, 4, 32, 32, 1, 1}, {4, 1, 4, 8, 0, 0},
+        {16, 0, 0, 16, 1, 1},
     };
     const int H = 2, d = 16, N = 150, kb = 3, vbits = 2;
     float *k = malloc((size_t)N * H * d * 4), *v = malloc((size_t)N * H * d * 4);
@@ -666,6 +687,7 @@ static void test_cache_residual(void) {
         sc.first = (uint32_t)cfg[c].S;
         sc.recent = (uint32_t)cfg[c].R;
         sc.clip = (uint32_t)cfg[c].clip;
+        sc.v_sym = (uint32_t)cfg[c].sym;
         sc.page_tokens = (uint32_t)cfg[c].page;
         kvs_kv_cache *kc = NULL;
         CHECK(kvs_kv_cache_new(&sc, 1, (uint32_t)N, 0, &kc) == KVS_OK);
@@ -681,7 +703,7 @@ static void test_cache_residual(void) {
             n += len;
             CHECKF(kc->bytes == kvs_kv_scheme_bytes(&sc, (uint64_t)n), "cfg %zu: %llu bytes held at %d tokens, formula %llu",
                    c, (unsigned long long)kc->bytes, n, (unsigned long long)kvs_kv_scheme_bytes(&sc, (uint64_t)n));
-            cache_expect(k, v, n, H, d, cfg[c].G, cfg[c].S, cfg[c].R, kb, vbits, cfg[c].clip, ek, ev);
+            cache_expect(k, v, n, H, d, cfg[c].G, cfg[c].S, cfg[c].R, kb, vbits, cfg[c].clip, cfg[c].sym != 0, ek, ev);
             int ns = kvs_kv_cache_segments(kc, 0, (uint64_t)n, segs, 64);
             int64_t next = 0;
             for (int i = 0; i < ns; i++) {
@@ -742,6 +764,12 @@ static void test_spec(void) {
     CHECK(sc[0].rotate == 1 && sc[0].rotate_v == 1 && sc[0].group == 64);
     CHECK(sc[3].k_bits == 2 && sc[3].rotate == 0 && sc[3].rotate_v == 1);
     for (int i = 0; i < 4; i++) sc[i] = kvs_kv_scheme_full(3, 64, 64, KVS_TYPE_F16);
+    CHECK(kvs_kv_spec_apply(sc, 4, "q4k2v,group=128,vsym,rotate=v") == KVS_OK);
+    CHECK(sc[0].v_sym == 1 && sc[3].v_sym == 1 && sc[0].v_bits == 2);
+    for (int i = 0; i < 4; i++) sc[i] = kvs_kv_scheme_full(3, 64, 64, KVS_TYPE_F16);
+    CHECK(kvs_kv_spec_apply(sc, 4, "q4_0,vsym") == KVS_ERR_INVALID_ARG);
+    CHECK(strstr(kvs_last_error(), "vsym") != NULL);
+    for (int i = 0; i < 4; i++) sc[i] = kvs_kv_scheme_full(3, 64, 64, KVS_TYPE_F16);
     CHECK(kvs_kv_spec_apply(sc, 4, "q8_0,recent=64") == KVS_ERR_INVALID_ARG);
     CHECK(strstr(kvs_last_error(), "per-channel") != NULL);
     for (int i = 0; i < 4; i++) sc[i] = kvs_kv_scheme_full(3, 64, 64, KVS_TYPE_F16);
@@ -799,6 +827,10 @@ static void test_rotate_values(void) {
     CHECKF(e < 0.05 && e < 5.0 * ek + 1e-3, "value rotation changed the logits by %.2e (keys: %.2e)", e, ek);
     double e2 = logits_rel_diff(m, "f32", "q4k2v,group=32,rotate=kv,recent=32,first=4,clip");
     CHECKF(e2 > 1e-4 && e2 < 0.5, "quantized cache: relative logit difference %.2e", e2);
+    /* symmetric value rows on rotated values: the same error class, fewer bytes */
+    double e3 = logits_rel_diff(m, "f32", "q4k2v,group=32,rotate=kv,recent=32,first=4,clip,vsym");
+    printf("  q4k2v relative logit difference: min-max values %.2e, symmetric values %.2e\n", e2, e3);
+    CHECKF(e3 > 1e-4 && e3 < 0.5 && e3 < 2.0 * e2, "vsym cache: relative logit difference %.2e (min-max %.2e)", e3, e2);
     kvs_model_free(m);
 }
 

@@ -24,6 +24,7 @@ example() {
     recent=R) echo q4k3v,group=32,recent=64 ;;
     first=S) echo q4k3v,first=4 ;;
     clip) echo q4k3v,clip ;;
+    vsym) echo q4k2v,vsym,rotate=v ;;
     'rotate[=k|v|kv|none]') echo q4_0,rotate=k q4_0,rotate=v q4_0,rotate=kv q4_0,rotate=none q4_0,rotate ;;
     'center[=none]') echo q4_0,center q4_0,center=none tq4,center=none ;;
     'window=W[+S]') echo window=64 window=64+4 ;;

@@ -307,7 +307,7 @@ static bool fused_segment(const attn_task *tk, const kvs_kv_segment *sg, int64_t
     if (sg->decode && !kivi) return false;
     kvs_attn_rows rw = {.k_row = sg->k_row, .v_row = sg->v_row, .k_type = sg->k_type, .v_type = sg->v_type,
                         .group = (int)sg->group, .k_bits = (int)sg->k_bits, .v_bits = (int)sg->v_bits,
-                        .qi = qi, .qs = qs};
+                        .v_sym = sg->v_sym != 0, .qi = qi, .qs = qs};
     const uint8_t *kbase = sg->k + kh * sg->k_head_stride, *vbase = sg->v + kh * sg->v_head_stride;
     bool first = true;
     for (int w = 0; w < 2; w++) {

@@ -629,7 +629,7 @@ static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R
     }
     for (int r = 0; r < R; r++) softmax_update(state + (size_t)r * state_stride, sc + (size_t)r * n, n, dv);
     if (kivi) {
-        kvs_kivi_value_accum_avx2(rw->v, rw->v_row, n, dv, rw->group, rw->v_bits, sc, (size_t)n, R, state + 2,
+        kvs_kivi_value_accum_avx2(rw->v, rw->v_row, n, dv, rw->group, rw->v_bits, rw->v_sym, sc, (size_t)n, R, state + 2,
                                   state_stride);
     } else {
         for (int t0 = 0; t0 < n; t0 += ATTN_SUB) {

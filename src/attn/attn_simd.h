@@ -27,6 +27,7 @@ typedef struct kvs_attn_rows {
     uint32_t k_type, v_type;
     int n;
     int k_t0, group, k_bits, v_bits; /* per-channel rows only */
+    bool v_sym;                       /* per-channel values: symmetric rows (kv/kivi.h) */
     /* q8_0/q4_0 keys in a decode: the query rows rounded to int8 (qi[r], dk
      * each, one scale per 32 elements in qs[r]; qrows then hold qi * qs);
      * NULL: score in f32 */

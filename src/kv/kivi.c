@@ -25,9 +25,9 @@ size_t kvs_kivi_key_block_bytes(int d, int G, int bits) {
     return (size_t)d * (ceil_div_sz((size_t)G * (size_t)bits, 8) + 4);
 }
 
-size_t kvs_kivi_value_row_bytes(int d, int G, int bits) {
+size_t kvs_kivi_value_row_bytes(int d, int G, int bits, bool sym) {
     if (d <= 0 || G <= 0 || bits <= 0) return 0;
-    return ceil_div_sz((size_t)d * (size_t)bits, 8) + ceil_div_sz((size_t)d, (size_t)G) * 4;
+    return ceil_div_sz((size_t)d * (size_t)bits, 8) + kvs_kivi_value_codes_offset(d, G, sym);
 }
 
 /* ---- bit streams (LSB-first) ---- */
@@ -132,6 +132,39 @@ static group_params choose_params(const float *x, size_t n, size_t stride, float
     return best;
 }
 
+/* Symmetric groups (values stored with a scale only): the range is
+ * [-a, a] around zero with a = max |x| (or, clip, the least squared error
+ * among a shrunk by 5%..50%); codes decode to (q - qmax/2) * s, so the
+ * minimum is implied: m = kvs_kivi_sym_min(s, bits). */
+static group_params make_params_sym(float a, int bits) {
+    group_params p;
+    if (!(a > 0.0f)) a = 0.0f;
+    const float half = 0.5f * (float)((1u << bits) - 1u);
+    float s = a / half;
+    if (s > F16_MAX) s = F16_MAX;
+    p.sh = s > 0.0f ? f16_round_up_pos(s) : 0;
+    p.s = kvs_f16_to_f32(p.sh);
+    p.m = kvs_kivi_sym_min(p.s, bits);
+    p.mh = 0;
+    p.inv = p.s > 0.0f ? 1.0f / p.s : 0.0f;
+    return p;
+}
+
+static group_params choose_params_sym(const float *x, size_t n, float lo, float hi, int bits, int clip) {
+    float a = lo <= hi ? fmaxf(fabsf(lo), fabsf(hi)) : 0.0f;
+    if (a > F16_MAX) a = F16_MAX;
+    group_params best = make_params_sym(a, bits);
+    if (!clip || !(a > 0.0f)) return best;
+    const unsigned qmax = (1u << bits) - 1u;
+    double best_e = group_sse(x, n, 1, &best, qmax);
+    for (int k = 1; k <= 10; k++) {
+        const group_params p = make_params_sym(a * (1.0f - 0.05f * (float)k), bits);
+        const double e = group_sse(x, n, 1, &p, qmax);
+        if (e < best_e) { best_e = e; best = p; }
+    }
+    return best;
+}
+
 static void quantize_keys(const float *k, int d, int G, int bits, uint8_t *blk, int clip) {
     const size_t bytes = kvs_kivi_key_block_bytes(d, G, bits);
     memset(blk, 0, bytes);
@@ -163,11 +196,11 @@ void kvs_kivi_quantize_keys_clip(const float *k, int d, int G, int bits, uint8_t
     quantize_keys(k, d, G, bits, blk, 1);
 }
 
-static void quantize_value(const float *v, int d, int G, int bits, uint8_t *row, int clip) {
-    const size_t bytes = kvs_kivi_value_row_bytes(d, G, bits);
+static void quantize_value(const float *v, int d, int G, int bits, bool sym, uint8_t *row, int clip) {
+    const size_t bytes = kvs_kivi_value_row_bytes(d, G, bits, sym);
     memset(row, 0, bytes);
     const size_t ng = ceil_div_sz((size_t)d, (size_t)G);
-    uint8_t *codes = row + 4 * ng;
+    uint8_t *codes = row + kvs_kivi_value_codes_offset(d, G, sym);
     const unsigned qmax = (1u << bits) - 1u;
     for (size_t g = 0; g < ng; g++) {
         const size_t c0 = g * (size_t)G;
@@ -179,19 +212,20 @@ static void quantize_value(const float *v, int d, int G, int bits, uint8_t *row,
             if (x < lo) lo = x;
             if (x > hi) hi = x;
         }
-        const group_params p = choose_params(v + c0, c1 - c0, 1, lo, hi, bits, clip);
+        const group_params p = sym ? choose_params_sym(v + c0, c1 - c0, lo, hi, bits, clip)
+                                   : choose_params(v + c0, c1 - c0, 1, lo, hi, bits, clip);
         memcpy(row + 2 * g, &p.sh, 2);
-        memcpy(row + 2 * (ng + g), &p.mh, 2);
+        if (!sym) memcpy(row + 2 * (ng + g), &p.mh, 2);
         for (size_t c = c0; c < c1; c++) put_code(codes, c, bits, quant_one(v[c], &p, qmax));
     }
 }
 
-void kvs_kivi_quantize_value(const float *v, int d, int G, int bits, uint8_t *row) {
-    quantize_value(v, d, G, bits, row, 0);
+void kvs_kivi_quantize_value(const float *v, int d, int G, int bits, bool sym, uint8_t *row) {
+    quantize_value(v, d, G, bits, sym, row, 0);
 }
 
-void kvs_kivi_quantize_value_clip(const float *v, int d, int G, int bits, uint8_t *row) {
-    quantize_value(v, d, G, bits, row, 1);
+void kvs_kivi_quantize_value_clip(const float *v, int d, int G, int bits, bool sym, uint8_t *row) {
+    quantize_value(v, d, G, bits, sym, row, 1);
 }
 
 /* ---- scalar reference dequantizers ---- */
@@ -217,21 +251,21 @@ void kvs_kivi_dequantize_keys_ref(const uint8_t *blk, int d, int G, int bits, in
     }
 }
 
-void kvs_kivi_dequantize_value_ref(const uint8_t *row, int d, int G, int bits, float *out) {
+void kvs_kivi_dequantize_value_ref(const uint8_t *row, int d, int G, int bits, bool sym, float *out) {
     const size_t ng = ceil_div_sz((size_t)d, (size_t)G);
-    const uint8_t *codes = row + 4 * ng;
+    const uint8_t *codes = row + kvs_kivi_value_codes_offset(d, G, sym);
     for (int c = 0; c < d; c++) {
         const size_t g = (size_t)c / (size_t)G;
         const float s = load_f16(row + 2 * g);
-        const float m = load_f16(row + 2 * (ng + g));
+        const float m = sym ? kvs_kivi_sym_min(s, bits) : load_f16(row + 2 * (ng + g));
         out[c] = (float)get_code(codes, (size_t)c, bits) * s + m;
     }
 }
 
 void kvs_kivi_dequantize_values_ref(const uint8_t *rows, size_t row_stride, int n, int d, int G,
-                                    int bits, float *out) {
+                                    int bits, bool sym, float *out) {
     for (int i = 0; i < n; i++)
-        kvs_kivi_dequantize_value_ref(rows + (size_t)i * row_stride, d, G, bits, out + (size_t)i * (size_t)d);
+        kvs_kivi_dequantize_value_ref(rows + (size_t)i * row_stride, d, G, bits, sym, out + (size_t)i * (size_t)d);
 }
 
 /* ---- attention on the codes: references ---- */
@@ -253,7 +287,7 @@ void kvs_kivi_key_scores_ref(const uint8_t *blk, int d, int G, int bits, int t0,
         }
 }
 
-void kvs_kivi_value_accum_ref(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits,
+void kvs_kivi_value_accum_ref(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits, bool sym,
                               const float *p, size_t p_stride, int R, float *acc, size_t acc_stride) {
     float *x = kvs_malloc(sizeof(float) * (size_t)d);
     double *s = kvs_malloc(sizeof(double) * (size_t)d);
@@ -261,7 +295,7 @@ void kvs_kivi_value_accum_ref(const uint8_t *rows, size_t row_stride, int n, int
     for (int r = 0; r < R; r++) {
         for (int c = 0; c < d; c++) s[c] = 0.0;
         for (int i = 0; i < n; i++) {
-            kvs_kivi_dequantize_value_ref(rows + (size_t)i * row_stride, d, G, bits, x);
+            kvs_kivi_dequantize_value_ref(rows + (size_t)i * row_stride, d, G, bits, sym, x);
             const double w = p[(size_t)r * p_stride + (size_t)i];
             for (int c = 0; c < d; c++) s[c] += w * x[c];
         }
@@ -331,25 +365,25 @@ void kvs_kivi_dequantize_keys(const uint8_t *blk, int d, int G, int bits, int t0
     kvs_kivi_dequantize_keys_ref(blk, d, G, bits, t0, nt, out);
 }
 
-void kvs_kivi_dequantize_value(const uint8_t *row, int d, int G, int bits, float *out) {
+void kvs_kivi_dequantize_value(const uint8_t *row, int d, int G, int bits, bool sym, float *out) {
 #if KVS_KIVI_X86
     if (kvs_cpu()->avx2) {
-        kvs_kivi_dequantize_value_avx2(row, d, G, bits, out);
+        kvs_kivi_dequantize_value_avx2(row, d, G, bits, sym, out);
         return;
     }
 #endif
-    kvs_kivi_dequantize_value_ref(row, d, G, bits, out);
+    kvs_kivi_dequantize_value_ref(row, d, G, bits, sym, out);
 }
 
-void kvs_kivi_dequantize_values(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits,
+void kvs_kivi_dequantize_values(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits, bool sym,
                                 float *out) {
 #if KVS_KIVI_X86
     if (kvs_cpu()->avx2) {
-        kvs_kivi_dequantize_values_avx2(rows, row_stride, n, d, G, bits, out);
+        kvs_kivi_dequantize_values_avx2(rows, row_stride, n, d, G, bits, sym, out);
         return;
     }
 #endif
-    kvs_kivi_dequantize_values_ref(rows, row_stride, n, d, G, bits, out);
+    kvs_kivi_dequantize_values_ref(rows, row_stride, n, d, G, bits, sym, out);
 }
 
 int kvs_hadamard(float *x, int d, uint64_t sign_seed) {
@@ -377,13 +411,13 @@ void kvs_kivi_key_scores(const uint8_t *blk, int d, int G, int bits, int t0, int
     kvs_kivi_key_scores_ref(blk, d, G, bits, t0, n, q, R, out, out_stride);
 }
 
-void kvs_kivi_value_accum(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits, const float *p,
+void kvs_kivi_value_accum(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits, bool sym, const float *p,
                           size_t p_stride, int R, float *acc, size_t acc_stride) {
 #if KVS_KIVI_X86
     if (kvs_cpu()->avx2) {
-        kvs_kivi_value_accum_avx2(rows, row_stride, n, d, G, bits, p, p_stride, R, acc, acc_stride);
+        kvs_kivi_value_accum_avx2(rows, row_stride, n, d, G, bits, sym, p, p_stride, R, acc, acc_stride);
         return;
     }
 #endif
-    kvs_kivi_value_accum_ref(rows, row_stride, n, d, G, bits, p, p_stride, R, acc, acc_stride);
+    kvs_kivi_value_accum_ref(rows, row_stride, n, d, G, bits, sym, p, p_stride, R, acc, acc_stride);
 }

@@ -33,6 +33,14 @@
  *   [2ng,   4ng)  f16 min[ng]
  *   [4ng, ...)    codes: code(c) is stream element c, ceil(d*bits/8) bytes.
  *
+ * SYMMETRIC VALUE ROW (`sym`: for rotated values, whose coordinates are
+ *             centred on zero, the minimum is implied and not stored)
+ *   bytes = ceil(d*bits/8) + ng*2
+ *   [0,     2ng)  f16 scale[ng]
+ *   [2ng, ...)    codes as above; code q decodes to q*s + m with
+ *                 m = -s*(2^bits-1)/2 (kvs_kivi_sym_min: exact in f32), i.e.
+ *                 the levels (q - (2^bits-1)/2)*s, symmetric around zero.
+ *
  * Quantization (scalar; runs once per token/group, not on the read path;
  * the *_clip quantizers may pick a narrower range, see below):
  *   - min/max are taken over the FINITE inputs of the group. The f16 min is
@@ -56,6 +64,7 @@
 #ifndef KVS_KV_KIVI_H
 #define KVS_KV_KIVI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -73,22 +82,29 @@ void kvs_kivi_dequantize_keys_ref(const uint8_t *blk, int d, int G, int bits, in
  * out-of-range inputs clamp to the end codes. Decoders are unchanged. */
 void kvs_kivi_quantize_keys_clip(const float *k, int d, int G, int bits, uint8_t *blk);
 
-/* ---- values: per token, channels grouped by G ---- */
-size_t kvs_kivi_value_row_bytes(int d, int G, int bits);
+/* ---- values: per token, channels grouped by G ----
+ * `sym` selects the symmetric row (scale only) over the min-max row. */
+/* bytes before a value row's codes: ceil(d/G) f16 scales (+ as many minima) */
+static inline size_t kvs_kivi_value_codes_offset(int d, int G, bool sym) {
+    return (((size_t)d + (size_t)G - 1) / (size_t)G) * (sym ? 2u : 4u);
+}
+/* the implied minimum of a symmetric group of scale s: -s*(2^bits-1)/2 */
+static inline float kvs_kivi_sym_min(float s, int bits) { return -0.5f * (float)((1u << bits) - 1u) * s; }
+size_t kvs_kivi_value_row_bytes(int d, int G, int bits, bool sym);
 /* v: (d) f32 -> one value row of kvs_kivi_value_row_bytes(). */
-void kvs_kivi_quantize_value(const float *v, int d, int G, int bits, uint8_t *row);
+void kvs_kivi_quantize_value(const float *v, int d, int G, int bits, bool sym, uint8_t *row);
 /* Same row with each group's range chosen by least squared error (as keys). */
-void kvs_kivi_quantize_value_clip(const float *v, int d, int G, int bits, uint8_t *row);
+void kvs_kivi_quantize_value_clip(const float *v, int d, int G, int bits, bool sym, uint8_t *row);
 /* one value row -> out (d) f32 */
-void kvs_kivi_dequantize_value(const uint8_t *row, int d, int G, int bits, float *out);
-void kvs_kivi_dequantize_value_ref(const uint8_t *row, int d, int G, int bits, float *out);
+void kvs_kivi_dequantize_value(const uint8_t *row, int d, int G, int bits, bool sym, float *out);
+void kvs_kivi_dequantize_value_ref(const uint8_t *row, int d, int G, int bits, bool sym, float *out);
 /* n value rows, row i at rows + i*row_stride (e.g. one head's rows in a
  * (tokens, n_kv_heads) cache page) -> out (n, d) f32; same results as n
  * single-row calls, with the per-call setup hoisted. */
-void kvs_kivi_dequantize_values(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits,
+void kvs_kivi_dequantize_values(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits, bool sym,
                                 float *out);
 void kvs_kivi_dequantize_values_ref(const uint8_t *rows, size_t row_stride, int n, int d, int G,
-                                    int bits, float *out);
+                                    int bits, bool sym, float *out);
 
 /* ---- attention on the codes (decode fast path, attn/) ----
  * Scores of R query rows against tokens [t0, t0 + n) of one key block:
@@ -105,9 +121,9 @@ void kvs_kivi_key_scores_ref(const uint8_t *blk, int d, int G, int bits, int t0,
 /* acc[r*acc_stride + c] += sum_i p[r*p_stride + i] * value_i[c] over n value
  * rows (row i at rows + i*row_stride, row_stride >= the row's bytes), each
  * dequantized in registers. */
-void kvs_kivi_value_accum(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits, const float *p,
+void kvs_kivi_value_accum(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits, bool sym, const float *p,
                           size_t p_stride, int R, float *acc, size_t acc_stride);
-void kvs_kivi_value_accum_ref(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits,
+void kvs_kivi_value_accum_ref(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits, bool sym,
                               const float *p, size_t p_stride, int R, float *acc, size_t acc_stride);
 
 /* ---- Hadamard rotation ----
@@ -128,12 +144,12 @@ uint64_t kvs_hadamard_sign_word(uint64_t sign_seed, uint64_t word);
  * vector loops do not cover fall back to the references internally. */
 void kvs_kivi_dequantize_keys_avx2(const uint8_t *blk, int d, int G, int bits, int t0, int nt,
                                    float *out);
-void kvs_kivi_dequantize_value_avx2(const uint8_t *row, int d, int G, int bits, float *out);
+void kvs_kivi_dequantize_value_avx2(const uint8_t *row, int d, int G, int bits, bool sym, float *out);
 void kvs_kivi_dequantize_values_avx2(const uint8_t *rows, size_t row_stride, int n, int d, int G,
-                                     int bits, float *out);
+                                     int bits, bool sym, float *out);
 void kvs_kivi_key_scores_avx2(const uint8_t *blk, int d, int G, int bits, int t0, int n, const float *const *q,
                               int R, float *out, size_t out_stride, float *fold);
-void kvs_kivi_value_accum_avx2(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits,
+void kvs_kivi_value_accum_avx2(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits, bool sym,
                                const float *p, size_t p_stride, int R, float *acc, size_t acc_stride);
 int kvs_hadamard_avx2(float *x, int d, uint64_t sign_seed);
 

@@ -165,14 +165,15 @@ void kvs_kivi_dequantize_keys_avx2(const uint8_t *blk, int d, int G, int bits, i
     }
 }
 
-static inline void value_row_avx2(const uint8_t *row, int d, int G, int bits, unpack8 u, float *out) {
+static inline void value_row_avx2(const uint8_t *row, int d, int G, int bits, bool sym, unpack8 u, float *out) {
     const size_t ng = ((size_t)d + (size_t)G - 1) / (size_t)G;
-    const uint8_t *codes = row + 4 * ng;
+    const uint8_t *codes = row + kvs_kivi_value_codes_offset(d, G, sym);
     const size_t cap = ((size_t)d * (size_t)bits + 7) / 8;
     const int dv = d & ~7;
     for (size_t g = 0; g < ng; g++) { /* G % 8 == 0: a chunk of 8 lies in one group */
-        const __m256 s = _mm256_set1_ps(load_f16(row + 2 * g));
-        const __m256 m = _mm256_set1_ps(load_f16(row + 2 * (ng + g)));
+        const float sg = load_f16(row + 2 * g);
+        const __m256 s = _mm256_set1_ps(sg);
+        const __m256 m = _mm256_set1_ps(sym ? kvs_kivi_sym_min(sg, bits) : load_f16(row + 2 * (ng + g)));
         const int c1 = (int)((g + 1) * (size_t)G < (size_t)dv ? (g + 1) * (size_t)G : (size_t)dv);
         for (int c = (int)(g * (size_t)G); c < c1; c += 8) {
             const size_t off = (size_t)c * (size_t)bits / 8;
@@ -182,28 +183,29 @@ static inline void value_row_avx2(const uint8_t *row, int d, int G, int bits, un
     }
     for (int c = dv; c < d; c++) {
         const size_t g = (size_t)c / (size_t)G;
-        out[c] = (float)get_code(codes, (size_t)c, bits) * load_f16(row + 2 * g) +
-                 load_f16(row + 2 * (ng + g));
+        const float sg = load_f16(row + 2 * g);
+        out[c] = (float)get_code(codes, (size_t)c, bits) * sg +
+                 (sym ? kvs_kivi_sym_min(sg, bits) : load_f16(row + 2 * (ng + g)));
     }
 }
 
-void kvs_kivi_dequantize_value_avx2(const uint8_t *row, int d, int G, int bits, float *out) {
+void kvs_kivi_dequantize_value_avx2(const uint8_t *row, int d, int G, int bits, bool sym, float *out) {
     if (G % 8 != 0 || d < 8) {
-        kvs_kivi_dequantize_value_ref(row, d, G, bits, out);
+        kvs_kivi_dequantize_value_ref(row, d, G, bits, sym, out);
         return;
     }
-    value_row_avx2(row, d, G, bits, unpack8_make(bits), out);
+    value_row_avx2(row, d, G, bits, sym, unpack8_make(bits), out);
 }
 
 void kvs_kivi_dequantize_values_avx2(const uint8_t *rows, size_t row_stride, int n, int d, int G,
-                                     int bits, float *out) {
+                                     int bits, bool sym, float *out) {
     if (G % 8 != 0 || d < 8) {
-        kvs_kivi_dequantize_values_ref(rows, row_stride, n, d, G, bits, out);
+        kvs_kivi_dequantize_values_ref(rows, row_stride, n, d, G, bits, sym, out);
         return;
     }
     const unpack8 u = unpack8_make(bits);
     for (int i = 0; i < n; i++)
-        value_row_avx2(rows + (size_t)i * row_stride, d, G, bits, u, out + (size_t)i * (size_t)d);
+        value_row_avx2(rows + (size_t)i * row_stride, d, G, bits, sym, u, out + (size_t)i * (size_t)d);
 }
 
 /* ---- attention on the codes ---- */
@@ -321,11 +323,12 @@ static inline __m256 bcast_f16(const uint8_t *p) {
  * 8-chunk: G % 8 == 0), dequantized in registers. */
 static inline __attribute__((always_inline)) void value_accum_rows(const int RR, const uint8_t *rows,
                                                                    size_t row_stride, int n, int d, int G,
-                                                                   int bits, unpack8 u, const float *p,
+                                                                   int bits, bool sym, unpack8 u, const float *p,
                                                                    size_t p_stride, float *acc,
                                                                    size_t acc_stride) {
-    const size_t ng = ((size_t)d + (size_t)G - 1) / (size_t)G;
+    const size_t ng = ((size_t)d + (size_t)G - 1) / (size_t)G, coff = kvs_kivi_value_codes_offset(d, G, sym);
     const size_t cap = ((size_t)d * (size_t)bits + 7) / 8;
+    const __m256 neg_half = _mm256_set1_ps(kvs_kivi_sym_min(1.0f, bits)); /* sym: m = s * (-(2^bits-1)/2) */
     int c = 0;
     for (; c + 16 <= d; c += 16) {
         const size_t g0 = (size_t)c / (size_t)G, g1 = (size_t)(c + 8) / (size_t)G;
@@ -337,11 +340,15 @@ static inline __attribute__((always_inline)) void value_accum_rows(const int RR,
             a[r][1] = _mm256_loadu_ps(acc + (size_t)r * acc_stride + (size_t)c + 8);
         }
         for (int i = 0; i < n; i++) {
-            const uint8_t *row = rows + (size_t)i * row_stride, *cd = row + 4 * ng;
+            const uint8_t *row = rows + (size_t)i * row_stride, *cd = row + coff;
             const bool more = i + 1 < n; /* a later row follows: 8-byte loads may run into it */
-            const __m256 s0 = bcast_f16(row + 2 * g0), m0 = bcast_f16(row + 2 * (ng + g0));
+            const __m256 s0 = bcast_f16(row + 2 * g0);
+            const __m256 m0 = sym ? _mm256_mul_ps(s0, neg_half) : bcast_f16(row + 2 * (ng + g0));
             __m256 s1 = s0, m1 = m0; /* G % 16 == 0: both halves in one group */
-            if (g1 != g0) { s1 = bcast_f16(row + 2 * g1); m1 = bcast_f16(row + 2 * (ng + g1)); }
+            if (g1 != g0) {
+                s1 = bcast_f16(row + 2 * g1);
+                m1 = sym ? _mm256_mul_ps(s1, neg_half) : bcast_f16(row + 2 * (ng + g1));
+            }
             const __m256 x0 = _mm256_fmadd_ps(codes8_row(cd, off, cap, bits, u, more), s0, m0);
             const __m256 x1 = _mm256_fmadd_ps(codes8_row(cd, off + (size_t)bits, cap, bits, u, more), s1, m1);
             _Pragma("GCC unroll 4")
@@ -363,10 +370,11 @@ static inline __attribute__((always_inline)) void value_accum_rows(const int RR,
         _Pragma("GCC unroll 4")
         for (int r = 0; r < RR; r++) a[r] = _mm256_loadu_ps(acc + (size_t)r * acc_stride + (size_t)c);
         for (int i = 0; i < n; i++) {
-            const uint8_t *row = rows + (size_t)i * row_stride, *cd = row + 4 * ng;
+            const uint8_t *row = rows + (size_t)i * row_stride, *cd = row + coff;
             const bool more = i + 1 < n; /* a later row follows: 8-byte loads may run into it */
-            const __m256 x0 = _mm256_fmadd_ps(codes8_row(cd, off, cap, bits, u, more), bcast_f16(row + 2 * g0),
-                                              bcast_f16(row + 2 * (ng + g0)));
+            const __m256 s0 = bcast_f16(row + 2 * g0);
+            const __m256 m0 = sym ? _mm256_mul_ps(s0, neg_half) : bcast_f16(row + 2 * (ng + g0));
+            const __m256 x0 = _mm256_fmadd_ps(codes8_row(cd, off, cap, bits, u, more), s0, m0);
             _Pragma("GCC unroll 4")
             for (int r = 0; r < RR; r++)
                 a[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + (size_t)r * p_stride + (size_t)i), x0, a[r]);
@@ -376,10 +384,10 @@ static inline __attribute__((always_inline)) void value_accum_rows(const int RR,
     }
 }
 
-void kvs_kivi_value_accum_avx2(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits,
+void kvs_kivi_value_accum_avx2(const uint8_t *rows, size_t row_stride, int n, int d, int G, int bits, bool sym,
                                const float *p, size_t p_stride, int R, float *acc, size_t acc_stride) {
     if (G % 8 != 0 || d % 8 != 0) {
-        kvs_kivi_value_accum_ref(rows, row_stride, n, d, G, bits, p, p_stride, R, acc, acc_stride);
+        kvs_kivi_value_accum_ref(rows, row_stride, n, d, G, bits, sym, p, p_stride, R, acc, acc_stride);
         return;
     }
     const unpack8 u = unpack8_make(bits);
@@ -387,9 +395,9 @@ void kvs_kivi_value_accum_avx2(const uint8_t *rows, size_t row_stride, int n, in
         const int rr = R - r0 < 3 ? R - r0 : 3;
         const float *pr = p + (size_t)r0 * p_stride;
         float *ar = acc + (size_t)r0 * acc_stride;
-        if (rr == 3) value_accum_rows(3, rows, row_stride, n, d, G, bits, u, pr, p_stride, ar, acc_stride);
-        else if (rr == 2) value_accum_rows(2, rows, row_stride, n, d, G, bits, u, pr, p_stride, ar, acc_stride);
-        else value_accum_rows(1, rows, row_stride, n, d, G, bits, u, pr, p_stride, ar, acc_stride);
+        if (rr == 3) value_accum_rows(3, rows, row_stride, n, d, G, bits, sym, u, pr, p_stride, ar, acc_stride);
+        else if (rr == 2) value_accum_rows(2, rows, row_stride, n, d, G, bits, sym, u, pr, p_stride, ar, acc_stride);
+        else value_accum_rows(1, rows, row_stride, n, d, G, bits, sym, u, pr, p_stride, ar, acc_stride);
     }
 }
 

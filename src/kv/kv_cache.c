@@ -167,7 +167,7 @@ kvs_status kvs_kv_cache_new_in(kvs_kv_pool *pool, const kvs_kv_scheme *schemes, 
                 return kvs_fail(KVS_ERR_INVALID_ARG, "kv cache: layer %d: per-channel keys need k/v bits 1-8, a group, and pages of whole groups", i);
             }
             L[i].key_block = kvs_kivi_key_block_bytes((int)s->head_dim_k, (int)s->group, (int)s->k_bits);
-            L[i].value_row = kvs_kivi_value_row_bytes((int)s->head_dim_v, (int)s->group, (int)s->v_bits);
+            L[i].value_row = kvs_kivi_value_row_bytes((int)s->head_dim_v, (int)s->group, (int)s->v_bits, s->v_sym != 0);
             L[i].page_tokens = P;
             L[i].page_bytes = s->n_kv_heads * ((size_t)(P / s->group) * L[i].key_block + (size_t)P * L[i].value_row);
             L[i].slots = capacity;
@@ -527,8 +527,8 @@ static void flush_group(kvs_kv_layer *L, uint64_t first) {
         for (int i = 0; i < G * dv; i++) f[i] = kvs_f16_to_f32(rv[i]);
         for (int t = 0; t < G; t++) {
             uint8_t *row = vrows + (size_t)t * L->value_row;
-            if (s->clip) kvs_kivi_quantize_value_clip(f + (size_t)t * dv, dv, G, (int)s->v_bits, row);
-            else kvs_kivi_quantize_value(f + (size_t)t * dv, dv, G, (int)s->v_bits, row);
+            if (s->clip) kvs_kivi_quantize_value_clip(f + (size_t)t * dv, dv, G, (int)s->v_bits, s->v_sym != 0, row);
+            else kvs_kivi_quantize_value(f + (size_t)t * dv, dv, G, (int)s->v_bits, s->v_sym != 0, row);
         }
     }
 }
@@ -657,8 +657,8 @@ static void channel_decode(const kvs_kv_segment *sg, bool key, bool ref, int64_t
         }
     } else {
         const uint8_t *rows = sg->v + head * sg->v_head_stride + (size_t)t0 * sg->v_row;
-        if (ref) kvs_kivi_dequantize_values_ref(rows, sg->v_row, (int)nt, (int)sg->dv, G, (int)sg->v_bits, out);
-        else kvs_kivi_dequantize_values(rows, sg->v_row, (int)nt, (int)sg->dv, G, (int)sg->v_bits, out);
+        if (ref) kvs_kivi_dequantize_values_ref(rows, sg->v_row, (int)nt, (int)sg->dv, G, (int)sg->v_bits, sg->v_sym != 0, out);
+        else kvs_kivi_dequantize_values(rows, sg->v_row, (int)nt, (int)sg->dv, G, (int)sg->v_bits, sg->v_sym != 0, out);
     }
 }
 
@@ -694,6 +694,7 @@ static int channel_segments(const kvs_kv_layer *L, uint64_t n_pos, kvs_kv_segmen
             .k_row = L->key_block, .v_row = L->value_row, .k_type = KVS_TYPE_COUNT, .v_type = KVS_TYPE_COUNT,
             .pos0 = (int64_t)(S + a), .n = (int64_t)(q - a < P ? q - a : P), .decode = channel_decode,
             .dk = s->head_dim_k, .dv = s->head_dim_v, .group = s->group, .k_bits = s->k_bits, .v_bits = s->v_bits,
+            .v_sym = s->v_sym,
         };
     }
     for (uint64_t i = q; i < m && n < cap;) {

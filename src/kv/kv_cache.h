@@ -53,6 +53,7 @@ struct kvs_kv_segment {
      * with a decoder; NULL means: decode each row with its type's to_float. */
     kvs_kv_decode_fn decode;
     uint32_t dk, dv, group, k_bits, v_bits; /* parameters for `decode` */
+    uint32_t v_sym;                     /* per-channel values: symmetric rows (kv/kivi.h) */
 };
 
 typedef struct kvs_kv_layer {

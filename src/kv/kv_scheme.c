@@ -26,7 +26,9 @@
  *                         (t/G) * n_kv*dk * (ceil(G*k_bits/8) + 4)
  *                         (the 4 = one f16 scale + one f16 zero per channel per group)
  *                  values per token, channels grouped by G within each head:
- *                         t * n_kv * (ceil(dv*v_bits/8) + ceil(dv/G)*4)
+ *                         t * n_kv * (ceil(dv*v_bits/8) + ceil(dv/G)*Z)
+ *                         (Z = 4: f16 scale + zero per group; v_sym: Z = 2,
+ *                         the scale alone, the zero implied)
  *                  residual (held > 0 ? S + R + G : 0) * n_kv * (dk + dv) * 2
  *
  *   LATENT         P(held) * (E + I), E = entry_bytes or row(k_type, rank+rope),
@@ -160,8 +162,8 @@ kvs_status kvs_kv_scheme_validate(const kvs_kv_scheme *s) {
             return kvs_fail(KVS_ERR_INVALID_ARG, "kv scheme: value format %s needs rotated values (its codebook is "
                             "for rotated coordinates: rotate=v or kv, a value head size that is a power of two; got %u)",
                             kvs_dtype_name(s->v_type), s->head_dim_v);
-        if (s->layout == KVS_KV_LAYOUT_BLOCK && (s->recent || s->first || s->clip))
-            return kvs_fail(KVS_ERR_INVALID_ARG, "kv scheme: recent/first/clip need the per-channel layout (qXkYv)");
+        if (s->layout == KVS_KV_LAYOUT_BLOCK && (s->recent || s->first || s->clip || s->v_sym))
+            return kvs_fail(KVS_ERR_INVALID_ARG, "kv scheme: recent/first/clip/vsym need the per-channel layout (qXkYv)");
         return KVS_OK;
     case KVS_KV_STORE_LATENT:
         if (s->layout != KVS_KV_LAYOUT_BLOCK)
@@ -215,7 +217,7 @@ static uint64_t channel_bytes(const kvs_kv_scheme *s, uint64_t t) {
     uint64_t G = s->group;
     uint64_t nkv = s->n_kv_heads, dk = s->head_dim_k, dv = s->head_dim_v;
     uint64_t kb = (t / G) * nkv * dk * (ceil_div(G * s->k_bits, 8) + 4);
-    uint64_t vb = t * nkv * (ceil_div(dv * s->v_bits, 8) + ceil_div(dv, G) * 4);
+    uint64_t vb = t * nkv * (ceil_div(dv * s->v_bits, 8) + ceil_div(dv, G) * (s->v_sym ? 2 : 4));
     return kb + vb;
 }
 
@@ -259,7 +261,7 @@ double kvs_kv_scheme_bytes_per_token(const kvs_kv_scheme *s) {
             double G = s->group, nkv = s->n_kv_heads, dk = s->head_dim_k;
             double kb = nkv * dk * ((double)ceil_div((uint64_t)G * s->k_bits, 8) + 4.0) / G;
             double vb = nkv * ((double)ceil_div(s->head_dim_v * (uint64_t)s->v_bits, 8) +
-                               (double)ceil_div(s->head_dim_v, s->group) * 4.0);
+                               (double)ceil_div(s->head_dim_v, s->group) * (s->v_sym ? 2.0 : 4.0));
             return kb + vb;
         }
         return (double)kvs_kv_scheme_entry_bytes(s);
@@ -334,6 +336,10 @@ void kvs_kv_scheme_describe(const kvs_kv_scheme *s, char *buf, size_t cap) {
     if (s->clip) {
         size_t len = strlen(buf);
         if (len < cap) snprintf(buf + len, cap - len, " clip");
+    }
+    if (s->v_sym) {
+        size_t len = strlen(buf);
+        if (len < cap) snprintf(buf + len, cap - len, " vsym");
     }
     if (s->rotate) {
         size_t len = strlen(buf);

@@ -84,6 +84,10 @@ typedef struct kvs_kv_scheme {
      * range on what varies. On by default for quantized BLOCK rows of
      * architectures that can measure it (kvs_kv_key_offset_useful). */
     uint32_t center;
+    /* CHANNEL layout: 1: value groups are symmetric around zero, stored as
+     * one f16 scale each (the zero implied, kv/kivi.h): for rotated values,
+     * whose coordinates are centred, it halves the values' side bytes. */
+    uint32_t v_sym;
 } kvs_kv_scheme;
 
 /* A plain full-attention scheme (f16 unless told otherwise). */

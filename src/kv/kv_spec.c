@@ -97,6 +97,7 @@ static kvs_status apply_setting(kvs_kv_scheme *sc, int32_t a, int32_t b, const c
             if (!strcmp(name, "center")) { L->center = 1; if (set) set[i] |= SET_CENTER; continue; }
             if (!strcmp(name, "noevict")) { L->evict = 0; L->evict_budget = L->evict_window = L->evict_sinks = 0; continue; }
             if (!strcmp(name, "clip")) { L->clip = 1; continue; }
+            if (!strcmp(name, "vsym")) { L->v_sym = 1; continue; }
             if (sscanf(name, "q%uk%uv%c", &kb, &vb, &tail) == 2 && kb >= 1 && kb <= 8 && vb >= 1 && vb <= 8) {
                 if (L->store == KVS_KV_STORE_SHARED) continue;
                 L->layout = KVS_KV_LAYOUT_CHANNEL;
@@ -258,9 +259,9 @@ static kvs_status apply_rules(kvs_kv_scheme *sc, int32_t n_layers, const char *s
         if (sc[i].sinks && !sc[i].window)
             return kvs_fail(KVS_ERR_INVALID_ARG, "kv rules: layer %d has sinks but no window", i);
         if (sc[i].store != KVS_KV_STORE_SHARED && sc[i].layout == KVS_KV_LAYOUT_BLOCK &&
-            (sc[i].recent || sc[i].first || sc[i].clip))
-            return kvs_fail(KVS_ERR_INVALID_ARG, "kv rules: layer %d: recent=, first= and clip need a per-channel "
-                            "layout (qXkYv)", i);
+            (sc[i].recent || sc[i].first || sc[i].clip || sc[i].v_sym))
+            return kvs_fail(KVS_ERR_INVALID_ARG, "kv rules: layer %d: recent=, first=, clip and vsym need a "
+                            "per-channel layout (qXkYv)", i);
         if (sc[i].layout == KVS_KV_LAYOUT_CHANNEL && sc[i].group && sc[i].recent % sc[i].group)
             return kvs_fail(KVS_ERR_INVALID_ARG, "kv rules: layer %d: recent=%u is not a multiple of group=%u", i,
                             sc[i].recent, sc[i].group);
