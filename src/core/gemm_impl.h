@@ -317,6 +317,12 @@ AI void leg_gemm(const kvs_gemm_args *a, size_t bsz, size_t xbs, int xq, leg_dec
  * with packed = 1. */
 #define GEMM_PK16_MIN_T 16
 AI __m512i cat512i(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+/* 4 bytes at p broadcast to the 16 dwords of a 512-bit vector (bc32's twin) */
+AI __m512i bc32x16(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
 AI __m512 cat512(__m256 lo, __m256 hi) {
     return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
 }
@@ -354,11 +360,7 @@ AI void leg_tile16(const uint8_t *g0, size_t gs, int64_t nb, const uint8_t *x, s
         for (int k = 0; k < 8; k++) {
             const __m512i wv = leg_wvec16(p0, p1, k, dec, has_m);
 #pragma GCC unroll 8
-            for (int t = 0; t < T; t++) {
-                int32_t a4;
-                memcpy(&a4, xb[t] + 4 * k, 4);
-                s32[t] = _mm512_dpbusd_epi32(s32[t], wv, _mm512_set1_epi32(a4));
-            }
+            for (int t = 0; t < T; t++) s32[t] = _mm512_dpbusd_epi32(s32[t], wv, bc32x16(xb[t] + 4 * k));
         }
         const __m512 dw = cat512(leg_wd(p0, 1), leg_wd(p1, 1));
         const __m512 mw = has_m ? cat512(leg_wm(p0, 1), leg_wm(p1, 1)) : _mm512_setzero_ps();
@@ -717,11 +719,7 @@ AI void kq_tile16(const uint8_t *pa, const uint8_t *pb2, int64_t nsb, const uint
                 const int step = j * sub + k;
                 const __m512i wv = cat512i(ld(p0 + 32 * step), ld(p1 + 32 * step));
 #pragma GCC unroll 8
-                for (int t = 0; t < T; t++) {
-                    int32_t a4;
-                    memcpy(&a4, xb[t]->qs + 4 * step, 4);
-                    ss[t] = _mm512_dpbusd_epi32(ss[t], wv, _mm512_set1_epi32(a4));
-                }
+                for (int t = 0; t < T; t++) ss[t] = _mm512_dpbusd_epi32(ss[t], wv, bc32x16(xb[t]->qs + 4 * step));
             }
 #pragma GCC unroll 8
             for (int t = 0; t < T; t++) s32[t] = _mm512_add_epi32(s32[t], _mm512_mullo_epi32(ss[t], sc));
@@ -734,11 +732,7 @@ AI void kq_tile16(const uint8_t *pa, const uint8_t *pb2, int64_t nsb, const uint
         for (int q = 0; q < 8; q++) {
             const __m512i cv = cat512i(ld(pc0 + 32 * q), ld(pc1 + 32 * q));
 #pragma GCC unroll 8
-            for (int t = 0; t < T; t++) {
-                int32_t b2;
-                memcpy(&b2, xb[t]->bsums + 2 * q, 4);
-                c32[t] = _mm512_dpwssd_epi32(c32[t], cv, _mm512_set1_epi32(b2));
-            }
+            for (int t = 0; t < T; t++) c32[t] = _mm512_dpwssd_epi32(c32[t], cv, bc32x16(xb[t]->bsums + 2 * q));
         }
         const __m512 d = cat512(_mm256_loadu_ps((const float *)(pc0 + 256)), _mm256_loadu_ps((const float *)(pc1 + 256)));
         const __m512 dmin = shift ? _mm512_setzero_ps()
