@@ -603,22 +603,17 @@ static void test_clip(void) {
                 e_mm += x1;
                 e_cl += x2;
                 cases++;
-                /* values: one row per token */
+                /* values: one row per token, min-max and symmetric rows (2 bytes fewer per group) */
                 const size_t vb = kvs_kivi_value_row_bytes(d, G, bits, false);
                 uint8_t *r1 = malloc(vb), *r2 = malloc(vb);
-                kvs_kivi_quantize_value(k, d, G, bits, false, r1);
-                kvs_kivi_quantize_value_clip(k, d, G, bits, false, r2);
-                kvs_kivi_dequantize_value_ref(r1, d, G, bits, false, o1);
-                kvs_kivi_dequantize_value_ref(r2, d, G, bits, false, o2);
-                worse += sse(k, o2, (size_t)d) > sse(k, o1, (size_t)d) * (1.0 + 1e-9);
-                cases++;
-                /* symmetric rows (fewer bytes: vb - 2 per group): the same ordering */
-                kvs_kivi_quantize_value(k, d, G, bits, true, r1);
-                kvs_kivi_quantize_value_clip(k, d, G, bits, true, r2);
-                kvs_kivi_dequantize_value_ref(r1, d, G, bits, true, o1);
-                kvs_kivi_dequantize_value_ref(r2, d, G, bits, true, o2);
-                worse += sse(k, o2, (size_t)d) > sse(k, o1, (size_t)d) * (1.0 + 1e-9);
-                cases++;
+                for (int sym = 0; sym < 2; sym++) {
+                    kvs_kivi_quantize_value(k, d, G, bits, sym, r1);
+                    kvs_kivi_quantize_value_clip(k, d, G, bits, sym, r2);
+                    kvs_kivi_dequantize_value_ref(r1, d, G, bits, sym, o1);
+                    kvs_kivi_dequantize_value_ref(r2, d, G, bits, sym, o2);
+                    worse += sse(k, o2, (size_t)d) > sse(k, o1, (size_t)d) * (1.0 + 1e-9);
+                    cases++;
+                }
                 free(k); free(o1); free(o2); free(b1); free(b2); free(r1); free(r2);
             }
     printf("  clip: key SSE %.4g -> %.4g (min-max -> clipped), %d of %d groups sets better\n", e_mm, e_cl, better,
