@@ -8,7 +8,9 @@ one JSON object per test, named as `kvslim bench --json` names them
 (pp512, tg32@d8192), with llama-bench's mean next to the best.
 
 On a machine where llama-bench crashes with its repacking buffer types it is
-rerun with --repack 0 and the rows say "repack": false.
+rerun with --repack 0 and the rows say "repack": false; there, build the peer
+without its AMX path instead (PEER_AMX=OFF bash scripts/setup_peers.sh), which
+keeps its repacked AVX-512 kernels.
 
 Runs the peer's build (bash scripts/setup_peers.sh, a no-op once built);
 LLAMA_BENCH=path/to/llama-bench measures another build instead.
@@ -49,7 +51,8 @@ def run(exe, model, args):
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if p.returncode < 0 and REPACK["on"]:
         sys.stderr.write(f"bench_llamacpp: llama-bench died of signal {-p.returncode} with its repacking "
-                         "buffers; measuring with --repack 0 (plain CPU weight buffers)\n")
+                         "buffers; measuring with --repack 0 (plain CPU weight buffers; PEER_AMX=OFF bash "
+                         "scripts/setup_peers.sh builds a peer without the AMX path that keeps them)\n")
         REPACK["on"] = False
         return run(exe, model, args)
     if p.returncode != 0:

@@ -27,7 +27,8 @@ lcpp() {
 # AMX tiles fault), the peer runs once more with weights in plain CPU buffers
 rc=0; lcpp || rc=$?
 if [ "$rc" -gt 128 ]; then
-  echo "llama-batched-bench died of signal $((rc - 128)) with its repacking buffers; measuring with --no-repack"
+  echo "llama-batched-bench died of signal $((rc - 128)) with its repacking buffers; measuring with --no-repack" \
+       "(PEER_AMX=OFF bash scripts/setup_peers.sh builds a peer without the AMX path that keeps them)"
   rc=0; lcpp --no-repack || rc=$?
 fi
 [ "$rc" = 0 ] || { cat "$out/lcpp.log" >&2; exit 1; }

@@ -46,7 +46,8 @@
 #   --check  exit 0 when the peer (and with --python the venv) is built and
 #            current, 1 otherwise; builds nothing
 #   --quiet  print nothing on success (scripts call it this way)
-# Environment: PEER_NATIVE=ON|OFF (default ON), JOBS (default $(nproc)).
+# Environment: PEER_NATIVE=ON|OFF (default ON), PEER_AMX=ON|OFF (below),
+# JOBS (default $(nproc)).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -78,6 +79,22 @@ FLAGS=(
   -DLLAMA_OPENSSL=OFF -DLLAMA_LLGUIDANCE=OFF
   -DLLAMA_BUILD_NUMBER=0 -DLLAMA_BUILD_COMMIT="$LLAMA_COMMIT"
 )
+# PEER_AMX=OFF builds it without llama.cpp's AMX path (-mno-amx-*: the native
+# build a user makes where llama.cpp's default one dies in its AMX matmul, as
+# on a virtual machine that lists AMX but faults in it: SIGILL at tileloadd);
+# llama.cpp then keeps its repacked AVX-512 kernels. The choice is remembered
+# (peers/llama.cpp/amx-off) until PEER_AMX=ON.
+AMX_OFF_MARK=$PEER/amx-off
+case ${PEER_AMX:-} in
+  OFF) AMX=OFF ;;
+  ON) AMX=ON ;;
+  "") if [ -e "$AMX_OFF_MARK" ]; then AMX=OFF; else AMX=ON; fi ;;
+  *) echo "setup_peers: PEER_AMX must be ON or OFF, not '$PEER_AMX'" >&2; exit 2 ;;
+esac
+if [ "$NATIVE" = ON ] && [ "$AMX" = OFF ]; then
+  FLAGS+=(-DCMAKE_C_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+          -DCMAKE_CXX_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
+fi
 STAMP=$PEER/.stamp
 WANT="version=$VERSION sha256=$SHA256 targets=${TARGETS[*]} flags=${FLAGS[*]}"
 # the reference Python: the bindings' own dependencies (pyproject.toml of the
@@ -111,7 +128,7 @@ venv_ok() {
   [ -f "$VENV/.stamp" ] && [ "$(cat "$VENV/.stamp")" = "$VENV_WANT" ] && [ -x "$VENV/bin/python" ]
 }
 report() {
-  say "llama.cpp peer (llama-cpp-python $VERSION, vendor/llama.cpp, GGML_NATIVE=$NATIVE):"
+  say "llama.cpp peer (llama-cpp-python $VERSION, vendor/llama.cpp, GGML_NATIVE=$NATIVE, AMX $AMX):"
   say "  tools:     $BIN/{llama-bench,llama-perplexity,llama-batched-bench,llama-server}"
   say "  library:   $BIN/libllama.so (and libggml*.so)"
   say "  bindings:  $SRC/llama_cpp (lib -> $BIN)"
@@ -201,6 +218,7 @@ else
 fi
 
 echo "$WANT" >"$STAMP"
+if [ "$AMX" = OFF ]; then : >"$AMX_OFF_MARK"; else rm -f "$AMX_OFF_MARK"; fi
 secs=$(( $(date +%s) - start ))
 echo "$secs" >"$PEER/build-seconds"
 say "setup_peers: built in $secs s"
