@@ -13,8 +13,10 @@
 
 /* Software prefetch distance for the weight stream (bytes ahead). Keeps
  * enough lines in flight that the compute-heavy 4-bit loops still run at
- * memory speed on large matrices. */
-#define PF_DIST 768
+ * memory speed on large matrices; where one core's stream is latency-bound
+ * (the Xeon guest in BENCHMARKS.md) 3 KB ahead decoded Qwen2.5-1.5B Q4_K_M
+ * 15% and its Q2_K file 26% faster than 768 bytes. */
+#define PF_DIST 3072
 #define PREFETCH(p) _mm_prefetch((const char *)(p) + PF_DIST, _MM_HINT_T0)
 
 /* half -> float in lane 0 (movzx + vmovd + vcvtph2ps; cheaper than HF). */
