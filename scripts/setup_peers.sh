@@ -46,8 +46,9 @@
 #   --check  exit 0 when the peer (and with --python the venv) is built and
 #            current, 1 otherwise; builds nothing
 #   --quiet  print nothing on success (scripts call it this way)
-# Environment: PEER_NATIVE=ON|OFF (default ON), PEER_AMX=ON|OFF (below),
-# JOBS (default $(nproc)).
+# Environment: PEER_NATIVE=ON|OFF (default ON), JOBS (default $(nproc)),
+# PEER_AMX=OFF (native without llama.cpp's AMX path, for CPUs that list AMX
+# but fault in it; remembered until PEER_AMX=ON).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
