@@ -349,6 +349,12 @@ int main(void) {
     run_case(9, 3, 64, KVS_TYPE_F16, 100, 130, 0, 0, 16, 2);
     run_case(9, 3, 64, KVS_TYPE_F16, 500, 130, 32, 4, 16, 2);
     run_case(4, 1, 256, KVS_TYPE_F16, 1000, 40, 512, 0, 256, 2);
+    /* every query-row grouping of the fused kernels (2, 5, 6, 7 heads per KV head) */
+    static const int groups[][2] = {{4, 2}, {5, 1}, {12, 2}, {7, 1}};
+    static const kvs_dtype gtypes[] = {KVS_TYPE_F16, KVS_TYPE_Q8_0, KVS_TYPE_Q4_0, KVS_TYPE_TQ2_5, KVS_TYPE_TQ4};
+    for (size_t g = 0; g < 4; g++)
+        for (size_t ty = 0; ty < sizeof gtypes / sizeof *gtypes; ty++)
+            run_case(groups[g][0], groups[g][1], g % 2 ? 128 : 64, gtypes[ty], 131, 1, 0, 0, 64, 2);
     window_covering_is_exact();
     round_query_cases();
     latent_prefill_cases();

@@ -76,7 +76,8 @@ static void tile_scalar(const float *const *qrows, int R, const float *k, const 
 const kvs_attn_vec *kvs_attn_vec_scalar(void) { return &g_vec_scalar; }
 
 const kvs_attn_vec *kvs_attn_vec_get(void) {
-    return kvs_cpu()->avx2 ? kvs_attn_vec_avx2() : &g_vec_scalar;
+    const kvs_cpu_features *f = kvs_cpu();
+    return f->avx512 ? kvs_attn_vec_avx512() : f->avx2 ? kvs_attn_vec_avx2() : &g_vec_scalar;
 }
 
 /* ---- visibility ---------------------------------------------------------- */

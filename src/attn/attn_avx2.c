@@ -22,6 +22,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "attn/attn_rows.h"
 #include "attn/attn_simd.h"
 #include "core/exp_avx2.h"
 #include "core/dtype.h"
@@ -93,28 +94,6 @@ static inline __m128 hsum4(__m256 c0, __m256 c1, __m256 c2, __m256 c3) {
 
 /* ---- 8 elements [c, c+8) of a stored row as f32 (c % 8 == 0) ---- */
 
-static inline float f16_at(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
-
-static inline __attribute__((always_inline)) bool is_tq(const uint32_t type) {
-    return type == KVS_TYPE_TQ2 || type == KVS_TYPE_TQ2_5 || type == KVS_TYPE_TQ3 || type == KVS_TYPE_TQ3_5 ||
-           type == KVS_TYPE_TQ4;
-}
-/* tq block bytes and sub-block bits (core/tq.h), as compile-time constants */
-static inline __attribute__((always_inline)) size_t tq_bb(const uint32_t type) {
-    return type == KVS_TYPE_TQ2 ? 18 : type == KVS_TYPE_TQ2_5 ? 22 : type == KVS_TYPE_TQ3 ? 26 : type == KVS_TYPE_TQ3_5 ? 30 : 34;
-}
-static inline __attribute__((always_inline)) int tq_b0(const uint32_t type) {
-    return type == KVS_TYPE_TQ2 ? 2 : type == KVS_TYPE_TQ2_5 || type == KVS_TYPE_TQ3 ? 3 : 4;
-}
-static inline __attribute__((always_inline)) int tq_b1(const uint32_t type) {
-    return type == KVS_TYPE_TQ2 || type == KVS_TYPE_TQ2_5 ? 2 : type == KVS_TYPE_TQ3 || type == KVS_TYPE_TQ3_5 ? 3 : 4;
-}
-static inline __attribute__((always_inline)) size_t tq_sub_bytes(const int bits) { return bits == 2 ? 8 : bits == 3 ? 12 : 16; }
-
 /* The 8 codebook values for codes of sub-block elements [i, i+8) (i % 8 == 0)
  * of a sub-block of `bits` bits at q, unscaled. */
 static inline __attribute__((always_inline)) __m256 tq_load8(const int bits, const uint8_t *q, int i) {
@@ -142,13 +121,13 @@ static inline __attribute__((always_inline)) __m256 tq_load8(const int bits, con
 
 /* Elements per scale block of a format (the loops hoist the scale per block). */
 static inline __attribute__((always_inline)) int block_elems(const uint32_t type) {
-    return is_tq(type) ? KVS_TQ_BLOCK : type == KVS_TYPE_Q8_0 || type == KVS_TYPE_Q4_0 ? 32 : 8;
+    return kvs_row_is_tq(type) ? KVS_TQ_BLOCK : type == KVS_TYPE_Q8_0 || type == KVS_TYPE_Q4_0 ? 32 : 8;
 }
 /* The scale of the block holding element c, broadcast (block formats). */
 static inline __attribute__((always_inline)) __m256 block_scale(const uint32_t type, const uint8_t *p, int c) {
-    if (type == KVS_TYPE_Q8_0) return _mm256_set1_ps(f16_at(p + (size_t)(c >> 5) * 34));
-    if (type == KVS_TYPE_Q4_0) return _mm256_set1_ps(f16_at(p + (size_t)(c >> 5) * 18));
-    if (is_tq(type)) return _mm256_set1_ps(f16_at(p + (size_t)(c >> 6) * tq_bb(type)));
+    if (type == KVS_TYPE_Q8_0) return _mm256_set1_ps(kvs_row_f16_at(p + (size_t)(c >> 5) * 34));
+    if (type == KVS_TYPE_Q4_0) return _mm256_set1_ps(kvs_row_f16_at(p + (size_t)(c >> 5) * 18));
+    if (kvs_row_is_tq(type)) return _mm256_set1_ps(kvs_row_f16_at(p + (size_t)(c >> 6) * kvs_row_tq_block_bytes(type)));
     return _mm256_setzero_ps();
 }
 /* Elements [c, c+8) with the block's scale d already loaded. */
@@ -172,10 +151,10 @@ static inline __attribute__((always_inline)) __m256 load8s(const uint32_t type, 
     }
     case KVS_TYPE_TQ2: case KVS_TYPE_TQ2_5: case KVS_TYPE_TQ3: case KVS_TYPE_TQ3_5: case KVS_TYPE_TQ4: {
         /* block: f16 s, sub-block 0 (b0 bits), sub-block 1 (b1 bits); x = s * cb[code] */
-        const uint8_t *b = p + (size_t)(c >> 6) * tq_bb(type);
+        const uint8_t *b = p + (size_t)(c >> 6) * kvs_row_tq_block_bytes(type);
         const int j = c & 63;
-        if (j < 32) return _mm256_mul_ps(tq_load8(tq_b0(type), b + 2, j), d);
-        return _mm256_mul_ps(tq_load8(tq_b1(type), b + 2 + tq_sub_bytes(tq_b0(type)), j - 32), d);
+        if (j < 32) return _mm256_mul_ps(tq_load8(kvs_row_tq_bits0(type), b + 2, j), d);
+        return _mm256_mul_ps(tq_load8(kvs_row_tq_bits1(type), b + 2 + kvs_row_tq_sub_bytes(kvs_row_tq_bits0(type)), j - 32), d);
     }
     default: return _mm256_loadu_ps((const float *)(const void *)(p + 4 * (size_t)c));
     }
@@ -186,7 +165,7 @@ static inline __attribute__((always_inline)) __m256 load8(const uint32_t type, c
 
 static bool type_ok(uint32_t t) {
     return t == KVS_TYPE_F32 || t == KVS_TYPE_F16 || t == KVS_TYPE_BF16 || t == KVS_TYPE_Q8_0 || t == KVS_TYPE_Q4_0 ||
-           is_tq(t);
+           kvs_row_is_tq(t);
 }
 
 /* ---- scores: RR (1..3) query rows x KB (3 or 4) keys per register block ----
@@ -195,16 +174,6 @@ static bool type_ok(uint32_t t) {
  * that need a conversion use 3 x 3: 9 accumulators + 3 converted key vectors
  * + 1 query vector = 13 registers; 3 x 4 there needs 17 of the 16 ymm
  * registers and the spill in the inner loop cost a third of the time. */
-
-/* Rows [t, t + m) at pf (row bytes apart) towards L2: the kernels spread the
- * next chunk's prefetches over their key loop, a few lines per key block.
- * L2, not L1: a chunk of prefetches into L1 (prefetcht0) held the L1 miss
- * slots the kernel's own loads needed and streamed a 2048-key f16 decode at
- * 8.5 GB/s on one core; prefetcht1 lets it reach 14 (bench --attn). */
-static inline __attribute__((always_inline)) void prefetch_rows_at(const uint8_t *pf, size_t row, int t, int m) {
-    const char *p = (const char *)(pf + (size_t)t * row);
-    for (size_t o = 0; o < (size_t)m * row; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
-}
 
 static inline __attribute__((always_inline)) __m128 hsum_keys(const int KB, __m256 c0, __m256 c1, __m256 c2, __m256 c3) {
     return KB == 4 ? hsum4(c0, c1, c2, c3) : hsum4(c0, c1, c2, _mm256_setzero_ps());
@@ -219,7 +188,7 @@ static inline __attribute__((always_inline)) void scores_rows(const uint32_t typ
     int t = 0;
     for (; t + KB <= n; t += KB) {
         const uint8_t *k0 = k + (size_t)t * k_row;
-        if (t < pf_n) prefetch_rows_at(pf, k_row, t, KB < pf_n - t ? KB : pf_n - t);
+        if (t < pf_n) kvs_row_prefetch(pf, k_row, t, KB < pf_n - t ? KB : pf_n - t);
         __m256 a[3][4];
         _Pragma("GCC unroll 4")
         for (int r = 0; r < RR; r++)
@@ -253,7 +222,7 @@ static inline __attribute__((always_inline)) void scores_rows(const uint32_t typ
             }
         }
     }
-    if (t < pf_n) prefetch_rows_at(pf, k_row, t, pf_n - t);
+    if (t < pf_n) kvs_row_prefetch(pf, k_row, t, pf_n - t);
     for (; t < n; t++) {
         const uint8_t *k0 = k + (size_t)t * k_row;
         __m256 a[3];
@@ -307,7 +276,7 @@ static inline __attribute__((always_inline)) void vacc_block(const uint32_t type
         }
     int t = 0;
     for (; t + KU <= n; t += KU) {
-        if (t < pf_n) prefetch_rows_at(pf, v_row, t, KU < pf_n - t ? KU : pf_n - t);
+        if (t < pf_n) kvs_row_prefetch(pf, v_row, t, KU < pf_n - t ? KU : pf_n - t);
         _Pragma("GCC unroll 2")
         for (int u = 0; u < KU; u++) {
             __m256 x[3];
@@ -323,7 +292,7 @@ static inline __attribute__((always_inline)) void vacc_block(const uint32_t type
             }
         }
     }
-    if (t < pf_n) prefetch_rows_at(pf, v_row, t, pf_n - t);
+    if (t < pf_n) kvs_row_prefetch(pf, v_row, t, pf_n - t);
     for (; t < n; t++) { /* odd key left by the two-key steps */
         __m256 x[3];
         const uint8_t *row = v + (size_t)t * v_row;
@@ -448,7 +417,7 @@ static inline __attribute__((always_inline)) __m256i key_codes(const uint32_t ty
 }
 
 static inline __attribute__((always_inline)) float key_block_scale(const uint32_t type, const uint8_t *row, int b) {
-    return f16_at(row + (size_t)b * (type == KVS_TYPE_Q8_0 ? 34 : 18));
+    return kvs_row_f16_at(row + (size_t)b * (type == KVS_TYPE_Q8_0 ? 34 : 18));
 }
 
 /* 8 int32 lanes summing to the dot of block b's codes with query block qb;
@@ -585,16 +554,6 @@ static void fused_values(uint32_t type, const uint8_t *v, size_t v_row, int n, c
     }
 }
 
-/* The next chunk's rows matching this step's [t0, t0 + m): where they start
- * and how many exist (0: none to ask for). */
-static inline const uint8_t *next_rows(const uint8_t *pf, size_t row, int t0) {
-    return pf ? pf + (size_t)t0 * row : NULL;
-}
-static inline int next_n(const uint8_t *pf, int pf_n, int t0, int m) {
-    if (!pf || t0 >= pf_n) return 0;
-    return pf_n - t0 < m ? pf_n - t0 : m;
-}
-
 static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R, float scale, float *state,
                        size_t state_stride, int dk, int dv, float *scratch) {
     const bool kivi = rw->k_type == KVS_TYPE_COUNT;
@@ -618,12 +577,12 @@ static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R
             const int m = n - t0 < ATTN_SUB ? n - t0 : ATTN_SUB;
             const uint8_t *k = rw->k + (size_t)t0 * rw->k_row;
             if (i8) {
-                const int pn = next_n(rw->pf_k, rw->pf_n, t0, m); /* the integer path asks before the step */
-                if (pn > 0) prefetch_rows_at(rw->pf_k, rw->k_row, t0, pn);
+                const int pn = kvs_row_next_n(rw->pf_k, rw->pf_n, t0, m); /* the integer path asks before the step */
+                if (pn > 0) kvs_row_prefetch(rw->pf_k, rw->k_row, t0, pn);
                 scores_i8(rw->k_type, rw, k, m, R, scale, dk, sc + t0, ss);
             } else {
-                fused_scores(rw->k_type, k, rw->k_row, m, qrows, R, scale, dk, sc + t0, ss, next_rows(rw->pf_k, rw->k_row, t0),
-                             next_n(rw->pf_k, rw->pf_n, t0, m));
+                fused_scores(rw->k_type, k, rw->k_row, m, qrows, R, scale, dk, sc + t0, ss, kvs_row_next(rw->pf_k, rw->k_row, t0),
+                             kvs_row_next_n(rw->pf_k, rw->pf_n, t0, m));
             }
         }
     }
@@ -635,7 +594,7 @@ static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R
         for (int t0 = 0; t0 < n; t0 += ATTN_SUB) {
             const int m = n - t0 < ATTN_SUB ? n - t0 : ATTN_SUB;
             fused_values(rw->v_type, rw->v + (size_t)t0 * rw->v_row, rw->v_row, m, sc + t0, ss, R, state + 2,
-                         state_stride, dv, next_rows(rw->pf_v, rw->v_row, t0), next_n(rw->pf_v, rw->pf_n, t0, m));
+                         state_stride, dv, kvs_row_next(rw->pf_v, rw->v_row, t0), kvs_row_next_n(rw->pf_v, rw->pf_n, t0, m));
         }
     }
     return true;
@@ -643,3 +602,7 @@ static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R
 
 static const kvs_attn_vec g_vec_avx2 = {dot_avx2, axpy_avx2, scale_avx2, exp_sum_avx2, tile_avx2, fused_avx2};
 const kvs_attn_vec *kvs_attn_vec_avx2(void) { return &g_vec_avx2; }
+
+/* AVX-512 CPUs: these primitives with the 16-lane fused decode kernel */
+static const kvs_attn_vec g_vec_avx512 = {dot_avx2, axpy_avx2, scale_avx2, exp_sum_avx2, tile_avx2, kvs_attn_fused_avx512};
+const kvs_attn_vec *kvs_attn_vec_avx512(void) { return &g_vec_avx512; }

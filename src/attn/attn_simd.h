@@ -1,5 +1,6 @@
-/* Vector primitives the attention kernel is built from, with a scalar and an
- * AVX2 implementation (attn_avx2.c) selected at run time. */
+/* Vector primitives the attention kernel is built from, with a scalar, an
+ * AVX2 (attn_avx2.c) and an AVX-512 implementation (AVX2 primitives with the
+ * fused decode kernel of attn_avx512.c), selected at run time. */
 #ifndef KVS_ATTN_SIMD_H
 #define KVS_ATTN_SIMD_H
 
@@ -71,5 +72,11 @@ void kvs_attn_tile_generic(const kvs_attn_vec *vec, const float *const *qrows, i
 const kvs_attn_vec *kvs_attn_vec_get(void);
 const kvs_attn_vec *kvs_attn_vec_scalar(void);
 const kvs_attn_vec *kvs_attn_vec_avx2(void);
+const kvs_attn_vec *kvs_attn_vec_avx512(void); /* only where kvs_cpu()->avx512 */
+
+/* The AVX-512 fused kernel (attn_avx512.c); hands what it does not take to
+ * the AVX2 one. */
+bool kvs_attn_fused_avx512(const kvs_attn_rows *rows, const float *const *qrows, int R, float scale, float *state,
+                           size_t state_stride, int dk, int dv, float *scratch);
 
 #endif

@@ -27,6 +27,8 @@ const kvs_cpu_features *kvs_cpu(void) {
                        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                        __builtin_cpu_supports("avx512dq");
             f.avx512vnni = f.avx512 && __builtin_cpu_supports("avx512vnni");
+            const char *cap = getenv("KVS_FORCE_AVX2"); /* test the AVX2 kernels on an AVX-512 CPU */
+            if (cap && strcmp(cap, "0") != 0 && cap[0] != '\0') f.avx512 = f.avx512vnni = false;
         }
 #endif
         g_feat = f;

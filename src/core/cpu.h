@@ -1,6 +1,7 @@
 /* Runtime CPU feature detection; the single place that decides which SIMD
  * paths may run. KVS_FORCE_SCALAR=1 in the environment disables all SIMD
- * (used by tests to exercise the fallbacks). */
+ * and KVS_FORCE_AVX2=1 all AVX-512 (used by tests to exercise the
+ * fallbacks). */
 #ifndef KVS_CORE_CPU_H
 #define KVS_CORE_CPU_H
 

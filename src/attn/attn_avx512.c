@@ -1,0 +1,354 @@
+/* AVX-512 (F/BW/VL/DQ) fused decode attention: attn_simd.h's `fused` at 16
+ * lanes, selected by kvs_attn_vec_get() when kvs_cpu()->avx512. It reads
+ * the same stored rows as the AVX2 kernel (attn_avx2.c) in place and keeps
+ * its structure; the 32 registers and the wider lanes change the blocking:
+ *  - scores: 4 query rows x 4 keys per register block (16 accumulators,
+ *    4 converted key vectors, 1 query vector); a query row group is at most
+ *    4 rows, so GQA groups of 3, 4, 6, 7 and 8 heads run as 3, 4, 3+3, 4+3
+ *    and 4+4;
+ *  - values: up to 4 rows x 4 vectors (64 channels) per key, with two keys
+ *    per step into two accumulator sets where fewer than 8 accumulators
+ *    would wait on FMA latency;
+ *  - rotated-codebook codes (core/tq.h) decode 16 at a time with one vpermps
+ *    over the codebook held in a register (all 16 entries of the 4-bit one;
+ *    the 2- and 3-bit ones repeated, so the index bits above the code need
+ *    no masking).
+ * q8_0/q4_0 keys are scored in f32 against the query rows the caller passes,
+ * which already hold the int8-rounded query (qi * qs), so the scores are the
+ * integer kernel's up to f32 rounding. Per-channel (KIVI) rows, head sizes
+ * that are not multiples of 64 and anything else this file does not take go
+ * to the AVX2 kernel. Every key's score is summed by the same tree whether
+ * it is one of a block of 4 or a tail key (the tail repeats its last row in
+ * the unused slots), so a score does not depend on the chunking. */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "attn/attn_rows.h"
+#include "attn/attn_simd.h"
+#include "core/dtype.h"
+#include "core/exp_avx512.h"
+#include "core/tq.h"
+#include "core/tq_tables.h"
+
+#define ATTN512_KB 4 /* keys per score block */
+
+static bool type_ok(uint32_t t) {
+    return t == KVS_TYPE_F32 || t == KVS_TYPE_F16 || t == KVS_TYPE_BF16 || t == KVS_TYPE_Q8_0 || t == KVS_TYPE_Q4_0 ||
+           kvs_row_is_tq(t);
+}
+
+/* ---- 16 elements [c, c+16) of a stored row as f32 (c % 16 == 0) ---- */
+
+/* The 16 codebook values for codes of sub-block elements [i, i+16) (i = 0
+ * or 16) of a sub-block of `bits` bits at q, unscaled. vpermps reads index
+ * bits 0..3 only; the 2-bit (3-bit) codebook is repeated 4 (2) times, so
+ * bits above the code select the same centroid and need no mask. */
+KVS_AI __m512 tq_load16(const int bits, const uint8_t *q, int i) {
+    const __m512i sh2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    uint32_t lo;
+    memcpy(&lo, q + (i >> 2), 4);
+    const __m512i low = _mm512_srlv_epi32(_mm512_set1_epi32((int)lo), sh2);
+    if (bits == 2) return _mm512_permutexvar_ps(low, _mm512_broadcast_f32x4(_mm_loadu_ps(kvs_tq_cb2)));
+    const __m512i low2 = _mm512_and_si512(low, _mm512_set1_epi32(3));
+    if (bits == 3) {
+        const __m512i sh1 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        uint16_t hi;
+        memcpy(&hi, q + 8 + (i >> 3), 2);
+        const __m512i hb = _mm512_slli_epi32(_mm512_srlv_epi32(_mm512_set1_epi32(hi), sh1), 2);
+        return _mm512_permutexvar_ps(_mm512_or_si512(low2, hb), _mm512_broadcast_f32x8(_mm256_loadu_ps(kvs_tq_cb3)));
+    }
+    uint32_t hi;
+    memcpy(&hi, q + 8 + (i >> 2), 4);
+    const __m512i h2 = _mm512_slli_epi32(_mm512_srlv_epi32(_mm512_set1_epi32((int)hi), sh2), 2);
+    return _mm512_permutexvar_ps(_mm512_or_si512(low2, h2), _mm512_loadu_ps(kvs_tq_cb4));
+}
+
+/* Elements per scale block of a format (the loops hoist the scale per block). */
+KVS_AI int block_elems(const uint32_t type) {
+    return kvs_row_is_tq(type) ? KVS_TQ_BLOCK : type == KVS_TYPE_Q8_0 || type == KVS_TYPE_Q4_0 ? 32 : 16;
+}
+/* The scale of the block holding element c, broadcast (block formats). */
+KVS_AI __m512 block_scale(const uint32_t type, const uint8_t *p, int c) {
+    if (type == KVS_TYPE_Q8_0) return _mm512_set1_ps(kvs_row_f16_at(p + (size_t)(c >> 5) * 34));
+    if (type == KVS_TYPE_Q4_0) return _mm512_set1_ps(kvs_row_f16_at(p + (size_t)(c >> 5) * 18));
+    if (kvs_row_is_tq(type))
+        return _mm512_set1_ps(kvs_row_f16_at(p + (size_t)(c >> 6) * kvs_row_tq_block_bytes(type)));
+    return _mm512_setzero_ps();
+}
+/* Elements [c, c+16) with the block's scale d already loaded. */
+KVS_AI __m512 load16s(const uint32_t type, const uint8_t *p, int c, __m512 d) {
+    switch (type) {
+    case KVS_TYPE_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * (size_t)c)));
+    case KVS_TYPE_BF16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * (size_t)c))), 16));
+    case KVS_TYPE_Q8_0: { /* block: f16 d, 32 x int8 */
+        const uint8_t *b = p + (size_t)(c >> 5) * 34;
+        const __m512i w = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(b + 2 + (c & 31))));
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(w), d);
+    }
+    case KVS_TYPE_Q4_0: { /* block: f16 d, 16 bytes; element j < 16 low nibble of byte j, j >= 16 high of j-16 */
+        const uint8_t *b = p + (size_t)(c >> 5) * 18;
+        __m512i w = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(b + 2)));
+        w = (c & 31) < 16 ? _mm512_and_si512(w, _mm512_set1_epi32(15)) : _mm512_srli_epi32(w, 4);
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(w, _mm512_set1_epi32(8))), d);
+    }
+    case KVS_TYPE_TQ2: case KVS_TYPE_TQ2_5: case KVS_TYPE_TQ3: case KVS_TYPE_TQ3_5: case KVS_TYPE_TQ4: {
+        /* block: f16 s, sub-block 0 (b0 bits), sub-block 1 (b1 bits); x = s * cb[code] */
+        const uint8_t *b = p + (size_t)(c >> 6) * kvs_row_tq_block_bytes(type);
+        const int j = c & 63;
+        if (j < 32) return _mm512_mul_ps(tq_load16(kvs_row_tq_bits0(type), b + 2, j), d);
+        return _mm512_mul_ps(
+            tq_load16(kvs_row_tq_bits1(type), b + 2 + kvs_row_tq_sub_bytes(kvs_row_tq_bits0(type)), j - 32), d);
+    }
+    default: return _mm512_loadu_ps((const float *)(const void *)(p + 4 * (size_t)c));
+    }
+}
+
+/* ---- scores: RR (1..4) query rows x 4 keys per register block ---- */
+
+/* The sums of the 16 lanes of a0..a3, in lanes 0..3; every key's lanes are
+ * added by the same tree (pairs within 128-bit lanes, then the lanes). */
+KVS_AI __m128 hsum4x16(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    const __m512 x01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+    const __m512 x23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    const __m512d p01 = _mm512_castps_pd(x01), p23 = _mm512_castps_pd(x23);
+    const __m512 y = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(p01, p23)),
+                                   _mm512_castpd_ps(_mm512_unpackhi_pd(p01, p23)));
+    const __m256 z = _mm256_add_ps(_mm512_castps512_ps256(y), _mm512_extractf32x8_ps(y, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(z), _mm256_extractf128_ps(z, 1));
+}
+
+KVS_AI void scores_rows(const uint32_t type, const int RR, const uint8_t *k, size_t k_row, int n,
+                        const float *const *q, float scale, int dk, float *sc, size_t sc_stride, const uint8_t *pf,
+                        int pf_n) {
+    enum { KB = ATTN512_KB };
+    const __m128 vs = _mm_set1_ps(scale);
+    for (int t = 0; t < n; t += KB) {
+        const int m = n - t < KB ? n - t : KB; /* tail: the last row fills the unused slots */
+        const uint8_t *kr[KB];
+        _Pragma("GCC unroll 4")
+        for (int j = 0; j < KB; j++) kr[j] = k + (size_t)(t + (j < m ? j : m - 1)) * k_row;
+        if (t < pf_n) kvs_row_prefetch(pf, k_row, t, KB < pf_n - t ? KB : pf_n - t);
+        __m512 a[4][KB];
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++)
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < KB; j++) a[r][j] = _mm512_setzero_ps();
+        for (int cb = 0; cb < dk; cb += block_elems(type)) {
+            __m512 d[KB];
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < KB; j++) d[j] = block_scale(type, kr[j], cb);
+            _Pragma("GCC unroll 4")
+            for (int c = cb; c < cb + block_elems(type); c += 16) {
+                __m512 x[KB];
+                _Pragma("GCC unroll 4")
+                for (int j = 0; j < KB; j++) x[j] = load16s(type, kr[j], c, d[j]);
+                _Pragma("GCC unroll 4")
+                for (int r = 0; r < RR; r++) {
+                    const __m512 qv = _mm512_loadu_ps(q[r] + c);
+                    _Pragma("GCC unroll 4")
+                    for (int j = 0; j < KB; j++) a[r][j] = _mm512_fmadd_ps(qv, x[j], a[r][j]);
+                }
+            }
+        }
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) {
+            const __m128 h = _mm_mul_ps(vs, hsum4x16(a[r][0], a[r][1], a[r][2], a[r][3]));
+            float *o = sc + (size_t)r * sc_stride + (size_t)t;
+            if (m == KB) {
+                _mm_storeu_ps(o, h);
+            } else {
+                float tmp[KB];
+                _mm_storeu_ps(tmp, h);
+                memcpy(o, tmp, sizeof(float) * (size_t)m);
+            }
+        }
+    }
+}
+
+/* Row groups of at most 4: 5 -> 3+2, 6 -> 3+3, 7 -> 4+3, 8 -> 4+4. */
+static inline int group_rows(int R, int r0) {
+    const int left = R - r0;
+    if (left <= 4) return left;
+    return left == 5 || left == 6 ? 3 : 4;
+}
+
+KVS_AI void scores_all(const uint32_t type, const uint8_t *k, size_t k_row, int n, const float *const *q, int R,
+                       float scale, int dk, float *sc, size_t sc_stride, const uint8_t *pf, int pf_n) {
+    for (int r0 = 0; r0 < R;) {
+        const int rr = group_rows(R, r0);
+        float *o = sc + (size_t)r0 * sc_stride;
+        const int pn = r0 == 0 ? pf_n : 0; /* the first pass over the keys asks for the next ones */
+        switch (rr) {
+        case 4: scores_rows(type, 4, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
+        case 3: scores_rows(type, 3, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
+        case 2: scores_rows(type, 2, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
+        default: scores_rows(type, 1, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
+        }
+        r0 += rr;
+    }
+}
+
+/* ---- acc += p V: RR (1..4) rows x 4 vectors of 16 channels [c, c+64) ---- */
+
+KVS_AI void vacc_block(const uint32_t type, const int RR, const uint8_t *v, size_t v_row, int n, int c,
+                       const float *p, size_t p_stride, float *acc, size_t acc_stride, const uint8_t *pf, int pf_n) {
+    enum { CW = 4 };
+    const int KU = RR * CW < 8 ? 2 : 1; /* keys per step: >= 8 accumulators in flight */
+    __m512 a[2][4][CW];
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < RR; r++)
+        _Pragma("GCC unroll 4")
+        for (int j = 0; j < CW; j++) {
+            a[0][r][j] = _mm512_loadu_ps(acc + (size_t)r * acc_stride + (size_t)(c + 16 * j));
+            if (KU == 2) a[1][r][j] = _mm512_setzero_ps();
+        }
+    int t = 0;
+    for (; t + KU <= n; t += KU) {
+        if (t < pf_n) kvs_row_prefetch(pf, v_row, t, KU < pf_n - t ? KU : pf_n - t);
+        _Pragma("GCC unroll 2")
+        for (int u = 0; u < KU; u++) {
+            const uint8_t *row = v + (size_t)(t + u) * v_row;
+            __m512 x[CW];
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < CW; j++) x[j] = load16s(type, row, c + 16 * j, block_scale(type, row, c + 16 * j));
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < RR; r++) {
+                const __m512 w = _mm512_set1_ps(p[(size_t)r * p_stride + (size_t)(t + u)]);
+                _Pragma("GCC unroll 4")
+                for (int j = 0; j < CW; j++) a[u][r][j] = _mm512_fmadd_ps(w, x[j], a[u][r][j]);
+            }
+        }
+    }
+    if (t < pf_n) kvs_row_prefetch(pf, v_row, t, pf_n - t);
+    for (; t < n; t++) { /* odd key left by the two-key steps */
+        const uint8_t *row = v + (size_t)t * v_row;
+        __m512 x[CW];
+        _Pragma("GCC unroll 4")
+        for (int j = 0; j < CW; j++) x[j] = load16s(type, row, c + 16 * j, block_scale(type, row, c + 16 * j));
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) {
+            const __m512 w = _mm512_set1_ps(p[(size_t)r * p_stride + (size_t)t]);
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < CW; j++) a[0][r][j] = _mm512_fmadd_ps(w, x[j], a[0][r][j]);
+        }
+    }
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < RR; r++)
+        _Pragma("GCC unroll 4")
+        for (int j = 0; j < CW; j++)
+            _mm512_storeu_ps(acc + (size_t)r * acc_stride + (size_t)(c + 16 * j),
+                             KU == 2 ? _mm512_add_ps(a[0][r][j], a[1][r][j]) : a[0][r][j]);
+}
+
+KVS_AI void vacc_all(const uint32_t type, const uint8_t *v, size_t v_row, int n, const float *p, size_t p_stride,
+                     int R, float *acc, size_t acc_stride, int dv, const uint8_t *pf, int pf_n) {
+    for (int c = 0; c < dv; c += 64) {
+        const bool first = c == 0; /* the first pass over the rows asks for the next ones */
+        for (int r0 = 0; r0 < R;) {
+            const int rr = group_rows(R, r0);
+            const float *pr = p + (size_t)r0 * p_stride;
+            float *ar = acc + (size_t)r0 * acc_stride;
+            const int pn = first && r0 == 0 ? pf_n : 0;
+            switch (rr) {
+            case 4: vacc_block(type, 4, v, v_row, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
+            case 3: vacc_block(type, 3, v, v_row, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
+            case 2: vacc_block(type, 2, v, v_row, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
+            default: vacc_block(type, 1, v, v_row, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
+            }
+            r0 += rr;
+        }
+    }
+}
+
+/* ---- online softmax over one chunk's scores ---- */
+
+static void softmax_update(float *st, float *sc, int n, int dv) {
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(sc + i));
+    const __mmask16 tail = (__mmask16)((1u << (n - i)) - 1u);
+    if (i < n) mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, sc + i));
+    const float tmax = _mm512_reduce_max_ps(mv);
+    const float m_new = tmax > st[0] ? tmax : st[0];
+    if (st[0] != -INFINITY && m_new > st[0]) { /* rescale the running state when the max grows */
+        const float corr = expf(st[0] - m_new);
+        st[1] *= corr;
+        const __m512 vc = _mm512_set1_ps(corr);
+        for (int c = 0; c < dv; c += 16) _mm512_storeu_ps(st + 2 + c, _mm512_mul_ps(vc, _mm512_loadu_ps(st + 2 + c)));
+    }
+    st[0] = m_new;
+    const __m512 vm = _mm512_set1_ps(m_new);
+    __m512 acc = _mm512_setzero_ps();
+    for (i = 0; i + 16 <= n; i += 16) {
+        const __m512 e = kvs_exp512(_mm512_sub_ps(_mm512_loadu_ps(sc + i), vm));
+        _mm512_storeu_ps(sc + i, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    if (i < n) { /* the tail in the same lanes, padded with e^-inf = 0 */
+        const __m512 e = kvs_exp512(_mm512_sub_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, sc + i), vm));
+        _mm512_mask_storeu_ps(sc + i, tail, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    st[1] += _mm512_reduce_add_ps(acc);
+}
+
+/* ---- fused decode over stored rows: one step of up to 64 keys ---- */
+
+#define ATTN_SUB 64
+
+static void fused_scores(uint32_t type, const uint8_t *k, size_t k_row, int n, const float *const *q, int R,
+                         float scale, int dk, float *sc, size_t ss, const uint8_t *pf, int pf_n) {
+    switch (type) {
+    case KVS_TYPE_F16: scores_all(KVS_TYPE_F16, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_BF16: scores_all(KVS_TYPE_BF16, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_Q8_0: scores_all(KVS_TYPE_Q8_0, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_Q4_0: scores_all(KVS_TYPE_Q4_0, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_TQ2: scores_all(KVS_TYPE_TQ2, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_TQ2_5: scores_all(KVS_TYPE_TQ2_5, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_TQ3: scores_all(KVS_TYPE_TQ3, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_TQ3_5: scores_all(KVS_TYPE_TQ3_5, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    case KVS_TYPE_TQ4: scores_all(KVS_TYPE_TQ4, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    default: scores_all(KVS_TYPE_F32, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
+    }
+}
+
+static void fused_values(uint32_t type, const uint8_t *v, size_t v_row, int n, const float *p, size_t ps, int R,
+                         float *acc, size_t acc_stride, int dv, const uint8_t *pf, int pf_n) {
+    switch (type) {
+    case KVS_TYPE_F16: vacc_all(KVS_TYPE_F16, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_BF16: vacc_all(KVS_TYPE_BF16, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_Q8_0: vacc_all(KVS_TYPE_Q8_0, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_Q4_0: vacc_all(KVS_TYPE_Q4_0, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_TQ2: vacc_all(KVS_TYPE_TQ2, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_TQ2_5: vacc_all(KVS_TYPE_TQ2_5, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_TQ3: vacc_all(KVS_TYPE_TQ3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_TQ3_5: vacc_all(KVS_TYPE_TQ3_5, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    case KVS_TYPE_TQ4: vacc_all(KVS_TYPE_TQ4, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    default: vacc_all(KVS_TYPE_F32, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
+    }
+}
+
+bool kvs_attn_fused_avx512(const kvs_attn_rows *rw, const float *const *qrows, int R, float scale, float *state,
+                           size_t state_stride, int dk, int dv, float *scratch) {
+    if (rw->k_type == KVS_TYPE_COUNT || !type_ok(rw->k_type) || !type_ok(rw->v_type) || dk % 64 != 0 || dv % 64 != 0)
+        return kvs_attn_vec_avx2()->fused(rw, qrows, R, scale, state, state_stride, dk, dv, scratch);
+    if (R < 1 || R > KVS_ATTN_FUSED_MAX_ROWS || rw->n < 1) return false;
+    const int n = rw->n;
+    const size_t ss = (size_t)n;
+    float *sc = scratch;
+    for (int t0 = 0; t0 < n; t0 += ATTN_SUB) {
+        const int m = n - t0 < ATTN_SUB ? n - t0 : ATTN_SUB;
+        fused_scores(rw->k_type, rw->k + (size_t)t0 * rw->k_row, rw->k_row, m, qrows, R, scale, dk, sc + t0, ss,
+                     kvs_row_next(rw->pf_k, rw->k_row, t0), kvs_row_next_n(rw->pf_k, rw->pf_n, t0, m));
+    }
+    for (int r = 0; r < R; r++) softmax_update(state + (size_t)r * state_stride, sc + (size_t)r * n, n, dv);
+    for (int t0 = 0; t0 < n; t0 += ATTN_SUB) {
+        const int m = n - t0 < ATTN_SUB ? n - t0 : ATTN_SUB;
+        fused_values(rw->v_type, rw->v + (size_t)t0 * rw->v_row, rw->v_row, m, sc + t0, ss, R, state + 2, state_stride,
+                     dv, kvs_row_next(rw->pf_v, rw->v_row, t0), kvs_row_next_n(rw->pf_v, rw->pf_n, t0, m));
+    }
+    return true;
+}
