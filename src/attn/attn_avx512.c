@@ -32,6 +32,7 @@
 #include "core/tq_tables.h"
 
 #define ATTN512_KB 4 /* keys per score block */
+#define ATTN_SUB 64   /* keys per step of the fused kernel */
 
 static bool type_ok(uint32_t t) {
     return t == KVS_TYPE_F32 || t == KVS_TYPE_F16 || t == KVS_TYPE_BF16 || t == KVS_TYPE_Q8_0 || t == KVS_TYPE_Q4_0 ||
@@ -43,39 +44,68 @@ static bool type_ok(uint32_t t) {
 /* The 16 codebook values for codes of sub-block elements [i, i+16) (i = 0
  * or 16) of a sub-block of `bits` bits at q, unscaled. vpermps reads index
  * bits 0..3 only; the 2-bit (3-bit) codebook is repeated 4 (2) times, so
- * bits above the code select the same centroid and need no mask. */
+ * bits above the code select the same centroid and need no mask. The high
+ * code bits are rotated into place (a rotate by 2j - 2, or j - 2 for the
+ * one-bit plane, modulo 32, moves lane j's bits to bits 2..3) and merged
+ * with the low two bits in one bit select. */
 KVS_AI __m512 tq_load16(const int bits, const uint8_t *q, int i) {
     const __m512i sh2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    uint32_t lo;
-    memcpy(&lo, q + (i >> 2), 4);
-    const __m512i low = _mm512_srlv_epi32(_mm512_set1_epi32((int)lo), sh2);
+    const __m512i low = _mm512_srlv_epi32(_mm512_broadcastd_epi32(_mm_loadu_si32(q + (i >> 2))), sh2);
     if (bits == 2) return _mm512_permutexvar_ps(low, _mm512_broadcast_f32x4(_mm_loadu_ps(kvs_tq_cb2)));
-    const __m512i low2 = _mm512_and_si512(low, _mm512_set1_epi32(3));
+    const __m512i three = _mm512_set1_epi32(3);
     if (bits == 3) {
-        const __m512i sh1 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        uint16_t hi;
-        memcpy(&hi, q + 8 + (i >> 3), 2);
-        const __m512i hb = _mm512_slli_epi32(_mm512_srlv_epi32(_mm512_set1_epi32(hi), sh1), 2);
-        return _mm512_permutexvar_ps(_mm512_or_si512(low2, hb), _mm512_broadcast_f32x8(_mm256_loadu_ps(kvs_tq_cb3)));
+        const __m512i rot1 = _mm512_setr_epi32(30, 31, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13);
+        const __m512i hb = _mm512_rorv_epi32(_mm512_broadcastd_epi32(_mm_loadu_si16(q + 8 + (i >> 3))), rot1);
+        return _mm512_permutexvar_ps(_mm512_ternarylogic_epi32(low, hb, three, 0xE4),
+                                     _mm512_broadcast_f32x8(_mm256_loadu_ps(kvs_tq_cb3)));
     }
-    uint32_t hi;
-    memcpy(&hi, q + 8 + (i >> 2), 4);
-    const __m512i h2 = _mm512_slli_epi32(_mm512_srlv_epi32(_mm512_set1_epi32((int)hi), sh2), 2);
-    return _mm512_permutexvar_ps(_mm512_or_si512(low2, h2), _mm512_loadu_ps(kvs_tq_cb4));
+    const __m512i rot2 = _mm512_setr_epi32(30, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28);
+    const __m512i h2 = _mm512_rorv_epi32(_mm512_broadcastd_epi32(_mm_loadu_si32(q + 8 + (i >> 2))), rot2);
+    return _mm512_permutexvar_ps(_mm512_ternarylogic_epi32(low, h2, three, 0xE4), _mm512_loadu_ps(kvs_tq_cb4));
 }
 
 /* Elements per scale block of a format (the loops hoist the scale per block). */
 KVS_AI int block_elems(const uint32_t type) {
     return kvs_row_is_tq(type) ? KVS_TQ_BLOCK : type == KVS_TYPE_Q8_0 || type == KVS_TYPE_Q4_0 ? 32 : 16;
 }
-/* The scale of the block holding element c, broadcast (block formats). */
-KVS_AI __m512 block_scale(const uint32_t type, const uint8_t *p, int c) {
-    if (type == KVS_TYPE_Q8_0) return _mm512_set1_ps(kvs_row_f16_at(p + (size_t)(c >> 5) * 34));
-    if (type == KVS_TYPE_Q4_0) return _mm512_set1_ps(kvs_row_f16_at(p + (size_t)(c >> 5) * 18));
-    if (kvs_row_is_tq(type))
-        return _mm512_set1_ps(kvs_row_f16_at(p + (size_t)(c >> 6) * kvs_row_tq_block_bytes(type)));
-    return _mm512_setzero_ps();
+/* Scale blocks per row of n elements (0: the format has no scales). */
+KVS_AI int scale_blocks(const uint32_t type, int n) {
+    return kvs_row_is_tq(type) || type == KVS_TYPE_Q8_0 || type == KVS_TYPE_Q4_0 ? n / block_elems(type) : 0;
 }
+/* Bytes of one scale block (its f16 scale first). */
+KVS_AI size_t scale_block_bytes(const uint32_t type) {
+    return type == KVS_TYPE_Q8_0 ? 34 : type == KVS_TYPE_Q4_0 ? 18 : kvs_row_tq_block_bytes(type);
+}
+#define ATTN512_MAX_SCALES (ATTN_SUB * 16) /* rows of a step x blocks of a <= 512 row */
+
+/* The f32 block scales of rows [0, n) at p (row bytes apart), nbl per row:
+ * s[t * nbl + b]. Converted 16 at a time, so the kernels' inner loops
+ * broadcast a scale straight from memory. */
+KVS_AI void row_scales(const uint32_t type, const uint8_t *p, size_t row, int n, int nbl, float *s) {
+    uint16_t h[ATTN512_MAX_SCALES + 16];
+    const size_t bb = scale_block_bytes(type);
+    int i = 0;
+    for (int t = 0; t < n; t++)
+        for (int b = 0; b < nbl; b++, i++) memcpy(&h[i], p + (size_t)t * row + (size_t)b * bb, 2);
+    for (int e = i; e % 16 != 0; e++) h[e] = 0;
+    for (int e = 0; e < i; e += 16)
+        _mm512_storeu_ps(s + e, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(h + e))));
+}
+/* The scale of the block holding element c of a row whose scales are at s. */
+KVS_AI __m512 block_scale(const uint32_t type, const float *s, int c) {
+    if (scale_blocks(type, KVS_TQ_BLOCK) == 0) return _mm512_setzero_ps();
+    return _mm512_set1_ps(s[c / block_elems(type)]);
+}
+
+/* tq elements [c, c+16) before the block scale: the centroids of their codes.
+ * Block: f16 s, sub-block 0 (b0 bits), sub-block 1 (b1 bits). */
+KVS_AI __m512 tq_codes16(const uint32_t type, const uint8_t *p, int c) {
+    const uint8_t *b = p + (size_t)(c >> 6) * kvs_row_tq_block_bytes(type);
+    const int j = c & 63;
+    if (j < 32) return tq_load16(kvs_row_tq_bits0(type), b + 2, j);
+    return tq_load16(kvs_row_tq_bits1(type), b + 2 + kvs_row_tq_sub_bytes(kvs_row_tq_bits0(type)), j - 32);
+}
+
 /* Elements [c, c+16) with the block's scale d already loaded. */
 KVS_AI __m512 load16s(const uint32_t type, const uint8_t *p, int c, __m512 d) {
     switch (type) {
@@ -94,77 +124,116 @@ KVS_AI __m512 load16s(const uint32_t type, const uint8_t *p, int c, __m512 d) {
         w = (c & 31) < 16 ? _mm512_and_si512(w, _mm512_set1_epi32(15)) : _mm512_srli_epi32(w, 4);
         return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(w, _mm512_set1_epi32(8))), d);
     }
-    case KVS_TYPE_TQ2: case KVS_TYPE_TQ2_5: case KVS_TYPE_TQ3: case KVS_TYPE_TQ3_5: case KVS_TYPE_TQ4: {
-        /* block: f16 s, sub-block 0 (b0 bits), sub-block 1 (b1 bits); x = s * cb[code] */
-        const uint8_t *b = p + (size_t)(c >> 6) * kvs_row_tq_block_bytes(type);
-        const int j = c & 63;
-        if (j < 32) return _mm512_mul_ps(tq_load16(kvs_row_tq_bits0(type), b + 2, j), d);
-        return _mm512_mul_ps(
-            tq_load16(kvs_row_tq_bits1(type), b + 2 + kvs_row_tq_sub_bytes(kvs_row_tq_bits0(type)), j - 32), d);
-    }
+    case KVS_TYPE_TQ2: case KVS_TYPE_TQ2_5: case KVS_TYPE_TQ3: case KVS_TYPE_TQ3_5: case KVS_TYPE_TQ4:
+        return _mm512_mul_ps(tq_codes16(type, p, c), d); /* x = s * cb[code] */
     default: return _mm512_loadu_ps((const float *)(const void *)(p + 4 * (size_t)c));
     }
 }
 
-/* ---- scores: RR (1..4) query rows x 4 keys per register block ---- */
+/* ---- scores: RR (1..4) query rows x 4 keys per register block ----
+ * A block's 16 accumulators are folded in two steps: here to one vector
+ * per row whose 128-bit lane L holds the 4 keys' sums over channel lanes
+ * [4L, 4L+4) (pairs within lanes), then, for 4 blocks (16 keys) at once, the
+ * 4 lanes of each key are added across a lane transpose, giving 16 scores
+ * in one vector. Every key's lanes go through the same tree of adds. */
 
-/* The sums of the 16 lanes of a0..a3, in lanes 0..3; every key's lanes are
- * added by the same tree (pairs within 128-bit lanes, then the lanes). */
-KVS_AI __m128 hsum4x16(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+#define ATTN512_QS 512 /* floats between the copied query rows (dk <= 512) */
+
+KVS_AI __m512 fold_keys(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
     const __m512 x01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
     const __m512 x23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
     const __m512d p01 = _mm512_castps_pd(x01), p23 = _mm512_castps_pd(x23);
-    const __m512 y = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(p01, p23)),
-                                   _mm512_castpd_ps(_mm512_unpackhi_pd(p01, p23)));
-    const __m256 z = _mm256_add_ps(_mm512_castps512_ps256(y), _mm512_extractf32x8_ps(y, 1));
-    return _mm_add_ps(_mm256_castps256_ps128(z), _mm256_extractf128_ps(z, 1));
+    return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(p01, p23)), _mm512_castpd_ps(_mm512_unpackhi_pd(p01, p23)));
+}
+/* 4 folded blocks -> the 16 keys' scores (block b's keys in lanes 4b..4b+3) */
+KVS_AI __m512 fold_lanes(__m512 y0, __m512 y1, __m512 y2, __m512 y3) {
+    const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(y0, y1, 0x44), _mm512_shuffle_f32x4(y0, y1, 0xEE));
+    const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(y2, y3, 0x44), _mm512_shuffle_f32x4(y2, y3, 0xEE));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xDD));
 }
 
-KVS_AI void scores_rows(const uint32_t type, const int RR, const uint8_t *k, size_t k_row, int n,
+/* The folded sums of 4 keys (rows kr + j * k_row) against RR query rows
+ * (qb + r * ATTN512_QS), key j's block scales at ks + j * nbl. POST (tq
+ * keys of one block, dk == 64): unscaled
+ * centroids; the block scale multiplies each key's score later instead of
+ * every element. */
+KVS_AI void score_block(const uint32_t type, const int RR, const bool POST, const uint8_t *kr, size_t k_row,
+                        const float *ks, int nbl, const float *qb, int dk, __m512 *y) {
+    enum { KB = ATTN512_KB };
+    __m512 a[4][KB];
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < RR; r++)
+        _Pragma("GCC unroll 4")
+        for (int j = 0; j < KB; j++) a[r][j] = _mm512_setzero_ps();
+    for (int cb = 0; cb < dk; cb += block_elems(type)) {
+        __m512 d[KB];
+        _Pragma("GCC unroll 4")
+        for (int j = 0; j < KB; j++) d[j] = POST ? _mm512_setzero_ps() : block_scale(type, ks + j * nbl, cb);
+        _Pragma("GCC unroll 4")
+        for (int c = cb; c < cb + block_elems(type); c += 16) {
+            __m512 x[KB];
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < KB; j++)
+                x[j] = POST ? tq_codes16(type, kr + (size_t)j * k_row, c) : load16s(type, kr + (size_t)j * k_row, c, d[j]);
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < RR; r++) {
+                const __m512 qv = _mm512_loadu_ps(qb + r * ATTN512_QS + c);
+                _Pragma("GCC unroll 4")
+                for (int j = 0; j < KB; j++) a[r][j] = _mm512_fmadd_ps(qv, x[j], a[r][j]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < RR; r++) y[r] = fold_keys(a[r][0], a[r][1], a[r][2], a[r][3]);
+}
+
+KVS_AI void scores_rows(const uint32_t type, const int RR, const bool POST, const uint8_t *k, size_t k_row, int n,
                         const float *const *q, float scale, int dk, float *sc, size_t sc_stride, const uint8_t *pf,
                         int pf_n) {
-    enum { KB = ATTN512_KB };
-    const __m128 vs = _mm_set1_ps(scale);
-    for (int t = 0; t < n; t += KB) {
-        const int m = n - t < KB ? n - t : KB; /* tail: the last row fills the unused slots */
-        const uint8_t *kr[KB];
-        _Pragma("GCC unroll 4")
-        for (int j = 0; j < KB; j++) kr[j] = k + (size_t)(t + (j < m ? j : m - 1)) * k_row;
+    enum { KB = ATTN512_KB, NB = ATTN_SUB / ATTN512_KB };
+    float qb[4 * ATTN512_QS] __attribute__((aligned(64)));
+    __m512 ys[4][NB + 3]; /* folded blocks per row, zero-padded to a multiple of 4 */
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < RR; r++) memcpy(qb + r * ATTN512_QS, q[r], sizeof(float) * (size_t)dk);
+    const int nbl = scale_blocks(type, dk);
+    float kscale[ATTN512_MAX_SCALES + 16];
+    if (nbl) row_scales(type, k, k_row, n, nbl, kscale);
+    const int nfull = n / KB, nb = (n + KB - 1) / KB;
+    for (int b = 0; b < nfull; b++) {
+        const int t = b * KB;
         if (t < pf_n) kvs_row_prefetch(pf, k_row, t, KB < pf_n - t ? KB : pf_n - t);
-        __m512 a[4][KB];
+        __m512 y[4];
+        score_block(type, RR, POST, k + (size_t)t * k_row, k_row, kscale + t * nbl, nbl, qb, dk, y);
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) ys[r][b] = y[r];
+    }
+    if (nb > nfull) { /* tail keys: their rows, the last repeated, through the same block */
+        uint8_t tail[KB * 4 * ATTN512_QS] __attribute__((aligned(64))); /* 4 rows of <= 512 f32 */
+        const int m = n - nfull * KB;
+        const size_t rb = kvs_row_bytes((kvs_dtype)type, dk); /* the bytes a key row holds (k_row may span heads) */
+        float tscale[KB * 16];
+        for (int j = 0; j < KB; j++) {
+            const int key = nfull * KB + (j < m ? j : m - 1);
+            memcpy(tail + (size_t)j * rb, k + (size_t)key * k_row, rb);
+            if (nbl) memcpy(tscale + j * nbl, kscale + key * nbl, sizeof(float) * (size_t)nbl);
+        }
+        __m512 y[4];
+        score_block(type, RR, POST, tail, rb, tscale, nbl, qb, dk, y);
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) ys[r][nfull] = y[r];
+    }
+    for (int b = nb; b % 4 != 0; b++)
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) ys[r][b] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b += 4) {
+        const int t = b * KB, m = n - t < 16 ? n - t : 16;
+        __m512 ks = _mm512_set1_ps(scale); /* softmax scale, times the key block scales with POST */
+        const __mmask16 keep = (__mmask16)(m == 16 ? 0xFFFFu : (1u << m) - 1u);
+        if (POST) ks = _mm512_mul_ps(ks, _mm512_maskz_loadu_ps(keep, kscale + t)); /* one block per key */
         _Pragma("GCC unroll 4")
         for (int r = 0; r < RR; r++)
-            _Pragma("GCC unroll 4")
-            for (int j = 0; j < KB; j++) a[r][j] = _mm512_setzero_ps();
-        for (int cb = 0; cb < dk; cb += block_elems(type)) {
-            __m512 d[KB];
-            _Pragma("GCC unroll 4")
-            for (int j = 0; j < KB; j++) d[j] = block_scale(type, kr[j], cb);
-            _Pragma("GCC unroll 4")
-            for (int c = cb; c < cb + block_elems(type); c += 16) {
-                __m512 x[KB];
-                _Pragma("GCC unroll 4")
-                for (int j = 0; j < KB; j++) x[j] = load16s(type, kr[j], c, d[j]);
-                _Pragma("GCC unroll 4")
-                for (int r = 0; r < RR; r++) {
-                    const __m512 qv = _mm512_loadu_ps(q[r] + c);
-                    _Pragma("GCC unroll 4")
-                    for (int j = 0; j < KB; j++) a[r][j] = _mm512_fmadd_ps(qv, x[j], a[r][j]);
-                }
-            }
-        }
-        _Pragma("GCC unroll 4")
-        for (int r = 0; r < RR; r++) {
-            const __m128 h = _mm_mul_ps(vs, hsum4x16(a[r][0], a[r][1], a[r][2], a[r][3]));
-            float *o = sc + (size_t)r * sc_stride + (size_t)t;
-            if (m == KB) {
-                _mm_storeu_ps(o, h);
-            } else {
-                float tmp[KB];
-                _mm_storeu_ps(tmp, h);
-                memcpy(o, tmp, sizeof(float) * (size_t)m);
-            }
-        }
+            _mm512_mask_storeu_ps(sc + (size_t)r * sc_stride + (size_t)t, keep,
+                                  _mm512_mul_ps(ks, fold_lanes(ys[r][b], ys[r][b + 1], ys[r][b + 2], ys[r][b + 3])));
     }
 }
 
@@ -181,11 +250,20 @@ KVS_AI void scores_all(const uint32_t type, const uint8_t *k, size_t k_row, int 
         const int rr = group_rows(R, r0);
         float *o = sc + (size_t)r0 * sc_stride;
         const int pn = r0 == 0 ? pf_n : 0; /* the first pass over the keys asks for the next ones */
-        switch (rr) {
-        case 4: scores_rows(type, 4, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
-        case 3: scores_rows(type, 3, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
-        case 2: scores_rows(type, 2, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
-        default: scores_rows(type, 1, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
+        if (kvs_row_is_tq(type) && dk == KVS_TQ_BLOCK) {
+            switch (rr) {
+            case 4: scores_rows(type, 4, true, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
+            case 3: scores_rows(type, 3, true, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
+            case 2: scores_rows(type, 2, true, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
+            default: scores_rows(type, 1, true, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
+            }
+        } else {
+            switch (rr) {
+            case 4: scores_rows(type, 4, false, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
+            case 3: scores_rows(type, 3, false, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
+            case 2: scores_rows(type, 2, false, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
+            default: scores_rows(type, 1, false, k, k_row, n, q + r0, scale, dk, o, sc_stride, pf, pn); break;
+            }
         }
         r0 += rr;
     }
@@ -193,8 +271,9 @@ KVS_AI void scores_all(const uint32_t type, const uint8_t *k, size_t k_row, int 
 
 /* ---- acc += p V: RR (1..4) rows x 4 vectors of 16 channels [c, c+64) ---- */
 
-KVS_AI void vacc_block(const uint32_t type, const int RR, const uint8_t *v, size_t v_row, int n, int c,
-                       const float *p, size_t p_stride, float *acc, size_t acc_stride, const uint8_t *pf, int pf_n) {
+KVS_AI void vacc_block(const uint32_t type, const int RR, const uint8_t *v, size_t v_row, const float *vs, int nbl,
+                       int n, int c, const float *p, size_t p_stride, float *acc, size_t acc_stride, const uint8_t *pf,
+                       int pf_n) {
     enum { CW = 4 };
     const int KU = RR * CW < 8 ? 2 : 1; /* keys per step: >= 8 accumulators in flight */
     __m512 a[2][4][CW];
@@ -213,7 +292,7 @@ KVS_AI void vacc_block(const uint32_t type, const int RR, const uint8_t *v, size
             const uint8_t *row = v + (size_t)(t + u) * v_row;
             __m512 x[CW];
             _Pragma("GCC unroll 4")
-            for (int j = 0; j < CW; j++) x[j] = load16s(type, row, c + 16 * j, block_scale(type, row, c + 16 * j));
+            for (int j = 0; j < CW; j++) x[j] = load16s(type, row, c + 16 * j, block_scale(type, vs + (t + u) * nbl, c + 16 * j));
             _Pragma("GCC unroll 4")
             for (int r = 0; r < RR; r++) {
                 const __m512 w = _mm512_set1_ps(p[(size_t)r * p_stride + (size_t)(t + u)]);
@@ -227,7 +306,7 @@ KVS_AI void vacc_block(const uint32_t type, const int RR, const uint8_t *v, size
         const uint8_t *row = v + (size_t)t * v_row;
         __m512 x[CW];
         _Pragma("GCC unroll 4")
-        for (int j = 0; j < CW; j++) x[j] = load16s(type, row, c + 16 * j, block_scale(type, row, c + 16 * j));
+        for (int j = 0; j < CW; j++) x[j] = load16s(type, row, c + 16 * j, block_scale(type, vs + t * nbl, c + 16 * j));
         _Pragma("GCC unroll 4")
         for (int r = 0; r < RR; r++) {
             const __m512 w = _mm512_set1_ps(p[(size_t)r * p_stride + (size_t)t]);
@@ -245,6 +324,9 @@ KVS_AI void vacc_block(const uint32_t type, const int RR, const uint8_t *v, size
 
 KVS_AI void vacc_all(const uint32_t type, const uint8_t *v, size_t v_row, int n, const float *p, size_t p_stride,
                      int R, float *acc, size_t acc_stride, int dv, const uint8_t *pf, int pf_n) {
+    const int nbl = scale_blocks(type, dv);
+    float vscale[ATTN512_MAX_SCALES + 16];
+    if (nbl) row_scales(type, v, v_row, n, nbl, vscale);
     for (int c = 0; c < dv; c += 64) {
         const bool first = c == 0; /* the first pass over the rows asks for the next ones */
         for (int r0 = 0; r0 < R;) {
@@ -253,10 +335,10 @@ KVS_AI void vacc_all(const uint32_t type, const uint8_t *v, size_t v_row, int n,
             float *ar = acc + (size_t)r0 * acc_stride;
             const int pn = first && r0 == 0 ? pf_n : 0;
             switch (rr) {
-            case 4: vacc_block(type, 4, v, v_row, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
-            case 3: vacc_block(type, 3, v, v_row, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
-            case 2: vacc_block(type, 2, v, v_row, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
-            default: vacc_block(type, 1, v, v_row, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
+            case 4: vacc_block(type, 4, v, v_row, vscale, nbl, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
+            case 3: vacc_block(type, 3, v, v_row, vscale, nbl, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
+            case 2: vacc_block(type, 2, v, v_row, vscale, nbl, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
+            default: vacc_block(type, 1, v, v_row, vscale, nbl, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
             }
             r0 += rr;
         }
@@ -297,8 +379,6 @@ static void softmax_update(float *st, float *sc, int n, int dv) {
 
 /* ---- fused decode over stored rows: one step of up to 64 keys ---- */
 
-#define ATTN_SUB 64
-
 static void fused_scores(uint32_t type, const uint8_t *k, size_t k_row, int n, const float *const *q, int R,
                          float scale, int dk, float *sc, size_t ss, const uint8_t *pf, int pf_n) {
     switch (type) {
@@ -333,7 +413,8 @@ static void fused_values(uint32_t type, const uint8_t *v, size_t v_row, int n, c
 
 bool kvs_attn_fused_avx512(const kvs_attn_rows *rw, const float *const *qrows, int R, float scale, float *state,
                            size_t state_stride, int dk, int dv, float *scratch) {
-    if (rw->k_type == KVS_TYPE_COUNT || !type_ok(rw->k_type) || !type_ok(rw->v_type) || dk % 64 != 0 || dv % 64 != 0)
+    if (rw->k_type == KVS_TYPE_COUNT || !type_ok(rw->k_type) || !type_ok(rw->v_type) || dk % 64 != 0 || dv % 64 != 0 ||
+        dk > ATTN512_QS)
         return kvs_attn_vec_avx2()->fused(rw, qrows, R, scale, state, state_stride, dk, dv, scratch);
     if (R < 1 || R > KVS_ATTN_FUSED_MAX_ROWS || rw->n < 1) return false;
     const int n = rw->n;
