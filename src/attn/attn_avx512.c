@@ -17,7 +17,8 @@
  * which already hold the int8-rounded query (qi * qs), so the scores are the
  * integer kernel's up to f32 rounding. Per-channel (KIVI) rows, head sizes
  * that are not multiples of 64 and anything else this file does not take go
- * to the AVX2 kernel. Every key's score is summed by the same tree whether
+ * to the AVX2 kernel (per-channel codes at 16 lanes measured no faster: the
+ * unpacking is shift and shuffle work that AVX2 spreads over three ports). Every key's score is summed by the same tree whether
  * it is one of a block of 4 or a tail key (the tail repeats its last row in
  * the unused slots), so a score does not depend on the chunking. */
 #include <immintrin.h>
@@ -28,6 +29,7 @@
 #include "attn/attn_simd.h"
 #include "core/dtype.h"
 #include "core/exp_avx512.h"
+#include "core/hsum_avx512.h"
 #include "core/tq.h"
 #include "core/tq_tables.h"
 
@@ -139,19 +141,6 @@ KVS_AI __m512 load16s(const uint32_t type, const uint8_t *p, int c, __m512 d) {
 
 #define ATTN512_QS 512 /* floats between the copied query rows (dk <= 512) */
 
-KVS_AI __m512 fold_keys(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
-    const __m512 x01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
-    const __m512 x23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
-    const __m512d p01 = _mm512_castps_pd(x01), p23 = _mm512_castps_pd(x23);
-    return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(p01, p23)), _mm512_castpd_ps(_mm512_unpackhi_pd(p01, p23)));
-}
-/* 4 folded blocks -> the 16 keys' scores (block b's keys in lanes 4b..4b+3) */
-KVS_AI __m512 fold_lanes(__m512 y0, __m512 y1, __m512 y2, __m512 y3) {
-    const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(y0, y1, 0x44), _mm512_shuffle_f32x4(y0, y1, 0xEE));
-    const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(y2, y3, 0x44), _mm512_shuffle_f32x4(y2, y3, 0xEE));
-    return _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xDD));
-}
-
 /* The folded sums of 4 keys (rows kr + j * k_row) against RR query rows
  * (qb + r * ATTN512_QS), key j's block scales at ks + j * nbl. POST (tq
  * keys of one block, dk == 64): unscaled
@@ -184,7 +173,7 @@ KVS_AI void score_block(const uint32_t type, const int RR, const bool POST, cons
         }
     }
     _Pragma("GCC unroll 4")
-    for (int r = 0; r < RR; r++) y[r] = fold_keys(a[r][0], a[r][1], a[r][2], a[r][3]);
+    for (int r = 0; r < RR; r++) y[r] = kvs_fold_keys512(a[r][0], a[r][1], a[r][2], a[r][3]);
 }
 
 KVS_AI void scores_rows(const uint32_t type, const int RR, const bool POST, const uint8_t *k, size_t k_row, int n,
@@ -233,7 +222,7 @@ KVS_AI void scores_rows(const uint32_t type, const int RR, const bool POST, cons
         _Pragma("GCC unroll 4")
         for (int r = 0; r < RR; r++)
             _mm512_mask_storeu_ps(sc + (size_t)r * sc_stride + (size_t)t, keep,
-                                  _mm512_mul_ps(ks, fold_lanes(ys[r][b], ys[r][b + 1], ys[r][b + 2], ys[r][b + 3])));
+                                  _mm512_mul_ps(ks, kvs_fold_lanes512(ys[r][b], ys[r][b + 1], ys[r][b + 2], ys[r][b + 3])));
     }
 }
 
