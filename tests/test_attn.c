@@ -355,6 +355,8 @@ int main(void) {
     for (size_t g = 0; g < 4; g++)
         for (size_t ty = 0; ty < sizeof gtypes / sizeof *gtypes; ty++)
             run_case(groups[g][0], groups[g][1], g % 2 ? 128 : 64, gtypes[ty], 131, 1, 0, 0, 64, 2);
+    /* a head size of 3 scale blocks (q8_0/q4_0: 6): not a power of two */
+    for (size_t ty = 0; ty < sizeof gtypes / sizeof *gtypes; ty++) run_case(6, 2, 192, gtypes[ty], 99, 1, 0, 0, 16, 2);
     window_covering_is_exact();
     round_query_cases();
     latent_prefill_cases();

@@ -81,17 +81,30 @@ KVS_AI size_t scale_block_bytes(const uint32_t type) {
 #define ATTN512_MAX_SCALES (ATTN_SUB * 16) /* rows of a step x blocks of a <= 512 row */
 
 /* The f32 block scales of rows [0, n) at p (row bytes apart), nbl per row:
- * s[t * nbl + b]. Converted 16 at a time, so the kernels' inner loops
- * broadcast a scale straight from memory. */
+ * s[t * nbl + b]. Gathered and converted 16 at a time (nbl a power of two;
+ * a gather lane reads the f16 scale and the 2 bytes after it, which the
+ * block holds), so the kernels' inner loops broadcast a scale straight from
+ * memory. */
 KVS_AI void row_scales(const uint32_t type, const uint8_t *p, size_t row, int n, int nbl, float *s) {
-    uint16_t h[ATTN512_MAX_SCALES + 16];
+    const int total = n * nbl;
+    if ((nbl & (nbl - 1)) == 0 && (size_t)n * row < (1u << 30)) {
+        const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        const __m512i vrow = _mm512_set1_epi32((int)row), vbb = _mm512_set1_epi32((int)scale_block_bytes(type));
+        const __m512i lowb = _mm512_set1_epi32(nbl - 1);
+        const __m128i sh = _mm_cvtsi32_si128(__builtin_ctz((unsigned)nbl));
+        for (int e = 0; e < total; e += 16) {
+            const __m512i idx = _mm512_add_epi32(iota, _mm512_set1_epi32(e));
+            const __m512i off = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srl_epi32(idx, sh), vrow),
+                                                 _mm512_mullo_epi32(_mm512_and_si512(idx, lowb), vbb));
+            const __mmask16 keep = (__mmask16)(total - e >= 16 ? 0xFFFFu : (1u << (total - e)) - 1u);
+            const __m512i w = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), keep, off, p, 1);
+            _mm512_storeu_ps(s + e, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(w)));
+        }
+        return;
+    }
     const size_t bb = scale_block_bytes(type);
-    int i = 0;
     for (int t = 0; t < n; t++)
-        for (int b = 0; b < nbl; b++, i++) memcpy(&h[i], p + (size_t)t * row + (size_t)b * bb, 2);
-    for (int e = i; e % 16 != 0; e++) h[e] = 0;
-    for (int e = 0; e < i; e += 16)
-        _mm512_storeu_ps(s + e, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(h + e))));
+        for (int b = 0; b < nbl; b++) s[t * nbl + b] = kvs_row_f16_at(p + (size_t)t * row + (size_t)b * bb);
 }
 /* The scale of the block holding element c of a row whose scales are at s. */
 KVS_AI __m512 block_scale(const uint32_t type, const float *s, int c) {
