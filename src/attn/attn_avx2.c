@@ -524,34 +524,16 @@ static void scores_i8(const uint32_t type, const kvs_attn_rows *rw, const uint8_
 
 static void fused_scores(uint32_t type, const uint8_t *k, size_t k_row, int n, const float *const *q, int R,
                          float scale, int dk, float *sc, size_t ss, const uint8_t *pf, int pf_n) {
-    switch (type) {
-    case KVS_TYPE_F16: scores_all(KVS_TYPE_F16, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_BF16: scores_all(KVS_TYPE_BF16, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_Q8_0: scores_all(KVS_TYPE_Q8_0, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_Q4_0: scores_all(KVS_TYPE_Q4_0, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_TQ2: scores_all(KVS_TYPE_TQ2, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_TQ2_5: scores_all(KVS_TYPE_TQ2_5, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_TQ3: scores_all(KVS_TYPE_TQ3, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_TQ3_5: scores_all(KVS_TYPE_TQ3_5, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_TQ4: scores_all(KVS_TYPE_TQ4, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    default: scores_all(KVS_TYPE_F32, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    }
+#define SCORES(T) scores_all(T, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n)
+    KVS_ROW_TYPE_DISPATCH(type, SCORES);
+#undef SCORES
 }
 
 static void fused_values(uint32_t type, const uint8_t *v, size_t v_row, int n, const float *p, size_t ps, int R,
                          float *acc, size_t acc_stride, int dv, const uint8_t *pf, int pf_n) {
-    switch (type) {
-    case KVS_TYPE_F16: vacc_all(KVS_TYPE_F16, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_BF16: vacc_all(KVS_TYPE_BF16, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_Q8_0: vacc_all(KVS_TYPE_Q8_0, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_Q4_0: vacc_all(KVS_TYPE_Q4_0, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_TQ2: vacc_all(KVS_TYPE_TQ2, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_TQ2_5: vacc_all(KVS_TYPE_TQ2_5, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_TQ3: vacc_all(KVS_TYPE_TQ3, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_TQ3_5: vacc_all(KVS_TYPE_TQ3_5, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_TQ4: vacc_all(KVS_TYPE_TQ4, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    default: vacc_all(KVS_TYPE_F32, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    }
+#define VALUES(T) vacc_all(T, 3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n)
+    KVS_ROW_TYPE_DISPATCH(type, VALUES);
+#undef VALUES
 }
 
 static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R, float scale, float *state,

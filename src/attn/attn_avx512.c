@@ -383,34 +383,16 @@ static void softmax_update(float *st, float *sc, int n, int dv) {
 
 static void fused_scores(uint32_t type, const uint8_t *k, size_t k_row, int n, const float *const *q, int R,
                          float scale, int dk, float *sc, size_t ss, const uint8_t *pf, int pf_n) {
-    switch (type) {
-    case KVS_TYPE_F16: scores_all(KVS_TYPE_F16, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_BF16: scores_all(KVS_TYPE_BF16, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_Q8_0: scores_all(KVS_TYPE_Q8_0, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_Q4_0: scores_all(KVS_TYPE_Q4_0, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_TQ2: scores_all(KVS_TYPE_TQ2, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_TQ2_5: scores_all(KVS_TYPE_TQ2_5, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_TQ3: scores_all(KVS_TYPE_TQ3, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_TQ3_5: scores_all(KVS_TYPE_TQ3_5, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    case KVS_TYPE_TQ4: scores_all(KVS_TYPE_TQ4, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    default: scores_all(KVS_TYPE_F32, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n); break;
-    }
+#define SCORES(T) scores_all(T, k, k_row, n, q, R, scale, dk, sc, ss, pf, pf_n)
+    KVS_ROW_TYPE_DISPATCH(type, SCORES);
+#undef SCORES
 }
 
 static void fused_values(uint32_t type, const uint8_t *v, size_t v_row, int n, const float *p, size_t ps, int R,
                          float *acc, size_t acc_stride, int dv, const uint8_t *pf, int pf_n) {
-    switch (type) {
-    case KVS_TYPE_F16: vacc_all(KVS_TYPE_F16, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_BF16: vacc_all(KVS_TYPE_BF16, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_Q8_0: vacc_all(KVS_TYPE_Q8_0, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_Q4_0: vacc_all(KVS_TYPE_Q4_0, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_TQ2: vacc_all(KVS_TYPE_TQ2, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_TQ2_5: vacc_all(KVS_TYPE_TQ2_5, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_TQ3: vacc_all(KVS_TYPE_TQ3, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_TQ3_5: vacc_all(KVS_TYPE_TQ3_5, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    case KVS_TYPE_TQ4: vacc_all(KVS_TYPE_TQ4, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    default: vacc_all(KVS_TYPE_F32, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n); break;
-    }
+#define VALUES(T) vacc_all(T, v, v_row, n, p, ps, R, acc, acc_stride, dv, pf, pf_n)
+    KVS_ROW_TYPE_DISPATCH(type, VALUES);
+#undef VALUES
 }
 
 bool kvs_attn_fused_avx512(const kvs_attn_rows *rw, const float *const *qrows, int R, float scale, float *state,

@@ -55,4 +55,23 @@ KVS_AI int kvs_row_next_n(const uint8_t *pf, int pf_n, int t0, int m) {
     return pf_n - t0 < m ? pf_n - t0 : m;
 }
 
+/* Runs CALL(T) with T the row type `type` as a compile-time constant, so a
+ * kernel's loops are instantiated once per stored format the fused kernels
+ * read (f32 for anything else). */
+#define KVS_ROW_TYPE_DISPATCH(type, CALL)                                                                      \
+    do {                                                                                                         \
+        switch (type) {                                                                                          \
+        case KVS_TYPE_F16: CALL(KVS_TYPE_F16); break;                                                            \
+        case KVS_TYPE_BF16: CALL(KVS_TYPE_BF16); break;                                                          \
+        case KVS_TYPE_Q8_0: CALL(KVS_TYPE_Q8_0); break;                                                          \
+        case KVS_TYPE_Q4_0: CALL(KVS_TYPE_Q4_0); break;                                                          \
+        case KVS_TYPE_TQ2: CALL(KVS_TYPE_TQ2); break;                                                            \
+        case KVS_TYPE_TQ2_5: CALL(KVS_TYPE_TQ2_5); break;                                                        \
+        case KVS_TYPE_TQ3: CALL(KVS_TYPE_TQ3); break;                                                            \
+        case KVS_TYPE_TQ3_5: CALL(KVS_TYPE_TQ3_5); break;                                                        \
+        case KVS_TYPE_TQ4: CALL(KVS_TYPE_TQ4); break;                                                            \
+        default: CALL(KVS_TYPE_F32); break;                                                                      \
+        }                                                                                                        \
+    } while (0)
+
 #endif
