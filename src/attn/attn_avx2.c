@@ -1,4 +1,6 @@
-/* AVX2+FMA implementations of the attention vector primitives (attn_simd.h).
+/* AVX2+FMA implementations of the attention vector primitives (attn_simd.h;
+ * on AVX-512 CPUs the fused decode kernel is attn_avx512.c's, which hands
+ * per-channel rows and the shapes it does not take back to this one).
  * exp uses a range reduction to 2^n * e^r, |r| <= ln2/2, with a degree-6
  * polynomial (relative error ~2e-7, checked against expf in test_attn).
  *

@@ -13,14 +13,18 @@
  *    over the codebook held in a register (all 16 entries of the 4-bit one;
  *    the 2- and 3-bit ones repeated, so the index bits above the code need
  *    no masking).
- * q8_0/q4_0 keys are scored in f32 against the query rows the caller passes,
- * which already hold the int8-rounded query (qi * qs), so the scores are the
+ * Block scales (q8_0, q4_0, tq) are gathered and converted 16 at a time
+ * once per step, so the inner loops broadcast them from memory. q8_0/q4_0
+ * keys are scored in f32 against the query rows the caller passes, which
+ * already hold the int8-rounded query (qi * qs), so the scores are the
  * integer kernel's up to f32 rounding. Per-channel (KIVI) rows, head sizes
- * that are not multiples of 64 and anything else this file does not take go
- * to the AVX2 kernel (per-channel codes at 16 lanes measured no faster: the
- * unpacking is shift and shuffle work that AVX2 spreads over three ports). Every key's score is summed by the same tree whether
- * it is one of a block of 4 or a tail key (the tail repeats its last row in
- * the unused slots), so a score does not depend on the chunking. */
+ * that are not multiples of 64 (or above 512) and anything else this file
+ * does not take go to the AVX2 kernel (per-channel codes at 16 lanes
+ * measured no faster: their unpacking is shift and shuffle work, which
+ * 256-bit code issues on three ports and 512-bit code on two). Every key's
+ * score is summed by the same tree whether it is one of a block of 4 or a
+ * tail key (the tail repeats its last row in the unused slots), so a score
+ * does not depend on the chunking. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
