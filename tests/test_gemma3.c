@@ -31,7 +31,12 @@
 #define MODEL "models/gemma-3-270m-q4_k_m.gguf"
 #define LOGIT_TOL 1.0f
 #define LOGIT_RMS_TOL 0.5f /* Gemma's logits run larger than SmolLM2's (measured rms 0.18-0.41) */
-#define NEAR_TIE 0.25
+/* A greedy step whose exact top-2 gap is under the rms logit error this test
+ * accepts (LOGIT_RMS_TOL; measured after the prompts: rms 0.15-0.41, max up
+ * to 0.51 against float64, from the 8-bit activation rounding) is a near-tie:
+ * either token is within that error. Two decode attention kernels that both
+ * match float64 to ~1e-6 (AVX2, AVX-512) flipped prompt 1 at a gap of 0.28. */
+#define NEAR_TIE LOGIT_RMS_TOL
 #define PPL_REL_TOL 0.005
 
 static kvs_session *new_session(kvs_model *m, uint32_t n_ctx, uint32_t n_batch) {
