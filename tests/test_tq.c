@@ -7,6 +7,7 @@
  *     at 2 / 3 / 4 bits, the mixed formats between), strictly falling
  *     with the bits; the same on Hadamard-rotated heavy-tailed vectors;
  *   - zero blocks, +-inf and NaN inputs: finite outputs, no UB;
+ *   - the AVX2 quantizer against the reference (test_fast_quantizer);
  *   - rules: tqB / tqXkYv set the formats and the rotation, bad names and a
  *     tq format without its rotation fail with a message; the GGUF reader
  *     refuses the KV-only types;
@@ -113,6 +114,50 @@ static void test_codec(void) {
         for (int j = 0; j < 64; j++) bad += !isfinite(y[j]);
         CHECKF(bad == 0, "%s: zero / non-finite blocks: %d bad outputs", tr->name, bad);
         CHECK(y[5] > 0 && y[6] < 0); /* +-inf take the end codes */
+    }
+}
+
+/* The dtype table's quantizer (AVX2 on AVX2 CPUs) against the reference:
+ * the same bytes on nearly every block (the sums' order can move a code at
+ * a cell edge), within one f16 step of scale and the same squared error
+ * where they differ; blocks with zeros, huge, tiny or non-finite inputs go
+ * to the reference and come out identical. */
+static void test_fast_quantizer(void) {
+    enum { N = 4000 };
+    for (size_t i = 0; i < 5; i++) {
+        const kvs_type_traits *tr = kvs_type_traits_of(g_types[i]);
+        const size_t bb = tr->type_size;
+        float x[64], ya[64], yb[64];
+        uint8_t a[64], b[64];
+        int differ = 0, special_differ = 0;
+        double ea = 0, eb = 0;
+        for (int it = 0; it < N; it++) {
+            const float scale = it % 3 == 0 ? 1e-3f : it % 3 == 1 ? 1.0f : 300.0f;
+            for (int j = 0; j < 64; j++) x[j] = scale * test_rng_normal(&g_rng);
+            if (it % 7 == 0) x[it % 64] *= 30.0f; /* an outlier: end codes */
+            tr->from_float(x, a, 64);
+            tr->from_float_ref(x, b, 64);
+            if (memcmp(a, b, bb)) differ++;
+            tr->to_float(a, ya, 64);
+            tr->to_float(b, yb, 64);
+            for (int j = 0; j < 64; j++) {
+                ea += ((double)x[j] - ya[j]) * ((double)x[j] - ya[j]) / ((double)scale * scale);
+                eb += ((double)x[j] - yb[j]) * ((double)x[j] - yb[j]) / ((double)scale * scale);
+            }
+        }
+        static const float special[][3] = {{0, 0, 0}, {1e-41f, 0, 0}, {1e-41f, 1e-41f, 1e-41f}, {3e38f, 0, 0},
+                                           {1e30f, -1e30f, 1}, {INFINITY, 1, 2}, {NAN, 1, 2}, {-INFINITY, NAN, 0}};
+        for (size_t k = 0; k < sizeof special / sizeof *special; k++) {
+            for (int j = 0; j < 64; j++) x[j] = special[k][j % 3];
+            tr->from_float(x, a, 64);
+            tr->from_float_ref(x, b, 64);
+            special_differ += memcmp(a, b, bb) != 0;
+        }
+        printf("  %-5s fast quantizer: %d of %d blocks differ from the reference, NMSE %.6f vs %.6f\n", tr->name,
+               differ, N, ea / (64.0 * N), eb / (64.0 * N));
+        CHECKF(differ <= N / 200, "%s: %d of %d blocks differ", tr->name, differ, N);
+        CHECKF(fabs(ea - eb) <= 1e-3 * eb, "%s: squared error %.6g vs reference %.6g", tr->name, ea, eb);
+        CHECKF(special_differ == 0, "%s: %d special blocks differ", tr->name, special_differ);
     }
 }
 
@@ -407,6 +452,7 @@ static void test_key_offset(void) {
 int main(void) {
     kvs_dtype_init();
     test_codec();
+    test_fast_quantizer();
     test_rules();
     test_key_offset();
     const char *path = test_model_path();

@@ -29,11 +29,17 @@ static kvs_status attend_spans(kvs_session *s, const kvs_span *spans, int n, int
     const int64_t qd = (int64_t)hp->n_head * hp->head_dim_k, kd = (int64_t)hp->n_head_kv * hp->head_dim_k;
     const int64_t vd = (int64_t)hp->n_head_kv * hp->head_dim_v, od = (int64_t)hp->n_head * hp->head_dim_v;
     kvs_attn_args aa[ATTEND_GROUP] = {0};
+    kvs_kv_rows rows[ATTEND_GROUP];
     kvs_status st;
     for (int i = 0; i < n; i++) {
         const kvs_span *sp = &spans[i];
-        float *q = s->q + sp->row0 * qd, *k = s->k + sp->row0 * kd, *v = s->v + sp->row0 * vd;
-        if ((st = kvs_kv_layer_prepare(sp->kv, s->pool, layer, q, hp->n_head, k, v)) != KVS_OK) return st;
+        rows[i] = (kvs_kv_rows){.c = sp->kv, .q = s->q + sp->row0 * qd, .k = s->k + sp->row0 * kd,
+                                .v = s->v + sp->row0 * vd};
+    }
+    if ((st = kvs_kv_layers_prepare(s->pool, layer, hp->n_head, rows, n)) != KVS_OK) return st;
+    for (int i = 0; i < n; i++) {
+        const kvs_span *sp = &spans[i];
+        float *q = rows[i].q, *k = rows[i].k, *v = rows[i].v;
         const kvs_kv_view view = kvs_kv_layer_view(sp->kv, layer, k, v);
         aa[i] = (kvs_attn_args){
             .segs = view.segs, .n_segs = view.n_segs, .n_kv_heads = hp->n_head_kv,

@@ -106,6 +106,11 @@ static void dtype_init_once(void) {
         f[KVS_TYPE_MXFP4].to_float = kvs_mxfp4_to_float_avx2;
         f[KVS_TYPE_Q8_1].from_float = kvs_q8_1_from_float_avx2;
         f[KVS_TYPE_Q8_K].from_float = kvs_q8_K_from_float_avx2;
+        f[KVS_TYPE_TQ2].from_float = kvs_tq2_from_float_avx2;
+        f[KVS_TYPE_TQ2_5].from_float = kvs_tq2_5_from_float_avx2;
+        f[KVS_TYPE_TQ3].from_float = kvs_tq3_from_float_avx2;
+        f[KVS_TYPE_TQ3_5].from_float = kvs_tq3_5_from_float_avx2;
+        f[KVS_TYPE_TQ4].from_float = kvs_tq4_from_float_avx2;
 
         f[KVS_TYPE_Q4_K].vec_dot = kvs_q4_K_vec_dot_avx2;
         f[KVS_TYPE_Q4_K].vec_dot_x4 = kvs_q4_K_vec_dot_x4_avx2;

@@ -152,24 +152,78 @@ static void prepare_rows(void *ctx, int64_t lo, int64_t hi) {
     if (st != KVS_OK) kvs_task_fail(st); /* the pool carries the message back to the caller */
 }
 
-kvs_status kvs_kv_layer_prepare(kvs_kv_cache *c, kvs_pool *pool, int32_t layer, float *q, int32_t n_head, float *k,
-                                float *v) {
-    const int64_t n = c->chunk_n;
-    if (layer < 0 || layer >= c->n_layers || n <= 0)
-        return kvs_fail(KVS_ERR_INTERNAL, "kv chunk: layer %d outside a chunk", layer);
+static prepare_task prepare_of(kvs_kv_cache *c, int32_t layer, int32_t n_head, float *q, float *k, float *v,
+                               bool *grouped) {
     const layer_plan p = plan_of(c, layer);
     const kvs_kv_scheme *ls = &p.src->scheme;
-    prepare_task pt = {.c = c, .layer = layer, .n_head = n_head, .n_kv = (int32_t)ls->n_kv_heads,
-                       .dk = (int32_t)ls->head_dim_k, .dv = (int32_t)ls->head_dim_v, .q = q, .k = k, .v = v,
-                       .k_off = p.own ? p.L->key_offset : NULL,
-                       .rot_k = p.rot_k, .rot_v = p.rot_v, .store = p.store_first};
-    kvs_status st = KVS_OK;
-    if ((pt.k_off || pt.rot_k || pt.rot_v || pt.store) && (st = kvs_pool_for(pool, n, PAR_MIN_TOKENS, prepare_rows, &pt)) != KVS_OK) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s", kvs_last_error());
-        return kvs_fail(st, "layer %d: %s", layer, msg);
+    *grouped = p.grouped;
+    return (prepare_task){.c = c, .layer = layer, .n_head = n_head, .n_kv = (int32_t)ls->n_kv_heads,
+                          .dk = (int32_t)ls->head_dim_k, .dv = (int32_t)ls->head_dim_v, .q = q, .k = k, .v = v,
+                          .k_off = p.own ? p.L->key_offset : NULL,
+                          .rot_k = p.rot_k, .rot_v = p.rot_v, .store = p.store_first};
+}
+
+static bool prepare_needed(const prepare_task *t) { return t->k_off || t->rot_k || t->rot_v || t->store; }
+
+static kvs_status prepare_failed(kvs_status st, int32_t layer) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", kvs_last_error());
+    return kvs_fail(st, "layer %d: %s", layer, msg);
+}
+
+static kvs_status check_chunk(const kvs_kv_cache *c, int32_t layer) {
+    if (layer < 0 || layer >= c->n_layers || c->chunk_n <= 0)
+        return kvs_fail(KVS_ERR_INTERNAL, "kv chunk: layer %d outside a chunk", layer);
+    return KVS_OK;
+}
+
+kvs_status kvs_kv_layer_prepare(kvs_kv_cache *c, kvs_pool *pool, int32_t layer, float *q, int32_t n_head, float *k,
+                                float *v) {
+    kvs_status st = check_chunk(c, layer);
+    if (st != KVS_OK) return st;
+    const int64_t n = c->chunk_n;
+    bool grouped;
+    prepare_task pt = prepare_of(c, layer, n_head, q, k, v, &grouped);
+    if (prepare_needed(&pt) && (st = kvs_pool_for(pool, n, PAR_MIN_TOKENS, prepare_rows, &pt)) != KVS_OK)
+        return prepare_failed(st, layer);
+    if (grouped) return kvs_kv_cache_store(c, layer, c->n_past, n, k, v);
+    return KVS_OK;
+}
+
+/* Sequences [lo, hi) of a step whose chunks are all short: each one's whole
+ * prepare (rows, then a grouped layer's in-order store) in one task. */
+typedef struct prepare_many_task {
+    const kvs_kv_rows *rows;
+    int32_t layer, n_head;
+} prepare_many_task;
+
+static void prepare_seqs(void *ctx, int64_t lo, int64_t hi) {
+    const prepare_many_task *t = ctx;
+    for (int64_t i = lo; i < hi; i++) {
+        const kvs_kv_rows *r = &t->rows[i];
+        bool grouped;
+        prepare_task pt = prepare_of(r->c, t->layer, t->n_head, r->q, r->k, r->v, &grouped);
+        if (prepare_needed(&pt)) prepare_rows(&pt, 0, r->c->chunk_n);
+        kvs_status st = grouped ? kvs_kv_cache_store(r->c, t->layer, r->c->n_past, r->c->chunk_n, r->k, r->v) : KVS_OK;
+        if (st != KVS_OK) kvs_task_fail(st);
     }
-    if (p.grouped) return kvs_kv_cache_store(c, layer, c->n_past, n, k, v);
+}
+
+kvs_status kvs_kv_layers_prepare(kvs_pool *pool, int32_t layer, int32_t n_head, const kvs_kv_rows *rows, int n) {
+    bool all_short = n > 1;
+    kvs_status st;
+    for (int i = 0; i < n; i++) {
+        if ((st = check_chunk(rows[i].c, layer)) != KVS_OK) return st;
+        if (rows[i].c->chunk_n >= PAR_MIN_TOKENS) all_short = false;
+    }
+    if (!all_short) {
+        for (int i = 0; i < n; i++)
+            if ((st = kvs_kv_layer_prepare(rows[i].c, pool, layer, rows[i].q, n_head, rows[i].k, rows[i].v)) != KVS_OK)
+                return st;
+        return KVS_OK;
+    }
+    prepare_many_task t = {.rows = rows, .layer = layer, .n_head = n_head};
+    if ((st = kvs_pool_for(pool, n, 2, prepare_seqs, &t)) != KVS_OK) return prepare_failed(st, layer);
     return KVS_OK;
 }
 

@@ -51,6 +51,16 @@ void kvs_kv_chunk_end(kvs_kv_cache *c);
 kvs_status kvs_kv_layer_prepare(kvs_kv_cache *c, kvs_pool *pool, int32_t layer, float *q, int32_t n_head, float *k,
                                 float *v);
 
+/* kvs_kv_layer_prepare for the chunks of several sequences of one step (each
+ * cache with its chunk begun): short chunks (decode rows) are prepared one
+ * sequence per task across the pool, long ones token-parallel one after the
+ * other. Each sequence gets the bytes it would get alone. */
+typedef struct kvs_kv_rows {
+    kvs_kv_cache *c;
+    float *q, *k, *v; /* as for kvs_kv_layer_prepare */
+} kvs_kv_rows;
+kvs_status kvs_kv_layers_prepare(kvs_pool *pool, int32_t layer, int32_t n_head, const kvs_kv_rows *rows, int n);
+
 /* What attention of `layer` reads for the chunk: segments in increasing
  * position order (valid until the next call), and the mask's window and
  * sinks. k, v as given to prepare. */
