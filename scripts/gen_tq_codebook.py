@@ -15,6 +15,13 @@ minimises E[(y - Q(y))^2] for that density (Lloyd-Max: centroids are the
 conditional means of their cells, cell edges the midpoints), and prints
 them as a C header. Data-oblivious: nothing is fitted to model data.
 
+The 2-, 3- and 4-bit centroids are then snapped to the grid k / C_b (k an
+integer, C_b = 127 / the largest centroid), so an integer kernel holds them
+as int8 exactly (src/attn/attn_tq_vnni.c: codes meet an int8 query in
+vpdpbusd) and every kernel and the float64 reference decode the same
+values; the MSE printed is the snapped codebook's (within 0.3% of the
+optimum).
+
     python3 scripts/gen_tq_codebook.py > src/core/tq_tables.h
 """
 import bisect
@@ -99,10 +106,14 @@ def main():
               " * Lloyd-Max centroids (ascending) for one coordinate of a block of\n"
               " * %d rotated coordinates divided by the block RMS, i.e. sqrt(%d) * u_1\n"
               " * with u uniform on the unit sphere; the MSE per coordinate is in the\n"
-              " * comment (a unit-variance coordinate: 1.0 with no quantization). */\n" % (N, N))
+              " * comment (a unit-variance coordinate: 1.0 with no quantization).\n"
+              " * The 2..4-bit ones lie on the grid k / C_b, C_b = 127 / their largest. */\n" % (N, N))
     out.write("#ifndef KVS_CORE_TQ_TABLES_H\n#define KVS_CORE_TQ_TABLES_H\n\n")
     for b in (1, 2, 3, 4):
         c = lloyd(b, tab)
+        if b >= 2:
+            C = 127.0 / c[-1]
+            c = [round(v * C) / C for v in c]
         e = mse(c, tab)
         out.write("/* %d bits: MSE %.6f */\n" % (b, e))
         out.write("static const float kvs_tq_cb%d[%d] = {\n" % (b, 1 << b))

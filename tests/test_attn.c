@@ -6,7 +6,9 @@
  * rotated-codebook tq2/tq2.5/tq3/tq3.5/tq4 (read in place by the fused
  * decode kernel: codebook lookups against the reference's decoded rows), pages of
  * 16/64/256 tokens, windowed rings with sinks; the int8 query of a decode
- * over q8_0/q4_0 keys (the reference rounds it the same way). Tolerance: |fast - ref| <=
+ * over q8_0/q4_0/tq keys (the reference rounds it the same way; tq keys of
+ * head size 64 are scored with VNNI integer dots where the CPU has them,
+ * exact since the tq centroids lie on an int8 grid). Tolerance: |fast - ref| <=
  * 2e-5 + 2e-4 |ref| (f32 accumulation and a polynomial exp against float64;
  * the stored rows are identical). */
 #include <string.h>
@@ -164,9 +166,10 @@ static void round_query_cases(void) {
         CHECKF(bad == 0, "round_query d %d case %d: %d bad", d, c, bad);
     }
 
-    static const kvs_dtype types[] = {KVS_TYPE_Q8_0, KVS_TYPE_Q4_0};
-    for (int ty = 0; ty < 2; ty++) {
+    static const kvs_dtype types[] = {KVS_TYPE_Q8_0, KVS_TYPE_Q4_0, KVS_TYPE_TQ2, KVS_TYPE_TQ3_5};
+    for (int ty = 0; ty < 4; ty++) {
         kvs_kv_scheme sc = kvs_kv_scheme_full(3, 64, 64, types[ty]);
+        sc.rotate = sc.rotate_v = kvs_tq_bits(types[ty], 0) ? 1 : 0;
         kvs_kv_cache *kv = NULL;
         CHECK(kvs_kv_cache_new(&sc, 1, 500, 0, &kv) == KVS_OK);
         size_t n = 500 * 3 * 64;

@@ -9,6 +9,7 @@
 #include "core/alloc.h"
 #include "core/cpu.h"
 #include "core/error.h"
+#include "core/tq.h"
 
 #define ATTN_TILE_MAX 64 /* key rows dequantized per tile (upper bound) */
 #define ATTN_TILE_BYTES 16384 /* K+V f32 tile kept within L1            */
@@ -105,10 +106,11 @@ static bool v_aliases_k(const kvs_kv_segment *sg, int dk, int dv) {
            sg->v_head_stride == sg->k_head_stride && dv <= dk;
 }
 
-/* ---- int8 query for q8_0/q4_0 keys -------------------------------------- */
+/* ---- int8 query for q8_0/q4_0/tq keys ----------------------------------- */
 
-/* A decode (one query) over q8_0/q4_0 keys scores with integer dot
- * products, so the query is rounded first, in blocks of 32 elements like
+/* A decode (one query) over q8_0/q4_0 keys, and over rotated-codebook (tq)
+ * keys, scores with integer dot products (AVX2 for q8_0/q4_0; AVX-512 VNNI
+ * for tq keys of head size 64, attn_tq_vnni.c), so the query is rounded first, in blocks of 32 elements like
  * the keys: each block to int8 with one f32 scale, qs = max|q| / 127,
  * qi = round(q / qs) (nearest, ties to even), and the scores use qi * qs in
  * place of q (head sizes that are not multiples of 32 end in a short block). Every path of a
@@ -118,7 +120,8 @@ static bool v_aliases_k(const kvs_kv_segment *sg, int dk, int dv) {
  * q8_0 "vec_dot_type". Prefill (several queries) keeps the f32 query.
  * Latent rows (V aliasing K) are not rounded. */
 static bool int8_keys(const kvs_kv_segment *sg, int dk, int dv) {
-    return !sg->decode && (sg->k_type == KVS_TYPE_Q8_0 || sg->k_type == KVS_TYPE_Q4_0) && !v_aliases_k(sg, dk, dv);
+    return !sg->decode && (sg->k_type == KVS_TYPE_Q8_0 || sg->k_type == KVS_TYPE_Q4_0 || kvs_tq_bits(sg->k_type, 0)) &&
+           !v_aliases_k(sg, dk, dv);
 }
 
 void kvs_attn_round_query(const float *q, int d, int8_t *qi, float *qs, float *qr) {
@@ -301,14 +304,16 @@ static void prefetch_chunk(const kvs_kv_segment *sg, int64_t kh, int64_t t0, int
  * Returns false, having done nothing, when the fused kernel does not take
  * this segment. */
 static bool fused_segment(const attn_task *tk, const kvs_kv_segment *sg, int64_t kh, const vis *qv,
-                          const float *const *qrows, const int8_t *const *qi, const float *const *qs, int R, int64_t t_lo,
-                          int64_t t_hi, float *state, float *scratch, const kvs_kv_segment *next, int64_t next_n) {
+                          const float *const *qrows, const int8_t *const *qi, const float *const *qs, void *qprep,
+                          bool *qprep_ok, int R, int64_t t_lo, int64_t t_hi, float *state, float *scratch,
+                          const kvs_kv_segment *next, int64_t next_n) {
     const int32_t dk = tk->dk, dv = tk->dv;
     const bool kivi = kivi_segment(sg);
     if (sg->decode && !kivi) return false;
     kvs_attn_rows rw = {.k_row = sg->k_row, .v_row = sg->v_row, .k_type = sg->k_type, .v_type = sg->v_type,
                         .group = (int)sg->group, .k_bits = (int)sg->k_bits, .v_bits = (int)sg->v_bits,
-                        .v_sym = sg->v_sym != 0, .qi = qi, .qs = qs};
+                        .v_sym = sg->v_sym != 0, .qi = qi, .qs = qs, .qprep = qi ? qprep : NULL,
+                        .qprep_ok = qprep_ok};
     const uint8_t *kbase = sg->k + kh * sg->k_head_stride, *vbase = sg->v + kh * sg->v_head_stride;
     bool first = true;
     for (int w = 0; w < 2; w++) {
@@ -404,6 +409,8 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
     const float *qrows[ATTN_MAX_ROWS], *qrows_r[ATTN_MAX_ROWS];
     const int8_t *qi_rows[ATTN_MAX_ROWS];
     const float *qs_rows[ATTN_MAX_ROWS];
+    _Alignas(64) unsigned char qprep[KVS_ATTN_QPREP_BYTES]; /* a kernel's form of the rounded query, this item */
+    bool qprep_ok = false;
     vis qv[ATTN_MAX_ROWS];
     int lo[ATTN_MAX_ROWS], hi[ATTN_MAX_ROWS];
     int64_t ulo = INT64_MAX, uhi = INT64_MIN; /* union of visible positions of the block */
@@ -447,8 +454,8 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
             /* the next segment's first rows this item reads, for prefetching */
             const kvs_kv_segment *nx = s + 1 < a->n_segs && base + sg->n < r1 ? &a->segs[s + 1] : NULL;
             int64_t nx_n = nx ? (r1 - base - sg->n < nx->n ? r1 - base - sg->n : nx->n) : 0;
-            if (fused_segment(tk, sg, kh, &qv[0], qq, rq ? qi_rows : NULL, qs_rows, R, t_lo, t_hi, state, scratch, nx,
-                              nx_n))
+            if (fused_segment(tk, sg, kh, &qv[0], qq, rq ? qi_rows : NULL, qs_rows, qprep, &qprep_ok, R, t_lo, t_hi,
+                              state, scratch, nx, nx_n))
                 continue;
         }
         const bool alias = v_aliases_k(sg, dk, dv);

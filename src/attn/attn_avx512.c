@@ -31,6 +31,7 @@
 
 #include "attn/attn_rows.h"
 #include "attn/attn_simd.h"
+#include "core/cpu.h"
 #include "core/dtype.h"
 #include "core/exp_avx512.h"
 #include "core/hsum_avx512.h"
@@ -277,9 +278,15 @@ KVS_AI void scores_all(const uint32_t type, const uint8_t *k, size_t k_row, int 
 
 /* ---- acc += p V: RR (1..4) rows x 4 vectors of 16 channels [c, c+64) ---- */
 
-KVS_AI void vacc_block(const uint32_t type, const int RR, const uint8_t *v, size_t v_row, const float *vs, int nbl,
-                       int n, int c, const float *p, size_t p_stride, float *acc, size_t acc_stride, const uint8_t *pf,
-                       int pf_n) {
+/* POST (tq values of one block, dv == 64): p already holds p * s per key,
+ * so the rows are the bare centroids. */
+KVS_AI __m512 vload16(const uint32_t type, const bool POST, const uint8_t *row, const float *vs, int c) {
+    return POST ? tq_codes16(type, row, c) : load16s(type, row, c, block_scale(type, vs, c));
+}
+
+KVS_AI void vacc_block(const uint32_t type, const int RR, const bool POST, const uint8_t *v, size_t v_row,
+                       const float *vs, int nbl, int n, int c, const float *p, size_t p_stride, float *acc,
+                       size_t acc_stride, const uint8_t *pf, int pf_n) {
     enum { CW = 4 };
     const int KU = RR * CW < 8 ? 2 : 1; /* keys per step: >= 8 accumulators in flight */
     __m512 a[2][4][CW];
@@ -298,7 +305,7 @@ KVS_AI void vacc_block(const uint32_t type, const int RR, const uint8_t *v, size
             const uint8_t *row = v + (size_t)(t + u) * v_row;
             __m512 x[CW];
             _Pragma("GCC unroll 4")
-            for (int j = 0; j < CW; j++) x[j] = load16s(type, row, c + 16 * j, block_scale(type, vs + (t + u) * nbl, c + 16 * j));
+            for (int j = 0; j < CW; j++) x[j] = vload16(type, POST, row, vs + (t + u) * nbl, c + 16 * j);
             _Pragma("GCC unroll 4")
             for (int r = 0; r < RR; r++) {
                 const __m512 w = _mm512_set1_ps(p[(size_t)r * p_stride + (size_t)(t + u)]);
@@ -312,7 +319,7 @@ KVS_AI void vacc_block(const uint32_t type, const int RR, const uint8_t *v, size
         const uint8_t *row = v + (size_t)t * v_row;
         __m512 x[CW];
         _Pragma("GCC unroll 4")
-        for (int j = 0; j < CW; j++) x[j] = load16s(type, row, c + 16 * j, block_scale(type, vs + t * nbl, c + 16 * j));
+        for (int j = 0; j < CW; j++) x[j] = vload16(type, POST, row, vs + t * nbl, c + 16 * j);
         _Pragma("GCC unroll 4")
         for (int r = 0; r < RR; r++) {
             const __m512 w = _mm512_set1_ps(p[(size_t)r * p_stride + (size_t)t]);
@@ -333,6 +340,19 @@ KVS_AI void vacc_all(const uint32_t type, const uint8_t *v, size_t v_row, int n,
     const int nbl = scale_blocks(type, dv);
     float vscale[ATTN512_MAX_SCALES + 16];
     if (nbl) row_scales(type, v, v_row, n, nbl, vscale);
+    const bool post = kvs_row_is_tq(type) && dv == KVS_TQ_BLOCK;
+    float ps[KVS_ATTN_FUSED_MAX_ROWS * ATTN_SUB] __attribute__((aligned(64)));
+    if (post) { /* p * s: one block scale per value row */
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < n; t += 16) {
+                const __mmask16 keep = (__mmask16)(n - t >= 16 ? 0xFFFFu : (1u << (n - t)) - 1u);
+                _mm512_mask_storeu_ps(ps + r * ATTN_SUB + t, keep,
+                                      _mm512_mul_ps(_mm512_maskz_loadu_ps(keep, p + (size_t)r * p_stride + t),
+                                                    _mm512_maskz_loadu_ps(keep, vscale + t)));
+            }
+        p = ps;
+        p_stride = ATTN_SUB;
+    }
     for (int c = 0; c < dv; c += 64) {
         const bool first = c == 0; /* the first pass over the rows asks for the next ones */
         for (int r0 = 0; r0 < R;) {
@@ -340,12 +360,23 @@ KVS_AI void vacc_all(const uint32_t type, const uint8_t *v, size_t v_row, int n,
             const float *pr = p + (size_t)r0 * p_stride;
             float *ar = acc + (size_t)r0 * acc_stride;
             const int pn = first && r0 == 0 ? pf_n : 0;
-            switch (rr) {
-            case 4: vacc_block(type, 4, v, v_row, vscale, nbl, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
-            case 3: vacc_block(type, 3, v, v_row, vscale, nbl, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
-            case 2: vacc_block(type, 2, v, v_row, vscale, nbl, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
-            default: vacc_block(type, 1, v, v_row, vscale, nbl, n, c, pr, p_stride, ar, acc_stride, pf, pn); break;
+#define VACC(RR, POST) vacc_block(type, RR, POST, v, v_row, vscale, nbl, n, c, pr, p_stride, ar, acc_stride, pf, pn)
+            if (post) {
+                switch (rr) {
+                case 4: VACC(4, true); break;
+                case 3: VACC(3, true); break;
+                case 2: VACC(2, true); break;
+                default: VACC(1, true); break;
+                }
+            } else {
+                switch (rr) {
+                case 4: VACC(4, false); break;
+                case 3: VACC(3, false); break;
+                case 2: VACC(2, false); break;
+                default: VACC(1, false); break;
+                }
             }
+#undef VACC
             r0 += rr;
         }
     }
@@ -408,10 +439,14 @@ bool kvs_attn_fused_avx512(const kvs_attn_rows *rw, const float *const *qrows, i
     const int n = rw->n;
     const size_t ss = (size_t)n;
     float *sc = scratch;
-    for (int t0 = 0; t0 < n; t0 += ATTN_SUB) {
-        const int m = n - t0 < ATTN_SUB ? n - t0 : ATTN_SUB;
-        fused_scores(rw->k_type, rw->k + (size_t)t0 * rw->k_row, rw->k_row, m, qrows, R, scale, dk, sc + t0, ss,
-                     kvs_row_next(rw->pf_k, rw->k_row, t0), kvs_row_next_n(rw->pf_k, rw->pf_n, t0, m));
+    if (rw->qi && kvs_row_is_tq(rw->k_type) && dk == KVS_TQ_BLOCK && kvs_cpu()->avx512vnni) {
+        kvs_attn_tq_scores_vnni(rw, R, scale, sc, ss);
+    } else {
+        for (int t0 = 0; t0 < n; t0 += ATTN_SUB) {
+            const int m = n - t0 < ATTN_SUB ? n - t0 : ATTN_SUB;
+            fused_scores(rw->k_type, rw->k + (size_t)t0 * rw->k_row, rw->k_row, m, qrows, R, scale, dk, sc + t0, ss,
+                         kvs_row_next(rw->pf_k, rw->k_row, t0), kvs_row_next_n(rw->pf_k, rw->pf_n, t0, m));
+        }
     }
     for (int r = 0; r < R; r++) softmax_update(state + (size_t)r * state_stride, sc + (size_t)r * n, n, dv);
     for (int t0 = 0; t0 < n; t0 += ATTN_SUB) {

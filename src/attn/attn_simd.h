@@ -29,11 +29,16 @@ typedef struct kvs_attn_rows {
     int n;
     int k_t0, group, k_bits, v_bits; /* per-channel rows only */
     bool v_sym;                       /* per-channel values: symmetric rows (kv/kivi.h) */
-    /* q8_0/q4_0 keys in a decode: the query rows rounded to int8 (qi[r], dk
-     * each, one scale per 32 elements in qs[r]; qrows then hold qi * qs);
+    /* q8_0/q4_0/tq keys in a decode: the query rows rounded to int8 (qi[r],
+     * dk each, one scale per 32 elements in qs[r]; qrows then hold qi * qs);
      * NULL: score in f32 */
     const int8_t *const *qi;
     const float *const *qs;
+    /* with qi: KVS_ATTN_QPREP_BYTES (64-aligned) where a kernel may keep its
+     * own form of the rounded query across the calls of one item (the
+     * caller clears *qprep_ok when the item starts); NULL: none */
+    void *qprep;
+    bool *qprep_ok;
     /* block formats: the next chunk's first pf_n K and V rows (same row
      * sizes), prefetched while this chunk computes; NULL: none */
     const uint8_t *pf_k, *pf_v;
@@ -50,6 +55,7 @@ void kvs_attn_round_query(const float *q, int d, int8_t *qi, float *qs, float *q
  * Returns false, touching nothing, when the formats or R are not handled
  * (the caller then converts a tile and uses `tile`). scratch: R * n floats. */
 #define KVS_ATTN_FUSED_MAX_ROWS 8 /* query rows (heads per KV head) the fused kernel takes */
+#define KVS_ATTN_QPREP_BYTES 2048 /* kvs_attn_rows.qprep: a prepared query of up to 8 rows */
 typedef bool (*kvs_attn_fused_fn)(const kvs_attn_rows *rows, const float *const *qrows, int R, float scale,
                                   float *state, size_t state_stride, int dk, int dv, float *scratch);
 
@@ -78,5 +84,11 @@ const kvs_attn_vec *kvs_attn_vec_avx512(void); /* only where kvs_cpu()->avx512 *
  * the AVX2 one. */
 bool kvs_attn_fused_avx512(const kvs_attn_rows *rows, const float *const *qrows, int R, float scale, float *state,
                            size_t state_stride, int dk, int dv, float *scratch);
+/* Scores sc[r * sc_stride + t] = scale * <q_r, key t> of n rotated-codebook
+ * keys of head size 64 against R (<= KVS_ATTN_FUSED_MAX_ROWS) query rows
+ * rounded to int8 (qi, qs as in kvs_attn_rows), with VNNI integer dots
+ * (attn_tq_vnni.c; only where kvs_cpu()->avx512vnni): rw's k, k_row, n,
+ * k_type, qi, qs, prefetch rows, and qprep if set. */
+void kvs_attn_tq_scores_vnni(const kvs_attn_rows *rw, int R, float scale, float *sc, size_t sc_stride);
 
 #endif

@@ -2,7 +2,8 @@
  * Lloyd-Max centroids (ascending) for one coordinate of a block of
  * 64 rotated coordinates divided by the block RMS, i.e. sqrt(64) * u_1
  * with u uniform on the unit sphere; the MSE per coordinate is in the
- * comment (a unit-variance coordinate: 1.0 with no quantization). */
+ * comment (a unit-variance coordinate: 1.0 with no quantization).
+ * The 2..4-bit ones lie on the grid k / C_b, C_b = 127 / their largest. */
 #ifndef KVS_CORE_TQ_TABLES_H
 #define KVS_CORE_TQ_TABLES_H
 
@@ -10,21 +11,21 @@
 static const float kvs_tq_cb1[2] = {
     -8.010072653e-01f, 8.010072653e-01f,
 };
-/* 2 bits: MSE 0.114526 */
+/* 2 bits: MSE 0.114532 */
 static const float kvs_tq_cb2[4] = {
-    -1.499974794e+00f, -4.521189498e-01f, 4.521189498e-01f, 1.499974794e+00f,
+    -1.499974794e+00f, -4.488113558e-01f, 4.488113558e-01f, 1.499974794e+00f,
 };
-/* 3 bits: MSE 0.033391 */
+/* 3 bits: MSE 0.033404 */
 static const float kvs_tq_cb3[8] = {
-    -2.111311442e+00f, -1.329342868e+00f, -7.506581030e-01f, -2.437534307e-01f,
-    2.437534307e-01f, 7.506581030e-01f, 1.329342868e+00f, 2.111311442e+00f,
+    -2.111311442e+00f, -1.329959964e+00f, -7.481024796e-01f, -2.493674932e-01f,
+    2.493674932e-01f, 7.481024796e-01f, 1.329959964e+00f, 2.111311442e+00f,
 };
-/* 4 bits: MSE 0.009132 */
+/* 4 bits: MSE 0.009150 */
 static const float kvs_tq_cb4[16] = {
-    -2.646370476e+00f, -2.023309808e+00f, -1.590849111e+00f, -1.239404206e+00f,
-    -9.318940053e-01f, -6.504941385e-01f, -3.847182601e-01f, -1.273521790e-01f,
-    1.273521790e-01f, 3.847182601e-01f, 6.504941385e-01f, 9.318940053e-01f,
-    1.239404206e+00f, 1.590849111e+00f, 2.023309808e+00f, 2.646370476e+00f,
+    -2.646370476e+00f, -2.021243592e+00f, -1.583654773e+00f, -1.229416205e+00f,
+    -9.376903261e-01f, -6.459644469e-01f, -3.750761304e-01f, -1.250253768e-01f,
+    1.250253768e-01f, 3.750761304e-01f, 6.459644469e-01f, 9.376903261e-01f,
+    1.229416205e+00f, 1.583654773e+00f, 2.021243592e+00f, 2.646370476e+00f,
 };
 
 #endif

@@ -26,8 +26,10 @@
 /* 2: keys of a layer with a key offset (kv/kv_cache.h) are stored minus it;
  * the offset follows from the model and the scheme, which the file names.
  * 3: schemes carry `center` (keys minus the model's measured mean key,
- * model/key_center.h) */
-#define KVS_KV_FILE_VERSION 3
+ * model/key_center.h)
+ * 4: the tq codebooks lie on an int8 grid (core/tq_tables.h): rows of
+ * version 3 would decode to other centroids */
+#define KVS_KV_FILE_VERSION 4
 
 kvs_status kvs_kv_file_save(const kvs_kv_cache *c, uint64_t model_id, const kvs_token *tokens, const char *path);
 
