@@ -131,7 +131,9 @@ void kvs_attn_round_query(const float *q, int d, int8_t *qi, float *qs, float *q
         for (int i = i0; i < i1; i++) amax = fabsf(q[i]) > amax ? fabsf(q[i]) : amax;
         const float s = amax / 127.0f, inv = s > 0.0f ? 1.0f / s : 0.0f;
         for (int i = i0; i < i1; i++) {
-            float r = nearbyintf(q[i] * inv);
+            /* round to nearest even by the 1.5 * 2^23 sum (|q * inv| <= 127.5, so
+             * exact, and what nearbyintf gives), clamped; vectorizes, no libm call */
+            float r = (q[i] * inv + 12582912.0f) - 12582912.0f;
             r = r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r;
             qi[i] = (int8_t)r;
             qr[i] = r * s;

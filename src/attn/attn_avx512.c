@@ -278,7 +278,7 @@ KVS_AI void scores_all(const uint32_t type, const uint8_t *k, size_t k_row, int 
 
 /* ---- acc += p V: RR (1..4) rows x 4 vectors of 16 channels [c, c+64) ---- */
 
-/* POST (tq values of one block, dv == 64): p already holds p * s per key,
+/* POST (tq values): p already holds p * s of the 64-channel block per key,
  * so the rows are the bare centroids. */
 KVS_AI __m512 vload16(const uint32_t type, const bool POST, const uint8_t *row, const float *vs, int c) {
     return POST ? tq_codes16(type, row, c) : load16s(type, row, c, block_scale(type, vs, c));
@@ -340,20 +340,27 @@ KVS_AI void vacc_all(const uint32_t type, const uint8_t *v, size_t v_row, int n,
     const int nbl = scale_blocks(type, dv);
     float vscale[ATTN512_MAX_SCALES + 16];
     if (nbl) row_scales(type, v, v_row, n, nbl, vscale);
-    const bool post = kvs_row_is_tq(type) && dv == KVS_TQ_BLOCK;
+    /* tq rows: the 64 channels [c, c + 64) are one block, so p * s (per
+     * row and key) multiplies the bare centroids */
+    const bool post = kvs_row_is_tq(type);
     float ps[KVS_ATTN_FUSED_MAX_ROWS * ATTN_SUB] __attribute__((aligned(64)));
-    if (post) { /* p * s: one block scale per value row */
-        for (int r = 0; r < R; r++)
-            for (int t = 0; t < n; t += 16) {
-                const __mmask16 keep = (__mmask16)(n - t >= 16 ? 0xFFFFu : (1u << (n - t)) - 1u);
-                _mm512_mask_storeu_ps(ps + r * ATTN_SUB + t, keep,
-                                      _mm512_mul_ps(_mm512_maskz_loadu_ps(keep, p + (size_t)r * p_stride + t),
-                                                    _mm512_maskz_loadu_ps(keep, vscale + t)));
-            }
-        p = ps;
-        p_stride = ATTN_SUB;
-    }
+    const float *const p_in = p;
+    const size_t in_stride = p_stride;
     for (int c = 0; c < dv; c += 64) {
+        if (post) {
+            const int blk = c / KVS_TQ_BLOCK;
+            float sb[ATTN_SUB] __attribute__((aligned(64)));
+            for (int t = 0; t < n; t++) sb[t] = vscale[t * nbl + blk];
+            for (int r = 0; r < R; r++)
+                for (int t = 0; t < n; t += 16) {
+                    const __mmask16 keep = (__mmask16)(n - t >= 16 ? 0xFFFFu : (1u << (n - t)) - 1u);
+                    _mm512_mask_storeu_ps(ps + r * ATTN_SUB + t, keep,
+                                          _mm512_mul_ps(_mm512_maskz_loadu_ps(keep, p_in + (size_t)r * in_stride + t),
+                                                        _mm512_maskz_loadu_ps(keep, sb + t)));
+                }
+            p = ps;
+            p_stride = ATTN_SUB;
+        }
         const bool first = c == 0; /* the first pass over the rows asks for the next ones */
         for (int r0 = 0; r0 < R;) {
             const int rr = group_rows(R, r0);
@@ -439,8 +446,9 @@ bool kvs_attn_fused_avx512(const kvs_attn_rows *rw, const float *const *qrows, i
     const int n = rw->n;
     const size_t ss = (size_t)n;
     float *sc = scratch;
-    if (rw->qi && kvs_row_is_tq(rw->k_type) && dk == KVS_TQ_BLOCK && kvs_cpu()->avx512vnni) {
-        kvs_attn_tq_scores_vnni(rw, R, scale, sc, ss);
+    if (rw->qi && kvs_row_is_tq(rw->k_type) && R * (dk / KVS_TQ_BLOCK) <= KVS_ATTN_TQ_VNNI_ROW_BLOCKS &&
+        kvs_cpu()->avx512vnni) {
+        kvs_attn_tq_scores_vnni(rw, R, dk, scale, sc, ss);
     } else {
         for (int t0 = 0; t0 < n; t0 += ATTN_SUB) {
             const int m = n - t0 < ATTN_SUB ? n - t0 : ATTN_SUB;

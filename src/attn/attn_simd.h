@@ -55,7 +55,8 @@ void kvs_attn_round_query(const float *q, int d, int8_t *qi, float *qs, float *q
  * Returns false, touching nothing, when the formats or R are not handled
  * (the caller then converts a tile and uses `tile`). scratch: R * n floats. */
 #define KVS_ATTN_FUSED_MAX_ROWS 8 /* query rows (heads per KV head) the fused kernel takes */
-#define KVS_ATTN_QPREP_BYTES 2048 /* kvs_attn_rows.qprep: a prepared query of up to 8 rows */
+#define KVS_ATTN_QPREP_BYTES 4096 /* kvs_attn_rows.qprep: a kernel's prepared query */
+#define KVS_ATTN_TQ_VNNI_ROW_BLOCKS 16 /* query rows x 64-element blocks the tq VNNI scores take */
 typedef bool (*kvs_attn_fused_fn)(const kvs_attn_rows *rows, const float *const *qrows, int R, float scale,
                                   float *state, size_t state_stride, int dk, int dv, float *scratch);
 
@@ -85,10 +86,11 @@ const kvs_attn_vec *kvs_attn_vec_avx512(void); /* only where kvs_cpu()->avx512 *
 bool kvs_attn_fused_avx512(const kvs_attn_rows *rows, const float *const *qrows, int R, float scale, float *state,
                            size_t state_stride, int dk, int dv, float *scratch);
 /* Scores sc[r * sc_stride + t] = scale * <q_r, key t> of n rotated-codebook
- * keys of head size 64 against R (<= KVS_ATTN_FUSED_MAX_ROWS) query rows
+ * keys of head size dk (a multiple of 64; R * dk / 64 <=
+ * KVS_ATTN_TQ_VNNI_ROW_BLOCKS) against R query rows
  * rounded to int8 (qi, qs as in kvs_attn_rows), with VNNI integer dots
  * (attn_tq_vnni.c; only where kvs_cpu()->avx512vnni): rw's k, k_row, n,
  * k_type, qi, qs, prefetch rows, and qprep if set. */
-void kvs_attn_tq_scores_vnni(const kvs_attn_rows *rw, int R, float scale, float *sc, size_t sc_stride);
+void kvs_attn_tq_scores_vnni(const kvs_attn_rows *rw, int R, int dk, float scale, float *sc, size_t sc_stride);
 
 #endif

@@ -1,5 +1,5 @@
-/* Decode scores over rotated-codebook keys (core/tq.h) of one block (head
- * size 64) with AVX-512 VNNI integer dot products: the AVX-512 fused kernel
+/* Decode scores over rotated-codebook keys (core/tq.h; head sizes a
+ * multiple of the 64-element block) with AVX-512 VNNI integer dot products: the AVX-512 fused kernel
  * (attn_avx512.c) calls it for its scores when the query arrives rounded to
  * int8 (attn.c kvs_attn_round_query: blocks of 32, which are the tq
  * sub-blocks) and the CPU has VNNI.
@@ -137,28 +137,41 @@ KVS_AI __m512 key_scales(const uint8_t *p, __m512i offs, int m) {
     return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(w));
 }
 
-/* RR rows x 4 keys (rows kp[0..3]) -> per row one vector whose lane L holds
- * the 4 keys' partial sums over lanes [4L, 4L+4), sub-block scales applied. */
-KVS_AI void block4(const uint32_t type, const int RR, const uint8_t *const *kp, const tq_query *qq, const tq_regs *g,
-                   __m512 *y) {
-    __m512i x[4], a[4][4];
+/* RR rows x 4 keys (rows kp[0..3]) over nblk blocks -> per row one vector
+ * whose lane L holds the 4 keys' partial sums over lanes [4L, 4L+4), the
+ * sub-block scales applied, and with several blocks the keys' block scales
+ * too (sv: 4 keys' scales per block, 16 floats apart). qq: (row, block). */
+KVS_AI void block4(const uint32_t type, const int RR, int nblk, const uint8_t *const *kp, const tq_query *qq,
+                   const tq_regs *g, const float *sv, __m512 *y) {
+    const size_t bb = kvs_row_tq_block_bytes(type);
     _Pragma("GCC unroll 4")
-    for (int j = 0; j < 4; j++) x[j] = key_bytes(type, kp[j], g);
-    _Pragma("GCC unroll 4")
-    for (int r = 0; r < RR; r++)
+    for (int r = 0; r < RR; r++) y[r] = _mm512_setzero_ps();
+    for (int blk = 0; blk < nblk; blk++) {
+        __m512i x[4], a[4][4];
         _Pragma("GCC unroll 4")
-        for (int j = 0; j < 4; j++) a[r][j] = _mm512_dpbusd_epi32(qq[r].init, x[j], qq[r].q);
-    _Pragma("GCC unroll 4")
-    for (int r = 0; r < RR; r++) {
-        const __m512i x01 = _mm512_add_epi32(_mm512_unpacklo_epi32(a[r][0], a[r][1]), _mm512_unpackhi_epi32(a[r][0], a[r][1]));
-        const __m512i x23 = _mm512_add_epi32(_mm512_unpacklo_epi32(a[r][2], a[r][3]), _mm512_unpackhi_epi32(a[r][2], a[r][3]));
-        const __m512 lo = _mm512_cvtepi32_ps(_mm512_unpacklo_epi64(x01, x23)); /* sub-block 0 of keys 0..3 */
-        const __m512 hi = _mm512_cvtepi32_ps(_mm512_unpackhi_epi64(x01, x23));
-        y[r] = _mm512_fmadd_ps(hi, _mm512_set1_ps(qq[r].f1), _mm512_mul_ps(lo, _mm512_set1_ps(qq[r].f0)));
+        for (int j = 0; j < 4; j++) x[j] = key_bytes(type, kp[j] + (size_t)blk * bb, g);
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++)
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < 4; j++) {
+                const tq_query *q = &qq[r * nblk + blk];
+                a[r][j] = _mm512_dpbusd_epi32(q->init, x[j], q->q);
+            }
+        const __m512 s4 = nblk > 1 ? _mm512_broadcast_f32x4(_mm_loadu_ps(sv + 16 * blk)) : _mm512_set1_ps(1.0f);
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) {
+            const tq_query *q = &qq[r * nblk + blk];
+            const __m512i x01 = _mm512_add_epi32(_mm512_unpacklo_epi32(a[r][0], a[r][1]), _mm512_unpackhi_epi32(a[r][0], a[r][1]));
+            const __m512i x23 = _mm512_add_epi32(_mm512_unpacklo_epi32(a[r][2], a[r][3]), _mm512_unpackhi_epi32(a[r][2], a[r][3]));
+            const __m512 lo = _mm512_cvtepi32_ps(_mm512_unpacklo_epi64(x01, x23)); /* sub-block 0 of keys 0..3 */
+            const __m512 hi = _mm512_cvtepi32_ps(_mm512_unpackhi_epi64(x01, x23));
+            const __m512 part = _mm512_fmadd_ps(hi, _mm512_set1_ps(q->f1), _mm512_mul_ps(lo, _mm512_set1_ps(q->f0)));
+            y[r] = nblk > 1 ? _mm512_fmadd_ps(part, s4, y[r]) : part;
+        }
     }
 }
 
-KVS_AI void scores_group(const uint32_t type, const int RR, const uint8_t *k, size_t k_row, int n,
+KVS_AI void scores_group(const uint32_t type, const int RR, int nblk, const uint8_t *k, size_t k_row, int n,
                          const tq_query *qq, float scale, float *sc, size_t sc_stride, const uint8_t *pf, int pf_n) {
     tq_regs g;
     g.cb0 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)g_cu8[kvs_row_tq_bits0(type)]));
@@ -167,11 +180,15 @@ KVS_AI void scores_group(const uint32_t type, const int RR, const uint8_t *k, si
         g.plane_idx[sub] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)g_plane_idx[sub]));
         g.plane_bit[sub] = _mm512_loadu_si512(g_plane_bit[sub]);
     }
+    const size_t bb = kvs_row_tq_block_bytes(type);
     const __m512i offs = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32((int)k_row));
     for (int t = 0; t < n; t += 16) {
         const int m = n - t < 16 ? n - t : 16;
         const uint8_t *kt = k + (size_t)t * k_row;
+        float kss[KVS_ATTN_TQ_VNNI_ROW_BLOCKS * 16] __attribute__((aligned(64))); /* (block, key) scales */
+        if (nblk > 1)
+            for (int blk = 0; blk < nblk; blk++) _mm512_store_ps(kss + 16 * blk, key_scales(kt + (size_t)blk * bb, offs, m));
         __m512 ys[4][4];
         _Pragma("GCC unroll 4")
         for (int b = 0; b < 4; b++) {
@@ -183,10 +200,11 @@ KVS_AI void scores_group(const uint32_t type, const int RR, const uint8_t *k, si
             }
             const int tb = t + 4 * b;
             if (tb < pf_n) kvs_row_prefetch(pf, k_row, tb, 4 < pf_n - tb ? 4 : pf_n - tb);
-            block4(type, RR, kp, qq, &g, ys[b]);
+            block4(type, RR, nblk, kp, qq, &g, kss + 4 * b, ys[b]);
         }
         const __mmask16 keep = (__mmask16)(m == 16 ? 0xFFFFu : (1u << m) - 1u);
-        const __m512 ks = _mm512_mul_ps(_mm512_set1_ps(scale), key_scales(kt, offs, m));
+        /* one block: its scale per key here, on 16 scores at once */
+        const __m512 ks = nblk > 1 ? _mm512_set1_ps(scale) : _mm512_mul_ps(_mm512_set1_ps(scale), key_scales(kt, offs, m));
         _Pragma("GCC unroll 4")
         for (int r = 0; r < RR; r++)
             _mm512_mask_storeu_ps(sc + (size_t)r * sc_stride + (size_t)t, keep,
@@ -194,17 +212,18 @@ KVS_AI void scores_group(const uint32_t type, const int RR, const uint8_t *k, si
     }
 }
 
-static void scores_typed(const uint32_t type, const uint8_t *k, size_t k_row, int n, const tq_query *qq, int R,
-                         float scale, float *sc, size_t sc_stride, const uint8_t *pf, int pf_n) {
+static void scores_typed(const uint32_t type, int nblk, const uint8_t *k, size_t k_row, int n, const tq_query *qq,
+                         int R, float scale, float *sc, size_t sc_stride, const uint8_t *pf, int pf_n) {
     for (int r0 = 0; r0 < R;) {
         const int left = R - r0, rr = left <= 4 ? left : left == 5 || left == 6 ? 3 : 4;
         float *o = sc + (size_t)r0 * sc_stride;
+        const tq_query *q = qq + r0 * nblk;
         const int pn = r0 == 0 ? pf_n : 0;
         switch (rr) {
-        case 4: scores_group(type, 4, k, k_row, n, qq + r0, scale, o, sc_stride, pf, pn); break;
-        case 3: scores_group(type, 3, k, k_row, n, qq + r0, scale, o, sc_stride, pf, pn); break;
-        case 2: scores_group(type, 2, k, k_row, n, qq + r0, scale, o, sc_stride, pf, pn); break;
-        default: scores_group(type, 1, k, k_row, n, qq + r0, scale, o, sc_stride, pf, pn); break;
+        case 4: scores_group(type, 4, nblk, k, k_row, n, q, scale, o, sc_stride, pf, pn); break;
+        case 3: scores_group(type, 3, nblk, k, k_row, n, q, scale, o, sc_stride, pf, pn); break;
+        case 2: scores_group(type, 2, nblk, k, k_row, n, q, scale, o, sc_stride, pf, pn); break;
+        default: scores_group(type, 1, nblk, k, k_row, n, q, scale, o, sc_stride, pf, pn); break;
         }
         r0 += rr;
     }
@@ -212,30 +231,36 @@ static void scores_typed(const uint32_t type, const uint8_t *k, size_t k_row, in
 
 /* The prepared rows of a call (in rw->qprep when the caller gives one). */
 typedef struct tq_prep {
-    tq_query q[KVS_ATTN_FUSED_MAX_ROWS];
+    tq_query q[KVS_ATTN_TQ_VNNI_ROW_BLOCKS]; /* (row, block) */
     uint32_t type;
-    int R;
+    int R, nblk;
 } tq_prep;
 _Static_assert(sizeof(tq_prep) <= KVS_ATTN_QPREP_BYTES, "KVS_ATTN_QPREP_BYTES");
 
-void kvs_attn_tq_scores_vnni(const kvs_attn_rows *rw, int R, float scale, float *sc, size_t sc_stride) {
+void kvs_attn_tq_scores_vnni(const kvs_attn_rows *rw, int R, int dk, float scale, float *sc, size_t sc_stride) {
     pthread_once(&g_once, tables_init);
+    const int nblk = dk / KVS_TQ_BLOCK;
     tq_prep local, *pp = rw->qprep ? (tq_prep *)rw->qprep : &local;
-    if (!rw->qprep || !*rw->qprep_ok || pp->type != rw->k_type || pp->R != R) {
-        for (int r = 0; r < R; r++) query_prepare(rw->k_type, rw->qi[r], rw->qs[r], &pp->q[r]);
+    if (!rw->qprep || !*rw->qprep_ok || pp->type != rw->k_type || pp->R != R || pp->nblk != nblk) {
+        for (int r = 0; r < R; r++)
+            for (int b = 0; b < nblk; b++)
+                query_prepare(rw->k_type, rw->qi[r] + KVS_TQ_BLOCK * b, rw->qs[r] + 2 * b, &pp->q[r * nblk + b]);
         pp->type = rw->k_type;
         pp->R = R;
+        pp->nblk = nblk;
         if (rw->qprep) *rw->qprep_ok = true;
     }
     const tq_query *qq = pp->q;
     const uint8_t *k = rw->k, *pf = rw->pf_k;
     const size_t k_row = rw->k_row;
     const int n = rw->n, pf_n = rw->pf_n;
+#define TYPED(T) scores_typed(T, nblk, k, k_row, n, qq, R, scale, sc, sc_stride, pf, pf_n)
     switch (rw->k_type) {
-    case KVS_TYPE_TQ2: scores_typed(KVS_TYPE_TQ2, k, k_row, n, qq, R, scale, sc, sc_stride, pf, pf_n); break;
-    case KVS_TYPE_TQ2_5: scores_typed(KVS_TYPE_TQ2_5, k, k_row, n, qq, R, scale, sc, sc_stride, pf, pf_n); break;
-    case KVS_TYPE_TQ3: scores_typed(KVS_TYPE_TQ3, k, k_row, n, qq, R, scale, sc, sc_stride, pf, pf_n); break;
-    case KVS_TYPE_TQ3_5: scores_typed(KVS_TYPE_TQ3_5, k, k_row, n, qq, R, scale, sc, sc_stride, pf, pf_n); break;
-    default: scores_typed(KVS_TYPE_TQ4, k, k_row, n, qq, R, scale, sc, sc_stride, pf, pf_n); break;
+    case KVS_TYPE_TQ2: TYPED(KVS_TYPE_TQ2); break;
+    case KVS_TYPE_TQ2_5: TYPED(KVS_TYPE_TQ2_5); break;
+    case KVS_TYPE_TQ3: TYPED(KVS_TYPE_TQ3); break;
+    case KVS_TYPE_TQ3_5: TYPED(KVS_TYPE_TQ3_5); break;
+    default: TYPED(KVS_TYPE_TQ4); break;
     }
+#undef TYPED
 }
