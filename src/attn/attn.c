@@ -134,7 +134,7 @@ void kvs_attn_round_query(const float *q, int d, int8_t *qi, float *qs, float *q
             /* round to nearest even by the 1.5 * 2^23 sum (|q * inv| <= 127.5, so
              * exact, and what nearbyintf gives), clamped; vectorizes, no libm call */
             float r = (q[i] * inv + 12582912.0f) - 12582912.0f;
-            r = r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r;
+            r = r != r ? 0.0f : r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r; /* NaN (a non-finite q): 0 */
             qi[i] = (int8_t)r;
             qr[i] = r * s;
         }
