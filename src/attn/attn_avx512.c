@@ -244,17 +244,10 @@ KVS_AI void scores_rows(const uint32_t type, const int RR, const bool POST, cons
     }
 }
 
-/* Row groups of at most 4: 5 -> 3+2, 6 -> 3+3, 7 -> 4+3, 8 -> 4+4. */
-static inline int group_rows(int R, int r0) {
-    const int left = R - r0;
-    if (left <= 4) return left;
-    return left == 5 || left == 6 ? 3 : 4;
-}
-
 KVS_AI void scores_all(const uint32_t type, const uint8_t *k, size_t k_row, int n, const float *const *q, int R,
                        float scale, int dk, float *sc, size_t sc_stride, const uint8_t *pf, int pf_n) {
     for (int r0 = 0; r0 < R;) {
-        const int rr = group_rows(R, r0);
+        const int rr = kvs_row_group(R, r0);
         float *o = sc + (size_t)r0 * sc_stride;
         const int pn = r0 == 0 ? pf_n : 0; /* the first pass over the keys asks for the next ones */
         if (kvs_row_is_tq(type) && dk == KVS_TQ_BLOCK) {
@@ -363,7 +356,7 @@ KVS_AI void vacc_all(const uint32_t type, const uint8_t *v, size_t v_row, int n,
         }
         const bool first = c == 0; /* the first pass over the rows asks for the next ones */
         for (int r0 = 0; r0 < R;) {
-            const int rr = group_rows(R, r0);
+            const int rr = kvs_row_group(R, r0);
             const float *pr = p + (size_t)r0 * p_stride;
             float *ar = acc + (size_t)r0 * acc_stride;
             const int pn = first && r0 == 0 ? pf_n : 0;

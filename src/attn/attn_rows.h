@@ -1,8 +1,9 @@
 /* Compile-time facts of the stored row formats the fused decode kernels
- * read in place (attn_avx2.c, attn_avx512.c): block sizes of the
- * rotated-codebook rows (core/tq.h) as constants the loops fold, the f16
- * block scale, and the prefetch of the next chunk's rows. Include only from
- * files built with F16C (the SIMD kernels). */
+ * read in place (attn_avx2.c, attn_avx512.c, attn_tq_vnni.c): block sizes of
+ * the rotated-codebook rows (core/tq.h) as constants the loops fold, the f16
+ * block scale, the prefetch of the next chunk's rows and the query row groups
+ * of the 16-lane kernels. Include only from files built with F16C (the SIMD
+ * kernels). */
 #ifndef KVS_ATTN_ROWS_H
 #define KVS_ATTN_ROWS_H
 
@@ -53,6 +54,14 @@ KVS_AI const uint8_t *kvs_row_next(const uint8_t *pf, size_t row, int t0) { retu
 KVS_AI int kvs_row_next_n(const uint8_t *pf, int pf_n, int t0, int m) {
     if (!pf || t0 >= pf_n) return 0;
     return pf_n - t0 < m ? pf_n - t0 : m;
+}
+
+/* Query rows the 16-lane kernels take in one pass over the keys, from row r0
+ * of R: groups of at most 4 (5 -> 3+2, 6 -> 3+3, 7 -> 4+3, 8 -> 4+4). */
+KVS_AI int kvs_row_group(int R, int r0) {
+    const int left = R - r0;
+    if (left <= 4) return left;
+    return left == 5 || left == 6 ? 3 : 4;
 }
 
 /* Runs CALL(T) with T the row type `type` as a compile-time constant, so a

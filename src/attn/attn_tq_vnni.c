@@ -215,7 +215,7 @@ KVS_AI void scores_group(const uint32_t type, const int RR, int nblk, const uint
 static void scores_typed(const uint32_t type, int nblk, const uint8_t *k, size_t k_row, int n, const tq_query *qq,
                          int R, float scale, float *sc, size_t sc_stride, const uint8_t *pf, int pf_n) {
     for (int r0 = 0; r0 < R;) {
-        const int left = R - r0, rr = left <= 4 ? left : left == 5 || left == 6 ? 3 : 4;
+        const int rr = kvs_row_group(R, r0);
         float *o = sc + (size_t)r0 * sc_stride;
         const tq_query *q = qq + r0 * nblk;
         const int pn = r0 == 0 ? pf_n : 0;
