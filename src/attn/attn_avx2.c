@@ -22,6 +22,7 @@
  *    rotated domain. */
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "attn/attn_rows.h"
@@ -119,6 +120,63 @@ static inline __attribute__((always_inline)) __m256 tq_load8(const int bits, con
     const __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(kvs_tq_cb4), code);
     const __m256 b = _mm256_permutevar8x32_ps(_mm256_loadu_ps(kvs_tq_cb4 + 8), code);
     return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(code, 28))); /* code bit 3 */
+}
+
+/* The centroid bytes of both tq sub-blocks' codebooks (in both lanes) and 1 / C_b. */
+typedef struct i8_codebooks {
+    __m256i g0, g1;
+    float inv0, inv1;
+} i8_codebooks;
+
+static int8_t g_grid[5][16]; /* per bits 2..4 */
+static float g_grid_inv[5];
+static pthread_once_t g_grid_once = PTHREAD_ONCE_INIT;
+static void grid_init(void) {
+    for (int b = 2; b <= 4; b++) g_grid_inv[b] = 1.0f / kvs_tq_codebook_grid(b, g_grid[b]);
+}
+
+static inline __attribute__((always_inline)) i8_codebooks tq_codebooks(const uint32_t type) {
+    i8_codebooks cb = {_mm256_setzero_si256(), _mm256_setzero_si256(), 0.0f, 0.0f};
+    if (!kvs_row_is_tq(type)) return cb;
+    pthread_once(&g_grid_once, grid_init);
+    const int b0 = kvs_row_tq_bits0(type), b1 = kvs_row_tq_bits1(type);
+    cb.g0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)g_grid[b0]));
+    cb.g1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)g_grid[b1]));
+    cb.inv0 = g_grid_inv[b0];
+    cb.inv1 = g_grid_inv[b1];
+    return cb;
+}
+
+/* The 32 codes (0 .. 2^bits - 1) of a tq sub-block at q, one byte each in
+ * element order. The low 2-bit plane (element e in byte e / 4, bits 2 (e % 4))
+ * and a 4-bit sub-block's high plane: dword L of the plane broadcast to lane
+ * L, dword t of a lane shifted right by 2t, so byte 4t + m of lane L holds
+ * element 16L + 4m + t; one in-lane byte transpose puts it in order. A 3-bit
+ * sub-block's third bits (bit e of a 32-bit plane) are tested per byte. */
+static inline __attribute__((always_inline)) __m256i tq_codes32(const int bits, const uint8_t *q) {
+    const __m256i lanes = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    const __m256i sh = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)(const void *)q)), lanes);
+    __m256i c = _mm256_and_si256(_mm256_srlv_epi32(lo, sh), m3);
+    if (bits == 4) {
+        const __m256i hi = _mm256_permutevar8x32_epi32(
+            _mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)(const void *)(q + 8))), lanes);
+        c = _mm256_or_si256(c, _mm256_slli_epi16(_mm256_and_si256(_mm256_srlv_epi32(hi, sh), m3), 2)); /* fields < 4 */
+    }
+    const __m256i tr = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+                                        0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    c = _mm256_shuffle_epi8(c, tr);
+    if (bits == 3) {
+        uint32_t w;
+        memcpy(&w, q + 8, 4);
+        const __m256i idx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                             2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+        const __m256i hb = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)w), idx), bit);
+        c = _mm256_or_si256(c, _mm256_and_si256(_mm256_cmpeq_epi8(hb, bit), _mm256_set1_epi8(4)));
+    }
+    return c;
 }
 
 /* Elements per scale block of a format (the loops hoist the scale per block). */
@@ -316,11 +374,64 @@ static inline __attribute__((always_inline)) void vacc_block(const uint32_t type
                              KU == 2 ? _mm256_add_ps(a[0][r][j], a[1][r][j]) : a[0][r][j]);
 }
 
+/* ---- acc += p V over tq rows, one 32-channel sub-block per pass ----
+ * A key's sub-block is decoded once (tq_codes32, the codebook's int8 grid)
+ * into 4 vectors of 8 channels times s / C_b, each met by the RR rows'
+ * weights: RR x 4 = 12 accumulators keep the FMAs in flight with one key per
+ * step. `sub` (which sub-block of the 64-element block) is a compile-time
+ * constant, so a tq2.5/tq3.5 row's two widths each get their own loop. */
+
+static inline __attribute__((always_inline)) void vacc_tq_sub(const uint32_t type, const int RR, const int sub,
+                                                              const uint8_t *v, size_t v_row, int n, int blk,
+                                                              const float *p, size_t p_stride, float *acc,
+                                                              size_t acc_stride, const uint8_t *pf, int pf_n) {
+    const i8_codebooks cb = tq_codebooks(type);
+    const int bits = sub ? kvs_row_tq_bits1(type) : kvs_row_tq_bits0(type);
+    const size_t blk_off = (size_t)blk * kvs_row_tq_block_bytes(type);
+    const size_t q_off = blk_off + 2 + (sub ? kvs_row_tq_sub_bytes(kvs_row_tq_bits0(type)) : 0);
+    const float inv = sub ? cb.inv1 : cb.inv0;
+    const int c = 64 * blk + 32 * sub;
+    __m256 a[3][4];
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < RR; r++)
+        _Pragma("GCC unroll 4")
+        for (int j = 0; j < 4; j++) a[r][j] = _mm256_loadu_ps(acc + (size_t)r * acc_stride + (size_t)(c + 8 * j));
+    for (int t = 0; t < n; t++) {
+        if (t < pf_n) kvs_row_prefetch(pf, v_row, t, 1);
+        const uint8_t *row = v + (size_t)t * v_row;
+        const __m256 d = _mm256_set1_ps(kvs_row_f16_at(row + blk_off) * inv);
+        const __m256i g = _mm256_shuffle_epi8(sub ? cb.g1 : cb.g0, tq_codes32(bits, row + q_off));
+        const __m128i g_lo = _mm256_castsi256_si128(g), g_hi = _mm256_extracti128_si256(g, 1);
+        __m256 x[4];
+        x[0] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(g_lo)), d);
+        x[1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(g_lo, 8))), d);
+        x[2] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(g_hi)), d);
+        x[3] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(g_hi, 8))), d);
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < RR; r++) {
+            const __m256 w = _mm256_broadcast_ss(p + (size_t)r * p_stride + (size_t)t);
+            _Pragma("GCC unroll 4")
+            for (int j = 0; j < 4; j++) a[r][j] = _mm256_fmadd_ps(w, x[j], a[r][j]);
+        }
+    }
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < RR; r++)
+        _Pragma("GCC unroll 4")
+        for (int j = 0; j < 4; j++) _mm256_storeu_ps(acc + (size_t)r * acc_stride + (size_t)(c + 8 * j), a[r][j]);
+}
+
 static inline __attribute__((always_inline)) void vacc_rows(const uint32_t type, const int RR, const uint8_t *v,
                                                             size_t v_row, int n, const float *p, size_t p_stride,
                                                             float *acc, size_t acc_stride, int dv,
                                                             const uint8_t *pf, int pf_n) {
     int c = 0; /* the first pass over the rows asks for the next ones (pf_n rows at pf) */
+    if (kvs_row_is_tq(type) && RR <= 3) { /* dv % 64 == 0 for tq rows */
+        for (int blk = 0; blk < dv / 64; blk++) {
+            vacc_tq_sub(type, RR, 0, v, v_row, n, blk, p, p_stride, acc, acc_stride, pf, blk == 0 ? pf_n : 0);
+            vacc_tq_sub(type, RR, 1, v, v_row, n, blk, p, p_stride, acc, acc_stride, pf, 0);
+        }
+        return;
+    }
     if (RR <= 3 || block_elems(type) > 8) { /* 2 vectors: converted values stay in registers, and
                                                * 16 channels never straddle a 32-element block */
         for (; c + 16 <= dv; c += 16)
@@ -398,37 +509,51 @@ static void tile_avx2(const float *const *qrows, int R, const float *k, const fl
              state_stride, dv, NULL, 0);
 }
 
-/* ---- q8_0/q4_0 keys against the int8-rounded query (integer dots) ----
+/* ---- q8_0/q4_0/tq keys against the int8-rounded query (integer dots) ----
  * Per 32-element block: q8_0 multiplies |k| (unsigned) by q with k's sign
  * (maddubs: 16 int16 pair sums, each <= 2 * 127 * 127 < 2^15, exact), q4_0
  * multiplies the unsigned nibbles 0..15 by q and subtracts 8 * (sum of q)
  * (precomputed per row and block), then madd with ones gives 8 int32 lanes;
  * those are converted and scaled in f32 by the key block's f16 scale times
- * the query block's scale (times the softmax scale). Each key
- * block is unpacked once for all rows. 3 rows x 2 keys per register block: 3 x 3 spilled
- * accumulators (the integer path needs two more constant registers). */
+ * the query block's scale (times the softmax scale). A rotated-codebook
+ * sub-block (32 codes) is looked up as the signed bytes of its codebook's
+ * int8 grid (kvs_tq_codebook_grid: the codebooks lie on it, so the sums are
+ * exact) and then meets the query as q8_0 codes do, with the block scale
+ * s / C_b. Each key block is unpacked once for all rows. 3 rows x 2 keys per
+ * register block: 3 x 3 spilled accumulators (the integer path needs two more
+ * constant registers). */
 
 #define ATTN_I8_MAX_BLOCKS 32 /* dk <= 1024 */
 
-/* The 32 codes of key block b: q8_0 signed values, q4_0 nibbles 0..15. */
-static inline __attribute__((always_inline)) __m256i key_codes(const uint32_t type, const uint8_t *row, int b) {
+/* The 32 codes of key block b: q8_0 signed values, q4_0 nibbles 0..15, tq
+ * (block b / 2, sub-block b % 2 = sub) signed grid centroids. */
+static inline __attribute__((always_inline)) __m256i key_codes(const uint32_t type, const uint8_t *row, int b, int sub,
+                                                               const i8_codebooks *cb) {
     if (type == KVS_TYPE_Q8_0) return _mm256_loadu_si256((const __m256i *)(const void *)(row + (size_t)b * 34 + 2));
+    if (kvs_row_is_tq(type)) {
+        const int b0 = kvs_row_tq_bits0(type);
+        const uint8_t *q = row + (size_t)(b >> 1) * kvs_row_tq_block_bytes(type) + 2 + (sub ? kvs_row_tq_sub_bytes(b0) : 0);
+        return _mm256_shuffle_epi8(sub ? cb->g1 : cb->g0, tq_codes32(sub ? kvs_row_tq_bits1(type) : b0, q));
+    }
     const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(row + (size_t)b * 18 + 2));
     const __m128i m = _mm_set1_epi8(15);
     return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
 }
 
-static inline __attribute__((always_inline)) float key_block_scale(const uint32_t type, const uint8_t *row, int b) {
+static inline __attribute__((always_inline)) float key_block_scale(const uint32_t type, const uint8_t *row, int b, int sub,
+                                                                   const i8_codebooks *cb) {
+    if (kvs_row_is_tq(type))
+        return kvs_row_f16_at(row + (size_t)(b >> 1) * kvs_row_tq_block_bytes(type)) * (sub ? cb->inv1 : cb->inv0);
     return kvs_row_f16_at(row + (size_t)b * (type == KVS_TYPE_Q8_0 ? 34 : 18));
 }
 
 /* 8 int32 lanes summing to the dot of block b's codes with query block qb;
- * ak = |codes| for q8_0; corr (q4_0) = the lanes of 8 * sum(qb). */
+ * ak = |codes| for signed codes (q8_0, tq); corr (q4_0) = the lanes of 8 * sum(qb). */
 static inline __attribute__((always_inline)) __m256i block_dot(const uint32_t type, __m256i codes, __m256i ak,
                                                                const int8_t *qb, const __m256i *corr) {
     const __m256i ones = _mm256_set1_epi16(1);
     const __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)qb);
-    if (type == KVS_TYPE_Q8_0) return _mm256_madd_epi16(_mm256_maddubs_epi16(ak, _mm256_sign_epi8(q, codes)), ones);
+    if (type != KVS_TYPE_Q4_0) return _mm256_madd_epi16(_mm256_maddubs_epi16(ak, _mm256_sign_epi8(q, codes)), ones);
     return _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(codes, q), ones), _mm256_load_si256(corr));
 }
 
@@ -437,6 +562,8 @@ static inline __attribute__((always_inline)) void scores_i8_rows(const uint32_t 
                                                                  const float *qsc, const __m256i *corr, int nb,
                                                                  float *sc, size_t sc_stride) {
     enum { KB = 2 };
+    const int SB = kvs_row_is_tq(type) ? 2 : 1; /* blocks per step: a tq block's two sub-blocks */
+    const i8_codebooks cbk = tq_codebooks(type);
     int t = 0;
     for (; t + KB <= n; t += KB) {
         const uint8_t *k0 = k + (size_t)t * k_row;
@@ -445,20 +572,23 @@ static inline __attribute__((always_inline)) void scores_i8_rows(const uint32_t 
         for (int r = 0; r < RR; r++)
             _Pragma("GCC unroll 3")
             for (int j = 0; j < KB; j++) a[r][j] = _mm256_setzero_ps();
-        for (int b = 0; b < nb; b++) {
-            _Pragma("GCC unroll 3")
-            for (int j = 0; j < KB; j++) {
-                const uint8_t *row = k0 + (size_t)j * k_row;
-                const __m256i codes = key_codes(type, row, b);
-                const __m256i ak = type == KVS_TYPE_Q8_0 ? _mm256_abs_epi8(codes) : codes;
-                const float d = key_block_scale(type, row, b);
+        for (int b0 = 0; b0 < nb; b0 += SB)
+            _Pragma("GCC unroll 2")
+            for (int s = 0; s < SB; s++) {
+                const int b = b0 + s;
                 _Pragma("GCC unroll 3")
-                for (int r = 0; r < RR; r++) {
-                    const __m256i p = block_dot(type, codes, ak, qi[r] + 32 * b, corr + (size_t)r * nb + b);
-                    a[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * qsc[r * nb + b]), a[r][j]);
+                for (int j = 0; j < KB; j++) {
+                    const uint8_t *row = k0 + (size_t)j * k_row;
+                    const __m256i codes = key_codes(type, row, b, s, &cbk);
+                    const __m256i ak = type != KVS_TYPE_Q4_0 ? _mm256_abs_epi8(codes) : codes;
+                    const float d = key_block_scale(type, row, b, s, &cbk);
+                    _Pragma("GCC unroll 3")
+                    for (int r = 0; r < RR; r++) {
+                        const __m256i p = block_dot(type, codes, ak, qi[r] + 32 * b, corr + (size_t)r * nb + b);
+                        a[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * qsc[r * nb + b]), a[r][j]);
+                    }
                 }
             }
-        }
         _Pragma("GCC unroll 3")
         for (int r = 0; r < RR; r++) {
             float tmp[4];
@@ -471,15 +601,18 @@ static inline __attribute__((always_inline)) void scores_i8_rows(const uint32_t 
         __m256 a[3];
         _Pragma("GCC unroll 3")
         for (int r = 0; r < RR; r++) a[r] = _mm256_setzero_ps();
-        for (int b = 0; b < nb; b++) {
-            const __m256i codes = key_codes(type, row, b);
-            const __m256i ak = type == KVS_TYPE_Q8_0 ? _mm256_abs_epi8(codes) : codes;
-            const float d = key_block_scale(type, row, b);
-            _Pragma("GCC unroll 3")
-            for (int r = 0; r < RR; r++)
-                a[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot(type, codes, ak, qi[r] + 32 * b, corr + (size_t)r * nb + b)),
-                                       _mm256_set1_ps(d * qsc[r * nb + b]), a[r]);
-        }
+        for (int b0 = 0; b0 < nb; b0 += SB)
+            _Pragma("GCC unroll 2")
+            for (int s = 0; s < SB; s++) {
+                const int b = b0 + s;
+                const __m256i codes = key_codes(type, row, b, s, &cbk);
+                const __m256i ak = type != KVS_TYPE_Q4_0 ? _mm256_abs_epi8(codes) : codes;
+                const float d = key_block_scale(type, row, b, s, &cbk);
+                _Pragma("GCC unroll 3")
+                for (int r = 0; r < RR; r++)
+                    a[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot(type, codes, ak, qi[r] + 32 * b, corr + (size_t)r * nb + b)),
+                                           _mm256_set1_ps(d * qsc[r * nb + b]), a[r]);
+            }
         _Pragma("GCC unroll 3")
         for (int r = 0; r < RR; r++) sc[(size_t)r * sc_stride + (size_t)t] = hsum256(a[r]);
     }
@@ -503,15 +636,14 @@ static void scores_i8(const uint32_t type, const kvs_attn_rows *rw, const uint8_
         const int8_t *const *q = rw->qi + r0;
         const __m256i *c = corr + (size_t)r0 * nb;
         float *o = sc + (size_t)r0 * ss;
-        if (type == KVS_TYPE_Q8_0) {
-            if (rr == 3) scores_i8_rows(KVS_TYPE_Q8_0, 3, k, rw->k_row, n, q, qsc + (size_t)r0 * nb, c, nb, o, ss);
-            else if (rr == 2) scores_i8_rows(KVS_TYPE_Q8_0, 2, k, rw->k_row, n, q, qsc + (size_t)r0 * nb, c, nb, o, ss);
-            else scores_i8_rows(KVS_TYPE_Q8_0, 1, k, rw->k_row, n, q, qsc + (size_t)r0 * nb, c, nb, o, ss);
-        } else {
-            if (rr == 3) scores_i8_rows(KVS_TYPE_Q4_0, 3, k, rw->k_row, n, q, qsc + (size_t)r0 * nb, c, nb, o, ss);
-            else if (rr == 2) scores_i8_rows(KVS_TYPE_Q4_0, 2, k, rw->k_row, n, q, qsc + (size_t)r0 * nb, c, nb, o, ss);
-            else scores_i8_rows(KVS_TYPE_Q4_0, 1, k, rw->k_row, n, q, qsc + (size_t)r0 * nb, c, nb, o, ss);
-        }
+#define ROWS(T)                                                                                   \
+    do {                                                                                          \
+        if (rr == 3) scores_i8_rows(T, 3, k, rw->k_row, n, q, qsc + (size_t)r0 * nb, c, nb, o, ss);      \
+        else if (rr == 2) scores_i8_rows(T, 2, k, rw->k_row, n, q, qsc + (size_t)r0 * nb, c, nb, o, ss); \
+        else scores_i8_rows(T, 1, k, rw->k_row, n, q, qsc + (size_t)r0 * nb, c, nb, o, ss);              \
+    } while (0)
+        KVS_ROW_TYPE_DISPATCH(type, ROWS); /* q8_0, q4_0 and tq reach here */
+#undef ROWS
     }
 }
 
@@ -555,8 +687,10 @@ static bool fused_avx2(const kvs_attn_rows *rw, const float *const *qrows, int R
         for (; i + 8 <= nn; i += 8) _mm256_storeu_ps(sc + i, _mm256_mul_ps(vs, _mm256_loadu_ps(sc + i)));
         for (; i < nn; i++) sc[i] *= scale;
     } else {
-        const bool i8 = rw->qi && (rw->k_type == KVS_TYPE_Q8_0 || rw->k_type == KVS_TYPE_Q4_0) && dk % 32 == 0 &&
-                        dk <= 32 * ATTN_I8_MAX_BLOCKS;
+        const bool i8 = rw->qi &&
+                        (rw->k_type == KVS_TYPE_Q8_0 || rw->k_type == KVS_TYPE_Q4_0 ||
+                         (kvs_row_is_tq(rw->k_type) && dk % KVS_TQ_BLOCK == 0)) &&
+                        dk % 32 == 0 && dk <= 32 * ATTN_I8_MAX_BLOCKS;
         for (int t0 = 0; t0 < n; t0 += ATTN_SUB) {
             const int m = n - t0 < ATTN_SUB ? n - t0 : ATTN_SUB;
             const uint8_t *k = rw->k + (size_t)t0 * rw->k_row;

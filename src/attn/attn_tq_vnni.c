@@ -46,10 +46,9 @@ static int src_byte(int j) { return (j & 3) + ((j >> 3) << 2) + (((j >> 2) & 1) 
 
 static void tables_init(void) {
     for (int b = 2; b <= 4; b++) {
-        const float *cb = kvs_tq_codebook(b);
-        const int L = 1 << b;
-        g_cscale[b] = 127.0f / cb[L - 1];
-        for (int c = 0; c < L; c++) g_cu8[b][c] = (uint8_t)(lrintf(cb[c] * g_cscale[b]) + 128);
+        int8_t grid[16];
+        g_cscale[b] = kvs_tq_codebook_grid(b, grid);
+        for (int c = 0; c < (1 << b); c++) g_cu8[b][c] = (uint8_t)(grid[c] + 128);
     }
     /* byte j of lane L holds code i = 4 m' + L of its sub-block (m' = the
      * byte within the sub-block's low plane); bit 2 of code i is bit i of

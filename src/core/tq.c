@@ -41,6 +41,16 @@ const float *kvs_tq_codebook(int bits) {
     }
 }
 
+float kvs_tq_codebook_grid(int bits, int8_t grid[16]) {
+    memset(grid, 0, 16);
+    if (bits < 2 || bits > 4) return 0.0f;
+    const float *cb = kvs_tq_codebook(bits);
+    const int n = 1 << bits;
+    const float c = 127.0f / cb[n - 1];
+    for (int i = 0; i < n; i++) grid[i] = (int8_t)lrintf(cb[i] * c);
+    return c;
+}
+
 static void to_float(uint32_t type, const void *x, float *y, int64_t n) {
     const uint8_t *p = x;
     const size_t bb = kvs_tq_block_bytes(type);

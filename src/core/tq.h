@@ -76,6 +76,11 @@ size_t kvs_tq_block_bytes(uint32_t type);
 size_t kvs_tq_sub_offset(uint32_t type, int sub);
 /* The ascending 2^bits-entry codebook for bits 1..4 (NULL otherwise). */
 const float *kvs_tq_codebook(int bits);
+/* The codebook of bits 2..4 on its int8 grid (the codebooks are snapped to
+ * it, scripts/gen_tq_codebook.py): grid[i] = round(cb[i] * C) with
+ * C = 127 / max|cb|, zeros past 2^bits; returns C (0 for other bits). The
+ * integer-score kernels read centroids as grid[code] / C. */
+float kvs_tq_codebook_grid(int bits, int8_t grid[16]);
 
 /* Reference codec (dtype trait functions; n a multiple of 64). */
 void kvs_tq2_to_float_ref(const void *x, float *y, int64_t n);
