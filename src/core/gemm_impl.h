@@ -12,7 +12,10 @@
  * of all 8 rows at once, so a weight block decoded from memory once serves
  * all nt rows and each activation load serves 8 output columns. AVX2 sums
  * maddubs products in i16 as long as that cannot overflow, then widens; VNNI
- * accumulates u8 x s8 in i32 directly (vpdpbusd). Register tile: 8 columns x
+ * accumulates u8 x s8 in i32 directly (vpdpbusd). The i16 sums use the
+ * saturating add, which equals the plain one since they cannot overflow, but
+ * which GCC does not reassociate: with the plain add it computed all of a
+ * block's products first and spilled them to the stack. Register tile: 8 columns x
  * GEMM_T tokens (4 with AVX2's 16 vector registers, 8 with AVX-512's 32);
  * with VNNI from 16 tokens on, two 8-row groups in 512-bit vectors (16
  * columns x 8 tokens: leg_tile16 over x8-packed weights, kq_tile16 over two
@@ -55,6 +58,13 @@ AI __m256i bc32(const void *p) {
 AI uint16_t rd16(const void *p) {
     uint16_t v;
     memcpy(&v, p, 2);
+    return v;
+}
+
+/* v, kept in a register as it is: an i32 sum chain GCC may not reassociate
+ * (there is no saturating i32 add to say it, see above). */
+AI __m256i in_order(__m256i v) {
+    __asm__("" : "+x"(v));
     return v;
 }
 
@@ -249,7 +259,7 @@ AI void leg_tile(const uint8_t *panel, int64_t nb, const uint8_t *x, size_t xs, 
 #pragma GCC unroll 8
                 for (int t = 0; t < T; t++) {
                     const __m256i pr = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(bc32(xb[t] + 4 * k), wv));
-                    s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(pr, ones));
+                    s32[t] = in_order(_mm256_add_epi32(s32[t], _mm256_madd_epi16(pr, ones)));
                 }
             }
         } else {
@@ -263,10 +273,10 @@ AI void leg_tile(const uint8_t *panel, int64_t nb, const uint8_t *x, size_t xs, 
                     const __m256i wv = leg_wvec(p, k, dec, packed, has_m);
 #pragma GCC unroll 8
                     for (int t = 0; t < T; t++)
-                        s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(wv, bc32(xb[t] + 4 * k)));
+                        s16[t] = _mm256_adds_epi16(s16[t], _mm256_maddubs_epi16(wv, bc32(xb[t] + 4 * k)));
                 }
 #pragma GCC unroll 8
-                for (int t = 0; t < T; t++) s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], ones));
+                for (int t = 0; t < T; t++) s32[t] = in_order(_mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], ones)));
             }
         }
 #endif
@@ -650,10 +660,10 @@ AI void kq_tile(const uint8_t *panel, int64_t nsb, const uint8_t *x, size_t xs, 
                     const __m256i wv = ld(p + 32 * step);
 #pragma GCC unroll 8
                     for (int t = 0; t < T; t++)
-                        s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(wv, bc32(xb[t]->qs + 4 * step)));
+                        s16[t] = _mm256_adds_epi16(s16[t], _mm256_maddubs_epi16(wv, bc32(xb[t]->qs + 4 * step)));
                 }
 #pragma GCC unroll 8
-                for (int t = 0; t < T; t++) s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], sc));
+                for (int t = 0; t < T; t++) s32[t] = in_order(_mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], sc)));
             }
 #endif
         }
@@ -669,7 +679,7 @@ AI void kq_tile(const uint8_t *panel, int64_t nsb, const uint8_t *x, size_t xs, 
 #if GEMM_VNNI
                 c32[t] = _mm256_dpwssd_epi32(c32[t], cv, bc32(xb[t]->bsums + 2 * q));
 #else
-                c32[t] = _mm256_add_epi32(c32[t], _mm256_madd_epi16(cv, bc32(xb[t]->bsums + 2 * q)));
+                c32[t] = in_order(_mm256_add_epi32(c32[t], _mm256_madd_epi16(cv, bc32(xb[t]->bsums + 2 * q))));
 #endif
         }
         const __m256 d = _mm256_loadu_ps((const float *)(pc + 256));
