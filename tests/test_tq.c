@@ -86,6 +86,23 @@ static void test_codec(void) {
         }
     }
     CHECK(kvs_tq_codebook(5) == NULL && kvs_tq_bits(KVS_TYPE_Q4_0, 0) == 0);
+    /* the 2..4-bit codebooks lie on their int8 grid k / C (the integer-score
+     * kernels read grid[code] / C for cb[code]) */
+    for (int b = 2; b <= 4; b++) {
+        int8_t grid[16];
+        const float *cb = kvs_tq_codebook(b);
+        const float c = kvs_tq_codebook_grid(b, grid);
+        CHECK(c > 0 && grid[(1 << b) - 1] == 127 && grid[0] == -127);
+        for (int i = 0; i < 16; i++) {
+            if (i < (1 << b)) CHECKF(fabsf((float)grid[i] / c - cb[i]) <= 1e-6f * fabsf(cb[i]),
+                                     "tq%d centroid %d: %.9g off the grid (%d / %.6g)", b, i, cb[i], grid[i], c);
+            else CHECK(grid[i] == 0);
+        }
+    }
+    {
+        int8_t grid[16];
+        CHECK(kvs_tq_codebook_grid(1, grid) == 0.0f && kvs_tq_codebook_grid(5, grid) == 0.0f);
+    }
     double prev = 1.0;
     for (size_t i = 0; i < 5; i++) {
         const kvs_type_traits *tr = kvs_type_traits_of(g_types[i]);
