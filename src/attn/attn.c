@@ -2,6 +2,7 @@
 #include "attn/attn.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "attn/attn_latent.h"
@@ -524,24 +525,29 @@ static void attn_item(const attn_task *tk, float *tbuf, int64_t kh, int64_t q0, 
 }
 
 /* Several attention calls run as one dispatch (the sequences of a batched
- * step): their items are numbered one after the other and split across the
- * threads together; each item's arithmetic is the same as in a call alone. */
+ * step): their items are numbered one after the other and taken by the
+ * threads one at a time from a shared counter (sequences of different
+ * depths, or a thread preempted on a busy machine, leave no thread waiting
+ * at the end for long); each item writes its own partial state with the
+ * same arithmetic as in a call alone, whichever thread runs it. */
 typedef struct attn_multi {
     attn_task *tasks;
     int n_tasks;
     int64_t n_items;        /* all tasks' items */
     kvs_attn *at;
+    _Atomic int64_t next;   /* first item not yet taken */
 } attn_multi;
 
 static void attn_worker(void *ctx, int ith, int nth) {
-    const attn_multi *mt = ctx;
-    int64_t lo, hi;
-    kvs_split(mt->n_items, ith, nth, &lo, &hi);
+    attn_multi *mt = ctx;
+    (void)nth;
     float *tbuf = mt->at->thread_buf + (size_t)ith * mt->at->thread_floats;
     int j = 0;
     int64_t base = 0; /* first item of task j */
-    for (int64_t g = lo; g < hi; g++) {
-        while (g >= base + mt->tasks[j].n_items) base += mt->tasks[j++].n_items;
+    for (;;) {
+        const int64_t g = atomic_fetch_add_explicit(&mt->next, 1, memory_order_relaxed);
+        if (g >= mt->n_items) break;
+        while (g >= base + mt->tasks[j].n_items) base += mt->tasks[j++].n_items; /* g grows per thread */
         const attn_task *tk = &mt->tasks[j];
         const int64_t it = g - base;
         /* item = ((kh * n_qblocks) + qb) * n_split + split */
@@ -701,6 +707,7 @@ kvs_status kvs_attn_run_many(kvs_attn *at, kvs_pool *pool, const kvs_attn_args *
                                  tk->qscale_buf + (size_t)h * (size_t)tk->n_qblk, tk->qround_buf + (size_t)h * tk->dk);
     }
     attn_multi mt = {.tasks = tasks, .n_tasks = n, .n_items = n_items, .at = at};
+    atomic_init(&mt.next, 0);
     kvs_pool_run(pool, attn_worker, &mt);
     for (int i = 0; i < n; i++) attn_merge(&tasks[i]);
     return KVS_OK;

@@ -58,31 +58,27 @@ typedef struct mm_task {
     size_t scratch_stride;
 } mm_task;
 
-typedef struct aux_task {
-    uint32_t vt;
-    const uint8_t *xq;
-    size_t stride, aux_stride;
-    kvs_q8_aux *aux;
-    int64_t n_in;
-} aux_task;
-
-static void aux_rows(void *ctx, int64_t lo, int64_t hi) {
-    const aux_task *c = ctx;
-    for (int64_t t = lo; t < hi; t++)
-        kvs_q8_aux_fill(c->vt, c->xq + (size_t)t * c->stride, c->aux + (size_t)t * c->aux_stride, c->n_in);
-}
-
+/* Activation rows converted to a vec_dot_type and, for the gemm tiles,
+ * their per-block aux (d, sums) filled, one dispatch for both. */
 typedef struct conv_task {
-    const kvs_type_traits *tr;
+    uint32_t vt;
     const float *x;
     uint8_t *out;
     int64_t n_in;
     size_t stride;
+    kvs_q8_aux *aux; /* NULL: no aux wanted */
+    size_t aux_stride;
 } conv_task;
 
 static void conv_rows(void *ctx, int64_t lo, int64_t hi) {
     const conv_task *c = ctx;
-    for (int64_t t = lo; t < hi; t++) c->tr->from_float(c->x + t * c->n_in, c->out + (size_t)t * c->stride, c->n_in);
+    const kvs_type_traits *tr = kvs_type_traits_of(c->vt);
+    for (int64_t t = lo; t < hi; t++) {
+        uint8_t *row = c->out + (size_t)t * c->stride;
+        if (c->vt == KVS_TYPE_F32) memcpy(row, c->x + t * c->n_in, c->stride);
+        else tr->from_float(c->x + t * c->n_in, row, c->n_in);
+        if (c->aux) kvs_q8_aux_fill(c->vt, row, c->aux + (size_t)t * c->aux_stride, c->n_in);
+    }
 }
 
 static void mm_tile(const mm_task *tk, int j, int64_t tile, int ith) {
@@ -136,21 +132,30 @@ static void mm_tile(const mm_task *tk, int j, int64_t tile, int ith) {
 
 /* Tiles are taken in chunks from a shared counter rather than split up
  * front, so a thread that runs while another is preempted (a busy machine)
- * keeps taking work instead of waiting at the end. */
+ * keeps taking work instead of waiting at the end. Grabs shrink as the
+ * work runs out (guided: at most a 2 nth-th of what is left, at least one
+ * tile), so the threads finish within about one tile of each other while
+ * the early grabs stay long contiguous runs. */
 static void mm_worker(void *ctx, int ith, int nth) {
     mm_task *tk = ctx;
     int j = 0;
     int64_t base = 0;
+    int64_t lo = atomic_load_explicit(&tk->next, memory_order_relaxed);
     for (;;) {
-        const int64_t lo = atomic_fetch_add_explicit(&tk->next, tk->chunk, memory_order_relaxed);
         if (lo >= tk->total_tiles) break;
-        const int64_t hi = lo + tk->chunk < tk->total_tiles ? lo + tk->chunk : tk->total_tiles;
+        int64_t c = (tk->total_tiles - lo) / (2 * (int64_t)nth);
+        if (c > tk->chunk) c = tk->chunk;
+        if (c < 1) c = 1;
+        if (!atomic_compare_exchange_weak_explicit(&tk->next, &lo, lo + c, memory_order_relaxed,
+                                                   memory_order_relaxed))
+            continue; /* lo now holds the counter's value */
+        const int64_t hi = lo + c < tk->total_tiles ? lo + c : tk->total_tiles;
         for (int64_t g = lo; g < hi; g++) { /* g grows per thread: j, base only move forward */
             while (g >= base + tk->n_tiles[j]) base += tk->n_tiles[j++];
             mm_tile(tk, j, g - base, ith);
         }
+        lo = atomic_load_explicit(&tk->next, memory_order_relaxed);
     }
-    (void)nth;
 }
 
 kvs_status kvs_matmul_run(kvs_matmul *m, kvs_pool *pool, const float *x, int64_t n_tokens,
@@ -159,8 +164,9 @@ kvs_status kvs_matmul_run(kvs_matmul *m, kvs_pool *pool, const float *x, int64_t
         return kvs_fail(KVS_ERR_INTERNAL, "matmul: bad arguments");
     mm_task tk = {.outs = outs, .n_outs = n_outs, .n_tokens = n_tokens};
     int64_t n_in = outs[0].w->n_in;
-    bool converted[KVS_TYPE_COUNT] = {0}, aux_done[KVS_TYPE_COUNT] = {0};
+    bool want[KVS_TYPE_COUNT] = {0}, want_aux[KVS_TYPE_COUNT] = {0};
     size_t scratch_need = 0;
+    /* the kernel of each output, and the activation forms they read */
     for (int j = 0; j < n_outs; j++) {
         const kvs_weight *w = outs[j].w;
         if (w->n_in != n_in) return kvs_fail(KVS_ERR_INTERNAL, "matmul: mixed input widths");
@@ -168,51 +174,49 @@ kvs_status kvs_matmul_run(kvs_matmul *m, kvs_pool *pool, const float *x, int64_t
         if (!tr || !tr->vec_dot)
             return kvs_fail(KVS_ERR_UNSUPPORTED, "matmul: no kernel for %s (%s)", w->name,
                             kvs_dtype_name(w->type));
-        uint32_t vt = tr->vec_dot_type;
-        size_t stride = kvs_row_bytes(vt, n_in);
-        if (!converted[vt]) {
-            size_t need = stride * (size_t)n_tokens;
-            if (need > m->xq_cap[vt]) {
-                kvs_aligned_free(m->xq[vt]);
-                m->xq[vt] = kvs_aligned_alloc(need);
-                m->xq_cap[vt] = m->xq[vt] ? need : 0;
-                if (!m->xq[vt]) return kvs_fail(KVS_ERR_NOMEM, "matmul: out of memory");
-            }
-            if (vt == KVS_TYPE_F32) {
-                memcpy(m->xq[vt], x, need);
-            } else {
-                conv_task ct = {kvs_type_traits_of(vt), x, m->xq[vt], n_in, stride};
-                kvs_pool_for(pool, n_tokens, 8, conv_rows, &ct);
-            }
-            converted[vt] = true;
-        }
-        tk.xq[j] = m->xq[vt];
-        tk.xq_stride[j] = stride;
+        const uint32_t vt = tr->vec_dot_type;
+        want[vt] = true;
         tk.x8[j] = w->x8 && tr->gemm_x8 && n_tokens >= tr->gemm_x8_min_rows;
         tk.gemm[j] = !tk.x8[j] && tr->gemm && n_tokens >= tr->gemm_min_rows;
         if (tk.gemm[j]) {
             size_t sb = (kvs_gemm_scratch_bytes(w->type, n_in) + 63) & ~(size_t)63;
             if (sb > scratch_need) scratch_need = sb;
         }
-        if ((tk.gemm[j] || tk.x8[j]) && tr->gemm_xaux) {
-            size_t as = (size_t)(n_in / 32);
-            if (!aux_done[vt]) {
-                size_t need = as * (size_t)n_tokens * sizeof(kvs_q8_aux);
-                if (need > m->aux_cap[vt]) {
-                    kvs_aligned_free(m->aux[vt]);
-                    m->aux[vt] = kvs_aligned_alloc(need);
-                    m->aux_cap[vt] = m->aux[vt] ? need : 0;
-                    if (!m->aux[vt]) return kvs_fail(KVS_ERR_NOMEM, "matmul: out of memory");
-                }
-                aux_task at = {vt, m->xq[vt], stride, as, m->aux[vt], n_in};
-                kvs_pool_for(pool, n_tokens, 8, aux_rows, &at);
-                aux_done[vt] = true;
-            }
-            tk.aux[j] = m->aux[vt];
-            tk.aux_stride[j] = as;
-        }
+        if ((tk.gemm[j] || tk.x8[j]) && tr->gemm_xaux) want_aux[vt] = true;
         tk.n_tiles[j] = (w->n_out + MM_ROW_TILE - 1) / MM_ROW_TILE;
         tk.total_tiles += tk.n_tiles[j];
+    }
+    for (uint32_t vt = 0; vt < KVS_TYPE_COUNT; vt++) {
+        if (!want[vt]) continue;
+        const size_t stride = kvs_row_bytes(vt, n_in);
+        const size_t need = stride * (size_t)n_tokens;
+        if (need > m->xq_cap[vt]) {
+            kvs_aligned_free(m->xq[vt]);
+            m->xq[vt] = kvs_aligned_alloc(need);
+            m->xq_cap[vt] = m->xq[vt] ? need : 0;
+            if (!m->xq[vt]) return kvs_fail(KVS_ERR_NOMEM, "matmul: out of memory");
+        }
+        const size_t as = (size_t)(n_in / 32);
+        if (want_aux[vt]) {
+            const size_t aneed = as * (size_t)n_tokens * sizeof(kvs_q8_aux);
+            if (aneed > m->aux_cap[vt]) {
+                kvs_aligned_free(m->aux[vt]);
+                m->aux[vt] = kvs_aligned_alloc(aneed);
+                m->aux_cap[vt] = m->aux[vt] ? aneed : 0;
+                if (!m->aux[vt]) return kvs_fail(KVS_ERR_NOMEM, "matmul: out of memory");
+            }
+        }
+        conv_task ct = {vt, x, m->xq[vt], n_in, stride, want_aux[vt] ? m->aux[vt] : NULL, as};
+        kvs_pool_for(pool, n_tokens, 8, conv_rows, &ct);
+    }
+    for (int j = 0; j < n_outs; j++) {
+        const uint32_t vt = kvs_type_traits_of(outs[j].w->type)->vec_dot_type;
+        tk.xq[j] = m->xq[vt];
+        tk.xq_stride[j] = kvs_row_bytes(vt, n_in);
+        if (want_aux[vt] && (tk.gemm[j] || tk.x8[j])) {
+            tk.aux[j] = m->aux[vt];
+            tk.aux_stride[j] = (size_t)(n_in / 32);
+        }
     }
     if (scratch_need) {
         size_t need = scratch_need * (size_t)kvs_pool_size(pool);
