@@ -93,10 +93,16 @@ if has b35; then
   [ -s "$RI" ] || zcat /usr/share/doc/linux-doc-6.1/Documentation/admin-guide/reporting-issues.rst.gz > "$RI"
   B="group=128,clip,rotate=v,first=4"
   g() { echo "$1;5:$2;11:$2;17:$2"; }
+  # SmolLM2's best: the 64 newest tokens kept in f16 (recent=64, groups of 64), 3-bit keys but
+  # layer 18's at 4 (the most sensitive in kv_mix.py's GPL-2 probes), 3-bit values but 2 in the
+  # nine layers 0 1 6 7 11 26-29
+  R="group=64,clip,rotate=v,first=4,recent=64,vsym"
+  S35="0-1:q3k2v,$R;2-5:q3k3v,$R;6-7:q3k2v,$R;8-10:q3k3v,$R;11:q3k2v,$R;12-17:q3k3v,$R;18:q4k3v,$R"
+  S35="$S35;19-25:q3k3v,$R;26-29:q3k2v,$R"
   for text in "$MB" "$RI"; do
     tn=$(basename "$text" | cut -d. -f1)
     want smollm2 && run_eval "smollm2.$tn.b35" "$SMOL_M" 8192 "$text" -- q4_0 "q4k2v,$B" "q4k2v,$B,vsym;29:q3k2v,$B,vsym" \
-        "q4k2v,$B;0-1:q3k2v,$B;6-7:q3k2v,$B;11:q3k2v,$B;27-29:q3k2v,$B"
+        "q4k2v,$B;0-1:q3k2v,$B;6-7:q3k2v,$B;11:q3k2v,$B;27-29:q3k2v,$B" "$S35"
     want qwen && run_eval "qwen.$tn.b35" "$QWEN_M" 8192 "$text" --passkey 4k,8k -- q4_0 "q4k2v,$B,vsym"
     want gemma && run_eval "gemma3.$tn.b35" "$GEMMA_M" 8192 "$text" --format raw --passkey 4k,8k -- q4_0 \
         "$(g q4_0 "q3k2v,$B,vsym")" "$(g q4_0 "q4k2v,$B,vsym")"
