@@ -90,6 +90,8 @@ kvs_status kvs_engine_new(const kvs_model *model, const kvs_session_params *para
     if (!e) return kvs_fail(KVS_ERR_NOMEM, "engine: out of memory");
     kvs_status st = kvs_session_new(model, params, &e->ws);
     if (st != KVS_OK) { kvs_free(e); return st; }
+    /* every sequence's cache is made like the workspace's: offsets first */
+    if ((st = kvs_session_prepare(e->ws)) != KVS_OK) { kvs_session_free(e->ws); kvs_free(e); return st; }
     const kvs_arch_ops *ops = model->ops;
     const kvs_retro *r = ops->retro ? ops->retro(model) : NULL;
     e->seq_state = ops->sequence_state;

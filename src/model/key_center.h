@@ -22,7 +22,9 @@
  * mid-frequency pairs that look constant over 240 positions turn over
  * thousands.) Each offset is rounded to f16 precision. The architectures
  * with a capture hook (llama, qwen2, qwen3, gemma3) can measure it; the
- * session clears `center` elsewhere. */
+ * session clears `center` elsewhere, and asks for the offsets at its first
+ * decode (kvs_session_prepare), so a session made only to be described
+ * (info, the server's estimates) costs no forward pass. */
 #ifndef KVS_KEY_CENTER_H
 #define KVS_KEY_CENTER_H
 

@@ -74,12 +74,8 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
             schemes[i].center = 0;
         center |= schemes[i].center != 0;
     }
-    const float *means = NULL;
-    if (st == KVS_OK && center) st = kvs_key_center_offsets(m, p.n_ctx, p.n_threads, &means);
+    s->center_pending = center; /* measured at the first decode (kvs_session_prepare) */
     if (st == KVS_OK) st = kvs_kv_cache_new(schemes, hp->n_layer, p.n_ctx, p.kv_budget, &s->kv);
-    for (int32_t i = 0; st == KVS_OK && means && i < hp->n_layer; i++)
-        if (s->kv->layers[i].scheme.center && s->kv->layers[i].source == i)
-            kvs_kv_cache_set_key_offset(s->kv, i, means + (size_t)i * hp->n_head_kv * hp->head_dim_k);
     if (st == KVS_OK) st = kvs_kv_evict_new(s->kv, p.n_batch, &s->kv->evict);
     kvs_free(schemes);
     s->params.kv_layers = NULL; /* not owned; only read here */
@@ -113,6 +109,18 @@ kvs_status kvs_session_new(const kvs_model *m, const kvs_session_params *params,
     return KVS_OK;
 }
 
+kvs_status kvs_session_prepare(kvs_session *s) {
+    if (!s->center_pending) return KVS_OK;
+    const kvs_hparams *hp = &s->model->hp;
+    const float *means = NULL;
+    KVS_TRY(kvs_key_center_offsets(s->model, s->params.n_ctx, s->params.n_threads, &means));
+    for (int32_t i = 0; i < hp->n_layer; i++)
+        if (s->kv->layers[i].scheme.center && s->kv->layers[i].source == i)
+            kvs_kv_cache_set_key_offset(s->kv, i, means + (size_t)i * hp->n_head_kv * hp->head_dim_k);
+    s->center_pending = false;
+    return KVS_OK;
+}
+
 void kvs_session_reset(kvs_session *s) {
     if (!s) return;
     kvs_kv_cache_clear(s->kv);
@@ -129,6 +137,9 @@ kvs_status kvs_session_fork(const kvs_session *s, kvs_session **out) {
     if (!s) return kvs_fail(KVS_ERR_INVALID_ARG, "kvs_session_fork: session is NULL");
     if (s->model->ops->sequence_state)
         return kvs_fail(KVS_ERR_UNSUPPORTED, "fork: %s keeps per-sequence state outside the KV cache", s->model->arch_name);
+    /* the fork's cache copies s's key offsets: measure them first (s's one
+       lazily filled state, see center_pending) */
+    KVS_TRY(kvs_session_prepare((kvs_session *)s));
     kvs_kv_cache *kv;
     KVS_TRY(kvs_kv_cache_fork(s->kv, &kv));
     kvs_session_params p = s->params; /* buffers as s's; the cache is replaced by the fork */
@@ -141,6 +152,7 @@ kvs_status kvs_session_fork(const kvs_session *s, kvs_session **out) {
     kvs_kv_cache_free(f->kv);
     f->kv = kv;
     f->params = s->params;
+    f->center_pending = false;
     *out = f;
     return KVS_OK;
 }
@@ -182,6 +194,7 @@ kvs_status kvs_decode(kvs_session *s, const kvs_token *tokens, size_t n, bool al
         if (tokens[i] < 0 || tokens[i] >= n_vocab)
             return kvs_fail(KVS_ERR_INVALID_ARG, "token %d at index %zu is outside the vocabulary (%d)",
                             tokens[i], i, n_vocab);
+    KVS_TRY(kvs_session_prepare(s));
     for (size_t done = 0; done < n;) {
         size_t chunk = n - done < s->params.n_batch ? n - done : s->params.n_batch;
         bool last = done + chunk == n;

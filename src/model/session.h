@@ -37,6 +37,11 @@ struct kvs_session {
     float *up;       /* (n_batch, n_ff)                          */
     int32_t *pos;    /* (n_batch) positions of the chunk (kvs_kv_chunk_begin) */
     void *ext;       /* architecture-specific state (kvs_arch_ops.session_init) */
+    /* centered key layers whose offsets are not measured yet: the
+     * measurement (a forward pass over model/key_center.h's text) runs at
+     * the first decode (kvs_session_prepare), so describing a session
+     * (info, plan, the server's estimates) costs no forward pass */
+    bool center_pending;
     /* the step in flight (kvs_step_forward): its rows, one span per sequence
      * in row order, and the rows whose logits the head computes unless
      * all_logits (the last row of each sequence that wants them) */
@@ -45,6 +50,12 @@ struct kvs_session {
     const int64_t *out_rows;
     int64_t n_out;
 };
+
+/* Makes s ready to store and read keys: measures the key centering offsets
+ * when they are still pending (once per model and context; see
+ * center_pending). Called before the first step of s, and of every cache
+ * made like s's (engine sequences, forks). */
+kvs_status kvs_session_prepare(kvs_session *s);
 
 /* One forward step over the n rows of tokens: each span's chunk is begun
  * (kvs_kv_chunk_begin, positions into s->pos) by the caller; logits: NULL,
