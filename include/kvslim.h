@@ -117,6 +117,9 @@ typedef enum kvs_kv_type {
     KVS_KV_TQ3   = 7,
     KVS_KV_TQ3_5 = 8,
     KVS_KV_TQ4   = 9,
+    /* tq2 / tq3 plus a 1-bit QJL sketch of the residual (3.5 / 4.5 bits) */
+    KVS_KV_TQ2J  = 10,
+    KVS_KV_TQ3J  = 11,
 } kvs_kv_type;
 /* Every setting a KV rule (kvs_session_params.kv_layers) may hold. */
 #define KVS_KV_SETTINGS                                                                               \
@@ -153,8 +156,10 @@ typedef struct kvs_session_params {
      *                           codebook (2/2.5/3/3.5/4 bits) times one f16 scale
      *                           per block: 2.25..4.25 bits per element all-in; head
      *                           sizes a power of two >= 64; always rotated
+     *   tq2j tq3j               tq2 / tq3 plus a 1-bit QJL sketch of the
+     *                           residual (3.5 / 4.5 bits, core/tq.h)
      *   tqXkYv                  the same with keys at X and values at Y bits,
-     *                           X, Y in 2 2.5 3 3.5 4 (e.g. tq4k3v, tq3.5k2.5v)
+     *                           X, Y in 2 2.5 3 3.5 4 2j 3j (e.g. tq4k3v, tq3jk3v)
      *   qXkYv                   per-channel keys at X bits, per-token values
      *                           at Y bits (1-8), in groups of group=G tokens (32)
      *   group=G recent=R first=S clip vsym

@@ -47,7 +47,7 @@ static int run_case(int n_head, int n_kv_heads, int dk, kvs_dtype type, int n_pa
     kvs_kv_scheme sc = kvs_kv_scheme_full((uint32_t)n_kv_heads, (uint32_t)dk, (uint32_t)dk, type);
     sc.page_tokens = page;
     /* tq formats need the rotation flags (kv_chunk rotates; the cache stores what it is given) */
-    sc.rotate = sc.rotate_v = kvs_tq_bits(type, 0) ? 1 : 0;
+    sc.rotate = sc.rotate_v = kvs_tq_rotated_type(type) ? 1 : 0;
     kvs_kv_scheme sw = sc;
     sw.window = window;
     sw.sinks = sinks;
@@ -323,7 +323,8 @@ int main(void) {
     static const int dims[] = {64, 128, 256};
     static const int pasts[] = {0, 1, 63, 64, 65, 300};
     static const kvs_dtype types[] = {KVS_TYPE_F32, KVS_TYPE_F16,   KVS_TYPE_BF16, KVS_TYPE_Q8_0,  KVS_TYPE_Q4_0,
-                                      KVS_TYPE_TQ2, KVS_TYPE_TQ2_5, KVS_TYPE_TQ3,  KVS_TYPE_TQ3_5, KVS_TYPE_TQ4};
+                                      KVS_TYPE_TQ2, KVS_TYPE_TQ2_5, KVS_TYPE_TQ3,  KVS_TYPE_TQ3_5, KVS_TYPE_TQ4,
+                                      KVS_TYPE_TQ2J, KVS_TYPE_TQ3J};
     const size_t n_types = sizeof types / sizeof *types;
     static const uint32_t pages[] = {16, 64, 256};
     for (size_t h = 0; h < 4; h++)

@@ -28,6 +28,7 @@ static void test_plan_matches_allocator(const char *path) {
         {KVS_KV_F16, "f16", 256, 0, 0}, {KVS_KV_F32, "f32", 16, 0, 0}, {KVS_KV_Q8_0, "q8_0", 64, 0, 0},
         {KVS_KV_Q4_0, "q4_0", 256, 0, 0}, {KVS_KV_F16, "f16", 16, 40, 4}, {KVS_KV_BF16, "bf16", 64, 100, 0},
         {KVS_KV_TQ3, "tq3", 64, 0, 0}, {KVS_KV_TQ2_5, "tq2.5", 16, 40, 4}, {KVS_KV_TQ4, "tq4", 256, 100, 0},
+        {KVS_KV_TQ2J, "tq2j", 64, 0, 0}, {KVS_KV_TQ3J, "tq3j", 16, 40, 4},
     };
     static const uint32_t ctxs[] = {1, 7, 300, 8192};
     kvs_token toks[300];

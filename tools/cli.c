@@ -23,6 +23,7 @@ const char *cli_common_help(void) {
            "      --kv SCHEME     KV scheme of every layer: a format f16 (default), f32, bf16, q8_0, q4_0\n"
            "                      (q8_0/q4_0 Hadamard-rotated where the head size allows; rotate=none: plain),\n"
            "                      tq2 tq2.5 tq3 tq3.5 tq4 (rotated codebooks, 2.25-4.25 bits all-in), tqXkYv,\n"
+           "                      tq2j tq3j (tq2/tq3 plus a 1-bit QJL residual sketch, 3.5/4.5 bits),\n"
            "                      qXkYv (keys X bits per channel, values Y bits per token), or any rule\n"
            "                      as in --kv-layer, e.g. q4_0,rotate=kv  q4k3v,group=64,recent=64  h2o=512+32\n"
            "      --kv-window W   keep only the last W positions per layer (sliding window)\n"

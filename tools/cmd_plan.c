@@ -25,7 +25,7 @@ static void usage(FILE *f) {
             "  --ctx LIST           context lengths, e.g. 4k,32k,128k,1m (default 4k,32k,128k)\n"
             "  --batch N            concurrent sequences for the KV and speed columns (default 1)\n"
             "  --kv TYPE            KV element format: f16 bf16 f32 q8_0 q4_0 q4_1 q5_0 q5_1,\n"
-            "                       tq2 tq2.5 tq3 tq3.5 tq4 tqXkYv (rotated codebooks),\n"
+            "                       tq2 tq2.5 tq3 tq3.5 tq4 tq2j tq3j tqXkYv (rotated codebooks),\n"
             "                       qXkYv (KIVI: keys X bits per channel, values Y bits per token)\n"
             "  --hw SPEC            h100-80g h200 rtx4090 rtx3090 m3max-128g dgx-spark, this (measured),\n"
             "                       or custom:mem=24G,bw=1000G,price=0.5 (mem GiB, bw GB/s, USD/hour)\n"

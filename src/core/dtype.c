@@ -60,6 +60,15 @@ static void dtype_init_once(void) {
     TQ_ENTRY(tq3_5, KVS_TYPE_TQ3_5, "tq3.5");
     TQ_ENTRY(tq4, KVS_TYPE_TQ4, "tq4");
 #undef TQ_ENTRY
+#define QJL_ENTRY(T, id, nm)                                                                          \
+    g_ref[id] = (kvs_type_traits){                                                                    \
+        .name = nm, .block_size = KVS_TQ_BLOCK, .type_size = kvs_tq_qjl_block_bytes(id), .is_quantized = true, \
+        .vec_dot_type = KVS_TYPE_F32, .to_float = kvs_##T##_to_float_ref, .to_float_ref = kvs_##T##_to_float_ref, \
+        .from_float = kvs_##T##_from_float_ref, .from_float_ref = kvs_##T##_from_float_ref, .kv_only = true, \
+    }
+    QJL_ENTRY(tq2j, KVS_TYPE_TQ2J, "tq2j");
+    QJL_ENTRY(tq3j, KVS_TYPE_TQ3J, "tq3j");
+#undef QJL_ENTRY
     /* activation-only formats: no dot product of their own */
     g_ref[KVS_TYPE_Q8_1] = (kvs_type_traits){
         .name = "q8_1", .block_size = KVS_QK, .type_size = sizeof(kvs_block_q8_1), .is_quantized = true,

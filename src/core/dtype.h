@@ -40,6 +40,8 @@ typedef enum kvs_dtype {
     KVS_TYPE_TQ3   = 50,
     KVS_TYPE_TQ3_5 = 51,
     KVS_TYPE_TQ4   = 52,
+    KVS_TYPE_TQ2J  = 53, /* tq2 + a 1-bit QJL sketch of the residual (core/tq.h) */
+    KVS_TYPE_TQ3J  = 54, /* tq3 + the same sketch */
     KVS_TYPE_COUNT = 56, /* upper bound for table sizes; GGUF ids >= this are unknown */
 } kvs_dtype;
 

@@ -130,3 +130,80 @@ TQ_FNS(tq2_5, KVS_TYPE_TQ2_5)
 TQ_FNS(tq3, KVS_TYPE_TQ3)
 TQ_FNS(tq3_5, KVS_TYPE_TQ3_5)
 TQ_FNS(tq4, KVS_TYPE_TQ4)
+
+/* ---- 1-bit QJL sketch of the residual (the layout in core/tq.h) ---- */
+
+uint32_t kvs_tq_qjl_base(uint32_t type) {
+    return type == KVS_TYPE_TQ2J ? KVS_TYPE_TQ2 : type == KVS_TYPE_TQ3J ? KVS_TYPE_TQ3 : 0;
+}
+
+size_t kvs_tq_qjl_block_bytes(uint32_t type) {
+    const uint32_t base = kvs_tq_qjl_base(type);
+    return base ? kvs_tq_block_bytes(base) + 2 + KVS_TQ_BLOCK / 8 : 0;
+}
+
+/* x <- H D x over one block: D = diag(+-1) from KVS_TQ_QJL_SIGNS (bit i set:
+ * element i negated), H the orthonormal Walsh-Hadamard matrix of order 64
+ * (Sylvester ordering); inverse: D H x (H is its own inverse). */
+static void fwht64(float *x) {
+    for (int h = 1; h < KVS_TQ_BLOCK; h *= 2)
+        for (int i = 0; i < KVS_TQ_BLOCK; i += 2 * h)
+            for (int j = i; j < i + h; j++) {
+                const float a = x[j], b = x[j + h];
+                x[j] = a + b;
+                x[j + h] = a - b;
+            }
+    for (int i = 0; i < KVS_TQ_BLOCK; i++) x[i] *= 0.125f;
+}
+
+static void flip_signs(float *x) {
+    for (int i = 0; i < KVS_TQ_BLOCK; i++)
+        if ((KVS_TQ_QJL_SIGNS >> i) & 1u) x[i] = -x[i];
+}
+
+static void qjl_to_float(uint32_t type, const void *x, float *y, int64_t n) {
+    const uint32_t base = kvs_tq_qjl_base(type);
+    const size_t bb = kvs_tq_qjl_block_bytes(type), tb = kvs_tq_block_bytes(base);
+    const uint8_t *p = x;
+    for (int64_t b = 0; b < n / KVS_TQ_BLOCK; b++, p += bb, y += KVS_TQ_BLOCK) {
+        to_float(base, p, y, KVS_TQ_BLOCK);
+        uint16_t h;
+        memcpy(&h, p + tb, 2);
+        const float g = kvs_f16_to_f32(h) * KVS_TQ_QJL_GAIN;
+        float z[KVS_TQ_BLOCK];
+        for (int i = 0; i < KVS_TQ_BLOCK; i++) z[i] = (p[tb + 2 + i / 8] >> (i % 8)) & 1u ? 1.0f : -1.0f;
+        fwht64(z);
+        flip_signs(z);
+        for (int i = 0; i < KVS_TQ_BLOCK; i++) y[i] += g * z[i];
+    }
+}
+
+static void qjl_from_float(uint32_t type, const float *x, void *y, int64_t n) {
+    const uint32_t base = kvs_tq_qjl_base(type);
+    const size_t bb = kvs_tq_qjl_block_bytes(type), tb = kvs_tq_block_bytes(base);
+    uint8_t *p = y;
+    for (int64_t b = 0; b < n / KVS_TQ_BLOCK; b++, p += bb, x += KVS_TQ_BLOCK) {
+        from_float(base, x, p, KVS_TQ_BLOCK);
+        float r[KVS_TQ_BLOCK];
+        to_float(base, p, r, KVS_TQ_BLOCK);
+        double ss = 0.0;
+        for (int i = 0; i < KVS_TQ_BLOCK; i++) {
+            r[i] = isfinite(x[i]) ? x[i] - r[i] : 0.0f; /* a non-finite input: no residual to sketch */
+            ss += (double)r[i] * r[i];
+        }
+        float g = (float)sqrt(ss);
+        if (!(g <= 65504.0f)) g = 65504.0f;
+        const uint16_t h = kvs_f32_to_f16(g);
+        memcpy(p + tb, &h, 2);
+        flip_signs(r);
+        fwht64(r);
+        memset(p + tb + 2, 0, KVS_TQ_BLOCK / 8);
+        for (int i = 0; i < KVS_TQ_BLOCK; i++)
+            if (r[i] >= 0.0f) p[tb + 2 + i / 8] |= (uint8_t)(1u << (i % 8));
+    }
+}
+
+void kvs_tq2j_to_float_ref(const void *x, float *y, int64_t n) { qjl_to_float(KVS_TYPE_TQ2J, x, y, n); }
+void kvs_tq3j_to_float_ref(const void *x, float *y, int64_t n) { qjl_to_float(KVS_TYPE_TQ3J, x, y, n); }
+void kvs_tq2j_from_float_ref(const float *x, void *y, int64_t n) { qjl_from_float(KVS_TYPE_TQ2J, x, y, n); }
+void kvs_tq3j_from_float_ref(const float *x, void *y, int64_t n) { qjl_from_float(KVS_TYPE_TQ3J, x, y, n); }

@@ -53,6 +53,31 @@
  * on the one scale: -8% squared error on Gaussian blocks). s is 0 for an
  * all-zero or non-finite block and saturates to 65504.
  *
+ * QJL SKETCH (tq2j, tq3j: the paper's inner-product variant). The block is
+ * a tq2 / tq3 block, then the residual r = x - decode(block) (in the rotated
+ * domain, 64 coordinates) as an f16 norm g = |r| and 64 sign bits
+ * z = sign(S r), S = 8 H D' (H the orthonormal Walsh-Hadamard matrix of
+ * order 64, D' = diag(+-1) from the fixed KVS_TQ_QJL_SIGNS: rows of +-1,
+ * the structured stand-in for the paper's Gaussian matrix):
+ *
+ *   type   base  bytes  bits/element (all-in)
+ *   tq2j   tq2     28   3.5
+ *   tq3j   tq3     36   4.5
+ *
+ *   [0, base bytes)  the tq block;  then f16 g;  then 8 bytes, bit i
+ *                    (byte i / 8, bit i % 8) set when (S r)_i >= 0.
+ *
+ * QJL estimates <q, r> as sqrt(pi/2)/64 * g * <S q, z>, unbiased for a
+ * Gaussian S, and that is linear in q: it is <q, r~> with
+ *     r~ = sqrt(pi/2)/8 * g * D' H z,
+ * so a row decodes to decode(block) + r~ and every kernel reads it as a
+ * vector (no fused decode kernel takes these types: the tile path
+ * dequantizes). |r~| = 1.25 g, and E|r - r~|^2 = (pi/2 - 1) g^2 for a
+ * Gaussian residual: the sketch removes 43% of the residual's squared error,
+ * less than a codebook bit does (tq3's error is about 30% of tq2's), and
+ * adds variance that softmax attention amplifies; it is here to be measured
+ * (BENCHMARKS.md). A non-finite input contributes no residual.
+ *
  * Re-quantizing a decoded block is not always the identity (the scale
  * rounds start from the decoded block's RMS): on Gaussian blocks 0-1.3% of
  * blocks (tq2 .. tq4) come back with a code moved by one cell. Only the
@@ -81,6 +106,19 @@ const float *kvs_tq_codebook(int bits);
  * C = 127 / max|cb|, zeros past 2^bits; returns C (0 for other bits). The
  * integer-score kernels read centroids as grid[code] / C. */
 float kvs_tq_codebook_grid(int bits, int8_t grid[16]);
+
+/* The QJL types: the tq type a block starts with (0 for other types), and
+ * the bytes of a block (0 for other types). */
+#define KVS_TQ_QJL_SIGNS 0x9E3779B97F4A7C15ull /* D' of the sketch: bit i set, element i negated */
+#define KVS_TQ_QJL_GAIN 0.15666426716813f      /* sqrt(pi/2) / 8 */
+uint32_t kvs_tq_qjl_base(uint32_t type);
+size_t kvs_tq_qjl_block_bytes(uint32_t type);
+void kvs_tq2j_to_float_ref(const void *x, float *y, int64_t n);
+void kvs_tq3j_to_float_ref(const void *x, float *y, int64_t n);
+void kvs_tq2j_from_float_ref(const float *x, void *y, int64_t n);
+void kvs_tq3j_from_float_ref(const float *x, void *y, int64_t n);
+/* A format of the tq family (tq or QJL): it needs rotated coordinates. */
+static inline int kvs_tq_rotated_type(uint32_t type) { return kvs_tq_bits(type, 0) || kvs_tq_qjl_base(type); }
 
 /* Reference codec (dtype trait functions; n a multiple of 64). */
 void kvs_tq2_to_float_ref(const void *x, float *y, int64_t n);

@@ -154,11 +154,11 @@ kvs_status kvs_kv_scheme_validate(const kvs_kv_scheme *s) {
                 return kvs_fail(KVS_ERR_INVALID_ARG, "kv scheme: recent=%u is not a multiple of the group %u",
                                 s->recent, s->group);
         }
-        if (s->layout == KVS_KV_LAYOUT_BLOCK && kvs_tq_bits(s->k_type, 0) && !s->rotate)
+        if (s->layout == KVS_KV_LAYOUT_BLOCK && kvs_tq_rotated_type(s->k_type) && !s->rotate)
             return kvs_fail(KVS_ERR_INVALID_ARG, "kv scheme: key format %s needs rotated keys (its codebook is for "
                             "rotated coordinates: rotate=k or kv, a key head size that is a power of two; got %u)",
                             kvs_dtype_name(s->k_type), s->head_dim_k);
-        if (s->layout == KVS_KV_LAYOUT_BLOCK && kvs_tq_bits(s->v_type, 0) && !s->rotate_v)
+        if (s->layout == KVS_KV_LAYOUT_BLOCK && kvs_tq_rotated_type(s->v_type) && !s->rotate_v)
             return kvs_fail(KVS_ERR_INVALID_ARG, "kv scheme: value format %s needs rotated values (its codebook is "
                             "for rotated coordinates: rotate=v or kv, a value head size that is a power of two; got %u)",
                             kvs_dtype_name(s->v_type), s->head_dim_v);

@@ -15,6 +15,7 @@ static const struct { const char *name; kvs_kv_type t; kvs_dtype d; } g_types[] 
     {"q8_0", KVS_KV_Q8_0, KVS_TYPE_Q8_0}, {"q4_0", KVS_KV_Q4_0, KVS_TYPE_Q4_0},
     {"tq2", KVS_KV_TQ2, KVS_TYPE_TQ2}, {"tq2.5", KVS_KV_TQ2_5, KVS_TYPE_TQ2_5}, {"tq3", KVS_KV_TQ3, KVS_TYPE_TQ3},
     {"tq3.5", KVS_KV_TQ3_5, KVS_TYPE_TQ3_5}, {"tq4", KVS_KV_TQ4, KVS_TYPE_TQ4},
+    {"tq2j", KVS_KV_TQ2J, KVS_TYPE_TQ2J}, {"tq3j", KVS_KV_TQ3J, KVS_TYPE_TQ3J},
 };
 
 #define N_TYPES (sizeof g_types / sizeof *g_types)
@@ -53,7 +54,7 @@ bool kvs_kv_tq_from_name(const char *name, kvs_dtype *kt, kvs_dtype *vt) {
     if (!kvs_kv_type_from_name(a, &x) || !kvs_kv_type_from_name(b, &y)) return false;
     *kt = kvs_kv_type_dtype(x);
     *vt = kvs_kv_type_dtype(y);
-    return kvs_tq_bits(*kt, 0) && kvs_tq_bits(*vt, 0);
+    return kvs_tq_rotated_type(*kt) && kvs_tq_rotated_type(*vt);
 }
 
 static bool parse_u32(const char *s, size_t n, uint32_t *out) {

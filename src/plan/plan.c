@@ -467,7 +467,7 @@ kvs_status kvs_plan_apply_kv_type(kvs_plan_model *m, const char *type) {
         st = kvs_plan_apply_whatif(m, type);
     else
         return kvs_fail(KVS_ERR_INVALID_ARG,
-                        "--kv: unknown KV type '%s' (known: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 tq2 tq2.5 tq3 tq3.5 tq4 "
+                        "--kv: unknown KV type '%s' (known: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 tq2 tq2.5 tq3 tq3.5 tq4 tq2j tq3j "
                         "tqXkYv qXkYv kivi:k=X,v=Y)",
                         type);
     return st;
