@@ -15,7 +15,11 @@
  * fixtures), within the per-fixture bounds below. Argmax agreement counts
  * the positions where llama.cpp's own two paths pick the same token: where
  * they do not, the top two logits are tied within llama.cpp's own rounding,
- * and which one wins depends on a machine's kernels, not on the architecture. The bounds were set from
+ * and which one wins depends on a machine's kernels, not on the architecture. Likewise the RMS
+ * and the positions within the bound count the positions where llama.cpp's two paths agree
+ * within that bound (on an AVX-512 VBMI Xeon its DeepSeek V4 prefill and decode differ by up to
+ * 0.9 at 2 of 701 positions, RMS 1.6e-2 over all, more than the bound set for kvslim); both
+ * exclusions fail the test when they would drop more than 5% of the positions. The bounds were set from
  * the observed values with a margin of 3x or more (the table of
  * BENCHMARKS.md); an architectural difference (a mask off by one, a wrong
  * RoPE pairing, a missing norm, a routing difference) moves max |d| to O(1)
@@ -84,9 +88,10 @@ static uint32_t argmax_of(const float *x, uint32_t V) {
 
 /* a vs b over n positions of V logits; argmax agreement only where
  * decided[t] (NULL: everywhere) */
-static stats compare(const float *a, const float *b, uint32_t n, uint32_t V, const bool *decided) {
+static stats compare(const float *a, const float *b, uint32_t n, uint32_t V, const bool *decided, const bool *settled) {
     stats s = {0};
     double ss = 0, rr = 0;
+    uint32_t n_rms = 0;
     s.pos_max = calloc(n, sizeof(double));
     for (uint32_t t = 0; t < n; t++) {
         const float *x = a + (size_t)t * V, *y = b + (size_t)t * V;
@@ -95,7 +100,7 @@ static stats compare(const float *a, const float *b, uint32_t n, uint32_t V, con
             double d = (double)x[v] - y[v];
             if (!(fabs(d) <= s.max_abs)) s.max_abs = d == d ? fabs(d) : INFINITY;
             if (!(fabs(d) <= s.pos_max[t])) s.pos_max[t] = d == d ? fabs(d) : INFINITY;
-            ss += d * d;
+            if (!settled || settled[t]) ss += d * d;
             rr += (double)y[v] * y[v];
             if (x[v] > x[ia]) ia = v;
             if (y[v] > y[ib]) ib = v;
@@ -104,8 +109,9 @@ static stats compare(const float *a, const float *b, uint32_t n, uint32_t V, con
             s.argmax_same += ia == ib;
             s.n++;
         }
+        n_rms += !settled || settled[t];
     }
-    s.rms = sqrt(ss / ((double)n * V));
+    s.rms = n_rms ? sqrt(ss / ((double)n_rms * V)) : 0.0;
     s.ref_rms = sqrt(rr / ((double)n * V));
     return s;
 }
@@ -225,6 +231,20 @@ static void run_fixture(const fixture *fx, const char *tmpdir, char *version, si
     /* ties are rare: were they not, the exclusion would hide real differences */
     CHECKF(!ref || n_decided >= 0.95 * n, "%s: llama.cpp's prefill and decode choose different tokens at %u of %u positions",
            fx->path, n - n_decided, n);
+    /* the positions where llama.cpp's two paths agree within the position bound; the RMS and the
+     * positions-within count are taken over them (the same rule as the argmax above) */
+    bool *settled = calloc(n, sizeof(bool));
+    uint32_t n_settled = 0;
+    if (ref) {
+        stats self = compare(ref, ref + (size_t)n * V, n, V, NULL, NULL);
+        for (uint32_t t = 0; t < n; t++) {
+            settled[t] = self.pos_max[t] / self.ref_rms <= fx->max_rel;
+            n_settled += settled[t];
+        }
+        free(self.pos_max);
+    }
+    CHECKF(!ref || n_settled >= 0.95 * n, "%s: llama.cpp's prefill and decode differ by more than %.2g at %u of %u positions",
+           fx->path, fx->max_rel, n - n_settled, n);
     for (int path = 0; ref && path < 2; path++) {
         float *mine = run_kvslim(m, fx, tok, V, path == 1);
         if (!mine) continue;
@@ -238,20 +258,21 @@ static void run_fixture(const fixture *fx, const char *tmpdir, char *version, si
                      fx->kv_f32 ? "f32" : "f16");
             if (system(df) != 0) fprintf(stderr, "test_peer: %s failed\n", df);
         }
-        stats s = compare(mine, ref + (size_t)path * n * V, n, V, decided);
+        stats s = compare(mine, ref + (size_t)path * n * V, n, V, decided, settled);
         const double mr = s.max_abs / s.ref_rms, rr = s.rms / s.ref_rms,
                      am = s.n ? (double)s.argmax_same / s.n : 0.0;
         uint32_t within = 0, first_out = n;
         for (uint32_t t = 0; t < n; t++) {
+            if (!settled[t]) continue;
             if (s.pos_max[t] / s.ref_rms <= fx->max_rel) within++;
             else if (first_out == n) first_out = t;
         }
-        const double po = (double)within / n;
+        const double po = n_settled ? (double)within / n_settled : 0.0;
         char fo[32] = "";
         if (first_out < n) snprintf(fo, sizeof fo, ", first at %u", first_out);
         printf("| %-22s | %-3s | %-7s | %4u | %8.2e | %8.2e | %5.1f%% of %u | %5.1f%% (%u/%u%s) | %s |\n",
                fx->path + 11, fx->kv_f32 ? "f32" : "f16", path ? "decode" : "prefill", n, mr, rr, 100.0 * am, s.n,
-               100.0 * po, within, n, fo, fx->what);
+               100.0 * po, within, n_settled, fo, fx->what);
         CHECKF(rr <= fx->rms_rel && am >= fx->min_argmax && po >= fx->min_pos_ok,
                "%s %s: max %.3e, rms %.3e (bound %.1e), argmax %.3f (bound %.2f), positions within %.2g: %.3f "
                "(bound %.2f); logit rms %.3f",
@@ -262,7 +283,7 @@ static void run_fixture(const fixture *fx, const char *tmpdir, char *version, si
     }
     /* the peer's own two paths agree with each other (a sanity check of the harness) */
     if (ref) {
-        stats s = compare(ref, ref + (size_t)n * V, n, V, NULL);
+        stats s = compare(ref, ref + (size_t)n * V, n, V, NULL, NULL);
         uint32_t within = 0;
         for (uint32_t t = 0; t < n; t++) within += s.pos_max[t] / s.ref_rms <= fx->max_rel;
         printf("|   (llama.cpp prefill vs its own decode) | | | | %8.2e | %8.2e | %5.1f%% | %5.1f%% | |\n",
@@ -270,6 +291,7 @@ static void run_fixture(const fixture *fx, const char *tmpdir, char *version, si
         free(s.pos_max);
     }
     free(decided);
+    free(settled);
     free(ref);
     free(list);
     free(tok);
