@@ -48,27 +48,20 @@ static void dtype_init_once(void) {
         .name = "i32", .block_size = 1, .type_size = 4, .is_quantized = false, .vec_dot_type = KVS_TYPE_I32,
     };
     /* KV-only row formats (core/tq.h): no dot product, never a tensor */
-#define TQ_ENTRY(T, id, nm)                                                                          \
+#define TQ_ENTRY(T, id, nm, bytes)                                                                   \
     g_ref[id] = (kvs_type_traits){                                                                   \
-        .name = nm, .block_size = KVS_TQ_BLOCK, .type_size = kvs_tq_block_bytes(id), .is_quantized = true, \
+        .name = nm, .block_size = KVS_TQ_BLOCK, .type_size = bytes, .is_quantized = true,            \
         .vec_dot_type = KVS_TYPE_F32, .to_float = kvs_##T##_to_float_ref, .to_float_ref = kvs_##T##_to_float_ref, \
         .from_float = kvs_##T##_from_float_ref, .from_float_ref = kvs_##T##_from_float_ref, .kv_only = true, \
     }
-    TQ_ENTRY(tq2, KVS_TYPE_TQ2, "tq2");
-    TQ_ENTRY(tq2_5, KVS_TYPE_TQ2_5, "tq2.5");
-    TQ_ENTRY(tq3, KVS_TYPE_TQ3, "tq3");
-    TQ_ENTRY(tq3_5, KVS_TYPE_TQ3_5, "tq3.5");
-    TQ_ENTRY(tq4, KVS_TYPE_TQ4, "tq4");
+    TQ_ENTRY(tq2, KVS_TYPE_TQ2, "tq2", kvs_tq_block_bytes(KVS_TYPE_TQ2));
+    TQ_ENTRY(tq2_5, KVS_TYPE_TQ2_5, "tq2.5", kvs_tq_block_bytes(KVS_TYPE_TQ2_5));
+    TQ_ENTRY(tq3, KVS_TYPE_TQ3, "tq3", kvs_tq_block_bytes(KVS_TYPE_TQ3));
+    TQ_ENTRY(tq3_5, KVS_TYPE_TQ3_5, "tq3.5", kvs_tq_block_bytes(KVS_TYPE_TQ3_5));
+    TQ_ENTRY(tq4, KVS_TYPE_TQ4, "tq4", kvs_tq_block_bytes(KVS_TYPE_TQ4));
+    TQ_ENTRY(tq2j, KVS_TYPE_TQ2J, "tq2j", kvs_tq_qjl_block_bytes(KVS_TYPE_TQ2J)); /* with the QJL sketch */
+    TQ_ENTRY(tq3j, KVS_TYPE_TQ3J, "tq3j", kvs_tq_qjl_block_bytes(KVS_TYPE_TQ3J));
 #undef TQ_ENTRY
-#define QJL_ENTRY(T, id, nm)                                                                          \
-    g_ref[id] = (kvs_type_traits){                                                                    \
-        .name = nm, .block_size = KVS_TQ_BLOCK, .type_size = kvs_tq_qjl_block_bytes(id), .is_quantized = true, \
-        .vec_dot_type = KVS_TYPE_F32, .to_float = kvs_##T##_to_float_ref, .to_float_ref = kvs_##T##_to_float_ref, \
-        .from_float = kvs_##T##_from_float_ref, .from_float_ref = kvs_##T##_from_float_ref, .kv_only = true, \
-    }
-    QJL_ENTRY(tq2j, KVS_TYPE_TQ2J, "tq2j");
-    QJL_ENTRY(tq3j, KVS_TYPE_TQ3J, "tq3j");
-#undef QJL_ENTRY
     /* activation-only formats: no dot product of their own */
     g_ref[KVS_TYPE_Q8_1] = (kvs_type_traits){
         .name = "q8_1", .block_size = KVS_QK, .type_size = sizeof(kvs_block_q8_1), .is_quantized = true,
